@@ -1,0 +1,9 @@
+"""Kafka plumbing: a broker with safe producer settings, typed publishing, and the
+consumer pipeline that verifies handoffs, dedupes redeliveries and dead-letters
+what cannot be processed."""
+
+from handrail.bus.broker import make_broker
+from handrail.bus.pipeline import Delivery, Pipeline
+from handrail.bus.publisher import Publisher
+
+__all__ = ["Delivery", "Pipeline", "Publisher", "make_broker"]

@@ -1,0 +1,22 @@
+"""The FastStream Kafka broker every service uses."""
+
+from __future__ import annotations
+
+from faststream.kafka import KafkaBroker
+
+
+def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
+    """A broker whose producer cannot lose or duplicate a send.
+
+    Idempotence and ``acks=all`` are set explicitly rather than trusted to
+    defaults: a publish returns only when every in-sync replica has it.
+    """
+    return KafkaBroker(
+        bootstrap,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        # Topics are created by `handrail topics ensure`, never by a typo in a publish.
+        allow_auto_create_topics=False,
+        logger=None,
+    )

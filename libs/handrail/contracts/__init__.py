@@ -1,0 +1,19 @@
+"""Declarative contracts from ``config/``: agents, workflows, and loading them.
+
+Everything is validated at start-up; a bad file stops the service with a
+message naming the file, the entry and the field.
+"""
+
+from handrail.contracts.agents import AgentSpec, Autonomy, Limits
+from handrail.contracts.loader import Contracts, load_contracts
+from handrail.contracts.workflows import StepSpec, WorkflowSpec
+
+__all__ = [
+    "AgentSpec",
+    "Autonomy",
+    "Contracts",
+    "Limits",
+    "StepSpec",
+    "WorkflowSpec",
+    "load_contracts",
+]

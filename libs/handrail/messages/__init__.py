@@ -1,0 +1,36 @@
+"""The public message contract: one versioned pydantic model per payload.
+
+Field names here are a stable contract (see ``schemas/`` and the README):
+fields may be added, never renamed or repurposed.
+"""
+
+from handrail.messages.base import Payload, new_message_id, derived_message_id, utcnow
+from handrail.messages.dead_letter import DeadLetter
+from handrail.messages.envelope import BudgetSnapshot, HandoffEnvelope
+from handrail.messages.steps import Decision, StepCompleted, Usage
+from handrail.messages.tasks import TaskResult, TaskStatus, TaskSubmitted
+
+__all__ = [
+    "BudgetSnapshot",
+    "DeadLetter",
+    "Decision",
+    "HandoffEnvelope",
+    "Payload",
+    "StepCompleted",
+    "TaskResult",
+    "TaskStatus",
+    "TaskSubmitted",
+    "Usage",
+    "derived_message_id",
+    "new_message_id",
+    "utcnow",
+]
+
+#: Every payload that gets a JSON Schema in ``schemas/``, by schema file stem.
+PUBLIC_MODELS: dict[str, type[Payload]] = {
+    "task-submitted": TaskSubmitted,
+    "task-result": TaskResult,
+    "handoff-envelope": HandoffEnvelope,
+    "step-completed": StepCompleted,
+    "dead-letter": DeadLetter,
+}

@@ -1,0 +1,26 @@
+"""A message that cannot be processed, parked on ``<prefix>dlq`` with its reason."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from handrail.messages.base import Payload
+
+
+class DeadLetter(Payload):
+    """The original bytes of an unprocessable message, where they came from, and why."""
+
+    schema_version: Literal[1] = 1
+    message_id: str
+    reason: str = Field(description="What is wrong, for a person.")
+    error_type: str = Field(description="What is wrong, for a machine.")
+    source_topic: str
+    partition: int
+    offset: int
+    original: str = Field(description="The original message bytes, base64.")
+    task_id: str | None = None
+    service: str = Field(description="The service that dead-lettered it.")
+    dead_lettered_at: datetime

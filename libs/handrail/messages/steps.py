@@ -1,0 +1,67 @@
+"""What a worker reports after one step (`StepCompleted`), with its decision trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from handrail.messages.base import Payload
+from handrail.messages.envelope import BudgetSnapshot
+
+
+class Usage(Payload):
+    """What one step consumed."""
+
+    model_calls: int = Field(default=0, ge=0)
+    tool_calls: int = Field(default=0, ge=0)
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0)
+
+    @property
+    def tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+class Decision(Payload):
+    """One action the agent took inside a step: a model call or a tool call."""
+
+    kind: Literal["model_call", "tool_call"]
+    name: str = Field(description="The model or tool name.")
+    outcome: Literal["ok", "error", "rejected"]
+    args_hash: str | None = None
+    error: str | None = None
+    latency_ms: float = Field(ge=0)
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+
+
+class StepCompleted(Payload):
+    """A worker's report of one finished step, on ``<prefix>steps``.
+
+    ``context`` is the task's new context; ``parent_hash`` is the hash of the
+    context the worker received, and ``patch`` turns that context into this one.
+    """
+
+    envelope_version: Literal[1] = 1
+    message_id: str
+    task_id: str
+    workflow: str
+    step: str
+    step_index: int = Field(ge=0)
+    attempt: int = Field(ge=1)
+    agent: str
+    goal: str
+    deadline: datetime | None = None
+    output: dict[str, Any]
+    context: dict[str, Any]
+    context_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    parent_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    patch: list[dict[str, Any]] = Field(description="RFC 6902 JSON Patch from the parent context.")
+    decisions: list[Decision] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    budget: BudgetSnapshot = Field(default_factory=BudgetSnapshot)
+    finished_at: datetime

@@ -1,0 +1,85 @@
+"""Wiring shared by every service: broker, state, contracts, pipeline, and the HTTP side.
+
+Each service serves ``/healthz`` (Kafka and Redis answer) and ``/metrics``
+(Prometheus) next to its consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.kafka import KafkaBroker
+from prometheus_client import make_asgi_app
+
+from handrail.bus import Pipeline, Publisher, make_broker
+from handrail.contracts import Contracts, load_contracts
+from handrail.service.settings import ServiceSettings
+from handrail.state import TaskStore, connect_redis
+from handrail.tools import ToolRegistry, default_registry
+from handrail.topics import Topics
+
+#: How long a health probe may wait on Kafka or Redis before calling the service unhealthy.
+_HEALTH_TIMEOUT_S = 2.0
+
+
+@dataclass
+class Runtime:
+    """Everything a service's handlers need, built once at start-up."""
+
+    service: str
+    settings: ServiceSettings
+    broker: KafkaBroker
+    redis: aioredis.Redis
+    store: TaskStore
+    publisher: Publisher
+    pipeline: Pipeline
+    topics: Topics
+    contracts: Contracts
+    tools: ToolRegistry
+
+
+def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
+    """Load the contracts (failing fast on a bad file) and wire the clients."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tools = default_registry()
+    contracts = load_contracts(settings.config_dir, tools.names())
+    broker = make_broker(settings.kafka_bootstrap, client_id=f"handrail-{service}")
+    redis = connect_redis(settings.redis_url)
+    store = TaskStore(redis, settings.redis_prefix)
+    publisher = Publisher(broker)
+    topics = Topics(settings.topic_prefix)
+    pipeline = Pipeline(
+        service=service,
+        publisher=publisher,
+        store=store,
+        dlq_topic=topics.dlq,
+        retry_backoff_s=settings.retry_backoff_s,
+    )
+    return Runtime(service, settings, broker, redis, store, publisher, pipeline, topics, contracts, tools)
+
+
+def asgi_app(runtime: Runtime) -> AsgiFastStream:
+    """The FastStream app with ``/healthz`` and ``/metrics``."""
+
+    @get
+    async def healthz(scope: object) -> AsgiResponse:
+        kafka_ok = await runtime.broker.ping(_HEALTH_TIMEOUT_S)
+        try:
+            redis_ok = bool(await asyncio.wait_for(runtime.redis.ping(), _HEALTH_TIMEOUT_S))
+        except Exception:
+            redis_ok = False
+        body = f'{{"kafka": {str(kafka_ok).lower()}, "redis": {str(redis_ok).lower()}}}'.encode()
+        return AsgiResponse(body, 200 if kafka_ok and redis_ok else 503, headers={"content-type": "application/json"})
+
+    async def close_redis() -> None:
+        await runtime.redis.aclose()
+
+    return AsgiFastStream(
+        runtime.broker,
+        asgi_routes=[("/healthz", healthz), ("/metrics", make_asgi_app())],
+        on_shutdown=[close_redis],
+    )

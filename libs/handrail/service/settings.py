@@ -1,0 +1,27 @@
+"""The settings every service shares; each service subclasses it once.
+
+Nothing else in Handrail reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Where the bus, the state and the contracts are; read from ``HANDRAIL_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="HANDRAIL_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    topic_prefix: str = "handrail."
+    redis_prefix: str = "hr:"
+    config_dir: Path = Path("config")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    retry_backoff_s: float = Field(default=1.0, gt=0, description="Wait before redelivering after a retryable error.")
+    log_level: str = "INFO"

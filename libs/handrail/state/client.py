@@ -1,0 +1,31 @@
+"""Connecting to Redis, and turning its transport errors into ``StateUnavailable``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from handrail.errors import StateUnavailable
+
+#: Short timeouts: a stalled Redis must turn into a retry, not a hung consumer.
+_SOCKET_TIMEOUT_S = 2.0
+
+
+def connect_redis(url: str) -> aioredis.Redis:
+    """A client for ``url``; connections are opened lazily."""
+    return aioredis.Redis.from_url(
+        url, socket_timeout=_SOCKET_TIMEOUT_S, socket_connect_timeout=_SOCKET_TIMEOUT_S, decode_responses=True
+    )
+
+
+@asynccontextmanager
+async def unavailable_as_retryable(what: str) -> AsyncIterator[None]:
+    """Re-raise Redis transport errors as ``StateUnavailable`` naming ``what`` was attempted."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise StateUnavailable(f"Redis unavailable while trying to {what}: {exc}") from exc

@@ -1,0 +1,144 @@
+"""Task records and the hash chain, with the checks that must be atomic done in Lua.
+
+Per task (all keys share the ``{task_id}`` hash tag, so they live in one slot):
+
+- ``<p>{id}:task``      hash: workflow, status, head (last committed context hash), submission, result_id
+- ``<p>{id}:accepted``  set of message ids accepted into the chain (a redelivery of one is resumed)
+- ``<p>{id}:done``      set of ``consumer/message_id`` fully processed (a redelivery of one is skipped)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from handrail.state.client import unavailable_as_retryable
+
+#: Keep a finished task's records this long, so late redeliveries are still recognised.
+FINISHED_TTL_S = 7 * 24 * 3600
+
+_OPEN = """
+local existing = redis.call('HGET', KEYS[1], 'submission')
+if existing then
+  if existing == ARGV[1] then return {'resume', redis.call('HGET', KEYS[1], 'status')} end
+  return {'duplicate', redis.call('HGET', KEYS[1], 'status')}
+end
+redis.call('HSET', KEYS[1], 'submission', ARGV[1], 'workflow', ARGV[2], 'status', ARGV[3],
+           'head', ARGV[4], 'opened_at', ARGV[5])
+return {'opened', ARGV[3]}
+"""
+
+_ACCEPT = """
+if redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return {'duplicate', ''} end
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'unknown_task', ''} end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return {'resumed', status} end
+if status ~= 'running' then return {'ended', status} end
+local head = redis.call('HGET', KEYS[1], 'head')
+if head ~= ARGV[2] then return {'parent_mismatch', head} end
+redis.call('HSET', KEYS[1], 'head', ARGV[3], 'step', ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[1])
+return {'accepted', status}
+"""
+
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and status ~= 'running' then
+  return {'already', status, redis.call('HGET', KEYS[1], 'result_id') or ''}
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'result_id', ARGV[2], 'workflow', ARGV[3], 'ended_at', ARGV[4])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+return {'finished', ARGV[1], ARGV[2]}
+"""
+
+
+class Opening(StrEnum):
+    """What opening a task found."""
+
+    OPENED = "opened"  # a new task
+    RESUME = "resume"  # this very submission opened it before (a redelivery): carry on
+    DUPLICATE = "duplicate"  # another submission with the same task id came first
+
+
+class Acceptance(StrEnum):
+    """What a receiver may do with a handoff."""
+
+    ACCEPTED = "accepted"  # parent matched; the chain now ends at this message's hash
+    RESUMED = "resumed"  # accepted before but not finished (crash, redelivery): process again
+    DUPLICATE = "duplicate"  # fully processed before: skip
+    ENDED = "ended"  # the task already ended: skip
+    PARENT_MISMATCH = "parent_mismatch"
+    UNKNOWN_TASK = "unknown_task"
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    """An ``Acceptance`` and its detail: the task status, or the committed head on a mismatch."""
+
+    outcome: Acceptance
+    detail: str
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    """Whether this caller ended the task (``first``), and the id of the one result it has."""
+
+    first: bool
+    status: str
+    result_id: str
+
+
+class TaskStore:
+    """Task records, the committed hash chain and redelivery dedupe, in Redis."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str = "hr:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._open = redis.register_script(_OPEN)
+        self._accept = redis.register_script(_ACCEPT)
+        self._finish = redis.register_script(_FINISH)
+
+    def _keys(self, task_id: str) -> list[str]:
+        base = f"{self._prefix}{{{task_id}}}"
+        return [f"{base}:task", f"{base}:accepted", f"{base}:done"]
+
+    async def open(self, task_id: str, workflow: str, submission: str, head: str, now: str, status: str = "running") -> Opening:
+        """Open the task with ``head`` as its first committed hash; idempotent per ``submission``."""
+        async with unavailable_as_retryable(f"open task {task_id}"):
+            outcome, _ = await self._open(keys=self._keys(task_id), args=[submission, workflow, status, head, now])
+        return Opening(outcome)
+
+    async def accept(self, task_id: str, message_id: str, parent_hash: str, context_hash: str, consumer: str, step: str) -> AcceptResult:
+        """Check ``parent_hash`` against the committed head and, if it matches, commit ``context_hash``."""
+        async with unavailable_as_retryable(f"verify the handoff of task {task_id}"):
+            outcome, detail = await self._accept(
+                keys=self._keys(task_id), args=[message_id, parent_hash, context_hash, f"{consumer}/{message_id}", step]
+            )
+        return AcceptResult(Acceptance(outcome), detail)
+
+    async def mark_done(self, task_id: str, consumer: str, message_id: str) -> None:
+        """Record that ``consumer`` finished ``message_id`` and published all its outputs."""
+        async with unavailable_as_retryable(f"record progress of task {task_id}"):
+            await self._redis.sadd(self._keys(task_id)[2], f"{consumer}/{message_id}")
+
+    async def is_done(self, task_id: str, consumer: str, message_id: str) -> bool:
+        """Whether ``consumer`` already finished ``message_id``."""
+        async with unavailable_as_retryable(f"check progress of task {task_id}"):
+            return bool(await self._redis.sismember(self._keys(task_id)[2], f"{consumer}/{message_id}"))
+
+    async def finish(self, task_id: str, workflow: str, status: str, result_id: str, now: str) -> FinishResult:
+        """End the task with ``status`` unless it already ended; either way say which result is its one."""
+        async with unavailable_as_retryable(f"finish task {task_id}"):
+            outcome, final_status, final_result = await self._finish(
+                keys=self._keys(task_id), args=[status, result_id, workflow, now, FINISHED_TTL_S]
+            )
+        return FinishResult(first=outcome == "finished", status=final_status, result_id=final_result)
+
+    async def get(self, task_id: str) -> dict[str, Any]:
+        """The task's record (empty when unknown)."""
+        async with unavailable_as_retryable(f"read task {task_id}"):
+            record: dict[str, Any] = await self._redis.hgetall(self._keys(task_id)[0])
+        return record

@@ -1,0 +1,111 @@
+"""The tool registry: name, JSON Schema in and out, side-effect and approval flags.
+
+A call to an unknown tool, a tool the agent may not use, or arguments that fail
+the schema gets a structured ``ToolCallError`` back to the model, never an
+exception that kills the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+class ToolFailure(Exception):
+    """Raised by a tool when a well-formed call cannot succeed (no such employee, say).
+
+    The message goes back to the model as a ``tool_failed`` error it can act on.
+    """
+
+
+ToolFn = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """What a model is told about a tool, and what the platform enforces."""
+
+    name: str
+    description: str
+    args_schema: dict[str, Any]
+    result_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    side_effect: bool = False
+    requires_approval: bool = False
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A registered tool: its spec and the coroutine that runs it."""
+
+    spec: ToolSpec
+    run: ToolFn
+
+
+@dataclass(frozen=True)
+class ToolCallError:
+    """A structured error the model can act on: what was wrong and what would be right."""
+
+    code: str  # unknown_tool | tool_not_allowed | invalid_arguments | tool_failed | invalid_result
+    tool: str
+    message: str
+    allowed_tools: list[str] = field(default_factory=list)
+
+    def as_observation(self) -> dict[str, Any]:
+        """The error as the tool message the model sees."""
+        body: dict[str, Any] = {"error": {"code": self.code, "tool": self.tool, "message": self.message}}
+        if self.allowed_tools:
+            body["error"]["allowed_tools"] = self.allowed_tools
+        return body
+
+
+class ToolRegistry:
+    """Every tool an agent could be allowed to call."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for tool in tools:
+            self.register(tool)
+
+    def register(self, tool: Tool) -> None:
+        """Add ``tool``; its schemas are checked now, not on first use."""
+        jsonschema.Draft202012Validator.check_schema(tool.spec.args_schema)
+        jsonschema.Draft202012Validator.check_schema(tool.spec.result_schema)
+        if tool.spec.name in self._tools:
+            raise ValueError(f"tool {tool.spec.name!r} is registered twice")
+        self._tools[tool.spec.name] = tool
+
+    def names(self) -> set[str]:
+        """Names of every registered tool."""
+        return set(self._tools)
+
+    def specs(self, allowed: Iterable[str]) -> list[ToolSpec]:
+        """Specs of the ``allowed`` tools, as offered to a model."""
+        return [self._tools[n].spec for n in allowed if n in self._tools]
+
+    def get(self, name: str) -> Tool | None:
+        """The tool called ``name``, if registered."""
+        return self._tools.get(name)
+
+    def check_call(self, name: str, args: Any, allowed: list[str]) -> ToolCallError | None:
+        """Return why the call may not run, or None when it may."""
+        tool = self._tools.get(name)
+        if tool is None:
+            return ToolCallError("unknown_tool", name, f"there is no tool named {name!r}", sorted(allowed))
+        if name not in allowed:
+            return ToolCallError("tool_not_allowed", name, f"this agent may not call {name!r}", sorted(allowed))
+        if not isinstance(args, dict):
+            return ToolCallError("invalid_arguments", name, "arguments must be a JSON object")
+        errors = sorted(jsonschema.Draft202012Validator(tool.spec.args_schema).iter_errors(args), key=str)
+        if errors:
+            detail = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors)
+            return ToolCallError("invalid_arguments", name, detail)
+        return None
+
+
+def default_registry() -> ToolRegistry:
+    """The in-process tools that ship with Handrail (the demo's expense tools)."""
+    from handrail.tools import expenses
+
+    return ToolRegistry(expenses.TOOLS)

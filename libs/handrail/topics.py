@@ -1,0 +1,114 @@
+"""Topic names and their specs; ``ensure_topics`` creates what is missing.
+
+Key = task id everywhere, so a task's messages stay ordered within a topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+#: A week: long enough to replay a task after a weekend incident.
+_WEEK_MS = 7 * 24 * 3600 * 1000
+#: Partitions for the busy topics: the most consumers one group can use in parallel.
+DEFAULT_PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as ``handrail topics ensure`` creates it."""
+
+    name: str
+    partitions: int = DEFAULT_PARTITIONS
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic name, under one prefix (default ``handrail.``)."""
+
+    prefix: str = "handrail."
+
+    @property
+    def tasks(self) -> str:
+        return f"{self.prefix}tasks"
+
+    @property
+    def steps(self) -> str:
+        return f"{self.prefix}steps"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}control"
+
+    @property
+    def reviews_requested(self) -> str:
+        return f"{self.prefix}reviews.requested"
+
+    @property
+    def reviews_decided(self) -> str:
+        return f"{self.prefix}reviews.decided"
+
+    @property
+    def results(self) -> str:
+        return f"{self.prefix}results"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}dlq"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}audit"
+
+    def agent(self, name: str) -> str:
+        """The topic agent ``name`` consumes its handoffs from."""
+        return f"{self.prefix}agent.{name}"
+
+    def specs(self, agents: Iterable[str]) -> list[TopicSpec]:
+        """All topics with partitions, retention and compaction."""
+        week = {"retention.ms": str(_WEEK_MS)}
+        specs = [
+            TopicSpec(self.tasks, config=week),
+            TopicSpec(self.steps, config=week),
+            TopicSpec(self.events, config=week),
+            # Latest halt / breaker state per key is all that matters.
+            TopicSpec(self.control, partitions=1, config={"cleanup.policy": "compact"}),
+            TopicSpec(self.reviews_requested, config=week),
+            TopicSpec(self.reviews_decided, config=week),
+            TopicSpec(self.results, config=week),
+            TopicSpec(self.dlq, config={"retention.ms": str(4 * _WEEK_MS)}),
+            # The audit trail is the record: kept forever.
+            TopicSpec(self.audit, config={"retention.ms": "-1"}),
+        ]
+        specs += [TopicSpec(self.agent(a), config=week) for a in sorted(agents)]
+        return specs
+
+
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication_factor: int = 1) -> list[str]:
+    """Create the topics in ``specs`` that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        new = [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication_factor, topic_configs=s.config)
+            for s in missing
+        ]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass  # another process created them between our list and create
+        return [s.name for s in missing]
+    finally:
+        await admin.close()

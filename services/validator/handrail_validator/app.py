@@ -1,0 +1,28 @@
+"""Wiring only: the validator's runtime, subscriber and HTTP endpoints."""
+
+from __future__ import annotations
+
+from faststream.asgi import AsgiFastStream
+
+from handrail.bus.results import fail_task_on_rejection
+from handrail.messages import StepCompleted
+from handrail.service import Runtime, asgi_app, build_runtime
+from handrail_validator.handlers import SERVICE, ValidatorHandlers
+from handrail_validator.settings import ValidatorSettings
+
+
+def create(settings: ValidatorSettings | None = None) -> tuple[Runtime, AsgiFastStream]:
+    """Build the validator app."""
+    settings = settings or ValidatorSettings()
+    runtime = build_runtime(SERVICE, settings)
+    handlers = ValidatorHandlers(runtime)
+    runtime.pipeline.subscribe(
+        runtime.broker,
+        runtime.topics.steps,
+        group_id=settings.consumer_group,
+        payload_type=StepCompleted,
+        handler=handlers.on_step,
+        on_rejected=fail_task_on_rejection(runtime.store, runtime.publisher, runtime.topics.results),
+        topic_kind="steps",
+    )
+    return runtime, asgi_app(runtime)

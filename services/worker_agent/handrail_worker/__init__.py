@@ -1,0 +1,1 @@
+"""The worker-agent: runs one bounded step of one agent per handoff it receives."""

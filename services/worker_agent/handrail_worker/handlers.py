@@ -1,0 +1,70 @@
+"""Turning a verified ``HandoffEnvelope`` into a ``StepCompleted``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from handrail.bus import Delivery
+from handrail.errors import HandoffError
+from handrail.hashing import context_hash
+from handrail.messages import HandoffEnvelope, StepCompleted, derived_message_id, utcnow
+from handrail.patch import diff
+from handrail.service import Runtime
+from handrail_worker.runner import StepRunner
+from handrail_worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+class WorkerHandlers:
+    """The worker's handler, bound to its agent and runtime."""
+
+    def __init__(self, runtime: Runtime, settings: WorkerSettings, runner: StepRunner) -> None:
+        self.rt = runtime
+        self.settings = settings
+        self.runner = runner
+        self.agent = runner.agent
+
+    async def on_envelope(self, envelope: HandoffEnvelope, delivery: Delivery) -> None:
+        """Run the step and publish its output with the new context, its hash and the patch."""
+        if envelope.receiver != self.agent.name:
+            raise HandoffError(
+                f"envelope for agent {envelope.receiver!r} arrived at agent {self.agent.name!r}",
+                task_id=envelope.task_id,
+            )
+        outcome = await self.runner.run(envelope)
+        steps = {**envelope.context.get("steps", {}), envelope.step: outcome.output}
+        context = {**envelope.context, "steps": steps}
+        usage = outcome.usage
+        budget = envelope.budget.model_copy(
+            update={
+                "steps_used": envelope.budget.steps_used + 1,
+                "tokens_used": envelope.budget.tokens_used + usage.tokens,
+                "cost_usd_used": envelope.budget.cost_usd_used + usage.cost_usd,
+            }
+        )
+        completed = StepCompleted(
+            message_id=derived_message_id(envelope.message_id, "step-completed"),
+            task_id=envelope.task_id,
+            workflow=envelope.workflow,
+            step=envelope.step,
+            step_index=envelope.step_index,
+            attempt=envelope.attempt,
+            agent=self.agent.name,
+            goal=envelope.goal,
+            deadline=envelope.deadline,
+            output=outcome.output,
+            context=context,
+            context_hash=context_hash(context),
+            parent_hash=envelope.context_hash,
+            patch=diff(envelope.context, context),
+            decisions=outcome.decisions,
+            usage=usage,
+            budget=budget,
+            finished_at=utcnow(),
+        )
+        await self.rt.publisher.publish(self.rt.topics.steps, completed, key=envelope.task_id)
+        if self.settings.chaos_exit_after_publish:
+            log.critical("chaos: exiting after publishing %s, before its offset is committed", completed.message_id)
+            os._exit(17)
