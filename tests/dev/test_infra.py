@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from handrail.dev import DevSettings, ServiceState, down, status, up
-
 from tests.fixtures.infra import TopicFactory
+
+from handrail.dev import DevSettings, ServiceState, down, status, up
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import typer
-from handrail.dev import DevInfraError, DevSettings, InfraStatus, ServiceState, down, status, up
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from handrail.dev import DevInfraError, DevSettings, InfraStatus, ServiceState, down, status, up
 
 app = typer.Typer(help="Run a local Kafka (KRaft, from Maven Central jars) and Redis.", no_args_is_help=True)
 
@@ -39,10 +41,10 @@ def _run(action: Callable[[DevSettings], InfraStatus], title: str) -> None:
         settings = DevSettings()
         result = action(settings)
     except ValidationError as exc:
-        _err.print(f"[red]error:[/red] invalid HANDRAIL_* setting:\n{exc}")
+        _err.print(Text.assemble(("error: ", "bold red"), f"invalid HANDRAIL_* setting:\n{exc}"), highlight=False)
         raise typer.Exit(1) from None
     except DevInfraError as exc:
-        _err.print(f"[red]error:[/red] {exc}", markup=False, highlight=False)
+        _err.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)
         raise typer.Exit(1) from None
     _render(result, title)
 
@@ -63,3 +65,12 @@ def down_command() -> None:
 def status_command() -> None:
     """Show, for Kafka and Redis: running (started by `up`), external, or stopped."""
     _run(status, "handrail dev status")
+
+
+def _add_services() -> None:
+    from handrail.cli.dev_services import app as services_app
+
+    app.add_typer(services_app, name="services")
+
+
+_add_services()

@@ -31,3 +31,20 @@ _add_dev()
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run the expense-approval demo end to end (starts and stops what it needs)."""
+    from pathlib import Path
+
+    from handrail.cli.common import err_console
+    from handrail.demo import run_demo
+    from handrail.errors import HandrailError
+
+    try:
+        code = run_demo(Path.cwd())
+    except HandrailError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)

@@ -44,7 +44,7 @@ _probing: contextvars.ContextVar[bool] = contextvars.ContextVar("handrail_dev_pr
 
 
 class _DropWhileProbing(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:  # noqa: ARG002 - the flag decides, not the record
+    def filter(self, record: logging.LogRecord) -> bool:
         return not _probing.get()
 
 
@@ -270,4 +270,6 @@ def stop_kafka(settings: DevSettings) -> ServiceStatus:
         return kafka_status(settings)
     stop(pid, name="Kafka", term_timeout_s=STOP_TIMEOUT_S, log_path=files.log)
     files.pid.unlink(missing_ok=True)
-    return ServiceStatus("kafka", ServiceState.STOPPED, settings.kafka_bootstrap, pid, files.log, changed=True)
+    return ServiceStatus(
+        "kafka", ServiceState.STOPPED, settings.kafka_bootstrap, pid, files.log, changed=True, detail="stopped"
+    )

@@ -23,6 +23,7 @@ TOOLS_DIR = Path(__file__).resolve().parents[3] / "tools" / "kafka"
 _MVN_TIMEOUT_S = 900.0
 _MIN_JAVA = 17  # Kafka 4.x brokers and tools need Java 17+ (KIP-750 / KIP-1013).
 _RESOLVED_MARKER = ".resolved"
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def tools_file(name: str) -> Path:
@@ -50,6 +51,15 @@ def require_java() -> str:
     return java
 
 
+def _maven_errors(output: str) -> str:
+    """Maven's ``[ERROR]`` lines without its generic "re-run with -e / see the wiki" advice."""
+    output = _ANSI_ESCAPE.sub("", output)  # Debian's Maven 3.8 colours even with -B -Dstyle.color=never
+    errors = [line for line in output.splitlines() if line.startswith("[ERROR]") and line.strip() != "[ERROR]"]
+    advice = ("To see the full", "Re-run Maven", "For more information", "[Help")
+    kept = [line for line in errors if not line.removeprefix("[ERROR] ").startswith(advice)]
+    return "\n".join(kept[:10] or output.strip().splitlines()[-15:])
+
+
 def kafka_libs(settings: DevSettings) -> Path:
     """The folder of broker jars for ``settings.kafka_version``, resolving it with Maven on first use."""
     home = settings.cache_dir.expanduser() / f"kafka-{settings.kafka_version}"
@@ -62,7 +72,7 @@ def kafka_libs(settings: DevSettings) -> Path:
     staging = home / f"libs.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     argv = [
-        mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+        mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(pom), "dependency:copy-dependencies",
         f"-Dkafka.version={settings.kafka_version}",
         "-DincludeScope=runtime",
         f"-DoutputDirectory={staging}",
@@ -72,11 +82,13 @@ def kafka_libs(settings: DevSettings) -> Path:
             argv, capture_output=True, text=True, timeout=_MVN_TIMEOUT_S, check=False
         )
     except subprocess.TimeoutExpired as exc:
+        shutil.rmtree(staging, ignore_errors=True)
         raise KafkaJarsError(f"`{' '.join(argv)}` did not finish within {_MVN_TIMEOUT_S:.0f} s") from exc
     if out.returncode != 0:
-        tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-15:])
+        shutil.rmtree(staging, ignore_errors=True)
         raise KafkaJarsError(
-            f"Maven could not resolve Kafka {settings.kafka_version} (exit {out.returncode}):\n{tail}\n"
+            f"Maven could not resolve Kafka {settings.kafka_version} (exit {out.returncode}):\n"
+            f"{_maven_errors(out.stdout + out.stderr)}\n"
             f"command: {' '.join(argv)}"
         )
     shutil.rmtree(libs, ignore_errors=True)

@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from handrail.dev.errors import ServiceStopError, ToolNotFoundError
@@ -42,7 +42,9 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def spawn(argv: Sequence[str], *, log_path: Path, pid_path: Path, cwd: Path) -> int:
+def spawn(
+    argv: Sequence[str], *, log_path: Path, pid_path: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> int:
     """Start ``argv`` in its own session (it outlives the caller), output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -51,6 +53,7 @@ def spawn(argv: Sequence[str], *, log_path: Path, pid_path: Path, cwd: Path) -> 
         proc = subprocess.Popen(  # noqa: S603 - argv is built by the launcher, never from user input
             list(argv),
             cwd=cwd,
+            env=None if env is None else dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -154,4 +154,6 @@ def stop_redis(settings: DevSettings) -> ServiceStatus:
         return redis_status(settings)
     stop(pid, name="redis-server", term_timeout_s=STOP_TIMEOUT_S, log_path=files.log)
     files.pid.unlink(missing_ok=True)
-    return ServiceStatus("redis", ServiceState.STOPPED, settings.redis_url, pid, files.log, changed=True)
+    return ServiceStatus(
+        "redis", ServiceState.STOPPED, settings.redis_url, pid, files.log, changed=True, detail="stopped"
+    )

@@ -1,0 +1,68 @@
+# Handrail - `make help` lists the targets. CI runs `make test`, the same as you.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HANDRAIL := $(BIN)/handrail
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/activate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(BIN)/activate
+
+.PHONY: install
+install: $(BIN)/activate ## create .venv with Handrail and its dev tools (editable)
+
+.PHONY: system-deps
+system-deps: ## install redis-server if it is missing (Debian/Ubuntu; needs root)
+	@command -v java >/dev/null || { echo "java not found: install a JDK 17+ (e.g. apt-get install -y openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (e.g. apt-get install -y maven)"; exit 1; }
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
+	  else echo "redis-server not found: install it with: sudo apt-get install -y redis-server"; exit 1; fi; }
+
+.PHONY: infra
+infra: install system-deps ## start Kafka (KRaft, from Maven Central jars) and Redis, and wait until ready
+	$(HANDRAIL) dev up
+
+.PHONY: topics
+topics: install ## create Handrail's topics
+	$(HANDRAIL) topics ensure
+
+.PHONY: up
+up: infra topics ## start infra and every service (one worker per agent) in the background
+	$(HANDRAIL) dev services up
+
+.PHONY: down
+down: install ## stop the services and the infra that `make up` / `make infra` started
+	$(HANDRAIL) dev services down
+	$(HANDRAIL) dev down
+
+.PHONY: demo
+demo: install system-deps ## run the expense-approval demo end to end, then stop what it started
+	$(HANDRAIL) demo
+
+.PHONY: test
+test: install system-deps ## run every test (starts Kafka and Redis when they are not running)
+	$(BIN)/pytest
+
+.PHONY: lint
+lint: install ## ruff, mypy (strict) and the schema check
+	$(BIN)/ruff check libs services tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m handrail.schemas --check
+
+.PHONY: schemas
+schemas: install ## regenerate schemas/ from the payload models
+	$(BIN)/python -m handrail.schemas
+
+.PHONY: bench
+bench: install ## run the benchmarks (needs `make infra`; not part of CI)
+	$(BIN)/python bench/pipeline.py

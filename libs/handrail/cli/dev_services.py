@@ -1,0 +1,62 @@
+"""``handrail dev services up | down | status``: every Handrail service as a local process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from handrail.cli.common import console, err_console
+from handrail.contracts import load_contracts
+from handrail.dev import DevInfraError, DevSettings, services
+from handrail.errors import ContractError
+from handrail.tools import default_registry
+
+app = typer.Typer(no_args_is_help=True, help="Run router, validator and one worker per agent as local processes.")
+
+
+def _plan(settings: DevSettings) -> list[services.ServiceProcess]:
+    try:
+        agents = load_contracts(Path("config"), default_registry().names()).agents
+    except ContractError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return services.plan(sorted(agents))
+
+
+def _table(processes: list[services.ServiceProcess], run_dir: Path) -> None:
+    table = Table("service", "pid", "health", "log")
+    for name, pid in services.running(processes, run_dir).items():
+        process = next(p for p in processes if p.name == name)
+        health = f"http://127.0.0.1:{process.http_port}/healthz" if pid else "-"
+        table.add_row(name, str(pid or "stopped"), health, str(process.paths(run_dir)[1]))
+    console.print(table)
+
+
+@app.command("up")
+def up_command() -> None:
+    """Start every service that is not running and wait until each is healthy."""
+    settings = DevSettings()
+    processes = _plan(settings)
+    try:
+        services.up(processes, settings.run_dir, {}, Path.cwd())
+    except DevInfraError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    _table(processes, settings.run_dir)
+
+
+@app.command("down")
+def down_command() -> None:
+    """Stop the services `up` started."""
+    settings = DevSettings()
+    stopped = services.down(_plan(settings), settings.run_dir)
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command("status")
+def status_command() -> None:
+    """Show which services run, their pids, health URLs and logs."""
+    settings = DevSettings()
+    _table(_plan(settings), settings.run_dir)

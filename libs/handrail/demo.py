@@ -1,0 +1,163 @@
+"""``handrail demo``: the expense-approval workflow end to end, on real Kafka and Redis.
+
+Starts what is missing (Kafka, Redis, topics, every service), submits a handful
+of claims - good ones, and malformed ones - shows each task's progress as it
+happens, prints where every task ended and why, then stops what it started.
+Exits 0 only when every task ended where it should.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from handrail.client import HandrailClient, follow, open_reader
+from handrail.contracts import load_contracts
+from handrail.dev import DevSettings, services
+from handrail.dev import down as infra_down
+from handrail.dev import up as infra_up
+from handrail.messages import DeadLetter, StepCompleted, TaskResult
+from handrail.tools import default_registry
+from handrail.topics import Topics, ensure_topics
+
+#: Long enough for a cold JVM broker and cold Python workers on a 2-core machine.
+_RESULTS_TIMEOUT_S = 120.0
+
+console = Console()
+
+
+@dataclass(frozen=True)
+class Case:
+    """One demo task: what to send, and where it must end."""
+
+    label: str
+    expect_status: str
+    expect: str  # the decision for a completed task, the error type otherwise
+    task_input: dict[str, Any] | None = None
+    workflow: str = "expense-approval"
+    raw: bytes | None = None  # sent as is instead of a TaskSubmitted
+
+
+def cases() -> list[Case]:
+    def claim(employee: str, amount: float, currency: str, what: str) -> dict[str, Any]:
+        return {"employee_id": employee, "amount": amount, "currency": currency, "description": what}
+
+    return [
+        Case("team lunch, 42.50 EUR", "completed", "approved", claim("E100", 42.5, "EUR", "team lunch")),
+        Case("laptop, 1200 USD", "completed", "needs_approval:manager", claim("E101", 1200, "USD", "laptop")),
+        Case("offsite, 8000 GBP", "completed", "needs_approval:director", claim("E102", 8000, "GBP", "team offsite")),
+        Case("claim by a former employee", "completed", "rejected", claim("E103", 90, "USD", "taxi")),
+        Case("unknown employee", "failed", "output_schema_violation", claim("E404", 30, "USD", "books")),
+        Case("negative amount", "rejected", "invalid_input", claim("E100", -5, "USD", "refund?")),
+        Case("unknown workflow", "rejected", "unknown_workflow", {"anything": 1}, workflow="payroll"),
+        Case("not JSON at all", "rejected", "malformed_message", raw=b"<expense amount=12>oops</expense>"),
+    ]
+
+
+def run_demo(project_dir: Path) -> int:
+    """Run the whole demo; return the process exit code."""
+    settings = DevSettings()
+    started_infra = infra_up(settings)
+    for status in started_infra.services:
+        console.print(f"[bold]{status.name}[/bold] {status.state} at {status.address}")
+    agents = sorted(load_contracts(project_dir / "config", default_registry().names()).agents)
+    topics = Topics()
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, topics.specs(agents)))
+    processes = services.plan(agents)
+    already = {name for name, pid in services.running(processes, settings.run_dir).items() if pid is not None}
+    console.print(f"starting services: {', '.join(p.name for p in processes if p.name not in already) or 'none'}")
+    services.up(processes, settings.run_dir, {}, project_dir)
+    try:
+        return asyncio.run(_scenario(settings.kafka_bootstrap, topics))
+    finally:
+        stopped = services.down([p for p in processes if p.name not in already], settings.run_dir)
+        console.print(f"stopped services: {', '.join(stopped) or 'none'}")
+        if any(s.changed for s in started_infra.services):
+            infra_down(settings)
+            console.print("stopped the Kafka and Redis this demo started")
+
+
+async def _scenario(bootstrap: str, topics: Topics) -> int:
+    run = uuid.uuid4().hex[:6]
+    demo_cases = cases()
+    ids = {f"demo-{run}-{i}": case for i, case in enumerate(demo_cases, 1)}
+    reader = await open_reader(bootstrap, [topics.steps, topics.results, topics.dlq], from_time_ms=None)
+    results: dict[str, TaskResult] = {}
+    reasons: dict[str, str] = {}
+    try:
+        async with HandrailClient(bootstrap, topics.prefix) as client:
+            for task_id, case in ids.items():
+                if case.raw is not None:
+                    await client.publish_raw(case.raw, key=task_id)
+                else:
+                    await client.submit(case.workflow, case.task_input or {}, task_id=task_id, submitted_by="demo")
+                console.print(f"[cyan]{task_id}[/cyan] submitted: {case.label}")
+            # Submitting the first claim again must not make a second task.
+            first_id, first = next(iter(ids.items()))
+            await client.submit(first.workflow, first.task_input or {}, task_id=first_id, submitted_by="demo")
+            console.print(f"[cyan]{first_id}[/cyan] submitted again (must be ignored)")
+        deadline = time.monotonic() + _RESULTS_TIMEOUT_S
+        async for record in follow(reader, idle_timeout_s=_RESULTS_TIMEOUT_S):
+            key = (record.key or b"").decode()
+            if key not in ids:
+                continue
+            body = record.value or b""
+            if record.topic == topics.steps:
+                step = StepCompleted.model_validate_json(body)
+                console.print(f"[cyan]{key}[/cyan]   step {step.step!r} done by {step.agent} ({len(step.decisions)} decisions)")
+            elif record.topic == topics.dlq:
+                letter = DeadLetter.model_validate_json(body)
+                reasons[key] = letter.reason
+                console.print(f"[cyan]{key}[/cyan]   [yellow]dead-lettered[/yellow] {letter.error_type}: {letter.reason}")
+            else:
+                result = TaskResult.model_validate_json(body)
+                if key in results:
+                    console.print(f"[red]{key} got a second result[/red]")
+                    return 1
+                results[key] = result
+                console.print(f"[cyan]{key}[/cyan]   [bold]{result.status}[/bold]")
+            if len(results) == len(ids) or time.monotonic() > deadline:
+                break
+        # Give a duplicate result the chance to show up before declaring success.
+        async for record in follow(reader, idle_timeout_s=2.0):
+            if record.topic == topics.results and (record.key or b"").decode() in results:
+                console.print(f"[red]{record.key!r} got a second result[/red]")
+                return 1
+    finally:
+        await reader.stop()
+    return _summary(ids, results)
+
+
+def _outcome(result: TaskResult) -> str:
+    if result.status != "completed":
+        return result.error_type or "?"
+    output = result.output or {}
+    role = (output.get("escalation") or {}).get("role")
+    return f"{output.get('decision')}:{role}" if role else str(output.get("decision"))
+
+
+def _summary(ids: dict[str, Case], results: dict[str, TaskResult]) -> int:
+    table = Table("task", "case", "expected", "got", "why", title="Where every demo task ended")
+    failures = 0
+    for task_id, case in ids.items():
+        result = results.get(task_id)
+        got = f"{result.status} {_outcome(result)}" if result else "no result"
+        expected = f"{case.expect_status} {case.expect}"
+        ok = got == expected
+        failures += not ok
+        why = "" if result is None else (result.reason or json.dumps((result.output or {}).get("reasons", "")))
+        table.add_row(task_id, case.label, expected, f"[{'green' if ok else 'red'}]{got}[/]", why)
+    console.print(table)
+    if failures:
+        console.print(f"[red]{failures} task(s) did not end where they should[/red]")
+        return 1
+    console.print(f"[green]all {len(ids)} tasks ended where they should; the resubmission made no second task[/green]")
+    return 0

@@ -1,0 +1,111 @@
+"""Run Handrail's services as local processes: router, one worker per agent, validator.
+
+Used by ``make up`` / ``make demo`` (``handrail dev services up|down|status``) and by
+the tests that run the services as separate processes. Each process gets a pid file
+and a log file under ``<run_dir>/services/``; settings reach it as ``HANDRAIL_*``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from handrail.dev.errors import ServiceStartError
+from handrail.dev.process import is_alive, live_pid, log_tail, spawn, stop
+
+#: How long a service may take to answer /healthz: imports plus joining Kafka.
+_READY_TIMEOUT_S = 60.0
+_POLL_INTERVAL_S = 0.2
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    """One service to run: its name, its module and arguments, and its HTTP port."""
+
+    name: str
+    argv: tuple[str, ...]
+    http_port: int
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def paths(self, run_dir: Path) -> tuple[Path, Path]:
+        """Its pid file and log file."""
+        base = run_dir / "services"
+        return base / f"{self.name}.pid", base / f"{self.name}.log"
+
+
+def plan(agents: list[str], base_port: int = 8081) -> list[ServiceProcess]:
+    """The processes of a full local stack: router, validator, then one worker per agent."""
+    python = sys.executable
+    processes = [
+        ServiceProcess("router", (python, "-m", "handrail_router"), base_port),
+        ServiceProcess("validator", (python, "-m", "handrail_validator"), base_port + 1),
+    ]
+    for i, agent in enumerate(sorted(agents)):
+        processes.append(
+            ServiceProcess(f"worker-{agent}", (python, "-m", "handrail_worker", "--agent", agent), base_port + 2 + i)
+        )
+    return processes
+
+
+def start(process: ServiceProcess, run_dir: Path, env: Mapping[str, str], cwd: Path) -> int:
+    """Start ``process`` detached (unless its pid file names a live one) and return its pid."""
+    pid_path, log_path = process.paths(run_dir)
+    if (pid := live_pid(pid_path, process.argv[-1])) is not None:
+        return pid
+    pid_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **env, **process.env, "HANDRAIL_HTTP_PORT": str(process.http_port)}
+    return spawn(process.argv, log_path=log_path, pid_path=pid_path, cwd=cwd, env=full_env)
+
+
+def wait_ready(process: ServiceProcess, run_dir: Path, timeout_s: float = _READY_TIMEOUT_S) -> None:
+    """Wait until the service answers ``/healthz`` with 200, or raise naming its log."""
+    pid_path, log_path = process.paths(run_dir)
+    deadline = time.monotonic() + timeout_s
+    url = f"http://127.0.0.1:{process.http_port}/healthz"
+    # Not live_pid(): right after the fork the child's command line is still its parent's.
+    pid = int(pid_path.read_text().strip())
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            raise ServiceStartError(f"{process.name} exited during start-up; {log_path}:\n{log_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # loopback only
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(_POLL_INTERVAL_S)
+    raise ServiceStartError(f"{process.name} not healthy after {timeout_s:g}s; {log_path}:\n{log_tail(log_path)}")
+
+
+def stop_process(process: ServiceProcess, run_dir: Path) -> bool:
+    """SIGTERM the process (SIGKILL after a grace period); return whether one was running."""
+    pid_path, log_path = process.paths(run_dir)
+    pid = live_pid(pid_path, process.argv[-1])
+    if pid is None:
+        return False
+    stop(pid, name=process.name, term_timeout_s=15.0, log_path=log_path)
+    pid_path.unlink(missing_ok=True)
+    return True
+
+
+def up(processes: list[ServiceProcess], run_dir: Path, env: Mapping[str, str], cwd: Path) -> None:
+    """Start every process, then wait until each is healthy."""
+    for process in processes:
+        start(process, run_dir, env, cwd)
+    for process in processes:
+        wait_ready(process, run_dir)
+
+
+def down(processes: list[ServiceProcess], run_dir: Path) -> list[str]:
+    """Stop every process; return the names of those that were running."""
+    return [p.name for p in processes if stop_process(p, run_dir)]
+
+
+def running(processes: list[ServiceProcess], run_dir: Path) -> dict[str, int | None]:
+    """Each process's pid, or None when it is not running."""
+    return {p.name: live_pid(p.paths(run_dir)[0], p.argv[-1]) for p in processes}

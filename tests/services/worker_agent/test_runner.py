@@ -1,0 +1,83 @@
+"""The step runner with the scripted provider: tool calls, corrections, limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handrail.contracts import AgentSpec, load_contracts
+from handrail.errors import StepFailed
+from handrail.hashing import GENESIS, context_hash
+from handrail.llm import ScriptedProvider
+from handrail.messages import HandoffEnvelope
+from handrail.tools import default_registry
+from handrail_worker.runner import StepRunner
+
+CONFIG = Path(__file__).resolve().parents[3] / "config"
+
+
+def _envelope(task_input: dict[str, Any], steps: dict[str, Any] | None = None) -> HandoffEnvelope:
+    context = {"input": task_input, "steps": steps or {}}
+    return HandoffEnvelope(
+        message_id="m", task_id="t", workflow="expense-approval", step="intake", step_index=0,
+        sender="router", receiver="expense-intake", goal="g", context=context,
+        context_hash=context_hash(context), parent_hash=GENESIS, idempotency_key="k",
+    )
+
+
+def _runner(agent: AgentSpec) -> StepRunner:
+    return StepRunner(agent, ScriptedProvider(agent.plan), default_registry())
+
+
+async def test_intake_agent_follows_its_plan() -> None:
+    agent = load_contracts(CONFIG, default_registry().names()).agent("expense-intake")
+    outcome = await _runner(agent).run(
+        _envelope({"employee_id": "E101", "amount": 200, "currency": "GBP", "description": "client dinner"})
+    )
+    assert outcome.output["employee"]["name"] == "Ben Ode"
+    assert outcome.output["amount_usd"] == 254.0
+    assert [d.kind for d in outcome.decisions] == ["model_call", "tool_call", "model_call", "tool_call", "model_call"]
+    assert outcome.usage.model_calls == 3 and outcome.usage.tool_calls == 2 and outcome.usage.tokens > 0
+
+
+async def test_tool_failure_reaches_the_model_and_the_step_goes_on() -> None:
+    agent = load_contracts(CONFIG, default_registry().names()).agent("expense-intake")
+    outcome = await _runner(agent).run(_envelope({"employee_id": "E404", "amount": 1, "currency": "USD", "description": "x"}))
+    failed = [d for d in outcome.decisions if d.outcome == "error"]
+    assert [d.name for d in failed] == ["lookup_employee"] and "no employee" in (failed[0].error or "")
+    # The scripted model copies what it saw: the error, not an employee. The validator's schema catches it.
+    assert outcome.output["employee"] == {"error": {"code": "tool_failed", "tool": "lookup_employee", "message": "no employee with id 'E404'"}}
+
+
+def _agent(plan: list[dict[str, Any]], **limits: int) -> AgentSpec:
+    return AgentSpec.model_validate({
+        "name": "a", "owner": "o", "purpose": "p", "model_chain": ["scripted"], "prompt": "p@1",
+        "tools": ["lookup_employee"], "limits": limits, "plan": plan,
+    })
+
+
+async def test_hallucinated_and_forbidden_tools_become_corrections() -> None:
+    agent = _agent(
+        [{"call": "wire_money", "args": {}}, {"call": "check_policy", "args": {"amount_usd": 1}},
+         {"call": "lookup_employee", "args": {"employee_id": "E100"}}, {"answer": {"ok": True}}],
+        max_tool_corrections=2,
+    )
+    outcome = await _runner(agent).run(_envelope({}))
+    assert outcome.output == {"ok": True}
+    rejected = [(d.name, d.error.split(":")[0]) for d in outcome.decisions if d.outcome == "rejected"]  # type: ignore[union-attr]
+    assert rejected == [("wire_money", "unknown_tool"), ("check_policy", "tool_not_allowed")]
+    assert outcome.usage.tool_calls == 1
+
+
+async def test_too_many_corrections_fail_the_step() -> None:
+    agent = _agent([{"call": "wire_money"}, {"call": "wire_money"}, {"answer": {}}], max_tool_corrections=1)
+    with pytest.raises(StepFailed, match="more than 1 corrections"):
+        await _runner(agent).run(_envelope({}))
+
+
+async def test_max_turns_bounds_the_step() -> None:
+    plan = [{"call": "lookup_employee", "args": {"employee_id": "E100"}}] * 3 + [{"answer": {}}]
+    with pytest.raises(StepFailed, match="no answer within 2 model calls"):
+        await _runner(_agent(plan, max_turns=2)).run(_envelope({}))
