@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from handrail.client import HandrailClient, follow, open_reader
 from handrail.contracts import load_contracts
@@ -31,7 +30,7 @@ from handrail.topics import Topics, ensure_topics
 #: Long enough for a cold JVM broker and cold Python workers on a 2-core machine.
 _RESULTS_TIMEOUT_S = 120.0
 
-console = Console()
+console = Console(soft_wrap=True)
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,7 @@ def _outcome(result: TaskResult) -> str:
 
 
 def _summary(ids: dict[str, Case], results: dict[str, TaskResult]) -> int:
-    table = Table("task", "case", "expected", "got", "why", title="Where every demo task ended")
+    console.rule("Where every demo task ended")
     failures = 0
     for task_id, case in ids.items():
         result = results.get(task_id)
@@ -153,11 +152,17 @@ def _summary(ids: dict[str, Case], results: dict[str, TaskResult]) -> int:
         expected = f"{case.expect_status} {case.expect}"
         ok = got == expected
         failures += not ok
-        why = "" if result is None else (result.reason or json.dumps((result.output or {}).get("reasons", "")))
-        table.add_row(task_id, case.label, expected, f"[{'green' if ok else 'red'}]{got}[/]", why)
-    console.print(table)
+        mark = "[green]ok [/green]" if ok else f"[red]BAD (expected {expected})[/red]"
+        console.print(f"{mark} {task_id}  {case.label:28} -> {got}", highlight=False)
+        if result is not None:
+            why = result.reason or "; ".join((result.output or {}).get("reasons", []))
+            console.print(f"      why: {_shorten(why)}", highlight=False)
     if failures:
         console.print(f"[red]{failures} task(s) did not end where they should[/red]")
         return 1
     console.print(f"[green]all {len(ids)} tasks ended where they should; the resubmission made no second task[/green]")
     return 0
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

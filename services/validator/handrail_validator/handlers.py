@@ -39,7 +39,9 @@ class ValidatorHandlers:
         spec = workflow.step(step.step)
         errors = sorted(jsonschema.Draft202012Validator(spec.output_schema).iter_errors(step.output), key=str)
         if errors:
-            detail = "; ".join(f"output/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
+            detail = "; ".join(f"output/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:3])
+            if len(errors) > 3:
+                detail += f"; and {len(errors) - 3} more"
             raise OutputRejected(
                 f"step {step.step!r} of task {step.task_id} produced an output that breaks its schema: {detail}",
                 task_id=step.task_id,
