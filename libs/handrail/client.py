@@ -1,8 +1,8 @@
 """A small Python client: publish tasks, await their results, follow their progress.
 
-    async with HandrailClient("127.0.0.1:9092") as client:
-        task_id = await client.submit("expense-approval", {"employee_id": "E100", ...})
-        result = await client.wait_for_result(task_id, timeout_s=30)
+async with HandrailClient("127.0.0.1:9092") as client:
+    task_id = await client.submit("expense-approval", {"employee_id": "E100", ...})
+    result = await client.wait_for_result(task_id, timeout_s=30)
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ async def open_reader(bootstrap: str, topics: list[str], from_time_ms: int | Non
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+    await consumer._client.force_metadata_update()
     ids = consumer.partitions_for_topic(topic)
     if not ids:
         raise HandrailError(f"topic {topic!r} does not exist: run `handrail topics ensure`")

@@ -9,7 +9,6 @@ Exits 0 only when every task ended where it should.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -111,11 +110,15 @@ async def _scenario(bootstrap: str, topics: Topics) -> int:
             body = record.value or b""
             if record.topic == topics.steps:
                 step = StepCompleted.model_validate_json(body)
-                console.print(f"[cyan]{key}[/cyan]   step {step.step!r} done by {step.agent} ({len(step.decisions)} decisions)")
+                console.print(
+                    f"[cyan]{key}[/cyan]   step {step.step!r} done by {step.agent} ({len(step.decisions)} decisions)"
+                )
             elif record.topic == topics.dlq:
                 letter = DeadLetter.model_validate_json(body)
                 reasons[key] = letter.reason
-                console.print(f"[cyan]{key}[/cyan]   [yellow]dead-lettered[/yellow] {letter.error_type}: {letter.reason}")
+                console.print(
+                    f"[cyan]{key}[/cyan]   [yellow]dead-lettered[/yellow] {letter.error_type}: {letter.reason}"
+                )
             else:
                 result = TaskResult.model_validate_json(body)
                 if key in results:

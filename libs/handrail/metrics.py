@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-MESSAGES = Counter(
-    "handrail_messages_total", "Messages consumed, by outcome.", ["service", "topic_kind", "outcome"]
-)
+MESSAGES = Counter("handrail_messages_total", "Messages consumed, by outcome.", ["service", "topic_kind", "outcome"])
 HANDOFFS = Counter(
     "handrail_handoffs_total",
     "Handoff verifications by outcome (ok, context_hash_mismatch, parent_hash_mismatch, unknown_task, duplicate).",
     ["service", "outcome"],
 )
-DEAD_LETTERS = Counter("handrail_dead_letters_total", "Messages dead-lettered, by error type.", ["service", "error_type"])
+DEAD_LETTERS = Counter(
+    "handrail_dead_letters_total", "Messages dead-lettered, by error type.", ["service", "error_type"]
+)
 TASKS_FINISHED = Counter("handrail_tasks_finished_total", "Tasks ended, by final status.", ["workflow", "status"])
 HANDLE_SECONDS = Histogram(
     "handrail_handle_seconds",

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from handrail.errors import HandrailError
+
 #: A week: long enough to replay a task after a weekend incident.
 _WEEK_MS = 7 * 24 * 3600 * 1000
 #: Partitions for the busy topics: the most consumers one group can use in parallel.
@@ -105,10 +107,15 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication_fact
             NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication_factor, topic_configs=s.config)
             for s in missing
         ]
-        try:
-            await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass  # another process created them between our list and create
-        return [s.name for s in missing]
+        response = await admin.create_topics(new)
+        created, failures = [], []
+        for topic, code, *rest in response.topic_errors:
+            if code == 0:
+                created.append(topic)
+            elif code != TopicAlreadyExistsError.errno:  # another process created it meanwhile: fine
+                failures.append(f"{topic}: error {code} {rest[0] if rest else ''}".strip())
+        if failures:
+            raise HandrailError(f"could not create topics: {'; '.join(failures)}")
+        return created
     finally:
         await admin.close()

@@ -37,16 +37,23 @@ def _edit(path: Path, change: object) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda d: d["agents"]["expense-intake"].update(tools=["lookup_employee", "wire_money"]),
-         r"agents.yaml: agent 'expense-intake': field 'tools': unknown tool 'wire_money'"),
-        (lambda d: d["agents"]["expense-intake"]["limits"].update(max_tokens=-1),
-         r"agents.yaml: agent 'expense-intake': field 'limits.max_tokens'"),
-        (lambda d: d["agents"]["expense-intake"]["limits"].update(max_tokns=10),
-         r"agents.yaml: agent 'expense-intake': field 'limits.max_tokns': Extra inputs are not permitted"),
-        (lambda d: d["agents"]["expense-approver"].update(autonomy="yolo"),
-         r"agent 'expense-approver': field 'autonomy'"),
-        (lambda d: d["agents"]["expense-approver"].update(plan=[]),
-         r"agent 'expense-approver'.*needs a `plan`"),
+        (
+            lambda d: d["agents"]["expense-intake"].update(tools=["lookup_employee", "wire_money"]),
+            r"agents.yaml: agent 'expense-intake': field 'tools': unknown tool 'wire_money'",
+        ),
+        (
+            lambda d: d["agents"]["expense-intake"]["limits"].update(max_tokens=-1),
+            r"agents.yaml: agent 'expense-intake': field 'limits.max_tokens'",
+        ),
+        (
+            lambda d: d["agents"]["expense-intake"]["limits"].update(max_tokns=10),
+            r"agents.yaml: agent 'expense-intake': field 'limits.max_tokns': Extra inputs are not permitted",
+        ),
+        (
+            lambda d: d["agents"]["expense-approver"].update(autonomy="yolo"),
+            r"agent 'expense-approver': field 'autonomy'",
+        ),
+        (lambda d: d["agents"]["expense-approver"].update(plan=[]), r"agent 'expense-approver'.*needs a `plan`"),
     ],
 )
 def test_bad_agents_file_names_file_agent_and_field(tmp_path: Path, change: object, expected: str) -> None:
@@ -59,12 +66,18 @@ def test_bad_agents_file_names_file_agent_and_field(tmp_path: Path, change: obje
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda d: d["workflows"]["expense-approval"]["steps"][1].update(agent="ghost"),
-         r"workflows.yaml: workflow 'expense-approval': field 'steps.1.agent': unknown agent 'ghost'"),
-        (lambda d: d["workflows"]["expense-approval"]["steps"][0].update(output_schema={"type": "nope"}),
-         r"field 'steps.0.output_schema': not a valid JSON Schema"),
-        (lambda d: d["workflows"]["expense-approval"].pop("input_schema"),
-         r"workflow 'expense-approval': field 'input_schema': Field required"),
+        (
+            lambda d: d["workflows"]["expense-approval"]["steps"][1].update(agent="ghost"),
+            r"workflows.yaml: workflow 'expense-approval': field 'steps.1.agent': unknown agent 'ghost'",
+        ),
+        (
+            lambda d: d["workflows"]["expense-approval"]["steps"][0].update(output_schema={"type": "nope"}),
+            r"field 'steps.0.output_schema': not a valid JSON Schema",
+        ),
+        (
+            lambda d: d["workflows"]["expense-approval"].pop("input_schema"),
+            r"workflow 'expense-approval': field 'input_schema': Field required",
+        ),
     ],
 )
 def test_bad_workflows_file_names_file_workflow_and_field(tmp_path: Path, change: object, expected: str) -> None:
@@ -77,8 +90,8 @@ def test_bad_workflows_file_names_file_workflow_and_field(tmp_path: Path, change
 def test_not_yaml_and_missing_file_are_clear(tmp_path: Path) -> None:
     config = _copy(tmp_path)
     (config / "agents.yaml").write_text("agents: [unclosed")
-    with pytest.raises(ContractError, match="agents.yaml: not valid YAML"):
+    with pytest.raises(ContractError, match=r"agents\.yaml: not valid YAML"):
         load_contracts(config, TOOLS)
     (config / "agents.yaml").unlink()
-    with pytest.raises(ContractError, match="agents.yaml: file not found"):
+    with pytest.raises(ContractError, match=r"agents\.yaml: file not found"):
         load_contracts(config, TOOLS)

@@ -10,8 +10,13 @@ from handrail.tools.expenses import check_policy, convert_currency, lookup_emplo
 
 @pytest.mark.parametrize(
     ("amount_usd", "decision", "approver"),
-    [(0.01, "approved", "none"), (499.99, "approved", "none"), (500, "needs_approval", "manager"),
-     (5000, "needs_approval", "manager"), (5000.01, "needs_approval", "director")],
+    [
+        (0.01, "approved", "none"),
+        (499.99, "approved", "none"),
+        (500, "needs_approval", "manager"),
+        (5000, "needs_approval", "manager"),
+        (5000.01, "needs_approval", "director"),
+    ],
 )
 async def test_policy_thresholds(amount_usd: float, decision: str, approver: str) -> None:
     result = await check_policy({"amount_usd": amount_usd, "employee_active": True})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from handrail.patch import apply, diff
 
 
@@ -18,7 +20,7 @@ def test_apply_replays_lineage_from_the_first_context() -> None:
         {"input": {"a": 1}, "steps": {"one": {"v": 1}, "two": {"v": [1, 2]}}},
         {"input": {"a": 2}, "steps": {"one": {"v": 1}, "two": {"v": [1, 3]}}},
     ]
-    patches = [diff(a, b) for a, b in zip(hops, hops[1:], strict=False)]
+    patches = [diff(a, b) for a, b in itertools.pairwise(hops)]
     replayed = hops[0]
     for ops in patches:
         replayed = apply(replayed, ops)

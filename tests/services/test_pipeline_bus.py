@@ -9,13 +9,12 @@ import uuid
 from typing import Any
 
 import pytest
+from tests.fixtures.stack import Stack
 
 from handrail.client import HandrailClient, follow, open_reader
 from handrail.dev import services
 from handrail.hashing import context_hash
 from handrail.messages import HandoffEnvelope, StepCompleted, TaskStatus
-
-from tests.fixtures.stack import Stack
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(180)]
 
@@ -30,7 +29,11 @@ def new_id(label: str) -> str:
 
 @pytest.mark.parametrize(
     ("amount", "currency", "decision", "escalation_role"),
-    [(120, "EUR", "approved", None), (1200, "USD", "needs_approval", "manager"), (9000, "GBP", "needs_approval", "director")],
+    [
+        (120, "EUR", "approved", None),
+        (1200, "USD", "needs_approval", "manager"),
+        (9000, "GBP", "needs_approval", "director"),
+    ],
 )
 async def test_expense_claims_complete_with_the_policy_decision(
     client: HandrailClient, stack: Stack, amount: float, currency: str, decision: str, escalation_role: str | None
@@ -77,12 +80,26 @@ async def _assert_rejected(stack: Stack, client: HandrailClient, task_id: str, e
     [
         ("not-json", lambda tid: b"\x00\x01 this is not json {", "malformed_message", "not valid JSON"),
         ("bad-schema", lambda tid: json.dumps({"task_id": tid, "input": {}}).encode(), "malformed_message", "workflow"),
-        ("unknown-wf", lambda tid: json.dumps({"task_id": tid, "workflow": "payroll", "input": {}}).encode(),
-         "unknown_workflow", "unknown workflow 'payroll'"),
-        ("bad-input", lambda tid: json.dumps({"task_id": tid, "workflow": "expense-approval", "input": claim(-5)}).encode(),
-         "invalid_input", "input/amount"),
-        ("oversize", lambda tid: json.dumps({"task_id": tid, "workflow": "expense-approval", "input": claim(5),
-                                              "metadata": {"pad": "x" * 9000}}).encode(), "task_too_large", "limit is 8192"),
+        (
+            "unknown-wf",
+            lambda tid: json.dumps({"task_id": tid, "workflow": "payroll", "input": {}}).encode(),
+            "unknown_workflow",
+            "unknown workflow 'payroll'",
+        ),
+        (
+            "bad-input",
+            lambda tid: json.dumps({"task_id": tid, "workflow": "expense-approval", "input": claim(-5)}).encode(),
+            "invalid_input",
+            "input/amount",
+        ),
+        (
+            "oversize",
+            lambda tid: json.dumps(
+                {"task_id": tid, "workflow": "expense-approval", "input": claim(5), "metadata": {"pad": "x" * 9000}}
+            ).encode(),
+            "task_too_large",
+            "limit is 8192",
+        ),
     ],
 )
 async def test_bad_input_is_dead_lettered_with_its_reason_and_ends_the_task(
@@ -171,7 +188,9 @@ async def test_redelivery_after_a_crash_between_publish_and_commit_yields_one_re
     stack.stop(intake)
     # This worker exits right after publishing its StepCompleted, before the offset commit.
     process = stack.processes[intake]
-    crashing = services.ServiceProcess(process.name, process.argv, process.http_port, {"HANDRAIL_CHAOS_EXIT_AFTER_PUBLISH": "true"})
+    crashing = services.ServiceProcess(
+        process.name, process.argv, process.http_port, {"HANDRAIL_CHAOS_EXIT_AFTER_PUBLISH": "true"}
+    )
     services.start(crashing, stack.run_dir, stack.env, stack.run_dir)
     task_id = await client.submit("expense-approval", claim(75), task_id=new_id("crash"))
     for _ in range(300):

@@ -16,7 +16,7 @@ from handrail.errors import HandrailError
 
 T = TypeVar("T")
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 

@@ -44,7 +44,9 @@ def submit(
 def watch(
     task_id: str = typer.Argument(..., help="The task to follow."),
     since_s: float = typer.Option(3600.0, "--since-s", min=0, help="Look this far back for the task's messages."),
-    idle_timeout_s: float = typer.Option(30.0, "--idle-timeout-s", min=0.1, help="Give up after this long without news."),
+    idle_timeout_s: float = typer.Option(
+        30.0, "--idle-timeout-s", min=0.1, help="Give up after this long without news."
+    ),
     bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP)."),
 ) -> None:
     """Follow a task live, hop by hop, until its result (or a dead letter) arrives."""
@@ -86,7 +88,8 @@ def _describe(topic: str, body: dict[str, Any], topics: Any) -> str:
         usage = body.get("usage", {})
         return (
             f"step done    {body.get('step')} by {body.get('agent')}  "
-            f"calls={usage.get('model_calls', 0)}m/{usage.get('tool_calls', 0)}t  context={str(body.get('context_hash'))[:12]}"
+            f"calls={usage.get('model_calls', 0)}m/{usage.get('tool_calls', 0)}t  "
+            f"context={str(body.get('context_hash'))[:12]}"
         )
     if topic == topics.results:
         extra = body.get("reason") or json.dumps(body.get("output"))

@@ -97,4 +97,6 @@ def _check_schema(path: Path, workflow: str, field: str, schema: dict[str, Any])
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise ContractError(f"{path}: workflow {workflow!r}: field {field!r}: not a valid JSON Schema: {exc.message}") from None
+        raise ContractError(
+            f"{path}: workflow {workflow!r}: field {field!r}: not a valid JSON Schema: {exc.message}"
+        ) from None

@@ -4,7 +4,7 @@ Field names here are a stable contract (see ``schemas/`` and the README):
 fields may be added, never renamed or repurposed.
 """
 
-from handrail.messages.base import Payload, new_message_id, derived_message_id, utcnow
+from handrail.messages.base import Payload, derived_message_id, new_message_id, utcnow
 from handrail.messages.dead_letter import DeadLetter
 from handrail.messages.envelope import BudgetSnapshot, HandoffEnvelope
 from handrail.messages.steps import Decision, StepCompleted, Usage

@@ -105,13 +105,17 @@ class TaskStore:
         base = f"{self._prefix}{{{task_id}}}"
         return [f"{base}:task", f"{base}:accepted", f"{base}:done"]
 
-    async def open(self, task_id: str, workflow: str, submission: str, head: str, now: str, status: str = "running") -> Opening:
+    async def open(
+        self, task_id: str, workflow: str, submission: str, head: str, now: str, status: str = "running"
+    ) -> Opening:
         """Open the task with ``head`` as its first committed hash; idempotent per ``submission``."""
         async with unavailable_as_retryable(f"open task {task_id}"):
             outcome, _ = await self._open(keys=self._keys(task_id), args=[submission, workflow, status, head, now])
         return Opening(outcome)
 
-    async def accept(self, task_id: str, message_id: str, parent_hash: str, context_hash: str, consumer: str, step: str) -> AcceptResult:
+    async def accept(
+        self, task_id: str, message_id: str, parent_hash: str, context_hash: str, consumer: str, step: str
+    ) -> AcceptResult:
         """Check ``parent_hash`` against the committed head and, if it matches, commit ``context_hash``."""
         async with unavailable_as_retryable(f"verify the handoff of task {task_id}"):
             outcome, detail = await self._accept(
@@ -140,5 +144,5 @@ class TaskStore:
     async def get(self, task_id: str) -> dict[str, Any]:
         """The task's record (empty when unknown)."""
         async with unavailable_as_retryable(f"read task {task_id}"):
-            record: dict[str, Any] = await self._redis.hgetall(self._keys(task_id)[0])
-        return record
+            record = await self._redis.hgetall(self._keys(task_id)[0])
+        return {str(k): v for k, v in record.items()}

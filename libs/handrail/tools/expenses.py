@@ -10,7 +10,6 @@ from typing import Any
 
 from handrail.tools.registry import Tool, ToolFailure, ToolSpec
 
-
 #: The demo company's directory. A real deployment calls its HR system here.
 EMPLOYEES: dict[str, dict[str, Any]] = {
     "E100": {"name": "Ada Park", "department": "engineering", "manager_id": "E900", "active": True},
@@ -108,7 +107,11 @@ TOOLS = [
             result_schema={
                 "type": "object",
                 "required": ["amount_usd", "rate", "currency"],
-                "properties": {"amount_usd": {"type": "number"}, "rate": {"type": "number"}, "currency": {"type": "string"}},
+                "properties": {
+                    "amount_usd": {"type": "number"},
+                    "rate": {"type": "number"},
+                    "currency": {"type": "string"},
+                },
             },
         ),
         convert_currency,

@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema
 
+
 class ToolFailure(Exception):
     """Raised by a tool when a well-formed call cannot succeed (no such employee, say).
 

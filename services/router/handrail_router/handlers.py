@@ -94,7 +94,9 @@ class RouterHandlers:
         if errors:
             detail = "; ".join(f"input/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
             raise InputRejected(
-                f"input does not match workflow {workflow.name!r}: {detail}", error_type="invalid_input", task_id=task.task_id
+                f"input does not match workflow {workflow.name!r}: {detail}",
+                error_type="invalid_input",
+                task_id=task.task_id,
             )
         return workflow
 
@@ -104,7 +106,9 @@ class RouterHandlers:
         if task_id is None:
             return  # nothing identifies a task: the dead letter is the whole record
         genesis = context_hash({"rejected": delivery.ref})
-        opening = await self.rt.store.open(task_id, workflow, delivery.ref, genesis, utcnow().isoformat(), status="running")
+        opening = await self.rt.store.open(
+            task_id, workflow, delivery.ref, genesis, utcnow().isoformat(), status="running"
+        )
         if opening == Opening.DUPLICATE:
             return  # the id belongs to an earlier submission, which has (or will have) its own result
         await end_task(

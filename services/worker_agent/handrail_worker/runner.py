@@ -43,7 +43,9 @@ class StepRunner:
         agent = self.agent
         messages = [
             ChatMessage("system", f"You are {agent.name}. {agent.purpose} (prompt {agent.prompt})"),
-            ChatMessage("user", json.dumps({"goal": envelope.goal, "step": envelope.step, "context": envelope.context})),
+            ChatMessage(
+                "user", json.dumps({"goal": envelope.goal, "step": envelope.step, "context": envelope.context})
+            ),
         ]
         specs = self.tools.specs(agent.tools)
         decisions: list[Decision] = []
@@ -92,8 +94,12 @@ class StepRunner:
         error = self.tools.check_call(name, args, self.agent.tools)
         if error is not None:
             return error.as_observation(), Decision(
-                kind="tool_call", name=name, outcome="rejected", args_hash=args_hash,
-                error=f"{error.code}: {error.message}", latency_ms=_ms_since(started),
+                kind="tool_call",
+                name=name,
+                outcome="rejected",
+                args_hash=args_hash,
+                error=f"{error.code}: {error.message}",
+                latency_ms=_ms_since(started),
             )
         tool = self.tools.get(name)
         assert tool is not None  # check_call vouched for it
@@ -102,10 +108,16 @@ class StepRunner:
         except ToolFailure as exc:
             failure = ToolCallError("tool_failed", name, str(exc))
             return failure.as_observation(), Decision(
-                kind="tool_call", name=name, outcome="error", args_hash=args_hash,
-                error=f"tool_failed: {exc}", latency_ms=_ms_since(started),
+                kind="tool_call",
+                name=name,
+                outcome="error",
+                args_hash=args_hash,
+                error=f"tool_failed: {exc}",
+                latency_ms=_ms_since(started),
             )
-        return result, Decision(kind="tool_call", name=name, outcome="ok", args_hash=args_hash, latency_ms=_ms_since(started))
+        return result, Decision(
+            kind="tool_call", name=name, outcome="ok", args_hash=args_hash, latency_ms=_ms_since(started)
+        )
 
     def _check_corrections(self, corrections: int, last: str) -> None:
         limit = self.agent.limits.max_tool_corrections

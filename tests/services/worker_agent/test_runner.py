@@ -21,9 +21,18 @@ CONFIG = Path(__file__).resolve().parents[3] / "config"
 def _envelope(task_input: dict[str, Any], steps: dict[str, Any] | None = None) -> HandoffEnvelope:
     context = {"input": task_input, "steps": steps or {}}
     return HandoffEnvelope(
-        message_id="m", task_id="t", workflow="expense-approval", step="intake", step_index=0,
-        sender="router", receiver="expense-intake", goal="g", context=context,
-        context_hash=context_hash(context), parent_hash=GENESIS, idempotency_key="k",
+        message_id="m",
+        task_id="t",
+        workflow="expense-approval",
+        step="intake",
+        step_index=0,
+        sender="router",
+        receiver="expense-intake",
+        goal="g",
+        context=context,
+        context_hash=context_hash(context),
+        parent_hash=GENESIS,
+        idempotency_key="k",
     )
 
 
@@ -44,24 +53,40 @@ async def test_intake_agent_follows_its_plan() -> None:
 
 async def test_tool_failure_reaches_the_model_and_the_step_goes_on() -> None:
     agent = load_contracts(CONFIG, default_registry().names()).agent("expense-intake")
-    outcome = await _runner(agent).run(_envelope({"employee_id": "E404", "amount": 1, "currency": "USD", "description": "x"}))
+    outcome = await _runner(agent).run(
+        _envelope({"employee_id": "E404", "amount": 1, "currency": "USD", "description": "x"})
+    )
     failed = [d for d in outcome.decisions if d.outcome == "error"]
     assert [d.name for d in failed] == ["lookup_employee"] and "no employee" in (failed[0].error or "")
     # The scripted model copies what it saw: the error, not an employee. The validator's schema catches it.
-    assert outcome.output["employee"] == {"error": {"code": "tool_failed", "tool": "lookup_employee", "message": "no employee with id 'E404'"}}
+    assert outcome.output["employee"] == {
+        "error": {"code": "tool_failed", "tool": "lookup_employee", "message": "no employee with id 'E404'"}
+    }
 
 
 def _agent(plan: list[dict[str, Any]], **limits: int) -> AgentSpec:
-    return AgentSpec.model_validate({
-        "name": "a", "owner": "o", "purpose": "p", "model_chain": ["scripted"], "prompt": "p@1",
-        "tools": ["lookup_employee"], "limits": limits, "plan": plan,
-    })
+    return AgentSpec.model_validate(
+        {
+            "name": "a",
+            "owner": "o",
+            "purpose": "p",
+            "model_chain": ["scripted"],
+            "prompt": "p@1",
+            "tools": ["lookup_employee"],
+            "limits": limits,
+            "plan": plan,
+        }
+    )
 
 
 async def test_hallucinated_and_forbidden_tools_become_corrections() -> None:
     agent = _agent(
-        [{"call": "wire_money", "args": {}}, {"call": "check_policy", "args": {"amount_usd": 1}},
-         {"call": "lookup_employee", "args": {"employee_id": "E100"}}, {"answer": {"ok": True}}],
+        [
+            {"call": "wire_money", "args": {}},
+            {"call": "check_policy", "args": {"amount_usd": 1}},
+            {"call": "lookup_employee", "args": {"employee_id": "E100"}},
+            {"answer": {"ok": True}},
+        ],
         max_tool_corrections=2,
     )
     outcome = await _runner(agent).run(_envelope({}))
