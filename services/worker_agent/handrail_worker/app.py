@@ -5,8 +5,7 @@ from __future__ import annotations
 from faststream.asgi import AsgiFastStream
 
 from handrail.bus.results import fail_task_on_rejection
-from handrail.errors import ContractError
-from handrail.llm import ModelProvider, ScriptedProvider
+from handrail.llm.factory import build_provider
 from handrail.messages import HandoffEnvelope
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail_worker.handlers import WorkerHandlers
@@ -18,12 +17,7 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
     """Build the worker app for ``settings.agent``."""
     runtime = build_runtime(f"worker-{settings.agent}", settings)
     agent = runtime.contracts.agent(settings.agent)
-    provider: ModelProvider
-    if agent.model_chain[0] == "scripted":
-        provider = ScriptedProvider(agent.plan)
-    else:
-        raise ContractError(f"agent {agent.name!r}: model {agent.model_chain[0]!r}: only 'scripted' is available")
-    handlers = WorkerHandlers(runtime, settings, StepRunner(agent, provider, runtime.tools))
+    handlers = WorkerHandlers(runtime, settings, StepRunner(agent, build_provider(agent), runtime.tools))
     runtime.pipeline.subscribe(
         runtime.broker,
         runtime.topics.agent(agent.name),
