@@ -5,6 +5,7 @@ pipeline (``handrail.bus.pipeline``) maps each class to one outcome.
 
     HandrailError                      root of everything Handrail raises on purpose
     ├── ContractError                  a config file (agents, workflows, tools) is invalid -> stop at start-up
+    ├── TaskHalted                     a limit stops the task before the call that would break it -> result `halted`
     ├── RetryableError                 a dependency is down; the message is redelivered later, nothing is lost
     │   └── StateUnavailable           Redis cannot be reached: fail closed, nothing runs unbudgeted
     └── Rejected                       this message can never be processed -> dead letter (and a result)
@@ -26,6 +27,19 @@ class HandrailError(Exception):
 
 class ContractError(HandrailError):
     """A contract file is invalid; raised at start-up, naming the file, the entry and the field."""
+
+
+class TaskHalted(HandrailError):
+    """The platform stops a task before a call that would break a limit: budget, deadline, loop, halt.
+
+    Not a dead letter: the message was fine. The task ends ``halted`` with ``reason``.
+    """
+
+    def __init__(self, reason: str, *, error_type: str, task_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+        self.task_id = task_id
 
 
 class RetryableError(HandrailError):

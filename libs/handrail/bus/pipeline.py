@@ -6,6 +6,8 @@ handler (which publishes its outputs); record the message as done; only then
 is the offset committed. The outcome of every error is decided here, once:
 
 - ``RetryableError`` (Redis down, ...): back off, seek back, redeliver. Nothing is lost.
+- ``TaskHalted`` (a budget, deadline, loop or halt stopped the task before a call):
+  the service's ``on_halted`` hook ends the task ``halted``; not a dead letter.
 - ``Rejected``: dead-letter with the reason, then the service's ``on_rejected``
   hook (which ends the task with its one ``TaskResult``), then commit.
 - anything else is a bug: dead-lettered as ``internal_error`` with the
@@ -37,6 +39,7 @@ from handrail.errors import (
     ParentHashMismatch,
     Rejected,
     RetryableError,
+    TaskHalted,
     UnknownTask,
 )
 from handrail.hashing import context_hash
@@ -74,9 +77,10 @@ class Delivery:
 
 Handler = Callable[[P, Delivery], Awaitable[None]]
 OnRejected = Callable[[Rejected, Delivery, Any], Awaitable[None]]
+OnHalted = Callable[[TaskHalted, Delivery, Any], Awaitable[None]]
 
 
-async def _no_hook(error: Rejected, delivery: Delivery, payload: Any) -> None:
+async def _no_hook(error: Any, delivery: Delivery, payload: Any) -> None:
     return None
 
 
@@ -107,6 +111,7 @@ class Pipeline:
         payload_type: type[P],
         handler: Handler[P],
         on_rejected: OnRejected = _no_hook,
+        on_halted: OnHalted = _no_hook,
         topic_kind: str,
     ) -> None:
         """Consume ``topic`` in ``group_id``, decoding into ``payload_type`` and calling ``handler``."""
@@ -122,7 +127,7 @@ class Pipeline:
         async def consume(msg: KafkaMessage) -> None:
             delivery = Delivery.from_message(msg)
             started = time.perf_counter()
-            outcome = await self._process(delivery, payload_type, handler, on_rejected, is_handoff)
+            outcome = await self._process(delivery, payload_type, handler, on_rejected, on_halted, is_handoff)
             MESSAGES.labels(self.service, topic_kind, outcome).inc()
             HANDLE_SECONDS.labels(self.service).observe(time.perf_counter() - started)
 
@@ -132,6 +137,7 @@ class Pipeline:
         payload_type: type[P],
         handler: Handler[P],
         on_rejected: OnRejected,
+        on_halted: OnHalted,
         is_handoff: bool,
     ) -> str:
         payload: P | None = None
@@ -147,6 +153,12 @@ class Pipeline:
             log.warning("%s: will retry %s in %.1fs: %s", self.service, delivery.ref, self.retry_backoff_s, exc)
             await asyncio.sleep(self.retry_backoff_s)
             raise NackMessage() from exc
+        except TaskHalted as exc:
+            log.info("%s: task %s halted: %s", self.service, exc.task_id, exc.reason)
+            await on_halted(exc, delivery, payload)
+            if is_handoff and payload is not None:
+                await self.store.mark_done(payload.task_id, self.service, payload.message_id)  # type: ignore[attr-defined]
+            return "halted"
         except Rejected as exc:
             await self.dead_letter(delivery, exc.reason, exc.error_type, exc.task_id or _task_id_of(payload, delivery))
             await on_rejected(exc, delivery, payload)

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from handrail.bus.publisher import Publisher
-from handrail.errors import Rejected
+from handrail.errors import Rejected, TaskHalted
 from handrail.messages import (
     BudgetSnapshot,
     HandoffEnvelope,
@@ -93,6 +93,35 @@ def fail_task_on_rejection(
             budget=payload.budget,
             reason=error.reason,
             error_type=error.error_type,
+            context_hash=payload.context_hash,
+        )
+
+    return hook
+
+
+def halt_task(
+    store: TaskStore, publisher: Publisher, results_topic: str
+) -> Callable[[TaskHalted, Delivery, Any], Awaitable[None]]:
+    """An ``on_halted`` hook: the task ends ``halted`` with the reason, carrying what it had spent.
+
+    Escalation to a person arrives with the review queue; until then the
+    result says what stopped the task.
+    """
+
+    async def hook(halt: TaskHalted, delivery: Delivery, payload: Any) -> None:
+        if not isinstance(payload, (HandoffEnvelope, StepCompleted)):
+            return
+        await end_task(
+            store,
+            publisher,
+            results_topic,
+            task_id=payload.task_id,
+            workflow=payload.workflow,
+            status=TaskStatus.HALTED,
+            result_id=derived_message_id(payload.message_id, "result"),
+            budget=payload.budget,
+            reason=halt.reason,
+            error_type=halt.error_type,
             context_hash=payload.context_hash,
         )
 

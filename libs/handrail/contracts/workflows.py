@@ -46,6 +46,19 @@ class EscalationRule(BaseModel):
     reason: str
 
 
+class TaskLimits(BaseModel):
+    """The whole task's budget, across all its agents; each agent's own limits apply within it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_steps: int = Field(default=20, ge=1)
+    max_tokens: int = Field(default=100_000, ge=0)
+    max_cost_usd: float = Field(default=5.0, ge=0)
+    deadline_s: float = Field(
+        default=600.0, gt=0, description="Wall clock; a task's own deadline_s can only shorten it."
+    )
+
+
 class WorkflowSpec(BaseModel):
     """A named sequence of steps a task runs through."""
 
@@ -57,6 +70,7 @@ class WorkflowSpec(BaseModel):
     input_schema: dict[str, Any] = Field(description="JSON Schema the task's input must satisfy.")
     allowed_submitters: list[str] = Field(default_factory=lambda: ["*"], description="`*` allows anyone.")
     steps: list[StepSpec] = Field(min_length=1)
+    limits: TaskLimits = Field(default_factory=TaskLimits)
     escalations: list[EscalationRule] = Field(default_factory=list)
 
     def step(self, name: str) -> StepSpec:

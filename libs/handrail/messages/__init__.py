@@ -7,13 +7,16 @@ fields may be added, never renamed or repurposed.
 from handrail.messages.base import Payload, derived_message_id, new_message_id, utcnow
 from handrail.messages.dead_letter import DeadLetter
 from handrail.messages.envelope import BudgetSnapshot, HandoffEnvelope
+from handrail.messages.events import ControlRecord, DecisionEvent
 from handrail.messages.steps import Decision, StepCompleted, Usage
 from handrail.messages.tasks import TaskResult, TaskStatus, TaskSubmitted
 
 __all__ = [
     "BudgetSnapshot",
+    "ControlRecord",
     "DeadLetter",
     "Decision",
+    "DecisionEvent",
     "HandoffEnvelope",
     "Payload",
     "StepCompleted",
@@ -33,4 +36,6 @@ PUBLIC_MODELS: dict[str, type[Payload]] = {
     "handoff-envelope": HandoffEnvelope,
     "step-completed": StepCompleted,
     "dead-letter": DeadLetter,
+    "decision-event": DecisionEvent,
+    "control-record": ControlRecord,
 }

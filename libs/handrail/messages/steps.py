@@ -31,7 +31,7 @@ class Decision(Payload):
 
     kind: Literal["model_call", "tool_call"]
     name: str = Field(description="The model or tool name.")
-    outcome: Literal["ok", "error", "rejected"]
+    outcome: Literal["ok", "error", "rejected", "short_circuited"]
     args_hash: str | None = None
     error: str | None = None
     latency_ms: float = Field(ge=0)

@@ -19,6 +19,8 @@ from handrail.bus import Pipeline, Publisher, make_broker
 from handrail.contracts import Contracts, load_contracts
 from handrail.service.settings import ServiceSettings
 from handrail.state import TaskStore, connect_redis
+from handrail.state.budgets import BudgetStore
+from handrail.state.controls import ControlStore
 from handrail.tools import ToolRegistry, default_registry
 from handrail.topics import Topics
 
@@ -40,12 +42,14 @@ class Runtime:
     topics: Topics
     contracts: Contracts
     tools: ToolRegistry
+    budgets: BudgetStore
+    controls: ControlStore
 
 
 def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     """Load the contracts (failing fast on a bad file) and wire the clients."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    tools = default_registry()
+    tools = default_registry(settings.data_dir)
     contracts = load_contracts(settings.config_dir, tools.names())
     broker = make_broker(settings.kafka_bootstrap, client_id=f"handrail-{service}")
     redis = connect_redis(settings.redis_url)
@@ -59,7 +63,20 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         dlq_topic=topics.dlq,
         retry_backoff_s=settings.retry_backoff_s,
     )
-    return Runtime(service, settings, broker, redis, store, publisher, pipeline, topics, contracts, tools)
+    return Runtime(
+        service=service,
+        settings=settings,
+        broker=broker,
+        redis=redis,
+        store=store,
+        publisher=publisher,
+        pipeline=pipeline,
+        topics=topics,
+        contracts=contracts,
+        tools=tools,
+        budgets=BudgetStore(redis, settings.redis_prefix),
+        controls=ControlStore(redis, settings.redis_prefix),
+    )
 
 
 def asgi_app(runtime: Runtime) -> AsgiFastStream:

@@ -21,6 +21,7 @@ class ServiceSettings(BaseSettings):
     topic_prefix: str = "handrail."
     redis_prefix: str = "hr:"
     config_dir: Path = Path("config")
+    data_dir: Path = Field(default=Path(".run/data"), description="Where local tools keep their files.")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     retry_backoff_s: float = Field(default=1.0, gt=0, description="Wait before redelivering after a retryable error.")

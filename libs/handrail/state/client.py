@@ -15,11 +15,21 @@ from handrail.errors import StateUnavailable
 _SOCKET_TIMEOUT_S = 2.0
 
 
+#: Connections per process; a burst beyond it waits for a free one instead of failing.
+_MAX_CONNECTIONS = 64
+
+
 def connect_redis(url: str) -> aioredis.Redis:
-    """A client for ``url``; connections are opened lazily."""
-    return aioredis.Redis.from_url(
-        url, socket_timeout=_SOCKET_TIMEOUT_S, socket_connect_timeout=_SOCKET_TIMEOUT_S, decode_responses=True
+    """A client for ``url``; connections are opened lazily and pooled."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=_MAX_CONNECTIONS,
+        timeout=_SOCKET_TIMEOUT_S,
+        socket_timeout=_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=_SOCKET_TIMEOUT_S,
+        decode_responses=True,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 @asynccontextmanager

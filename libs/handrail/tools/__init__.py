@@ -1,5 +1,13 @@
 """Typed tools: a registry that checks every model-proposed call before it runs."""
 
-from handrail.tools.registry import Tool, ToolCallError, ToolFailure, ToolRegistry, ToolSpec, default_registry
+from handrail.tools.registry import (
+    Tool,
+    ToolCallError,
+    ToolContext,
+    ToolFailure,
+    ToolRegistry,
+    ToolSpec,
+    default_registry,
+)
 
-__all__ = ["Tool", "ToolCallError", "ToolFailure", "ToolRegistry", "ToolSpec", "default_registry"]
+__all__ = ["Tool", "ToolCallError", "ToolContext", "ToolFailure", "ToolRegistry", "ToolSpec", "default_registry"]

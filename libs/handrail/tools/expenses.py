@@ -6,9 +6,11 @@ Amounts are compared in US dollars: under 500 is approved automatically,
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from handrail.tools.registry import Tool, ToolFailure, ToolSpec
+from handrail.tools.registry import Tool, ToolContext, ToolFailure, ToolSpec
 
 #: The demo company's directory. A real deployment calls its HR system here.
 EMPLOYEES: dict[str, dict[str, Any]] = {
@@ -28,7 +30,7 @@ AUTO_APPROVE_BELOW_USD = 500.0
 MANAGER_UP_TO_USD = 5000.0
 
 
-async def lookup_employee(args: dict[str, Any]) -> dict[str, Any]:
+async def lookup_employee(args: dict[str, Any], ctx: ToolContext | None = None) -> dict[str, Any]:
     """Return the directory entry of ``employee_id``."""
     employee_id = args["employee_id"]
     entry = EMPLOYEES.get(employee_id)
@@ -37,7 +39,7 @@ async def lookup_employee(args: dict[str, Any]) -> dict[str, Any]:
     return {"employee_id": employee_id, **entry}
 
 
-async def convert_currency(args: dict[str, Any]) -> dict[str, Any]:
+async def convert_currency(args: dict[str, Any], ctx: ToolContext | None = None) -> dict[str, Any]:
     """Convert ``amount`` in ``currency`` to US dollars."""
     currency = args["currency"].upper()
     rate = USD_RATES.get(currency)
@@ -46,7 +48,7 @@ async def convert_currency(args: dict[str, Any]) -> dict[str, Any]:
     return {"amount_usd": round(args["amount"] * rate, 2), "rate": rate, "currency": currency}
 
 
-async def check_policy(args: dict[str, Any]) -> dict[str, Any]:
+async def check_policy(args: dict[str, Any], ctx: ToolContext | None = None) -> dict[str, Any]:
     """Apply the expense policy to a claim and say who must approve it."""
     amount_usd = float(args["amount_usd"])
     reasons: list[str] = []
@@ -143,3 +145,39 @@ TOOLS = [
         check_policy,
     ),
 ]
+
+
+def ledger_tool(data_dir: Path) -> Tool:
+    """``record_decision``: append the decision to the expense ledger - a real, once-only side effect."""
+    ledger = data_dir / "expense-ledger.jsonl"
+
+    async def record_decision(args: dict[str, Any], ctx: ToolContext | None = None) -> dict[str, Any]:
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        entry = {
+            **args,
+            "idempotency_key": ctx.idempotency_key if ctx else None,
+            "task_id": ctx.task_id if ctx else None,
+        }
+        with ledger.open("a") as out:
+            out.write(json.dumps(entry, sort_keys=True) + "\n")
+        return {"recorded": True, "ledger": ledger.name}
+
+    return Tool(
+        ToolSpec(
+            name="record_decision",
+            description="Record the decision on an expense claim in the company's ledger.",
+            args_schema={
+                "type": "object",
+                "required": ["employee_id", "amount_usd", "decision"],
+                "properties": {
+                    "employee_id": {"type": "string"},
+                    "amount_usd": {"type": "number"},
+                    "decision": {"type": "string"},
+                },
+                "additionalProperties": False,
+            },
+            result_schema={"type": "object", "required": ["recorded"], "properties": {"recorded": {"type": "boolean"}}},
+            side_effect=True,
+        ),
+        record_decision,
+    )

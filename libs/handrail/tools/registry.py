@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -21,7 +22,16 @@ class ToolFailure(Exception):
     """
 
 
-ToolFn = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+ToolFn = Callable[[dict[str, Any], "ToolContext"], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Who is calling: tools with side effects pass ``idempotency_key`` on to the systems they change."""
+
+    task_id: str
+    step: str
+    idempotency_key: str
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,7 @@ class ToolSpec:
     result_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
     side_effect: bool = False
     requires_approval: bool = False
+    cost_usd: float = 0.0  # what one call costs, reserved against the budget before it runs
 
 
 @dataclass(frozen=True)
@@ -105,8 +116,11 @@ class ToolRegistry:
         return None
 
 
-def default_registry() -> ToolRegistry:
-    """The in-process tools that ship with Handrail (the demo's expense tools)."""
+def default_registry(data_dir: Path | None = None) -> ToolRegistry:
+    """The in-process tools that ship with Handrail (the demo's expense tools).
+
+    ``data_dir`` is where tools with local side effects keep their files.
+    """
     from handrail.tools import expenses
 
-    return ToolRegistry(expenses.TOOLS)
+    return ToolRegistry([*expenses.TOOLS, expenses.ledger_tool(data_dir or Path(".run/data"))])

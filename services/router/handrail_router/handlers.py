@@ -19,6 +19,7 @@ from handrail.messages.envelope import BudgetSnapshot
 from handrail.messages.tasks import TASK_ID_PATTERN
 from handrail.service import Runtime
 from handrail.state import Opening
+from handrail.state.budgets import Caps
 from handrail_router.settings import RouterSettings
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,12 @@ class RouterHandlers:
             log.info("task %s was already submitted; this resubmission is ignored", task.task_id)
             return
         first = workflow.steps[0]
-        agent = self.rt.contracts.agent(first.agent)
+        limits = workflow.limits
+        deadline_s = min(task.deadline_s or self.settings.default_deadline_s, limits.deadline_s)
+        deadline = now + timedelta(seconds=deadline_s)
+        caps = Caps(tokens=limits.max_tokens, cost_usd=limits.max_cost_usd, steps=limits.max_steps)
+        await self.rt.budgets.open(task.task_id, caps, int(deadline.timestamp() * 1000))
         context: dict[str, Any] = {"input": task.input, "steps": {}}
-        deadline_s = task.deadline_s or self.settings.default_deadline_s
         envelope = HandoffEnvelope(
             # Derived from the submission's place in the log, so a redelivery republishes the same envelope.
             message_id=derived_message_id(delivery.ref, "handoff"),
@@ -56,16 +60,12 @@ class RouterHandlers:
             step_index=0,
             sender=SERVICE,
             receiver=first.agent,
-            deadline=now + timedelta(seconds=deadline_s),
+            deadline=deadline,
             goal=workflow.goal_for(task.input),
             context=context,
             context_hash=context_hash(context),
             parent_hash=genesis,
-            budget=BudgetSnapshot(
-                max_steps=agent.limits.max_steps,
-                max_tokens=agent.limits.max_tokens,
-                max_cost_usd=agent.limits.max_cost_usd,
-            ),
+            budget=BudgetSnapshot(max_steps=caps.steps, max_tokens=caps.tokens, max_cost_usd=caps.cost_usd),
             idempotency_key=f"{task.task_id}/{first.name}/1",
         )
         await self.rt.publisher.publish(self.rt.topics.agent(first.agent), envelope, key=task.task_id)

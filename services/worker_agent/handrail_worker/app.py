@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
+
 from faststream.asgi import AsgiFastStream
 
-from handrail.bus.results import fail_task_on_rejection
+from handrail.bus.results import fail_task_on_rejection, halt_task
 from handrail.llm.factory import build_provider
 from handrail.messages import HandoffEnvelope
 from handrail.service import Runtime, asgi_app, build_runtime
+from handrail.state.effects import EffectStore
 from handrail_worker.handlers import WorkerHandlers
 from handrail_worker.runner import StepRunner
 from handrail_worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
 
 
 def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
     """Build the worker app for ``settings.agent``."""
     runtime = build_runtime(f"worker-{settings.agent}", settings)
     agent = runtime.contracts.agent(settings.agent)
-    handlers = WorkerHandlers(runtime, settings, StepRunner(agent, build_provider(agent), runtime.tools))
+    effects = EffectStore(runtime.redis, settings.redis_prefix)
+    runner = StepRunner(agent, build_provider(agent), runtime.tools, effects, _chaos_hook(settings))
+    handlers = WorkerHandlers(runtime, settings, runner)
     runtime.pipeline.subscribe(
         runtime.broker,
         runtime.topics.agent(agent.name),
@@ -26,6 +35,21 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
         payload_type=HandoffEnvelope,
         handler=handlers.on_envelope,
         on_rejected=fail_task_on_rejection(runtime.store, runtime.publisher, runtime.topics.results),
+        on_halted=halt_task(runtime.store, runtime.publisher, runtime.topics.results),
         topic_kind="agent",
     )
     return runtime, asgi_app(runtime)
+
+
+def _chaos_hook(settings: WorkerSettings) -> Callable[[str], None] | None:
+    """Fault injection for crash drills: exit right after the named tool's side effect is recorded."""
+    target = settings.chaos_exit_after_tool
+    if not target:
+        return None
+
+    def exit_after(tool: str) -> None:
+        if tool == target:
+            log.critical("chaos: exiting right after %s ran, before the step's output is published", tool)
+            os._exit(17)
+
+    return exit_after

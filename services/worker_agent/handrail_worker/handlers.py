@@ -8,13 +8,24 @@ import os
 from handrail.bus import Delivery
 from handrail.errors import HandoffError
 from handrail.hashing import context_hash
-from handrail.messages import HandoffEnvelope, StepCompleted, derived_message_id, utcnow
+from handrail.messages import DecisionEvent, HandoffEnvelope, StepCompleted, derived_message_id, utcnow
 from handrail.patch import diff
 from handrail.service import Runtime
+from handrail_worker.guard import StepGuard
 from handrail_worker.runner import StepRunner
 from handrail_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+
+class EventPublisher:
+    """Publishes decision events on ``<prefix>events``, keyed by task id."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def emit(self, event: DecisionEvent) -> None:
+        await self.rt.publisher.publish(self.rt.topics.events, event, key=event.task_id)
 
 
 class WorkerHandlers:
@@ -25,6 +36,7 @@ class WorkerHandlers:
         self.settings = settings
         self.runner = runner
         self.agent = runner.agent
+        self.events = EventPublisher(runtime)
 
     async def on_envelope(self, envelope: HandoffEnvelope, delivery: Delivery) -> None:
         """Run the step and publish its output with the new context, its hash and the patch."""
@@ -33,16 +45,13 @@ class WorkerHandlers:
                 f"envelope for agent {envelope.receiver!r} arrived at agent {self.agent.name!r}",
                 task_id=envelope.task_id,
             )
-        outcome = await self.runner.run(envelope)
+        guard = StepGuard(self.agent, envelope, self.rt.budgets, self.rt.controls, self.events)
+        outcome = await self.runner.run(envelope, guard)
         steps = {**envelope.context.get("steps", {}), envelope.step: outcome.output}
         context = {**envelope.context, "steps": steps}
-        usage = outcome.usage
+        spent = await self.rt.budgets.usage(envelope.task_id)
         budget = envelope.budget.model_copy(
-            update={
-                "steps_used": envelope.budget.steps_used + 1,
-                "tokens_used": envelope.budget.tokens_used + usage.tokens,
-                "cost_usd_used": envelope.budget.cost_usd_used + usage.cost_usd,
-            }
+            update={"steps_used": spent.steps, "tokens_used": spent.tokens, "cost_usd_used": spent.cost_usd}
         )
         completed = StepCompleted(
             message_id=derived_message_id(envelope.message_id, "step-completed"),
@@ -60,7 +69,7 @@ class WorkerHandlers:
             parent_hash=envelope.context_hash,
             patch=diff(envelope.context, context),
             decisions=outcome.decisions,
-            usage=usage,
+            usage=outcome.usage,
             budget=budget,
             finished_at=utcnow(),
         )

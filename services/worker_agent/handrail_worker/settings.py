@@ -15,3 +15,5 @@ class WorkerSettings(ServiceSettings):
     #: Fault injection for crash-recovery tests and drills: exit the process right
     #: after publishing a step's output and before its offset is committed.
     chaos_exit_after_publish: bool = False
+    #: Fault injection: exit right after this side-effecting tool ran and its result was recorded.
+    chaos_exit_after_tool: str | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,8 @@ from handrail.errors import StepFailed
 from handrail.hashing import GENESIS, context_hash
 from handrail.llm import ScriptedProvider
 from handrail.messages import HandoffEnvelope
-from handrail.tools import default_registry
+from handrail.tools import ToolCallError, ToolSpec, default_registry
+from handrail_worker.guard import Ticket
 from handrail_worker.runner import StepRunner
 
 CONFIG = Path(__file__).resolve().parents[3] / "config"
@@ -36,6 +39,37 @@ def _envelope(task_input: dict[str, Any], steps: dict[str, Any] | None = None) -
     )
 
 
+class OpenGuard:
+    """A guard that grants every call and records what it was asked: the runner's view of the limits."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.settled: list[tuple[str, str, int]] = []
+
+    async def start(self) -> None:
+        self.asked.append("step")
+
+    async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket:
+        self.asked.append(f"model:{model}")
+        return Ticket(f"r{index}", "model_call", model, None, time.perf_counter())
+
+    async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError:
+        self.asked.append(f"tool:{spec.name}")
+        return Ticket(f"r{index}", "tool_call", spec.name, args_hash, time.perf_counter())
+
+    async def after_call(
+        self,
+        ticket: Ticket,
+        outcome: str,
+        error_type: str | None = None,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
+        self.settled.append((ticket.name, outcome, input_tokens + output_tokens))
+
+
 def _runner(agent: AgentSpec) -> StepRunner:
     return StepRunner(agent, ScriptedProvider(agent.plan), default_registry())
 
@@ -43,7 +77,8 @@ def _runner(agent: AgentSpec) -> StepRunner:
 async def test_intake_agent_follows_its_plan() -> None:
     agent = load_contracts(CONFIG, default_registry().names()).agent("expense-intake")
     outcome = await _runner(agent).run(
-        _envelope({"employee_id": "E101", "amount": 200, "currency": "GBP", "description": "client dinner"})
+        _envelope({"employee_id": "E101", "amount": 200, "currency": "GBP", "description": "client dinner"}),
+        OpenGuard(),
     )
     assert outcome.output["employee"]["name"] == "Ben Ode"
     assert outcome.output["amount_usd"] == 254.0
@@ -51,10 +86,28 @@ async def test_intake_agent_follows_its_plan() -> None:
     assert outcome.usage.model_calls == 3 and outcome.usage.tool_calls == 2 and outcome.usage.tokens > 0
 
 
+async def test_every_model_and_tool_call_goes_through_the_guard() -> None:
+    agent = load_contracts(CONFIG, default_registry().names()).agent("expense-intake")
+    guard = OpenGuard()
+    outcome = await _runner(agent).run(
+        _envelope({"employee_id": "E100", "amount": 5, "currency": "USD", "description": "pens"}), guard
+    )
+    assert guard.asked == [
+        "step",
+        "model:scripted",
+        "tool:lookup_employee",
+        "model:scripted",
+        "tool:convert_currency",
+        "model:scripted",
+    ]
+    settled_tokens = sum(tokens for name, _, tokens in guard.settled if name == "scripted")
+    assert settled_tokens == outcome.usage.tokens  # what is charged is what the provider reported
+
+
 async def test_tool_failure_reaches_the_model_and_the_step_goes_on() -> None:
     agent = load_contracts(CONFIG, default_registry().names()).agent("expense-intake")
     outcome = await _runner(agent).run(
-        _envelope({"employee_id": "E404", "amount": 1, "currency": "USD", "description": "x"})
+        _envelope({"employee_id": "E404", "amount": 1, "currency": "USD", "description": "x"}), OpenGuard()
     )
     failed = [d for d in outcome.decisions if d.outcome == "error"]
     assert [d.name for d in failed] == ["lookup_employee"] and "no employee" in (failed[0].error or "")
@@ -89,7 +142,7 @@ async def test_hallucinated_and_forbidden_tools_become_corrections() -> None:
         ],
         max_tool_corrections=2,
     )
-    outcome = await _runner(agent).run(_envelope({}))
+    outcome = await _runner(agent).run(_envelope({}), OpenGuard())
     assert outcome.output == {"ok": True}
     rejected = [(d.name, d.error.split(":")[0]) for d in outcome.decisions if d.outcome == "rejected"]  # type: ignore[union-attr]
     assert rejected == [("wire_money", "unknown_tool"), ("check_policy", "tool_not_allowed")]
@@ -99,10 +152,10 @@ async def test_hallucinated_and_forbidden_tools_become_corrections() -> None:
 async def test_too_many_corrections_fail_the_step() -> None:
     agent = _agent([{"call": "wire_money"}, {"call": "wire_money"}, {"answer": {}}], max_tool_corrections=1)
     with pytest.raises(StepFailed, match="more than 1 corrections"):
-        await _runner(agent).run(_envelope({}))
+        await _runner(agent).run(_envelope({}), OpenGuard())
 
 
 async def test_max_turns_bounds_the_step() -> None:
     plan = [{"call": "lookup_employee", "args": {"employee_id": "E100"}}] * 3 + [{"answer": {}}]
     with pytest.raises(StepFailed, match="no answer within 2 model calls"):
-        await _runner(_agent(plan, max_turns=2)).run(_envelope({}))
+        await _runner(_agent(plan, max_turns=2)).run(_envelope({}), OpenGuard())

@@ -1,0 +1,156 @@
+"""Least-privilege Kafka principals and their ACLs, rendered from the contracts.
+
+Every service and every agent has its own principal (SASL/SCRAM-SHA-512 user).
+A principal may read only the topics it consumes, with its own consumer group,
+and write only the topics it produces (``DESIGN.md``, Services):
+
+- ``handrail-agent-<name>`` reads ``agent.<name>`` (group ``handrail-agent-<name>``) and
+  writes ``steps``, ``events``, ``audit`` and ``dlq``. It can never end a task (no
+  ``results``) nor hand work to another agent.
+- ``handrail-router`` reads ``tasks`` and writes the agent topics of first steps,
+  ``results``, ``dlq``, ``audit``; it cannot read any agent topic.
+- ``handrail-validator`` reads ``steps`` and writes the agent topics of later steps,
+  ``reviews.requested``, ``results``, ``dlq``, ``audit``.
+- ``handrail-circuit-breaker`` reads ``events`` and writes ``control``, ``reviews.requested``,
+  ``audit``, ``dlq``; ``handrail-human-review`` reads the review topics and resumes tasks.
+- ``handrail-submitter`` publishes tasks and reads results; ``handrail-operator`` reads
+  everything under the prefix (watch, trace, dlq list); ``handrail-admin`` creates topics.
+
+Why ``dlq`` for agents: every consumer must be able to park what it cannot
+process, or a poison message wedges its partition; a dead letter ends nothing.
+Producers run idempotent: since Kafka 3.0 ``WRITE`` on any topic is enough for
+``InitProducerId`` (KIP-679), so no cluster-wide ``IDEMPOTENT_WRITE`` is granted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from handrail.contracts import Contracts
+from handrail.topics import Topics
+
+#: Principal names: ``User:<name>`` in ACLs, the SCRAM user name, the Kubernetes Secret suffix.
+ROUTER = "handrail-router"
+VALIDATOR = "handrail-validator"
+CIRCUIT_BREAKER = "handrail-circuit-breaker"
+HUMAN_REVIEW = "handrail-human-review"
+SUBMITTER = "handrail-submitter"
+OPERATOR = "handrail-operator"
+ADMIN = "handrail-admin"
+
+
+def agent_principal(agent: str) -> str:
+    """The principal (and consumer group) of agent ``agent``'s workers."""
+    return f"handrail-agent-{agent}"
+
+
+class Operation(StrEnum):
+    """Kafka ACL operations Handrail grants (values are Kafka's ``AclOperation`` names)."""
+
+    READ = "READ"
+    WRITE = "WRITE"
+    CREATE = "CREATE"
+    DESCRIBE = "DESCRIBE"
+    DESCRIBE_CONFIGS = "DESCRIBE_CONFIGS"
+
+
+class ResourceType(StrEnum):
+    TOPIC = "TOPIC"
+    GROUP = "GROUP"
+
+
+class PatternType(StrEnum):
+    LITERAL = "LITERAL"
+    PREFIXED = "PREFIXED"
+
+
+@dataclass(frozen=True, order=True)
+class AclBinding:
+    """One ALLOW rule: ``principal`` may ``operation`` on a resource, from any host."""
+
+    principal: str
+    resource_type: ResourceType
+    resource_name: str
+    operation: Operation
+    pattern_type: PatternType = PatternType.LITERAL
+
+    @property
+    def kafka_principal(self) -> str:
+        return f"User:{self.principal}"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """One Kafka identity: what it consumes (in which group), what it produces."""
+
+    name: str
+    runs: str = field(compare=False)  # the process that uses it, e.g. ``worker expense-intake``
+    reads: tuple[str, ...] = ()
+    group: str | None = None
+    writes: tuple[str, ...] = ()
+    #: Topic-name prefixes it may read / create (operators, admin).
+    read_prefixes: tuple[str, ...] = ()
+    create_prefixes: tuple[str, ...] = ()
+
+    def bindings(self) -> list[AclBinding]:
+        """The ALLOW rules of this principal; anything else is denied by the authorizer."""
+        topic, group, prefixed = ResourceType.TOPIC, ResourceType.GROUP, PatternType.PREFIXED
+        rules = [AclBinding(self.name, topic, t, Operation.READ) for t in self.reads]
+        if self.group is not None:
+            rules.append(AclBinding(self.name, group, self.group, Operation.READ))
+        rules += [AclBinding(self.name, topic, t, Operation.WRITE) for t in self.writes]
+        rules += [AclBinding(self.name, topic, p, Operation.READ, prefixed) for p in self.read_prefixes]
+        for prefix in self.create_prefixes:
+            rules += [
+                AclBinding(self.name, topic, prefix, op, prefixed)
+                for op in (Operation.CREATE, Operation.DESCRIBE, Operation.DESCRIBE_CONFIGS)
+            ]
+        return sorted(set(rules))
+
+
+def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
+    """Every principal of a Handrail deployment with these contracts, services first, then one per agent."""
+    agents = sorted(contracts.agents)
+    first = sorted({w.steps[0].agent for w in contracts.workflows.values()})
+    later = sorted({s.agent for w in contracts.workflows.values() for s in w.steps[1:]})
+    t = topics
+    fixed = [
+        Principal(
+            ROUTER, "router", reads=(t.tasks,), group=ROUTER,
+            writes=(*_agent_topics(t, first), t.results, t.dlq, t.audit),
+        ),
+        Principal(
+            VALIDATOR, "validator", reads=(t.steps,), group=VALIDATOR,
+            writes=(*_agent_topics(t, later), t.reviews_requested, t.results, t.dlq, t.audit),
+        ),
+        Principal(
+            CIRCUIT_BREAKER, "circuit-breaker", reads=(t.events,), group=CIRCUIT_BREAKER,
+            writes=(t.control, t.reviews_requested, t.audit, t.dlq),
+        ),
+        Principal(
+            HUMAN_REVIEW, "human-review", reads=(t.reviews_requested, t.reviews_decided), group=HUMAN_REVIEW,
+            writes=(t.reviews_decided, *_agent_topics(t, agents), t.results, t.audit, t.dlq),
+        ),
+        Principal(SUBMITTER, "task producers (client, CLI submit)", reads=(t.results,), writes=(t.tasks,)),
+        Principal(OPERATOR, "operators (CLI watch, trace, dlq list)", read_prefixes=(t.prefix,)),
+        Principal(ADMIN, "handrail topics ensure", create_prefixes=(t.prefix,)),
+    ]  # fmt: skip
+    workers = [
+        Principal(
+            agent_principal(a), f"worker {a}", reads=(t.agent(a),), group=agent_principal(a),
+            writes=(t.steps, t.events, t.audit, t.dlq),
+        )
+        for a in agents
+    ]  # fmt: skip
+    return fixed + workers
+
+
+def bindings(principals_: Iterable[Principal]) -> list[AclBinding]:
+    """Every ACL of ``principals_``, sorted by principal."""
+    return [rule for p in principals_ for rule in p.bindings()]
+
+
+def _agent_topics(topics: Topics, agents: Iterable[str]) -> list[str]:
+    return [topics.agent(a) for a in agents]

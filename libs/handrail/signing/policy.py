@@ -1,0 +1,88 @@
+"""Who may sign which handoff: the check a receiver makes after the signature is valid.
+
+- A ``HandoffEnvelope`` (on ``agent.<name>``) is signed by the platform service
+  that hands the step over: the router for a task's first step, the validator
+  for every later one, and human review when a decision resumes a task. The
+  envelope's ``sender`` must be that signer.
+- A ``StepCompleted`` (on ``steps``) is signed by the agent the workflow binds
+  to that step, and its ``agent`` must be that signer: one agent can never
+  report another agent's step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from handrail.contracts import Contracts
+from handrail.errors import ContractError, StepFailed
+from handrail.signing.signatures import Verifier
+
+#: Service signer names; an agent may not be called like one of them.
+ROUTER = "router"
+VALIDATOR = "validator"
+HUMAN_REVIEW = "human-review"
+CIRCUIT_BREAKER = "circuit-breaker"
+SERVICE_SIGNERS = frozenset({ROUTER, VALIDATOR, HUMAN_REVIEW, CIRCUIT_BREAKER})
+
+
+class HandoffLike(Protocol):
+    """What the policy reads from a ``HandoffEnvelope``."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def step_index(self) -> int: ...
+    @property
+    def sender(self) -> str: ...
+
+
+class StepReportLike(Protocol):
+    """What the policy reads from a ``StepCompleted``."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def step(self) -> str: ...
+    @property
+    def agent(self) -> str: ...
+
+
+def handoff_senders(step_index: int) -> frozenset[str]:
+    """The services that may hand step ``step_index`` (0 = the first) to an agent."""
+    return frozenset({ROUTER, HUMAN_REVIEW}) if step_index == 0 else frozenset({VALIDATOR, HUMAN_REVIEW})
+
+
+@dataclass(frozen=True)
+class HandoffVerifier:
+    """Signature plus signer policy, for the consumer pipeline."""
+
+    verifier: Verifier
+    contracts: Contracts
+
+    def __post_init__(self) -> None:
+        clash = SERVICE_SIGNERS & set(self.contracts.agents)
+        if clash:
+            raise ContractError(f"agents.yaml: agent names {sorted(clash)} are reserved for platform services")
+
+    def check_handoff(self, envelope: HandoffLike, value: bytes) -> str:
+        """Verify a consumed ``HandoffEnvelope``; return the signer."""
+        return self.verifier.verify_bytes(
+            value, expected=handoff_senders(envelope.step_index), claimed=envelope.sender, task_id=envelope.task_id
+        )
+
+    def check_step(self, report: StepReportLike, value: bytes) -> str:
+        """Verify a consumed ``StepCompleted``: signed by the agent the workflow binds to the step."""
+        return self.verifier.verify_bytes(
+            value, expected={self.expected_agent(report)}, claimed=report.agent, task_id=report.task_id
+        )
+
+    def expected_agent(self, report: StepReportLike) -> str:
+        """The agent ``workflows.yaml`` binds to the report's step."""
+        workflow = self.contracts.workflows.get(report.workflow)
+        names = {s.name: s.agent for s in workflow.steps} if workflow is not None else {}
+        if report.step not in names:
+            raise StepFailed(f"workflow {report.workflow!r} has no step {report.step!r}", task_id=report.task_id)
+        return names[report.step]

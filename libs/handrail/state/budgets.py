@@ -1,0 +1,201 @@
+"""Task budgets in Redis: reserve before every model or tool call, settle after.
+
+One Lua script checks and debits together, so any number of workers on the
+same task can never push it past a cap. Each task has caps (tokens, cost,
+steps, a wall-clock deadline); each agent also has its own caps within the
+task. Cost is counted in integer micro-dollars so that increments are exact.
+
+Keys (hash tag ``{task_id}``, same slot as the task record):
+
+- ``<p>{id}:budget``        caps, used and reserved totals, per task and per agent
+- ``<p>{id}:reservations``  open reservations: id -> "agent tokens cost_micros steps"
+
+A reservation id is deterministic (derived from the message and call index),
+so a redelivered step re-reserves idempotently and settles what a crashed
+attempt left open.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import redis.asyncio as aioredis
+
+from handrail.state.client import unavailable_as_retryable
+
+#: One US dollar in the integer unit Redis counts cost in.
+MICROS_PER_USD = 1_000_000
+_DIMENSIONS = ("tokens", "cost", "steps")
+
+_OPEN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'cap:tokens', ARGV[1], 'cap:cost', ARGV[2], 'cap:steps', ARGV[3], 'deadline_ms', ARGV[4],
+  'used:tokens', 0, 'used:cost', 0, 'used:steps', 0, 'rsv:tokens', 0, 'rsv:cost', 0, 'rsv:steps', 0)
+return 1
+"""
+
+_RESERVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_task', '', '', '', ''} end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {'ok', '', '', '', ''} end
+local agent = ARGV[2]
+local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_ms'))
+if tonumber(ARGV[3]) > deadline then return {'deadline', 'task', 'wall_clock', ARGV[3], tostring(deadline)} end
+local dims = {'tokens', 'cost', 'steps'}
+for i, d in ipairs(dims) do
+  local want = tonumber(ARGV[3 + i])
+  if want > 0 then
+    local used = tonumber(redis.call('HGET', KEYS[1], 'used:' .. d))
+      + tonumber(redis.call('HGET', KEYS[1], 'rsv:' .. d))
+    local cap = tonumber(redis.call('HGET', KEYS[1], 'cap:' .. d))
+    if used + want > cap then return {'exhausted', 'task', d, tostring(used), tostring(cap)} end
+    local aused = tonumber(redis.call('HGET', KEYS[1], 'a:' .. agent .. ':used:' .. d) or '0')
+      + tonumber(redis.call('HGET', KEYS[1], 'a:' .. agent .. ':rsv:' .. d) or '0')
+    local acap = tonumber(ARGV[6 + i])
+    if aused + want > acap then return {'exhausted', 'agent', d, tostring(aused), tostring(acap)} end
+  end
+end
+for i, d in ipairs(dims) do
+  local want = tonumber(ARGV[3 + i])
+  if want > 0 then
+    redis.call('HINCRBY', KEYS[1], 'rsv:' .. d, want)
+    redis.call('HINCRBY', KEYS[1], 'a:' .. agent .. ':rsv:' .. d, want)
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[1], agent .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
+return {'ok', '', '', '', ''}
+"""
+
+_SETTLE = """
+local held = redis.call('HGET', KEYS[2], ARGV[1])
+if not held then return 0 end
+local parts = {}
+for p in string.gmatch(held, '%S+') do table.insert(parts, p) end
+local agent = parts[1]
+local dims = {'tokens', 'cost', 'steps'}
+for i, d in ipairs(dims) do
+  local reserved = tonumber(parts[1 + i])
+  local actual = tonumber(ARGV[1 + i])
+  if reserved > 0 then
+    redis.call('HINCRBY', KEYS[1], 'rsv:' .. d, -reserved)
+    redis.call('HINCRBY', KEYS[1], 'a:' .. agent .. ':rsv:' .. d, -reserved)
+  end
+  if actual > 0 then
+    redis.call('HINCRBY', KEYS[1], 'used:' .. d, actual)
+    redis.call('HINCRBY', KEYS[1], 'a:' .. agent .. ':used:' .. d, actual)
+  end
+end
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class Verdict(StrEnum):
+    """What a reservation found."""
+
+    OK = "ok"
+    EXHAUSTED = "exhausted"
+    DEADLINE = "deadline"
+    UNKNOWN_TASK = "unknown_task"
+
+
+@dataclass(frozen=True)
+class Amount:
+    """What a call may spend (a reservation) or did spend (a settlement)."""
+
+    tokens: int = 0
+    cost_usd: float = 0.0
+    steps: int = 0
+
+    def as_args(self) -> list[int]:
+        # Round cost up: a reservation must never be smaller than what it stands for.
+        return [self.tokens, math.ceil(self.cost_usd * MICROS_PER_USD - 1e-9), self.steps]
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Caps for a task or for one agent within a task."""
+
+    tokens: int
+    cost_usd: float
+    steps: int
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The outcome of ``reserve``: ``OK``, or which cap (``scope``, ``dimension``) would be passed."""
+
+    verdict: Verdict
+    scope: str = ""  # task | agent
+    dimension: str = ""  # tokens | cost | steps | wall_clock
+    used: str = ""
+    cap: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == Verdict.OK
+
+    def describe(self) -> str:
+        """A sentence for the task's result."""
+        if self.verdict == Verdict.DEADLINE:
+            return "the task's deadline has passed"
+        if self.verdict == Verdict.UNKNOWN_TASK:
+            return "the task has no budget (it was never opened)"
+        used, cap = self.used, self.cap
+        if self.dimension == "cost":
+            used, cap = f"{int(used) / MICROS_PER_USD:.6f} USD", f"{int(cap) / MICROS_PER_USD:.6f} USD"
+        return f"{self.scope} budget for {self.dimension} exhausted: {used} used or reserved of {cap}"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a task has spent (settled) so far."""
+
+    tokens: int
+    cost_usd: float
+    steps: int
+
+
+class BudgetStore:
+    """Reserve-and-settle budgets per task and agent, in Redis."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str = "hr:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._open = redis.register_script(_OPEN)
+        self._reserve = redis.register_script(_RESERVE)
+        self._settle = redis.register_script(_SETTLE)
+
+    def _keys(self, task_id: str) -> list[str]:
+        base = f"{self._prefix}{{{task_id}}}"
+        return [f"{base}:budget", f"{base}:reservations"]
+
+    async def open(self, task_id: str, caps: Caps, deadline_ms: int) -> bool:
+        """Create the task's budget; False when it already exists (a redelivery)."""
+        args = [caps.tokens, math.floor(caps.cost_usd * MICROS_PER_USD + 1e-9), caps.steps, deadline_ms]
+        async with unavailable_as_retryable(f"open the budget of task {task_id}"):
+            return bool(await self._open(keys=self._keys(task_id), args=args))
+
+    async def reserve(
+        self, task_id: str, reservation_id: str, agent: str, amount: Amount, agent_caps: Caps, now_ms: int
+    ) -> Reservation:
+        """Hold ``amount`` against the task's and the agent's caps, or say which cap it would pass."""
+        agent_args = Amount(agent_caps.tokens, agent_caps.cost_usd, agent_caps.steps).as_args()
+        args: list[str | int] = [reservation_id, agent, now_ms, *amount.as_args(), *agent_args]
+        async with unavailable_as_retryable(f"reserve budget for task {task_id}"):
+            verdict, scope, dimension, used, cap = await self._reserve(keys=self._keys(task_id), args=args)
+        return Reservation(Verdict(verdict), scope, dimension, used, cap)
+
+    async def settle(self, task_id: str, reservation_id: str, actual: Amount) -> None:
+        """Release the reservation and charge what was actually used; a second settle is a no-op."""
+        async with unavailable_as_retryable(f"settle budget for task {task_id}"):
+            await self._settle(keys=self._keys(task_id), args=[reservation_id, *actual.as_args()])
+
+    async def usage(self, task_id: str) -> Usage:
+        """What the task has spent so far (settled amounts only)."""
+        async with unavailable_as_retryable(f"read the budget of task {task_id}"):
+            tokens, cost, steps = await self._redis.hmget(
+                self._keys(task_id)[0], ["used:tokens", "used:cost", "used:steps"]
+            )
+        return Usage(int(tokens or 0), int(cost or 0) / MICROS_PER_USD, int(steps or 0))

@@ -1,0 +1,212 @@
+"""What the platform checks around every model and tool call of a step.
+
+Before a call: halts (task or agent), open breakers, the step's wall clock,
+the loop window (tools), and a budget reservation. After it: the budget is
+settled with what the call really used, and a decision event goes to
+``<prefix>events`` for the circuit-breaker service. A check that fails stops
+the task before the call (``TaskHalted``), except an open tool breaker, which
+the model sees as a structured error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from handrail.contracts import AgentSpec
+from handrail.errors import TaskHalted
+from handrail.messages import DecisionEvent, HandoffEnvelope, derived_message_id, utcnow
+from handrail.state.budgets import Amount, BudgetStore, Caps, Verdict
+from handrail.state.controls import BreakerState, ControlStore
+from handrail.tools import ToolCallError, ToolSpec
+
+#: Output tokens reserved for a model reply when the agent sets no tighter bound.
+DEFAULT_MAX_OUTPUT_TOKENS = 1024
+#: Characters per token when estimating a prompt before the provider has counted it.
+_CHARS_PER_TOKEN = 4
+
+
+class EventSink(Protocol):
+    async def emit(self, event: DecisionEvent) -> None: ...
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A granted call: its reservation, and when it started."""
+
+    reservation_id: str
+    kind: str
+    name: str
+    args_hash: str | None
+    started: float
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StepGuard:
+    """The checks around the calls of one step of one task."""
+
+    def __init__(
+        self,
+        agent: AgentSpec,
+        envelope: HandoffEnvelope,
+        budgets: BudgetStore,
+        controls: ControlStore,
+        events: EventSink,
+    ) -> None:
+        self.agent = agent
+        self.env = envelope
+        self.budgets = budgets
+        self.controls = controls
+        self.events = events
+        self.started = time.monotonic()
+        limits = agent.limits
+        self.agent_caps = Caps(tokens=limits.max_tokens, cost_usd=limits.max_cost_usd, steps=limits.max_steps)
+
+    def _halted(self, reason: str, error_type: str) -> TaskHalted:
+        return TaskHalted(reason, error_type=error_type, task_id=self.env.task_id)
+
+    async def start(self) -> None:
+        """Count the step against the task's and the agent's step budgets."""
+        await self._check_halts()
+        reservation_id = f"{self.env.message_id}/step"
+        granted = await self.budgets.reserve(
+            self.env.task_id, reservation_id, self.agent.name, Amount(steps=1), self.agent_caps, _now_ms()
+        )
+        self._raise_unless_granted(granted.verdict, granted.describe())
+        await self.budgets.settle(self.env.task_id, reservation_id, Amount(steps=1))
+
+    async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket:
+        """Check and reserve for model call ``index`` of this step."""
+        await self._check_halts()
+        self._check_wall_clock()
+        for scope, name in (("agent", self.agent.name), ("model", model)):
+            if await self.controls.breaker_allows(scope, name, _now_ms()) == BreakerState.OPEN:
+                await self._emit_stop("model_call", model, None, "halted", f"{scope}_breaker_open")
+                raise self._halted(f"the {scope} breaker of {name!r} is open", f"{scope}_breaker_open")
+        estimate = Amount(tokens=prompt_chars // _CHARS_PER_TOKEN + DEFAULT_MAX_OUTPUT_TOKENS)
+        return await self._reserve("model_call", model, None, index, estimate)
+
+    async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError:
+        """Check and reserve for a tool call; an open tool breaker is an error the model sees."""
+        await self._check_halts()
+        self._check_wall_clock()
+        limits = self.agent.limits
+        call_id = f"{self.env.message_id}/{index}"
+        count, allowed = await self.controls.count_repeat(
+            self.env.task_id, call_id, spec.name, args_hash, limits.loop_window_s, limits.loop_max_repeats, _now_ms()
+        )
+        if not allowed:
+            await self._emit_stop("tool_call", spec.name, args_hash, "halted", "loop_detected")
+            raise self._halted(
+                f"loop detected: {spec.name} called {count} times with the same arguments within "
+                f"{limits.loop_window_s:g}s (limit {limits.loop_max_repeats})",
+                "loop_detected",
+            )
+        if await self.controls.breaker_allows("tool", spec.name, _now_ms()) == BreakerState.OPEN:
+            await self._emit_stop("tool_call", spec.name, args_hash, "short_circuited", "tool_breaker_open")
+            return ToolCallError(
+                "tool_unavailable", spec.name, f"{spec.name} is failing and its breaker is open; try later"
+            )
+        return await self._reserve("tool_call", spec.name, args_hash, index, Amount(cost_usd=spec.cost_usd))
+
+    async def after_call(
+        self,
+        ticket: Ticket,
+        outcome: str,
+        error_type: str | None = None,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
+        """Settle the reservation with what the call used, and emit its decision event."""
+        actual = Amount(tokens=input_tokens + output_tokens, cost_usd=cost_usd)
+        await self.budgets.settle(self.env.task_id, ticket.reservation_id, actual)
+        await self.events.emit(
+            self._event(
+                ticket.kind,
+                ticket.name,
+                ticket.args_hash,
+                outcome,
+                error_type,
+                (time.perf_counter() - ticket.started) * 1000,
+                input_tokens,
+                output_tokens,
+                cost_usd,
+                ticket.reservation_id,
+            )
+        )
+
+    async def _reserve(self, kind: str, name: str, args_hash: str | None, index: int, amount: Amount) -> Ticket:
+        reservation_id = f"{self.env.message_id}/{index}/{kind}"
+        granted = await self.budgets.reserve(
+            self.env.task_id, reservation_id, self.agent.name, amount, self.agent_caps, _now_ms()
+        )
+        if not granted.ok:
+            await self._emit_stop(kind, name, args_hash, "halted", _error_type(granted.verdict))
+        self._raise_unless_granted(granted.verdict, granted.describe())
+        return Ticket(reservation_id, kind, name, args_hash, time.perf_counter())
+
+    def _raise_unless_granted(self, verdict: Verdict, description: str) -> None:
+        if verdict != Verdict.OK:
+            raise self._halted(f"halted before the call that would break a limit: {description}", _error_type(verdict))
+
+    async def _check_halts(self) -> None:
+        halt = await self.controls.halts(self.env.task_id, self.agent.name)
+        if halt is not None:
+            raise self._halted(halt.reason, "halted_by_operator" if halt.by.startswith("operator") else "halted")
+
+    def _check_wall_clock(self) -> None:
+        elapsed_s = time.monotonic() - self.started
+        if elapsed_s > self.agent.limits.deadline_s:
+            raise self._halted(
+                f"step {self.env.step!r} ran {elapsed_s:.1f}s, past agent {self.agent.name!r}'s "
+                f"{self.agent.limits.deadline_s:g}s limit",
+                "step_deadline_exceeded",
+            )
+
+    async def _emit_stop(self, kind: str, name: str, args_hash: str | None, outcome: str, error_type: str) -> None:
+        await self.events.emit(self._event(kind, name, args_hash, outcome, error_type, 0.0, 0, 0, 0.0, f"stop/{name}"))
+
+    def _event(
+        self,
+        kind: str,
+        name: str,
+        args_hash: str | None,
+        outcome: str,
+        error_type: str | None,
+        latency_ms: float,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float,
+        call_id: str,
+    ) -> DecisionEvent:
+        return DecisionEvent(
+            message_id=derived_message_id(self.env.message_id, f"event/{call_id}/{outcome}"),
+            task_id=self.env.task_id,
+            workflow=self.env.workflow,
+            step=self.env.step,
+            agent=self.agent.name,
+            kind=kind,
+            name=name,
+            args_hash=args_hash,
+            outcome=outcome,
+            error_type=error_type,
+            latency_ms=round(latency_ms, 3),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd,
+            at=utcnow(),
+        )
+
+
+def _error_type(verdict: Verdict) -> str:
+    return {
+        Verdict.EXHAUSTED: "budget_exhausted",
+        Verdict.DEADLINE: "deadline_exceeded",
+        Verdict.UNKNOWN_TASK: "unknown_task",
+    }.get(verdict, "halted")
