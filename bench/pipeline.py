@@ -1,21 +1,21 @@
 """Pipeline benchmark: Handrail's ``expense-approval`` workflow against a raw aiokafka relay.
 
 Run on demand on the real broker (``make infra``, then ``make bench``); never in CI.
-Both systems move every task over the same five hops, each hop consumer in its own
+Both systems move every task over the same five hops, each consumer in its own
 process, each output published idempotently with ``acks=all`` and the input's offset
 committed only after that publish was acknowledged::
 
     tasks -> agent.expense-intake -> steps -> agent.expense-approver -> steps -> results
        router        worker intake     validator     worker approver    validator
 
-Per system: a warm-up burst, a paced phase (one task in flight, for per-hop latency
-without queueing), then a burst of ``--tasks`` (throughput). Afterwards every record
-is read back with a group-less reader and each hop's latency is the difference of the
-Kafka record timestamps of a task's consecutive messages (key = task id). The relay
-pads its messages to Handrail's mean size at each stage. ``bench/README.md`` explains
-how to read the report.
+Per system: a warm-up burst, a paced phase (one task in flight: per-hop latency without
+queueing), then a burst of ``--tasks`` (throughput, and CPU per task from ``/proc``).
+Afterwards every record is read back with a group-less reader; a hop's latency is the
+difference between the Kafka record timestamps of a task's consecutive messages
+(key = task id). The relay pads its messages to Handrail's mean size at each stage.
+``bench/README.md`` explains how to read the report.
 
-    BenchError    a phase could not finish (infra unreachable, results missing); the message says what to check
+    BenchError    a phase could not finish (infra unreachable, a dead letter, results missing)
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import asyncio
 import cProfile
 import json
 import math
+import os
 import runpy
 import shutil
 import signal
@@ -34,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -48,7 +49,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from handrail.client import follow, open_reader
 from handrail.contracts import load_contracts
 from handrail.dev import services
-from handrail.dev.errors import ServiceStartError
+from handrail.dev.errors import ServiceStartError, ServiceStopError
 from handrail.dev.process import live_pid, tcp_open
 from handrail.messages import TaskSubmitted
 from handrail.tools import default_registry
@@ -59,6 +60,13 @@ WORKFLOW = "expense-approval"
 #: The topic (without prefix) of each message of a task, in order; hop i goes from stage i to i + 1.
 STAGES = ("tasks", "agent.expense-intake", "steps", "agent.expense-approver", "steps", "results")
 HOPS = ("router", "worker intake", "validator", "worker approver", "validator end")
+#: Which service consumes each topic (Handrail's process names; the relay's are ``relay-<name>``).
+CONSUMERS = {
+    "tasks": "router",
+    "agent.expense-intake": "worker-expense-intake",
+    "steps": "validator",
+    "agent.expense-approver": "worker-expense-approver",
+}
 #: Claims that all complete (approved, manager, director, rejected): the demo's happy paths.
 CLAIMS: tuple[dict[str, Any], ...] = (
     {"employee_id": "E100", "amount": 42.5, "currency": "EUR", "description": "team lunch"},
@@ -71,12 +79,17 @@ TARGET_RATIO = 0.5
 TARGET_ADDED_MS = 1.0
 #: A reader that sees nothing for this long has read everything already written.
 _READ_IDLE_S = 1.5
+#: One task in flight should take milliseconds; this only bounds a stuck pipeline.
+_PACED_TIMEOUT_S = 30.0
 #: What a relay process prints once its group gave it partitions.
 READY_LINE = "relay hop ready"
 
 
 class BenchError(Exception):
-    """A phase could not finish (infra unreachable, results missing); the message says what to check."""
+    """A phase could not finish (infra unreachable, a dead letter, results missing); the message says what to check."""
+
+
+# --- measuring ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -114,13 +127,51 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
 
 
 @dataclass(frozen=True)
+class Cpu:
+    """CPU seconds used during the burst: by each consumer process, and by the whole machine."""
+
+    by_process: dict[str, float]
+    machine_s: float
+    wall_s: float
+
+    @classmethod
+    def sample(cls, pids: dict[str, int]) -> Cpu:
+        return cls({name: _process_cpu_s(pid) for name, pid in pids.items()}, _machine_cpu_s(), time.monotonic())
+
+    def since(self, before: Cpu) -> Cpu:
+        spent = {n: s - before.by_process.get(n, s) for n, s in self.by_process.items()}
+        return Cpu(spent, self.machine_s - before.machine_s, self.wall_s - before.wall_s)
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (0 where there is no procfs)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _machine_cpu_s() -> float:
+    """Busy CPU seconds of all cores since boot: everything but idle and iowait."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
 class Measurement:
-    """What one system did: the burst's wall time, its results' statuses, and every task's trace."""
+    """What one system did: the burst's wall time, statuses and CPU, and every task's trace."""
 
     name: str
     tasks: int
     elapsed_s: float
     statuses: Counter[str]
+    cpu: Cpu
+    redis_commands: Counter[str]
+    records: Counter[str]
     traces: dict[str, Trace]
 
     @property
@@ -144,57 +195,69 @@ def task_ids(phase: str, run_id: str, count: int) -> list[str]:
 
 
 class Driver:
-    """Submits tasks on a system's tasks topic and waits for their results."""
+    """Submits tasks on a system's tasks topic and waits for their results (failing on a dead letter)."""
 
-    def __init__(self, bootstrap: str, prefix: str, make_task: Callable[[str, int], bytes]) -> None:
+    def __init__(self, bootstrap: str, prefix: str, make_task: Callable[[str, int], bytes], dlq: str | None) -> None:
         self.bootstrap = bootstrap
-        self.tasks_topic, self.results_topic = prefix + STAGES[0], prefix + STAGES[-1]
+        self.tasks_topic, self.results_topic, self.dlq = prefix + STAGES[0], prefix + STAGES[-1], dlq
         self.make_task = make_task
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
-        self.results: AIOKafkaConsumer | None = None
+        self.reader: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> Driver:
         await self.producer.start()
-        self.results = await open_reader(self.bootstrap, [self.results_topic], from_time_ms=None)
+        topics = [self.results_topic] + ([self.dlq] if self.dlq else [])
+        self.reader = await open_reader(self.bootstrap, topics, from_time_ms=None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.results is not None:
-            await self.results.stop()
+        if self.reader is not None:
+            await self.reader.stop()
         await self.producer.stop()
 
     async def burst(self, ids: list[str], timeout_s: float) -> tuple[float, Counter[str]]:
         """Send every task at once; return the seconds until the last result arrived, and the statuses."""
         started = time.perf_counter()
         waiting = asyncio.create_task(self._collect(set(ids), timeout_s))
-        acks = [
-            await self.producer.send(self.tasks_topic, self.make_task(t, i), key=t.encode()) for i, t in enumerate(ids)
-        ]
-        await asyncio.gather(*acks)
-        statuses = await waiting
+        try:
+            acks = [
+                await self.producer.send(self.tasks_topic, self.make_task(t, i), key=t.encode())
+                for i, t in enumerate(ids)
+            ]
+            await asyncio.gather(*acks)
+            statuses = await waiting
+        finally:
+            waiting.cancel()
         return time.perf_counter() - started, statuses
 
-    async def paced(self, ids: list[str], timeout_s: float) -> Counter[str]:
+    async def paced(self, ids: list[str]) -> Counter[str]:
         """Send one task at a time, each after the previous one's result."""
         statuses: Counter[str] = Counter()
         for i, task_id in enumerate(ids):
             await self.producer.send_and_wait(self.tasks_topic, self.make_task(task_id, i), key=task_id.encode())
-            statuses += await self._collect({task_id}, timeout_s)
+            statuses += await self._collect({task_id}, _PACED_TIMEOUT_S)
         return statuses
 
     async def _collect(self, wanted: set[str], timeout_s: float) -> Counter[str]:
-        assert self.results is not None, "use the driver as an async context manager"
+        assert self.reader is not None, "use the driver as an async context manager"
         statuses: Counter[str] = Counter()
         pending = {w.encode() for w in wanted}
         deadline = time.monotonic() + timeout_s
         while pending:
             if time.monotonic() > deadline:
                 raise BenchError(f"{len(pending)} of {len(wanted)} results missing after {timeout_s:g}s")
-            batch = await self.results.getmany(timeout_ms=200)
+            batch = await self.reader.getmany(timeout_ms=200)
             for record in (r for records in batch.values() for r in records):
-                if record.key in pending:
-                    pending.discard(record.key)
-                    statuses[json.loads(record.value or b"{}").get("status", "relayed")] += 1
+                if record.key not in pending:
+                    continue
+                body = json.loads(record.value or b"{}")
+                if record.topic == self.dlq:
+                    raise BenchError(
+                        f"task {record.key.decode()} was dead-lettered by {body.get('service')}: "
+                        f"{body.get('error_type')}: {body.get('reason')}"
+                    )
+                pending.discard(record.key)
+                statuses[body.get("status", "relayed")] += 1
         return statuses
 
 
@@ -204,11 +267,9 @@ async def read_traces(bootstrap: str, prefix: str) -> dict[str, Trace]:
     reader = await open_reader(bootstrap, topics, from_time_ms=0)
     seen: dict[tuple[str, str], list[tuple[int, int, int]]] = defaultdict(list)
     try:
-        async for record in follow(reader, idle_timeout_s=_READ_IDLE_S):
-            key = (record.key or b"").decode()
-            seen[key, record.topic.removeprefix(prefix)].append(
-                (record.offset, record.timestamp, len(record.value or b""))
-            )
+        async for r in follow(reader, idle_timeout_s=_READ_IDLE_S):
+            key = (r.key or b"").decode()
+            seen[key, r.topic.removeprefix(prefix)].append((r.offset, r.timestamp, len(r.value or b"")))
     finally:
         await reader.stop()
     traces: dict[str, Trace] = {}
@@ -222,18 +283,58 @@ async def read_traces(bootstrap: str, prefix: str) -> dict[str, Trace]:
 
 
 async def measure(
-    name: str, bootstrap: str, prefix: str, make_task: Callable[[str, int], bytes], args: argparse.Namespace
+    name: str,
+    prefix: str,
+    make_task: Callable[[str, int], bytes],
+    pids: dict[str, int],
+    args: argparse.Namespace,
+    dlq: str | None = None,
 ) -> Measurement:
     """Warm up, run the paced phase and the burst, then read every trace back."""
     timeout_s = 60.0 + args.tasks * 0.2  # generous: a cold 2-core machine with Kafka, Redis and four services
-    async with Driver(bootstrap, prefix, make_task) as driver:
+    async with Driver(args.bootstrap, prefix, make_task, dlq) as driver:
         print(f"  {name}: warm-up ({args.warmup} tasks)", flush=True)
         await driver.burst(task_ids("warm", args.run_id, args.warmup), timeout_s)
         print(f"  {name}: paced ({args.paced} tasks, one in flight)", flush=True)
-        await driver.paced(task_ids("paced", args.run_id, args.paced), timeout_s=30.0)
+        await driver.paced(task_ids("paced", args.run_id, args.paced))
         print(f"  {name}: burst ({args.tasks} tasks)", flush=True)
+        before, commands_before = Cpu.sample(pids), await redis_commands(args.redis_url)
         elapsed_s, statuses = await driver.burst(task_ids("burst", args.run_id, args.tasks), timeout_s)
-    return Measurement(name, args.tasks, elapsed_s, statuses, await read_traces(bootstrap, prefix))
+        cpu, commands = Cpu.sample(pids).since(before), await redis_commands(args.redis_url) - commands_before
+    records = await records_by_topic(args.bootstrap, prefix)
+    traces = await read_traces(args.bootstrap, prefix)
+    return Measurement(name, args.tasks, elapsed_s, statuses, cpu, commands, records, traces)
+
+
+async def redis_commands(url: str) -> Counter[str]:
+    """Commands Redis ran since it started, counting those inside Lua scripts (every client's, not only ours)."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    calls = Counter({name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()})
+    del calls["info"]  # this very probe
+    return calls
+
+
+async def records_by_topic(bootstrap: str, prefix: str) -> Counter[str]:
+    """How many records each topic under ``prefix`` holds (its partitions' end offsets: the topics are fresh)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
+    finally:
+        await admin.close()
+    reader = await open_reader(bootstrap, topics, from_time_ms=None)
+    try:
+        ends = await reader.end_offsets(list(reader.assignment()))
+    finally:
+        await reader.stop()
+    counts: Counter[str] = Counter()
+    for tp, end in ends.items():
+        counts[tp.topic.removeprefix(prefix)] += end
+    return counts
 
 
 # --- the raw relay --------------------------------------------------------------------------------
@@ -277,29 +378,15 @@ async def relay_hop(bootstrap: str, group: str, source: str, routes: dict[int, t
         await consumer.stop()
 
 
-def relay_plan(bootstrap: str, prefix: str, run_id: str, sizes: list[int], batch: int) -> list[services.ServiceProcess]:
-    """One relay process per consumed topic, routing each stage to the next like Handrail's services do."""
+def relay_plan(args: argparse.Namespace, prefix: str, sizes: list[int]) -> list[services.ServiceProcess]:
+    """One relay process per consumed topic, routing each stage on to the next as Handrail's services do."""
     plan = []
-    for source in dict.fromkeys(STAGES[:-1]):
+    for source, consumer in CONSUMERS.items():
         routes = {i + 1: (prefix + STAGES[i + 1], sizes[i + 1]) for i, s in enumerate(STAGES[:-1]) if s == source}
-        name = f"relay-{source.removeprefix('agent.')}"
-        argv = (
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "relay-hop",
-            "--bootstrap",
-            bootstrap,
-            "--group",
-            f"bench-{run_id}-{name}",
-            "--source",
-            prefix + source,
-            "--routes",
-            json.dumps(routes),
-            "--batch",
-            str(batch),
-            "--name",
-            f"{name}-{run_id}",
-        )
+        name = f"relay-{consumer}"
+        argv = (sys.executable, str(Path(__file__).resolve()), "relay-hop", "--bootstrap", args.bootstrap,
+                "--group", f"bench-{args.run_id}-{name}", "--source", prefix + source, "--routes", json.dumps(routes),
+                "--batch", str(args.relay_batch), "--name", f"{name}-{args.run_id}")  # fmt: skip
         plan.append(services.ServiceProcess(name, argv, http_port=0))
     return plan
 
@@ -324,14 +411,14 @@ def handrail_task(task_id: str, index: int) -> bytes:
 
 
 def handrail_plan(agents: list[str], run_id: str, profile_dir: Path | None) -> list[services.ServiceProcess]:
-    """Router, validator and one worker per agent, on free ports, in consumer groups of their own.
+    """Router, validator and one worker per agent, on free ports.
 
     With ``profile_dir``, each runs under cProfile and writes ``<profile_dir>/<name>.prof`` when stopped.
     """
     plan = []
     for p in services.plan(agents, base_port=0):
-        # Groups of their own: a bench must not rebalance (or be rebalanced by) a dev stack or a test run.
-        env = {"HANDRAIL_CONSUMER_GROUP": f"bench-{run_id}-{p.name}"} if p.name in ("router", "validator") else {}
+        # Groups of their own where the settings allow it (a worker's group is fixed per agent).
+        env = {} if p.name.startswith("worker-") else {"HANDRAIL_CONSUMER_GROUP": f"bench-{run_id}-{p.name}"}
         argv = p.argv
         if (
             profile_dir is not None
@@ -380,11 +467,11 @@ def _free_port() -> int:
 
 
 def run(args: argparse.Namespace, run_dir: Path, started: list[services.ServiceProcess]) -> tuple[Measurement, ...]:
-    """Measure Handrail, then the relay; every process started is appended to ``started`` first."""
+    """Measure Handrail, then the relay; every process is added to ``started`` before it starts."""
     agents = sorted(load_contracts(PROJECT_ROOT / "config", default_registry().names()).agents)
-    handrail_prefix, relay_prefix = f"bench{args.run_id}.", f"relay{args.run_id}."
+    handrail_topics, relay_prefix = Topics(f"bench{args.run_id}."), f"relay{args.run_id}."
     relay_specs = [TopicSpec(relay_prefix + s) for s in dict.fromkeys(STAGES)]
-    asyncio.run(ensure_topics(args.bootstrap, Topics(handrail_prefix).specs(agents) + relay_specs))
+    asyncio.run(ensure_topics(args.bootstrap, handrail_topics.specs(agents) + relay_specs))
 
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -393,32 +480,41 @@ def run(args: argparse.Namespace, run_dir: Path, started: list[services.ServiceP
     env = {
         "HANDRAIL_KAFKA_BOOTSTRAP": args.bootstrap,
         "HANDRAIL_REDIS_URL": args.redis_url,
-        "HANDRAIL_TOPIC_PREFIX": handrail_prefix,
+        "HANDRAIL_TOPIC_PREFIX": handrail_topics.prefix,
         "HANDRAIL_REDIS_PREFIX": f"bench{args.run_id}:",
         "HANDRAIL_CONFIG_DIR": str(PROJECT_ROOT / "config"),
+        "HANDRAIL_DATA_DIR": str(run_dir / "data"),
     }
     print(f"starting Handrail: {', '.join(p.name for p in plan)}", flush=True)
     services.up(plan, run_dir, env, PROJECT_ROOT)
-    handrail = asyncio.run(measure("Handrail", args.bootstrap, handrail_prefix, handrail_task, args))
-    services.down(plan, run_dir)  # idle consumers still poll: keep the relay's CPU to itself
+    handrail = asyncio.run(
+        measure("Handrail", handrail_topics.prefix, handrail_task, _pids(plan, run_dir), args, handrail_topics.dlq)
+    )
+    services.down(plan, run_dir)  # idle consumers still poll: leave the cores to the relay
     if args.profile is not None:
         print(f"profiles: {args.profile}/<service>.prof (python -m pstats; sort tottime; stats 25)", flush=True)
 
     sizes = handrail.mean_sizes()
-    relay_processes = relay_plan(args.bootstrap, relay_prefix, args.run_id, sizes, args.relay_batch)
+    relay_processes = relay_plan(args, relay_prefix, sizes)
     started += relay_processes
     print(f"starting the relay: {', '.join(p.name for p in relay_processes)}", flush=True)
     for process in relay_processes:
         services.start(process, run_dir, {}, PROJECT_ROOT)
     for process in relay_processes:
         _wait_logged(process, run_dir, READY_LINE, timeout_s=60.0)
-
-    def relay_task(task_id: str, index: int) -> bytes:
-        return relay_message(task_id, 0, sizes[0])
-
-    relay = asyncio.run(measure("raw relay", args.bootstrap, relay_prefix, relay_task, args))
+    relay = asyncio.run(
+        measure(
+            "raw relay", relay_prefix, lambda t, i: relay_message(t, 0, sizes[0]), _pids(relay_processes, run_dir), args
+        )
+    )
     services.down(relay_processes, run_dir)
     return handrail, relay
+
+
+def _pids(plan: Iterable[services.ServiceProcess], run_dir: Path) -> dict[str, int]:
+    """Each running consumer's pid, by the name of the service it stands for."""
+    running = services.running(list(plan), run_dir)
+    return {name.removeprefix("relay-"): pid for name, pid in running.items() if pid is not None}
 
 
 def _wait_logged(process: services.ServiceProcess, run_dir: Path, line: str, timeout_s: float) -> None:
@@ -456,44 +552,73 @@ def _verdict(ok: bool) -> str:
     return "ok" if ok else "MISS"
 
 
-def _triple(s: Spread) -> str:
-    return f"{s.p50:5.1f} {s.p95:5.1f} {s.p99:6.1f}"
+def _cpu_line(m: Measurement) -> str:
+    per_task = {name: s * 1000 / m.tasks for name, s in m.cpu.by_process.items()}
+    names = [*CONSUMERS.values(), *sorted(set(per_task) - set(CONSUMERS.values()))]  # then off-path services
+    parts = [f"{name.removeprefix('worker-expense-')} {per_task.get(name, math.nan):.2f}" for name in names]
+    other = (m.cpu.machine_s - sum(m.cpu.by_process.values())) * 1000 / m.tasks
+    busy = m.cpu.machine_s / m.cpu.wall_s / (os.cpu_count() or 1)
+    total = m.cpu.machine_s * 1000 / m.tasks
+    return f"{', '.join(parts)}; Kafka+Redis+bench {other:.2f}; total {total:.2f}  (cores {busy:.0%} busy)"
+
+
+def _work_line(m: Measurement, args: argparse.Namespace) -> str:
+    tasks = args.warmup + args.paced + args.tasks
+    kinds: Counter[str] = Counter()
+    for topic, count in m.records.items():
+        kinds["agent.*" if topic.startswith("agent.") else topic] += count
+    records = ", ".join(f"{t} {n / tasks:.1f}" for t, n in sorted(kinds.items(), key=lambda kv: -kv[1]) if n)
+    redis = sum(m.redis_commands.values()) / m.tasks
+    scripts = (m.redis_commands["evalsha"] + m.redis_commands["eval"]) / m.tasks
+    kafka = sum(kinds.values()) / tasks
+    return f"Redis commands {redis:5.1f} ({scripts:.1f} scripts) | Kafka records {kafka:4.1f} ({records})"
 
 
 def report(args: argparse.Namespace, handrail: Measurement, relay: Measurement) -> str:
     """The compact, printable comparison."""
     ratio = handrail.tasks_per_s / relay.tasks_per_s
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(handrail.statuses.items()))
+    labels = [*(f"{i + 1} {HOPS[i]:<15} {STAGES[i]} -> {STAGES[i + 1]}" for i in range(len(HOPS))), "end to end"]
+    width = max(map(len, labels))
     lines = [
         "",
         f"Handrail pipeline benchmark - {WORKFLOW}, {len(HOPS)} hops, Kafka {args.bootstrap}, run {args.run_id}",
-        f"  burst {args.tasks} tasks, warm-up {args.warmup}, paced {args.paced}, relay batch {args.relay_batch}",
+        f"  burst {args.tasks} tasks, warm-up {args.warmup}, paced {args.paced}, relay batch {args.relay_batch}, "
+        f"{os.cpu_count()} cores",
         "",
         "Throughput (burst: all tasks sent at once, until the last result)",
         f"  Handrail   {handrail.tasks_per_s:8.1f} tasks/s  {handrail.elapsed_s:6.2f} s  ({statuses})",
         f"  raw relay  {relay.tasks_per_s:8.1f} tasks/s  {relay.elapsed_s:6.2f} s",
         f"  ratio      {ratio:8.1%}           target >= {TARGET_RATIO:.0%}: {_verdict(ratio >= TARGET_RATIO)}",
         "",
-        "Latency per hop, paced (one task in flight); ms between Kafka record timestamps (1 ms resolution)",
-        f"  {'hop':<44} {'Handrail p50   p95    p99':>24} | {'relay p50   p95    p99':>21} | added p50  mean",
+        "CPU ms per task during the burst, by consumer",
+        f"  Handrail   {_cpu_line(handrail)}",
+        f"  raw relay  {_cpu_line(relay)}",
+        "",
+        "Work per task",
+        f"  Handrail   {_work_line(handrail, args)}",
+        f"  raw relay  {_work_line(relay, args)}",
+        "",
+        "Latency per hop, paced (one task in flight): ms between Kafka record timestamps (1 ms resolution)",
+        f"  {'hop':<{width}}   Handrail p50   p95    p99 |  relay p50   p95    p99 | added p50  mean",
     ]
     h_paced, r_paced = handrail.hops("paced"), relay.hops("paced")
     added = [h.p50 - r.p50 for h, r in zip(h_paced, r_paced, strict=True)]
-    labels = [f"{i + 1} {HOPS[i]:<15} {STAGES[i]} -> {STAGES[i + 1]}" for i in range(len(HOPS))]
-    for label, h, r, a in zip([*labels, "end to end"], h_paced, r_paced, added, strict=True):
-        lines.append(f"  {label:<44} {_triple(h):>24} | {_triple(r):>21} | {a:+9.1f} {h.mean - r.mean:+5.1f}")
+    for label, h, r, a in zip(labels, h_paced, r_paced, added, strict=True):
+        lines.append(
+            f"  {label:<{width}}   {h.p50:12.1f} {h.p95:5.1f} {h.p99:6.1f} | {r.p50:10.1f} {r.p95:5.1f} {r.p99:6.1f}"
+            f" | {a:+9.1f} {h.mean - r.mean:+5.1f}"
+        )
     worst = max(range(len(HOPS)), key=lambda i: added[i])
-    per_hop = added[-1] / len(HOPS)
     lines += [
-        f"  added p50 per hop: worst {added[worst]:+.1f} ms ({HOPS[worst]}), "
-        f"end to end / {len(HOPS)} = {per_hop:+.2f} ms;  "
-        f"target < {TARGET_ADDED_MS:g} ms: {_verdict(added[worst] < TARGET_ADDED_MS)}",
+        f"  added p50 per hop: worst {added[worst]:+.1f} ms ({HOPS[worst]}), end to end / {len(HOPS)} = "
+        f"{added[-1] / len(HOPS):+.2f} ms; target < {TARGET_ADDED_MS:g} ms: {_verdict(added[worst] < TARGET_ADDED_MS)}",
         "",
-        "Latency per hop under the burst (queueing included), ms p50 / p99",
+        "Latency per hop under the burst (queueing included), ms",
+        f"  {'hop':<{width}}   Handrail p50    p99 |  relay p50    p99",
     ]
-    h_burst, r_burst = handrail.hops("burst"), relay.hops("burst")
-    for label, h, r in zip([*labels, "end to end"], h_burst, r_burst, strict=True):
-        lines.append(f"  {label:<44} Handrail {h.p50:7.1f} {h.p99:7.1f} | relay {r.p50:7.1f} {r.p99:7.1f}")
+    for label, h, r in zip(labels, handrail.hops("burst"), relay.hops("burst"), strict=True):
+        lines.append(f"  {label:<{width}}   {h.p50:12.1f} {h.p99:6.1f} | {r.p50:10.1f} {r.p99:6.1f}")
     sizes = ", ".join(f"{s} {n}" for s, n in zip(STAGES, handrail.mean_sizes(), strict=True))
     lines += ["", f"Mean message size, bytes (the relay pads to the same): {sizes}"]
     if handrail.statuses.get("completed", 0) != args.tasks:
@@ -512,11 +637,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis URL")
     parser.add_argument(
-        "--relay-batch",
-        type=int,
-        default=1,
+        "--relay-batch", type=int, default=1, metavar="N",
         help="records a relay hop handles per poll (default 1: consume, publish, commit one by one, as Handrail does)",
-    )
+    )  # fmt: skip
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="run Handrail's services under cProfile, writing DIR/<service>.prof"
     )
@@ -569,21 +692,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _teardown(args: argparse.Namespace, run_dir: Path, started: list[services.ServiceProcess], keep_logs: bool) -> None:
-    stopped = services.down(started, run_dir)
+    """Stop every process this run started, then delete its topics and Redis keys unless --keep."""
+    try:
+        stopped = services.down(started, run_dir)
+    except ServiceStopError as exc:
+        print(f"could not stop a service: {exc}", file=sys.stderr)
+        stopped = []
     if stopped:
         print(f"stopped: {', '.join(stopped)}", file=sys.stderr)
     if not args.keep:
+        prefixes = (f"bench{args.run_id}.", f"relay{args.run_id}.")
         try:
-            asyncio.run(
-                cleanup(
-                    args.bootstrap,
-                    args.redis_url,
-                    (f"bench{args.run_id}.", f"relay{args.run_id}."),
-                    f"bench{args.run_id}:",
-                )
-            )
+            asyncio.run(cleanup(args.bootstrap, args.redis_url, prefixes, f"bench{args.run_id}:"))
         except Exception as exc:  # the report is what matters; say what was left behind
-            print(f"cleanup incomplete (topics bench{args.run_id}.*, relay{args.run_id}.*): {exc}", file=sys.stderr)
+            print(f"cleanup incomplete (topics {', '.join(p + '*' for p in prefixes)}): {exc}", file=sys.stderr)
     if keep_logs:
         print(f"service logs: {run_dir / 'services'}", file=sys.stderr)
     else:

@@ -22,6 +22,10 @@ from handrail.messages import TaskResult, TaskSubmitted
 from handrail.topics import Topics
 
 
+#: Results of other tasks a client keeps while it waits for one; the oldest go first.
+_MAX_KEPT_RESULTS = 10_000
+
+
 class BrokerUnreachable(HandrailError):
     """Kafka could not be reached at the configured address."""
 
@@ -38,6 +42,8 @@ class HandrailClient:
         self.topics = Topics(topic_prefix)
         self._producer: AIOKafkaProducer | None = None
         self._results: AIOKafkaConsumer | None = None
+        # Results read while waiting for another task, kept for whoever asks next.
+        self._seen: dict[str, TaskResult] = {}
 
     async def __aenter__(self) -> HandrailClient:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all")
@@ -87,12 +93,16 @@ class HandrailClient:
         """Wait for the task's ``TaskResult`` (published after this client started)."""
         assert self._results is not None, "use the client as an async context manager"
         deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
+        while task_id not in self._seen and (left := deadline - time.monotonic()) > 0:
             batch = await self._results.getmany(timeout_ms=int(min(left, 0.5) * 1000))
             for records in batch.values():
                 for record in records:
-                    if record.key == task_id.encode():
-                        return TaskResult.model_validate_json(record.value or b"")
+                    result = TaskResult.model_validate_json(record.value or b"")
+                    self._seen.setdefault(result.task_id, result)
+                    if len(self._seen) > _MAX_KEPT_RESULTS:
+                        self._seen.pop(next(iter(self._seen)))
+        if task_id in self._seen:
+            return self._seen[task_id]
         raise ResultTimeout(f"no result for task {task_id} within {timeout_s:g}s")
 
     async def _consumer_at(self, topic: str, from_time_ms: int | None) -> AIOKafkaConsumer:

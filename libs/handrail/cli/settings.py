@@ -15,3 +15,5 @@ class CliSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = "handrail."
     config_dir: Path = Path("config")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "hr:"

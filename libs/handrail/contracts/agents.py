@@ -26,6 +26,9 @@ class Limits(_Strict):
     max_turns: int = Field(default=8, ge=1, description="Model calls within one step.")
     max_steps: int = Field(default=10, ge=1, description="Steps per task.")
     max_tokens: int = Field(default=20_000, ge=0)
+    max_output_tokens: int = Field(
+        default=1024, ge=1, description="Per model call; reserved before the call, so a reply can never overspend."
+    )
     max_cost_usd: float = Field(default=1.0, ge=0)
     deadline_s: float = Field(default=300.0, gt=0)
     loop_window_s: float = Field(default=600.0, gt=0)

@@ -11,12 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
 from aiokafka.protocol.admin import CreateAclsRequest
 
 from handrail.deploy.acl import AclBinding, Operation, PatternType, ResourceType
 from handrail.errors import HandrailError
+from handrail.topics import TopicSpec
 
 #: Kafka's wire codes (``org.apache.kafka.common.acl`` / ``resource`` enums).
 _RESOURCE_CODES = {ResourceType.TOPIC: 2, ResourceType.GROUP: 3}
@@ -76,5 +77,26 @@ async def apply_acls(bootstrap: str, admin: SaslCredentials, rules: Iterable[Acl
                     raise AclApplyError(f"Kafka refused ACL {rule}: {for_code(code).__name__}: {message or ''}")
             count += 1
         return count
+    finally:
+        await client.close()
+
+
+async def create_topics(bootstrap: str, credentials: SaslCredentials, specs: Iterable[TopicSpec]) -> list[str]:
+    """Create the topics in ``specs`` that are missing, as ``credentials`` (``handrail-admin``); return them."""
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **credentials.client_options())
+    await client.start()
+    try:
+        existing = set(await client.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        new = [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, topic_configs=s.config) for s in missing
+        ]
+        response = await client.create_topics(new)
+        failures = [f"{topic}: {for_code(code).__name__}" for topic, code, *_ in response.topic_errors if code != 0]
+        if failures:
+            raise AclApplyError(f"could not create topics: {'; '.join(failures)}")
+        return [s.name for s in missing]
     finally:
         await client.close()

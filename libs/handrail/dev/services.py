@@ -39,15 +39,19 @@ class ServiceProcess:
 
 
 def plan(agents: list[str], base_port: int = 8081) -> list[ServiceProcess]:
-    """The processes of a full local stack: router, validator, then one worker per agent."""
+    """The processes of a full local stack: router, validator, circuit-breaker, one worker per agent.
+
+    Ports from ``base_port``: router +0, validator +2, circuit-breaker +4, workers +10 onwards.
+    """
     python = sys.executable
     processes = [
         ServiceProcess("router", (python, "-m", "handrail_router"), base_port),
-        ServiceProcess("validator", (python, "-m", "handrail_validator"), base_port + 1),
+        ServiceProcess("validator", (python, "-m", "handrail_validator"), base_port + 2),
+        ServiceProcess("circuit-breaker", (python, "-m", "handrail_circuit_breaker"), base_port + 4),
     ]
     for i, agent in enumerate(sorted(agents)):
         processes.append(
-            ServiceProcess(f"worker-{agent}", (python, "-m", "handrail_worker", "--agent", agent), base_port + 2 + i)
+            ServiceProcess(f"worker-{agent}", (python, "-m", "handrail_worker", "--agent", agent), base_port + 10 + i)
         )
     return processes
 

@@ -1,10 +1,24 @@
 """Model providers behind one interface.
 
-Only the built-in ``scripted`` provider exists so far: it follows an agent's
-declared plan, deterministically, and says so (``provider="scripted"``).
+- ``scripted``: the built-in provider that follows an agent's declared plan,
+  deterministically, and says so (``provider="scripted"``);
+- ``openai``: any OpenAI-compatible chat completions endpoint (OpenAI, Azure-style
+  gateways, vLLM, Ollama, LiteLLM proxies);
+- ``anthropic``: the Anthropic Messages API.
+
+``ModelChain`` runs an agent's models in order with retries, breakers and
+failover; ``build_provider`` builds it from the agent and ``config/models.yaml``.
 """
 
-from handrail.llm.base import ChatMessage, ModelProvider, ModelReply, ModelRequest, ToolCall
+from handrail.llm.base import Attempt, ChatMessage, ModelProvider, ModelReply, ModelRequest, ToolCall
 from handrail.llm.scripted import ScriptedProvider
 
-__all__ = ["ChatMessage", "ModelProvider", "ModelReply", "ModelRequest", "ScriptedProvider", "ToolCall"]
+__all__ = [
+    "Attempt",
+    "ChatMessage",
+    "ModelProvider",
+    "ModelReply",
+    "ModelRequest",
+    "ScriptedProvider",
+    "ToolCall",
+]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -24,6 +24,8 @@ from handrail.llm.retry import RetryPolicy
 
 CATALOGUE_FILE = "models.yaml"
 _TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are quoted per million tokens
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -163,7 +165,7 @@ def load_catalogue(config_dir: Path) -> ModelCatalogue:
     return _validate(path, "catalogue", ModelCatalogue, {**sections, "models": models, "source": str(path)})
 
 
-def _validate(path: Path, what: str, model: type[Any], body: dict[str, Any]) -> Any:
+def _validate(path: Path, what: str, model: type[M], body: dict[str, Any]) -> M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:

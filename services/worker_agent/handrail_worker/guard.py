@@ -21,8 +21,6 @@ from handrail.state.budgets import Amount, BudgetStore, Caps, Verdict
 from handrail.state.controls import BreakerState, ControlStore
 from handrail.tools import ToolCallError, ToolSpec
 
-#: Output tokens reserved for a model reply when the agent sets no tighter bound.
-DEFAULT_MAX_OUTPUT_TOKENS = 1024
 #: Characters per token when estimating a prompt before the provider has counted it.
 _CHARS_PER_TOKEN = 4
 
@@ -87,7 +85,7 @@ class StepGuard:
             if await self.controls.breaker_allows(scope, name, _now_ms()) == BreakerState.OPEN:
                 await self._emit_stop("model_call", model, None, "halted", f"{scope}_breaker_open")
                 raise self._halted(f"the {scope} breaker of {name!r} is open", f"{scope}_breaker_open")
-        estimate = Amount(tokens=prompt_chars // _CHARS_PER_TOKEN + DEFAULT_MAX_OUTPUT_TOKENS)
+        estimate = Amount(tokens=prompt_chars // _CHARS_PER_TOKEN + self.agent.limits.max_output_tokens)
         return await self._reserve("model_call", model, None, index, estimate)
 
     async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError:

@@ -1,0 +1,75 @@
+"""``handrail halt`` / ``handrail resume``: stop a task or a whole agent within one call, and lift it."""
+
+from __future__ import annotations
+
+import getpass
+
+import typer
+
+from handrail.bus.broker import make_broker
+from handrail.bus.publisher import Publisher
+from handrail.cli.common import console, run
+from handrail.cli.settings import CliSettings
+from handrail.messages import ControlRecord, new_message_id, utcnow
+from handrail.state import connect_redis
+from handrail.state.controls import ControlStore
+from handrail.topics import Topics
+
+
+def _target(task_id: str | None, agent: str | None) -> tuple[str, str]:
+    if (task_id is None) == (agent is None):
+        raise typer.BadParameter("give exactly one of TASK or --agent NAME")
+    return ("task", task_id) if task_id is not None else ("agent", agent)  # type: ignore[return-value]
+
+
+async def _apply(scope: str, name: str, state: str, reason: str) -> None:
+    settings = CliSettings()
+    redis = connect_redis(settings.redis_url)
+    operator = f"operator:{getpass.getuser()}"
+    try:
+        controls = ControlStore(redis, settings.redis_prefix)
+        if state == "halted":
+            await controls.halt(scope, name, reason, operator)
+        else:
+            await controls.resume(scope, name)
+    finally:
+        await redis.aclose()
+    broker = make_broker(settings.kafka_bootstrap, client_id="handrail-cli")
+    await broker.connect()
+    try:
+        record = ControlRecord(
+            message_id=new_message_id(),
+            kind="halt",
+            scope=scope,
+            name=name,
+            state=state,
+            reason=reason,
+            by=operator,
+            at=utcnow(),
+        )
+        topics = Topics(settings.topic_prefix)
+        await Publisher(broker).publish(topics.control, record, key=record.key)
+        await Publisher(broker).publish(topics.audit, record, key=name if scope == "task" else record.key)
+    finally:
+        await broker.stop()
+
+
+def halt(
+    task_id: str = typer.Argument(None, help="The task to halt."),
+    agent: str = typer.Option(None, "--agent", help="Halt every task of this agent instead."),
+    reason: str = typer.Option("halted by an operator", "--reason", help="Recorded on the halt and the audit trail."),
+) -> None:
+    """Halt a task or an agent: workers stop it before its next call."""
+    scope, name = _target(task_id, agent)
+    run(_apply(scope, name, "halted", reason))
+    console.print(f"halted {scope} {name}")
+
+
+def resume(
+    task_id: str = typer.Argument(None, help="The task to resume."),
+    agent: str = typer.Option(None, "--agent", help="Resume this agent instead."),
+) -> None:
+    """Lift a halt on a task or an agent."""
+    scope, name = _target(task_id, agent)
+    run(_apply(scope, name, "resumed", "resumed by an operator"))
+    console.print(f"resumed {scope} {name}")

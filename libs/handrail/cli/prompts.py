@@ -1,0 +1,128 @@
+"""``handrail prompts list|show|activate|rollback``: the active prompt versions, switched at run time.
+
+Workers read the active version at every step, so ``activate`` and
+``rollback`` take effect on the next step, without a deploy or a restart.
+Activation checks the version first: a missing file or a broken template is
+refused here, with the file and the line.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import typer
+from rich.table import Table
+
+from handrail.cli.common import console, err_console, run
+from handrail.cli.settings import CliSettings
+from handrail.contracts import load_contracts
+from handrail.errors import ContractError
+from handrail.prompts import PromptLibrary, PromptStore, parse_ref
+from handrail.state import connect_redis
+from handrail.tools import default_registry
+
+T = TypeVar("T")
+
+app = typer.Typer(no_args_is_help=True, help="List, show, activate and roll back prompt versions.")
+
+
+def _declared(settings: CliSettings) -> dict[str, tuple[str, list[str]]]:
+    """Prompt name -> (declared version, agents declaring it), from agents.yaml when it loads."""
+    try:
+        contracts = load_contracts(settings.config_dir, default_registry().names())
+    except ContractError as exc:
+        err_console.print(f"[yellow]warning:[/yellow] declared versions unknown: {exc}")
+        return {}
+    declared: dict[str, tuple[str, list[str]]] = {}
+    for agent in contracts.agents.values():
+        name, version = parse_ref(agent.prompt)
+        declared.setdefault(name, (version, []))[1].append(agent.name)
+    return declared
+
+
+def _with_store(action: Callable[[PromptStore], Awaitable[T]]) -> T:
+    settings = CliSettings()
+
+    async def go() -> T:
+        redis = connect_redis(settings.redis_url)
+        try:
+            library = PromptLibrary(settings.config_dir / "prompts")
+            return await action(PromptStore(library, redis, settings.redis_prefix))
+        finally:
+            await redis.aclose()
+
+    return run(go())
+
+
+@app.command("list")
+def list_() -> None:
+    """Every prompt: its versions, the active one, and which agents use it."""
+    declared = _declared(CliSettings())
+
+    async def go(store: PromptStore) -> list[tuple[str, list[str], str | None]]:
+        names = sorted(set(store.library.names()) | set(declared))
+        return [(n, store.library.versions(n), await store.active_version(n)) for n in names]
+
+    table = Table("prompt", "versions", "active", "declared", "agents")
+    for name, versions, active in _with_store(go):
+        version, agents = declared.get(name, ("-", []))
+        shown = f"{active} (switched)" if active else f"{version} (declared)"
+        table.add_row(name, ", ".join(versions) or "[red]none[/red]", shown, version, ", ".join(sorted(agents)))
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    name: str = typer.Argument(..., help="The prompt's name."),
+    version: str = typer.Option(None, "--version", "-v", help="A version other than the active one."),
+) -> None:
+    """Print a prompt version (the active one by default), its variables and the recent changes."""
+    declared = _declared(CliSettings()).get(name, (None, []))[0]
+
+    async def go(store: PromptStore) -> None:
+        active = await store.active_version(name)
+        chosen = version or active or declared
+        if chosen is None:
+            versions = store.library.versions(name)
+            chosen = versions[-1] if versions else "?"
+        template = store.library.load(name, chosen)
+        state = "active" if chosen == (active or declared) else "not active"
+        console.print(f"[bold]{template.ref}[/bold] ({state}) - {template.source}", highlight=False)
+        console.print(f"variables: {', '.join(template.variables) or '(none)'}", highlight=False)
+        console.print(f"rollback returns to: {', '.join(await store.history(name)) or '(nothing)'}", highlight=False)
+        for change in await store.changes(name, limit=5):
+            console.print(f"  {change['at']}  {change['action']} -> {change['version']} by {change['by']}")
+        console.rule()
+        console.print(template.text, markup=False, highlight=False)
+
+    _with_store(go)
+
+
+@app.command("activate")
+def activate(
+    name: str = typer.Argument(..., help="The prompt's name."),
+    version: str = typer.Argument(..., help="The version to make active."),
+) -> None:
+    """Make VERSION the active version of NAME (checked first); workers use it from their next step."""
+    declared = _declared(CliSettings()).get(name, (None, []))[0]
+    switch = _with_store(lambda store: store.activate(name, version, declared=declared, by=_who()))
+    if not switch.changed:
+        console.print(f"{name}: {version} was already active")
+        return
+    console.print(f"{name}: {switch.previous or '(declared)'} -> {switch.version}")
+
+
+@app.command("rollback")
+def rollback(name: str = typer.Argument(..., help="The prompt's name.")) -> None:
+    """Return NAME to the version that was active before the current one."""
+    switch = _with_store(lambda store: store.rollback(name, by=_who()))
+    console.print(f"{name}: {switch.previous} -> {switch.version} (rolled back)")
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"

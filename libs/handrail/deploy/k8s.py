@@ -1,0 +1,299 @@
+"""Kubernetes manifests for every workload, rendered from the contracts (``handrail k8s render``).
+
+Per workload: a ServiceAccount (its identity), a Deployment (non-root, read-only
+root filesystem, probes on ``/healthz``, requests and limits, its Kafka principal
+and signing key), a Service, a PodDisruptionBudget and a HorizontalPodAutoscaler
+on its consumer group's lag. Plus the ConfigMaps holding ``agents.yaml``,
+``workflows.yaml`` and the prompts. The rest of the cluster setup (namespace,
+network policies, settings) is hand-written in ``k8s/base``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from handrail.deploy.workloads import Workload
+
+Manifest = dict[str, Any]
+
+PART_OF = "handrail"
+IMAGE = "handrail"  # replaced per environment by kustomize `images:`
+#: The user the image runs as (see the Dockerfile); fixed so volumes get the right group.
+UID = 10001
+#: Lag (messages) one replica is expected to work off; more means scale out.
+TARGET_LAG_PER_REPLICA = "100"
+#: More consumers than partitions would sit idle (handrail.topics.DEFAULT_PARTITIONS).
+MAX_REPLICAS = 6
+#: The external metric prometheus-adapter serves from kafka-exporter's series.
+LAG_METRIC = "kafka_consumergroup_lag"
+CONFIG_DIR = "/etc/handrail/config"
+PROMPTS_DIR = "/etc/handrail/prompts"
+SIGNING_DIR = "/etc/handrail/signing"
+TRUST_DIR = "/etc/handrail/trust"
+DATA_DIR = "/var/lib/handrail"
+
+
+def labels(w: Workload) -> dict[str, str]:
+    selector = {"app.kubernetes.io/name": w.name, "app.kubernetes.io/part-of": PART_OF}
+    return {**selector, "app.kubernetes.io/component": w.component}
+
+
+def _selector(w: Workload) -> dict[str, str]:
+    return {"app.kubernetes.io/name": w.name, "app.kubernetes.io/part-of": PART_OF}
+
+
+def _meta(name: str, w: Workload, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": labels(w)}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def contracts_configmaps(config_dir: Path) -> list[Manifest]:
+    """``handrail-contracts`` (agents.yaml, workflows.yaml) and, when present, ``handrail-prompts``."""
+    part = {"app.kubernetes.io/part-of": PART_OF}
+    data = {name: (config_dir / name).read_text() for name in ("agents.yaml", "workflows.yaml")}
+    maps = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "handrail-contracts", "labels": part},
+            "data": data,
+        }
+    ]
+    prompts_dir = config_dir / "prompts"
+    prompts = sorted(p for p in prompts_dir.rglob("*") if p.is_file()) if prompts_dir.is_dir() else []
+    if prompts:
+        # ConfigMap keys cannot hold '/': nested prompt files are flattened with '__'.
+        entries = {str(p.relative_to(prompts_dir)).replace("/", "__"): p.read_text() for p in prompts}
+        maps.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "handrail-prompts", "labels": part},
+                "data": entries,
+            }
+        )
+    return maps
+
+
+def contracts_digest(configmaps: list[Manifest]) -> str:
+    """A digest of the contract ConfigMaps: a pod-template annotation, so pods roll when contracts change."""
+    data = [m["data"] for m in configmaps]
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _env(w: Workload) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "HANDRAIL_HTTP_PORT", "value": str(w.port)},
+        {"name": "HANDRAIL_KAFKA_USERNAME", "value": w.principal},
+        # Strimzi's User Operator writes each KafkaUser's password into a Secret of the same name.
+        {
+            "name": "HANDRAIL_KAFKA_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": w.principal, "key": "password", "optional": True}},
+        },
+        {"name": "HANDRAIL_SIGNER", "value": w.signer},
+        {"name": "HANDRAIL_SIGNING_KEY_FILE", "value": f"{SIGNING_DIR}/private.pem"},
+        {"name": "HANDRAIL_TRUSTED_KEYS_FILE", "value": f"{TRUST_DIR}/trusted-keys.json"},
+        {"name": "OTEL_SERVICE_NAME", "value": f"handrail-{w.name}"},
+    ]
+    if w.agent is not None:
+        env.insert(0, {"name": "HANDRAIL_AGENT", "value": w.agent.name})
+    return env
+
+
+def _container(w: Workload) -> dict[str, Any]:
+    health = {"path": "/healthz", "port": "http"}
+    return {
+        "name": w.component,
+        "image": IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "args": list(w.args),
+        "ports": [{"name": "http", "containerPort": w.port, "protocol": "TCP"}],
+        "envFrom": [{"configMapRef": {"name": "handrail-env"}}],
+        "env": _env(w),
+        # Kafka and Redis must answer before the pod takes traffic or counts as started ...
+        "startupProbe": {"httpGet": health, "periodSeconds": 2, "failureThreshold": 60},
+        "readinessProbe": {"httpGet": health, "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3},
+        # ... and a pod whose /healthz fails for minutes (Redis or Kafka down) is restarted; short
+        # outages only take it out of rotation, so an outage never becomes a restart storm.
+        "livenessProbe": {"httpGet": health, "periodSeconds": 20, "timeoutSeconds": 3, "failureThreshold": 9},
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "192Mi", "ephemeral-storage": "64Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "256Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "contracts", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "prompts", "mountPath": PROMPTS_DIR, "readOnly": True},
+            {"name": "signing-key", "mountPath": SIGNING_DIR, "readOnly": True},
+            {"name": "trusted-keys", "mountPath": TRUST_DIR, "readOnly": True},
+            {"name": "data", "mountPath": DATA_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the container's own tmpfs
+        ],
+    }
+
+
+def deployment(w: Workload, digest: str) -> Manifest:
+    annotations = {"handrail.dev/kafka-principal": f"User:{w.principal}", "handrail.dev/signer": w.signer}
+    if w.agent is not None:
+        a = w.agent
+        annotations |= {
+            "handrail.dev/owner": a.owner,
+            "handrail.dev/risk-class": a.risk_class,
+            "handrail.dev/autonomy": a.autonomy.value,
+            "handrail.dev/model-chain": ",".join(a.model_chain),
+            "handrail.dev/prompt": a.prompt,
+            "handrail.dev/limits": json.dumps(a.limits.model_dump(), sort_keys=True),
+        }
+    pod_annotations = {
+        "handrail.dev/contracts-sha256": digest,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(w.port),
+        "prometheus.io/path": "/metrics",
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(w.name, w, annotations),
+        "spec": {
+            # No `replicas`: the HorizontalPodAutoscaler owns the count.
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": _selector(w)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels(w), "annotations": pod_annotations},
+                "spec": {
+                    "serviceAccountName": w.principal,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": UID,
+                        "runAsGroup": UID,
+                        "fsGroup": UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": _selector(w)},
+                        },
+                    ],
+                    "containers": [_container(w)],
+                    "volumes": [
+                        {"name": "contracts", "configMap": {"name": "handrail-contracts"}},
+                        {"name": "prompts", "configMap": {"name": "handrail-prompts", "optional": True}},
+                        {
+                            "name": "signing-key",
+                            "secret": {
+                                "secretName": f"handrail-signing-{w.signer}",
+                                "optional": True,
+                                "defaultMode": 0o440,
+                            },
+                        },
+                        {"name": "trusted-keys", "configMap": {"name": "handrail-trusted-keys", "optional": True}},
+                        {"name": "data", "emptyDir": {"sizeLimit": "128Mi"}},
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def service_account(w: Workload) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(w.principal, w),
+        "automountServiceAccountToken": False,
+    }
+
+
+def service(w: Workload) -> Manifest:
+    ports = [{"name": "http", "port": w.port, "targetPort": "http", "protocol": "TCP"}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(w.name, w),
+        "spec": {"type": "ClusterIP", "selector": _selector(w), "ports": ports},
+    }
+
+
+def disruption_budget(w: Workload) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(w.name, w),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector(w)}},
+    }
+
+
+def autoscaler(w: Workload) -> Manifest:
+    if w.consumer_group is not None:
+        metric: dict[str, Any] = {
+            "type": "External",
+            "external": {
+                "metric": {"name": LAG_METRIC, "selector": {"matchLabels": {"consumergroup": w.consumer_group}}},
+                "target": {"type": "AverageValue", "averageValue": TARGET_LAG_PER_REPLICA},
+            },
+        }
+    else:
+        metric = {
+            "type": "Resource",
+            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+        }
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(w.name, w),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": w.name},
+            "minReplicas": 1,
+            "maxReplicas": MAX_REPLICAS,
+            "metrics": [metric],
+            # Lag comes in bursts: scale out at once, scale in slowly (each rebalance pauses the group).
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
+        },
+    }
+
+
+def model_egress_policy(w: Workload) -> Manifest:
+    """HTTPS out of the cluster for a worker whose models are remote (model providers), nothing else."""
+    private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(f"{w.name}-model-egress", w),
+        "spec": {
+            "podSelector": {"matchLabels": _selector(w)},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": private}}],
+                    "ports": [{"protocol": "TCP", "port": 443}],
+                }
+            ],
+        },
+    }
+
+
+def workload_manifests(w: Workload, digest: str) -> list[Manifest]:
+    """Everything one workload needs, in apply order."""
+    manifests = [service_account(w), deployment(w, digest), service(w), disruption_budget(w), autoscaler(w)]
+    if w.needs_model_egress:
+        manifests.append(model_egress_policy(w))
+    return manifests

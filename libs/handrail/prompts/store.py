@@ -1,0 +1,136 @@
+"""Which version of each prompt is active: a pointer in Redis, switchable and reversible at run time.
+
+Keys (``<p>`` is the Redis prefix):
+
+- ``<p>prompt:<name>:active``   the active version; absent means the version the agent declares
+- ``<p>prompt:<name>:history``  the versions active before, newest first (what ``rollback`` returns to)
+- ``<p>prompt:<name>:log``      the last changes, newest first, as JSON (who, when, from, to)
+
+Workers resolve the pointer at every step, so a switch takes effect on the next
+step without a restart. Activation loads and checks the version first (file
+present, template valid): a bad version is refused then, not at run time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from handrail.prompts.errors import NothingToRollBack
+from handrail.prompts.library import PromptLibrary, parse_ref
+from handrail.prompts.template import PromptTemplate
+from handrail.state.client import unavailable_as_retryable
+
+#: Earlier versions kept for rollback, and changes kept in the log; far more than an incident needs.
+HISTORY_DEPTH = 50
+LOG_DEPTH = 100
+
+_ACTIVATE = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then return {current, 0} end
+local previous = current or ARGV[2]
+if previous ~= '' and previous ~= ARGV[1] then
+  redis.call('LPUSH', KEYS[2], previous)
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[3], ARGV[3])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
+return {previous, 1}
+"""
+
+_ROLLBACK = """
+if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[1] then return {'', 0} end
+redis.call('LPOP', KEYS[2])
+local current = redis.call('GET', KEYS[1]) or ''
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[3], ARGV[2])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+return {current, 1}
+"""
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A change of a prompt's active version."""
+
+    name: str
+    previous: str | None
+    version: str
+    changed: bool
+
+
+class PromptStore:
+    """Prompt files plus the active-version pointers in Redis."""
+
+    def __init__(self, library: PromptLibrary, redis: aioredis.Redis, prefix: str = "hr:") -> None:
+        self.library = library
+        self._redis = redis
+        self._prefix = prefix
+        self._activate = redis.register_script(_ACTIVATE)
+        self._rollback = redis.register_script(_ROLLBACK)
+
+    def _keys(self, name: str) -> list[str]:
+        base = f"{self._prefix}prompt:{name}"
+        return [f"{base}:active", f"{base}:history", f"{base}:log"]
+
+    async def active_version(self, name: str) -> str | None:
+        """The version switched on at run time, or None when the declared one applies."""
+        async with unavailable_as_retryable(f"read the active version of prompt {name}"):
+            return _text(await self._redis.get(self._keys(name)[0]))
+
+    async def resolve(self, ref: str) -> PromptTemplate:
+        """The template to use now for an agent declaring ``ref`` (``name@version``)."""
+        name, declared = parse_ref(ref)
+        return self.library.load(name, await self.active_version(name) or declared)
+
+    async def activate(self, name: str, version: str, *, declared: str | None = None, by: str = "cli") -> Switch:
+        """Make ``version`` active after checking it loads; ``declared`` is what rollback returns to first."""
+        self.library.load(name, version)  # refuses a missing file or a bad template now
+        entry = _entry("activate", version, by)
+        async with unavailable_as_retryable(f"activate prompt {name}@{version}"):
+            previous, changed = await self._activate(
+                keys=self._keys(name), args=[version, declared or "", entry, HISTORY_DEPTH, LOG_DEPTH]
+            )
+        return Switch(name, _text(previous) or None, version, bool(changed))
+
+    async def rollback(self, name: str, *, by: str = "cli") -> Switch:
+        """Return to the version active before the current one (checked before switching)."""
+        history = await self.history(name)
+        if not history:
+            raise NothingToRollBack(f"prompt {name!r} has no earlier version to roll back to")
+        target = history[0]
+        self.library.load(name, target)
+        async with unavailable_as_retryable(f"roll back prompt {name}"):
+            previous, changed = await self._rollback(
+                keys=self._keys(name), args=[target, _entry("rollback", target, by), LOG_DEPTH]
+            )
+        if not changed:
+            raise NothingToRollBack(f"prompt {name!r} changed while rolling back; look again and retry")
+        return Switch(name, _text(previous) or None, target, True)
+
+    async def history(self, name: str) -> list[str]:
+        """Versions active before the current one, newest first."""
+        async with unavailable_as_retryable(f"read the history of prompt {name}"):
+            values = await self._redis.lrange(self._keys(name)[1], 0, -1)
+        return [v for v in (_text(x) for x in values) if v]
+
+    async def changes(self, name: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The last ``limit`` changes of prompt ``name``, newest first."""
+        async with unavailable_as_retryable(f"read the log of prompt {name}"):
+            values = await self._redis.lrange(self._keys(name)[2], 0, limit - 1)
+        return [json.loads(v) for v in (_text(x) for x in values) if v]
+
+
+def _entry(action: str, version: str, by: str) -> str:
+    return json.dumps({"action": action, "version": version, "by": by, "at": datetime.now(UTC).isoformat()})
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

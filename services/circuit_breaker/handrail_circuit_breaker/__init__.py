@@ -1,0 +1,1 @@
+"""The circuit-breaker service: error-rate breakers per agent, tool and model, and halt announcements."""

@@ -1,0 +1,26 @@
+"""Wiring only: the circuit-breaker's runtime, subscriber and HTTP endpoints."""
+
+from __future__ import annotations
+
+from faststream.asgi import AsgiFastStream
+
+from handrail.messages import DecisionEvent
+from handrail.service import Runtime, asgi_app, build_runtime
+from handrail_circuit_breaker.handlers import SERVICE, BreakerHandlers
+from handrail_circuit_breaker.settings import BreakerSettings
+
+
+def create(settings: BreakerSettings | None = None) -> tuple[Runtime, AsgiFastStream]:
+    """Build the circuit-breaker app."""
+    settings = settings or BreakerSettings()
+    runtime = build_runtime(SERVICE, settings)
+    handlers = BreakerHandlers(runtime, settings.policy())
+    runtime.pipeline.subscribe(
+        runtime.broker,
+        runtime.topics.events,
+        group_id=settings.consumer_group,
+        payload_type=DecisionEvent,
+        handler=handlers.on_event,
+        topic_kind="events",
+    )
+    return runtime, asgi_app(runtime)

@@ -1,0 +1,76 @@
+"""Counting call outcomes into breakers, and announcing trips and halts."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import Counter
+
+from handrail.bus import Delivery
+from handrail.messages import ControlRecord, DecisionEvent, derived_message_id, utcnow
+from handrail.service import Runtime
+from handrail.state.controls import BreakerPolicy
+
+log = logging.getLogger(__name__)
+
+SERVICE = "circuit-breaker"
+
+TRIPS = Counter("handrail_breaker_transitions_total", "Breaker state changes.", ["scope", "state"])
+HALTS = Counter("handrail_halts_total", "Tasks halted by a limit, by reason.", ["reason"])
+
+
+class BreakerHandlers:
+    """The circuit-breaker's handler, bound to its runtime and policy."""
+
+    def __init__(self, runtime: Runtime, policy: BreakerPolicy) -> None:
+        self.rt = runtime
+        self.policy = policy
+
+    async def on_event(self, event: DecisionEvent, delivery: Delivery) -> None:
+        """Count an ok/error outcome on the agent's and the tool's or model's breakers; announce changes."""
+        if event.outcome == "halted":
+            HALTS.labels(event.error_type or "halted").inc()
+            await self.announce(
+                ControlRecord(
+                    message_id=derived_message_id(event.message_id, "control"),
+                    kind="halt",
+                    scope="task",
+                    name=event.task_id,
+                    state="halted",
+                    reason=f"{event.error_type}: stopped before {event.kind} {event.name} (agent {event.agent})",
+                    by=f"worker:{event.agent}",
+                    at=utcnow(),
+                ),
+                task_id=event.task_id,
+            )
+            return
+        if event.outcome not in ("ok", "error"):
+            return  # rejected calls are the model's mistakes, short-circuited ones never ran
+        ok = event.outcome == "ok"
+        now_ms = int(time.time() * 1000)
+        scopes = [("agent", event.agent), ("tool" if event.kind == "tool_call" else "model", event.name)]
+        for scope, name in scopes:
+            changed = await self.rt.controls.record_outcome(scope, name, ok, self.policy, now_ms)
+            if changed is None:
+                continue
+            TRIPS.labels(scope, changed.value).inc()
+            log.warning("breaker %s:%s is now %s", scope, name, changed.value)
+            await self.announce(
+                ControlRecord(
+                    message_id=derived_message_id(event.message_id, f"breaker/{scope}/{changed.value}"),
+                    kind="breaker",
+                    scope=scope,
+                    name=name,
+                    state=changed.value,
+                    reason=f"last call {event.outcome} ({event.error_type or 'no error'}) in task {event.task_id}",
+                    by=SERVICE,
+                    at=utcnow(),
+                ),
+                task_id=event.task_id,
+            )
+
+    async def announce(self, record: ControlRecord, *, task_id: str | None = None) -> None:
+        """The latest state on the compacted control topic, and the decision on the audit trail."""
+        await self.rt.publisher.publish(self.rt.topics.control, record, key=record.key)
+        await self.rt.publisher.publish(self.rt.topics.audit, record, key=task_id or record.key)
