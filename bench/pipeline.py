@@ -291,7 +291,7 @@ async def measure(
     dlq: str | None = None,
 ) -> Measurement:
     """Warm up, run the paced phase and the burst, then read every trace back."""
-    timeout_s = 60.0 + args.tasks * 0.2  # generous: a cold 2-core machine with Kafka, Redis and four services
+    timeout_s = 60.0 + args.tasks * 0.2  # generous: a 2-core machine running Kafka, Redis and every service
     async with Driver(args.bootstrap, prefix, make_task, dlq) as driver:
         print(f"  {name}: warm-up ({args.warmup} tasks)", flush=True)
         await driver.burst(task_ids("warm", args.run_id, args.warmup), timeout_s)
@@ -420,16 +420,10 @@ def handrail_plan(agents: list[str], run_id: str, profile_dir: Path | None) -> l
         # Groups of their own where the settings allow it (a worker's group is fixed per agent).
         env = {} if p.name.startswith("worker-") else {"HANDRAIL_CONSUMER_GROUP": f"bench-{run_id}-{p.name}"}
         argv = p.argv
-        if (
-            profile_dir is not None
-        ):  # (python, -m, module, args...) -> (python, bench, profile-service, out, module, args...)
-            argv = (
-                argv[0],
-                str(Path(__file__).resolve()),
-                "profile-service",
-                str(profile_dir / f"{p.name}.prof"),
-                *argv[2:],
-            )
+        if profile_dir is not None:
+            # (python, -m, module, args...) -> (python, this file, profile-service, out, module, args...)
+            out = str(profile_dir / f"{p.name}.prof")
+            argv = (argv[0], str(Path(__file__).resolve()), "profile-service", out, *argv[2:])
         plan.append(services.ServiceProcess(p.name, argv, _free_port(), env))
     return plan
 
@@ -466,7 +460,9 @@ def _free_port() -> int:
 # --- the run --------------------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace, run_dir: Path, started: list[services.ServiceProcess]) -> tuple[Measurement, ...]:
+def run(
+    args: argparse.Namespace, run_dir: Path, started: list[services.ServiceProcess]
+) -> tuple[Measurement, Measurement]:
     """Measure Handrail, then the relay; every process is added to ``started`` before it starts."""
     agents = sorted(load_contracts(PROJECT_ROOT / "config", default_registry().names()).agents)
     handrail_topics, relay_prefix = Topics(f"bench{args.run_id}."), f"relay{args.run_id}."
@@ -556,10 +552,10 @@ def _cpu_line(m: Measurement) -> str:
     per_task = {name: s * 1000 / m.tasks for name, s in m.cpu.by_process.items()}
     names = [*CONSUMERS.values(), *sorted(set(per_task) - set(CONSUMERS.values()))]  # then off-path services
     parts = [f"{name.removeprefix('worker-expense-')} {per_task.get(name, math.nan):.2f}" for name in names]
-    other = (m.cpu.machine_s - sum(m.cpu.by_process.values())) * 1000 / m.tasks
+    rest = (m.cpu.machine_s - sum(m.cpu.by_process.values())) * 1000 / m.tasks
     busy = m.cpu.machine_s / m.cpu.wall_s / (os.cpu_count() or 1)
     total = m.cpu.machine_s * 1000 / m.tasks
-    return f"{', '.join(parts)}; Kafka+Redis+bench {other:.2f}; total {total:.2f}  (cores {busy:.0%} busy)"
+    return f"{', '.join(parts)}; rest {rest:.2f}; machine {total:.2f} (cores {busy:.0%} busy)"
 
 
 def _work_line(m: Measurement, args: argparse.Namespace) -> str:
@@ -591,7 +587,7 @@ def report(args: argparse.Namespace, handrail: Measurement, relay: Measurement) 
         f"  raw relay  {relay.tasks_per_s:8.1f} tasks/s  {relay.elapsed_s:6.2f} s",
         f"  ratio      {ratio:8.1%}           target >= {TARGET_RATIO:.0%}: {_verdict(ratio >= TARGET_RATIO)}",
         "",
-        "CPU ms per task during the burst, by consumer",
+        "CPU ms per task during the burst, by process (rest: Kafka, Redis, this bench, anything else running)",
         f"  Handrail   {_cpu_line(handrail)}",
         f"  raw relay  {_cpu_line(relay)}",
         "",

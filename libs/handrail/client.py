@@ -21,7 +21,6 @@ from handrail.errors import HandrailError
 from handrail.messages import TaskResult, TaskSubmitted
 from handrail.topics import Topics
 
-
 #: Results of other tasks a client keeps while it waits for one; the oldest go first.
 _MAX_KEPT_RESULTS = 10_000
 

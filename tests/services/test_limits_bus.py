@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,14 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 from handrail.client import HandrailClient
 from handrail.dev import services
 from handrail.messages import ControlRecord, DecisionEvent, StepCompleted, TaskStatus
 from handrail.state import connect_redis
 from handrail.state.controls import BreakerState, ControlStore
-
-from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
 
@@ -198,10 +196,7 @@ async def test_a_side_effect_runs_once_even_when_the_worker_dies_right_after_it(
     services.start(crashing, stack.run_dir, stack.env, PROJECT_ROOT)
     claim = {"employee_id": "E101", "amount": 300, "currency": "USD", "description": "headset"}
     task_id = await client.submit("expense-approval", claim, task_id=new_id("effect"))
-    deadline = time.monotonic() + 60
-    while stack.is_running(approver) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert not stack.is_running(approver)
+    assert await stack.wait_exited(approver, timeout_s=60)
     assert "chaos: exiting right after record_decision ran" in stack.log(approver)
     assert len(ledger_entries(stack, task_id)) == 1
 

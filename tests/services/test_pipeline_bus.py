@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import uuid
@@ -193,11 +192,7 @@ async def test_redelivery_after_a_crash_between_publish_and_commit_yields_one_re
     )
     services.start(crashing, stack.run_dir, stack.env, stack.run_dir)
     task_id = await client.submit("expense-approval", claim(75), task_id=new_id("crash"))
-    for _ in range(300):
-        if not stack.is_running(intake):
-            break
-        await asyncio.sleep(0.1)
-    assert not stack.is_running(intake), "the chaos worker should have exited"
+    assert await stack.wait_exited(intake, timeout_s=30), "the chaos worker should have exited"
     assert "chaos: exiting after publishing" in stack.log(intake)
 
     result = await client.wait_for_result(task_id, timeout_s=90)  # the published output was not lost

@@ -9,7 +9,6 @@ import sys
 import uuid
 
 import pytest
-
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 

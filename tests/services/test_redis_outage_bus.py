@@ -1,0 +1,110 @@
+"""Redis stopped mid-run: nothing runs unbudgeted, nothing is lost, tasks complete when it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tests.fixtures.stack import Stack, free_port
+
+from handrail.client import HandrailClient
+from handrail.dev import redis_answers
+from handrail.messages import TaskStatus
+
+pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of this module's own, with an append-only file so a restart keeps its data."""
+
+    port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server not found: install it with `apt-get install -y redis-server`"
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            if redis_answers(self.url):
+                return
+            subprocess.run(["sleep", "0.05"], check=True)
+        raise AssertionError(f"private redis-server on {self.port} did not start")
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()  # SIGTERM: Redis flushes its append-only file and exits
+        self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    redis = PrivateRedis(free_port(), tmp_path_factory.mktemp("redis"))
+    redis.start()
+    yield redis
+    if redis.process is not None:
+        redis.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_url(private_redis: PrivateRedis) -> str:
+    """This module's stack runs on the private Redis, so stopping it disturbs nobody else."""
+    return private_redis.url
+
+
+def claim(amount: float) -> dict[str, object]:
+    return {"employee_id": "E100", "amount": amount, "currency": "USD", "description": "cables"}
+
+
+async def test_tasks_wait_for_redis_and_complete_when_it_returns(
+    client: HandrailClient, stack: Stack, private_redis: PrivateRedis
+) -> None:
+    before = await client.submit("expense-approval", claim(20), task_id=f"pre-{uuid.uuid4().hex[:8]}")
+    assert (await client.wait_for_result(before, timeout_s=60)).status == TaskStatus.COMPLETED
+
+    private_redis.stop()
+    try:
+        waiting = [
+            await client.submit("expense-approval", claim(30 + i), task_id=f"outage-{uuid.uuid4().hex[:8]}")
+            for i in range(3)
+        ]
+        await asyncio.sleep(4)
+        for task_id in waiting:
+            assert await stack.read(stack.topics.steps, task_id) == [], "a step ran without its budget"
+            assert await stack.read(stack.topics.results, task_id) == []
+            assert await stack.read(stack.topics.dlq, task_id) == [], "nothing is dead-lettered for an outage"
+    finally:
+        private_redis.start()
+
+    for task_id in waiting:
+        result = await client.wait_for_result(task_id, timeout_s=90)
+        assert result.status == TaskStatus.COMPLETED, result.reason
+    assert "will retry" in stack.log("router")
