@@ -65,4 +65,5 @@ schemas: install ## regenerate schemas/ from the payload models
 
 .PHONY: bench
 bench: install ## run the benchmarks (needs `make infra`; not part of CI)
+	$(BIN)/python bench/budgets.py
 	$(BIN)/python bench/pipeline.py

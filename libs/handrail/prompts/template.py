@@ -58,7 +58,7 @@ class PromptTemplate:
     def _check(self) -> None:
         for match in self._template.pattern.finditer(self.text):
             if match.group("invalid") is not None:
-                line, column = _position(self.text, match.start("invalid"))
+                line, column = _position(self.text, match.start())
                 raise PromptTemplateError(
                     f"{self._where()}: line {line}, column {column}: '$' must start ${{name}} or $name "
                     "(write $$ for a literal dollar sign)"
