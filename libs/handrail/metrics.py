@@ -21,3 +21,8 @@ HANDLE_SECONDS = Histogram(
     # Hops are expected in the low milliseconds; the tail shows broker or Redis stalls.
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+TOOL_CALLS = Counter(
+    "handrail_tool_calls_total",
+    "Tool calls proposed by models, by outcome (ok, error, rejected, short_circuited).",
+    ["agent", "tool", "outcome"],
+)

@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 from handrail.contracts import load_contracts
 from handrail.deploy.acl import ADMIN, OPERATOR, ROUTER, SUBMITTER, VALIDATOR, AclBinding, agent_principal
 from handrail.deploy.acl_formats import parse_json
-from handrail.deploy.kafka_admin import AclApplyError, SaslCredentials, apply_acls, create_topics
+from handrail.deploy.kafka_admin import KafkaAdminError, SaslCredentials, apply_acls, create_topics
 from handrail.dev import DevInfraError, DevSettings
 from handrail.dev.kafka import _run_sync
 from handrail.dev.sasl import SaslKafka, start_sasl_kafka, stop_sasl_kafka
@@ -199,9 +199,9 @@ async def test_an_agent_cannot_grant_itself_rights(
     broker: SaslKafka, topics: Topics, rendered: list[AclBinding]
 ) -> None:
     grab = AclBinding(INTAKE, rendered[0].resource_type, topics.results, rendered[0].operation)
-    with pytest.raises(AclApplyError, match="ClusterAuthorizationFailedError"):
+    with pytest.raises(KafkaAdminError, match="ClusterAuthorizationFailedError"):
         await apply_acls(broker.bootstrap, broker.credentials(INTAKE), [grab])
-    with pytest.raises(KafkaError):
+    with pytest.raises(KafkaAdminError, match="TopicAuthorizationFailedError"):
         await create_topics(broker.bootstrap, broker.credentials(INTAKE), Topics("grab.").specs([]))
 
 

@@ -32,8 +32,8 @@ _OPERATION_CODES = {
 _ALLOW = 3
 
 
-class AclApplyError(HandrailError):
-    """The broker refused to create an ACL (not a super user, authorizer off, ...)."""
+class KafkaAdminError(HandrailError):
+    """The broker refused an admin request: creating ACLs or topics (not allowed, authorizer off, ...)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ async def apply_acls(bootstrap: str, admin: SaslCredentials, rules: Iterable[Acl
             response = await client._send_request(request)  # no public ACL API in aiokafka
             for code, message in response.creation_responses:
                 if code != 0:
-                    raise AclApplyError(f"Kafka refused ACL {rule}: {for_code(code).__name__}: {message or ''}")
+                    raise KafkaAdminError(f"Kafka refused ACL {rule}: {for_code(code).__name__}: {message or ''}")
             count += 1
         return count
     finally:
@@ -96,7 +96,7 @@ async def create_topics(bootstrap: str, credentials: SaslCredentials, specs: Ite
         response = await client.create_topics(new)
         failures = [f"{topic}: {for_code(code).__name__}" for topic, code, *_ in response.topic_errors if code != 0]
         if failures:
-            raise AclApplyError(f"could not create topics: {'; '.join(failures)}")
+            raise KafkaAdminError(f"could not create topics: {'; '.join(failures)}")
         return [s.name for s in missing]
     finally:
         await client.close()

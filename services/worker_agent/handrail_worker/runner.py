@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from handrail.contracts import AgentSpec
-from handrail.errors import StepFailed, TaskHalted
+from handrail.errors import TaskHalted
+from handrail.metrics import TOOL_CALLS
 from handrail.hashing import canonical_json, sha256_hex
 from handrail.llm import ChatMessage, ModelProvider, ModelRequest
 from handrail.messages import Decision, HandoffEnvelope, Usage
@@ -145,13 +146,16 @@ class StepRunner:
                 calls += 1
                 observation, decision = await self._call_tool(envelope, guard, calls, call.name, call.arguments)
                 decisions.append(decision)
+                TOOL_CALLS.labels(agent.name, decision.name, decision.outcome).inc()
                 if decision.outcome == "rejected":
                     self._correct(tally, decision.error or "rejected tool call")
                 elif decision.outcome != "short_circuited":
                     tally.tool_calls += 1
                 messages.append(ChatMessage("tool", json.dumps(observation), tool_call_id=call.id, name=call.name))
-        raise StepFailed(
-            f"agent {agent.name!r} gave no answer within {agent.limits.max_turns} model calls", task_id=envelope.task_id
+        raise TaskHalted(
+            f"agent {agent.name!r} gave no answer within its {agent.limits.max_turns} model calls per step",
+            error_type="turns_exhausted",
+            task_id=envelope.task_id,
         )
 
     async def _call_tool(
@@ -235,7 +239,10 @@ class StepRunner:
         tally.corrections += 1
         limit = self.agent.limits.max_tool_corrections
         if tally.corrections > limit:
-            raise StepFailed(f"agent {self.agent.name!r} needed more than {limit} corrections; last: {last}")
+            raise TaskHalted(
+                f"agent {self.agent.name!r} needed more than {limit} corrections; last: {last}",
+                error_type="too_many_corrections",
+            )
 
 
 def _ms_since(started: float) -> float:

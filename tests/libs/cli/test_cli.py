@@ -84,3 +84,23 @@ def test_topics_ensure_is_idempotent(stack: Stack) -> None:
     assert first.stdout.count("created") == 11
     second = handrail("topics", "ensure", env=env)
     assert second.returncode == 0 and "created" not in second.stdout and second.stdout.count("exists") == 11
+
+
+@pytest.mark.bus
+def test_halt_and_resume_a_task(stack: Stack) -> None:
+    env = {
+        **stack_env(stack),
+        "HANDRAIL_REDIS_URL": stack.redis_url,
+        "HANDRAIL_REDIS_PREFIX": stack.env["HANDRAIL_REDIS_PREFIX"],
+    }
+    claim = json.dumps({"employee_id": "E100", "amount": 12, "currency": "USD", "description": "tape"})
+    task_id = f"cli-halt-{uuid.uuid4().hex[:10]}"
+    halted = handrail("halt", task_id, "--reason", "fraud check", env=env)
+    assert halted.returncode == 0 and f"halted task {task_id}" in halted.stdout, halted.stderr
+    submitted = handrail("submit", "-w", "expense-approval", "-i", claim, "--task-id", task_id, "--wait", env=env)
+    result = json.loads("\n".join(submitted.stdout.splitlines()[1:]))
+    assert result["status"] == "halted" and result["error_type"] == "halted_by_operator"
+    assert "fraud check" in result["reason"]
+    assert handrail("resume", task_id, env=env).returncode == 0
+    neither = handrail("halt", env=env)
+    assert neither.returncode == 2 and "exactly one of TASK or --agent" in neither.stderr

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from handrail.contracts import AgentSpec, load_contracts
-from handrail.errors import StepFailed
+from handrail.errors import TaskHalted
 from handrail.hashing import GENESIS, context_hash
 from handrail.llm import ScriptedProvider
 from handrail.messages import HandoffEnvelope
@@ -148,13 +148,14 @@ async def test_hallucinated_and_forbidden_tools_become_corrections() -> None:
     assert outcome.usage.tool_calls == 1
 
 
-async def test_too_many_corrections_fail_the_step() -> None:
+async def test_too_many_corrections_halt_the_task() -> None:
     agent = _agent([{"call": "wire_money"}, {"call": "wire_money"}, {"answer": {}}], max_tool_corrections=1)
-    with pytest.raises(StepFailed, match="more than 1 corrections"):
+    with pytest.raises(TaskHalted, match="more than 1 corrections") as halted:
         await _runner(agent).run(_envelope({}), OpenGuard())
+    assert halted.value.error_type == "too_many_corrections"
 
 
 async def test_max_turns_bounds_the_step() -> None:
     plan = [{"call": "lookup_employee", "args": {"employee_id": "E100"}}] * 3 + [{"answer": {}}]
-    with pytest.raises(StepFailed, match="no answer within 2 model calls"):
+    with pytest.raises(TaskHalted, match="no answer within its 2 model calls"):
         await _runner(_agent(plan, max_turns=2)).run(_envelope({}), OpenGuard())
