@@ -15,6 +15,7 @@ from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
 from prometheus_client import make_asgi_app
 
+from handrail.audit import AuditLog
 from handrail.bus import Pipeline, Publisher, make_broker
 from handrail.contracts import Contracts, load_contracts
 from handrail.service.settings import ServiceSettings
@@ -44,6 +45,7 @@ class Runtime:
     tools: ToolRegistry
     budgets: BudgetStore
     controls: ControlStore
+    audit: AuditLog
 
 
 def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
@@ -76,6 +78,7 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         tools=tools,
         budgets=BudgetStore(redis, settings.redis_prefix),
         controls=ControlStore(redis, settings.redis_prefix),
+        audit=AuditLog(redis, publisher, topics.audit, settings.redis_prefix),
     )
 
 

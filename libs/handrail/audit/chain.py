@@ -1,0 +1,47 @@
+"""Verifying a task's audit chain as read back from the audit topic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from handrail.audit.record import AuditRecord
+from handrail.hashing import GENESIS
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """``intact``, or the first bad record and what is wrong with it."""
+
+    intact: bool
+    records: int
+    bad_seq: int | None = None
+    bad_offset: int | None = None
+    problem: str = ""
+
+    def describe(self) -> str:
+        if self.intact:
+            return f"intact ({self.records} records)"
+        where = f"record seq {self.bad_seq}" + (f" at offset {self.bad_offset}" if self.bad_offset is not None else "")
+        return f"broken at {where}: {self.problem}"
+
+
+def verify_chain(records: list[tuple[int | None, AuditRecord]]) -> ChainReport:
+    """Check records (with their log offsets) in log order: hashes, links and sequence numbers."""
+    prev = GENESIS
+    for expected_seq, (offset, record) in enumerate(records, start=1):
+        if record.computed_hash() != record.record_hash:
+            return ChainReport(False, len(records), record.seq, offset, "its content does not match its record_hash")
+        if record.seq != expected_seq:
+            return ChainReport(
+                False,
+                len(records),
+                record.seq,
+                offset,
+                f"expected seq {expected_seq}: a record before it is missing or the order changed",
+            )
+        if record.prev_hash != prev:
+            return ChainReport(
+                False, len(records), record.seq, offset, "its prev_hash is not the previous record's hash"
+            )
+        prev = record.record_hash
+    return ChainReport(True, len(records))

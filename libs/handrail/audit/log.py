@@ -1,0 +1,109 @@
+"""Writing audit records: the chain lives in Redis, the records on Kafka.
+
+A record is sealed in Python (sha256 over its canonical JSON, which carries its
+``seq`` and the previous record's hash) and appended with a compare-and-set in
+Lua: only if the task's chain head is still the record's ``prev_hash``. Two
+services appending to one task at once cannot fork the chain; the loser
+re-seals on the new head. The sealed record is kept under a dedupe key (the
+decision's source message and action), so a redelivered message gets the very
+same record back to publish: a failed publish never leaves a hole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from handrail.audit.record import AuditRecord
+from handrail.bus.publisher import Publisher
+from handrail.hashing import GENESIS
+from handrail.messages import derived_message_id, utcnow
+from handrail.state.client import unavailable_as_retryable
+
+#: Keep chain state as long as a task's messages can be redelivered.
+_TTL_S = 30 * 24 * 3600
+#: Appends racing on one task; each retry means another service appended meanwhile.
+_MAX_RACES = 20
+
+_APPEND = """
+local existing = redis.call('HGET', KEYS[2], ARGV[1])
+if existing then return {'exists', existing, ''} end
+local head = redis.call('HGET', KEYS[1], 'head') or ARGV[2]
+if head ~= ARGV[3] then return {'moved', head, redis.call('HGET', KEYS[1], 'seq') or '0'} end
+redis.call('HSET', KEYS[1], 'head', ARGV[4], 'seq', ARGV[5])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+return {'ok', '', ''}
+"""
+
+
+class AuditLog:
+    """Appends hash-chained audit records for tasks and publishes them on the audit topic."""
+
+    def __init__(self, redis: aioredis.Redis, publisher: Publisher, topic: str, prefix: str = "hr:") -> None:
+        self._redis = redis
+        self._publisher = publisher
+        self._topic = topic
+        self._prefix = prefix
+        self._append = redis.register_script(_APPEND)
+
+    def _keys(self, task_id: str) -> list[str]:
+        base = f"{self._prefix}{{{task_id}}}"
+        return [f"{base}:audit", f"{base}:audit-records"]
+
+    async def record(
+        self,
+        task_id: str,
+        *,
+        dedupe_key: str,
+        actor: str,
+        action: str,
+        reason: str | None = None,
+        workflow: str | None = None,
+        step: str | None = None,
+        input_hash: str | None = None,
+        output_hash: str | None = None,
+        details: dict[str, Any] | None = None,
+        cost_usd: float = 0.0,
+        tokens: int = 0,
+    ) -> AuditRecord:
+        """Append one decision to the task's chain and publish it; idempotent per ``dedupe_key`` and action."""
+        keys = self._keys(task_id)
+        slot = f"{dedupe_key}/{action}"
+        fields: dict[str, Any] = {
+            "message_id": derived_message_id(dedupe_key, f"audit/{action}"),
+            "task_id": task_id,
+            "actor": actor,
+            "action": action,
+            "reason": reason,
+            "workflow": workflow,
+            "step": step,
+            "input_hash": input_hash,
+            "output_hash": output_hash,
+            "details": details or {},
+            "cost_usd": round(cost_usd, 9),
+            "tokens": tokens,
+            "at": utcnow(),
+        }
+        async with unavailable_as_retryable(f"append to the audit trail of task {task_id}"):
+            stored_head, stored_seq = await self._redis.hmget(keys[0], ["head", "seq"])
+            head, seq = str(stored_head or GENESIS), int(stored_seq or 0)
+            for _ in range(_MAX_RACES):
+                draft = AuditRecord(seq=seq + 1, prev_hash=head, record_hash=GENESIS, **fields)
+                sealed = draft.model_copy(update={"record_hash": draft.computed_hash()})
+                outcome, found, found_seq = await self._append(
+                    keys=keys,
+                    args=[slot, GENESIS, head, sealed.record_hash, sealed.seq, sealed.model_dump_json(), _TTL_S],
+                )
+                if outcome == "ok":
+                    break
+                if outcome == "exists":
+                    sealed = AuditRecord.model_validate_json(found)
+                    break
+                head, seq = str(found), int(found_seq)
+            else:
+                raise RuntimeError(f"audit chain of task {task_id} kept moving; gave up after {_MAX_RACES} tries")
+        await self._publisher.publish(self._topic, sealed, key=task_id)
+        return sealed
