@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
@@ -46,6 +46,9 @@ from handrail.hashing import context_hash
 from handrail.messages import DeadLetter, HandoffEnvelope, Payload, StepCompleted, derived_message_id, utcnow
 from handrail.metrics import DEAD_LETTERS, HANDLE_SECONDS, HANDOFFS, MESSAGES
 from handrail.state import Acceptance, TaskStore
+
+if TYPE_CHECKING:
+    from handrail.audit import AuditLog  # the audit log publishes through this package
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +97,14 @@ class Pipeline:
         publisher: Publisher,
         store: TaskStore,
         dlq_topic: str,
+        audit: AuditLog | None = None,
         retry_backoff_s: float = 1.0,
     ) -> None:
         self.service = service
         self.publisher = publisher
         self.store = store
         self.dlq_topic = dlq_topic
+        self.audit = audit
         self.retry_backoff_s = retry_backoff_s
 
     def subscribe(
@@ -143,8 +148,10 @@ class Pipeline:
         payload: P | None = None
         try:
             payload = decode(payload_type, delivery.value)
-            if is_handoff and not await self._verify(payload):  # type: ignore[arg-type]
-                return "skipped"
+            if is_handoff:
+                if not await self._verify(payload):  # type: ignore[arg-type]
+                    return "skipped"
+                await self._audit_hop(payload)  # type: ignore[arg-type]
             await handler(payload, delivery)
             if is_handoff:
                 await self.store.mark_done(payload.task_id, self.service, payload.message_id)  # type: ignore[attr-defined]
@@ -197,6 +204,44 @@ class Pipeline:
             task_id=payload.task_id,
         )
 
+    async def _audit_hop(self, payload: HandoffEnvelope | StepCompleted) -> None:
+        """One audit record per verified hop: the handoff an agent took on, or the step it completed."""
+        if self.audit is None:
+            return
+        if isinstance(payload, StepCompleted):
+            await self.audit.record(
+                payload.task_id,
+                dedupe_key=payload.message_id,
+                actor=f"agent:{payload.agent}",
+                action="step.completed",
+                workflow=payload.workflow,
+                step=payload.step,
+                input_hash=payload.parent_hash,
+                output_hash=payload.context_hash,
+                details={
+                    "patch": payload.patch,
+                    "decisions": [d.model_dump(mode="json", exclude_none=True) for d in payload.decisions],
+                    "tools_chosen": [d.name for d in payload.decisions if d.kind == "tool_call"],
+                    "budget": payload.budget.model_dump(mode="json"),
+                    "verified_by": self.service,
+                },
+                cost_usd=payload.usage.cost_usd,
+                tokens=payload.usage.tokens,
+            )
+        else:
+            await self.audit.record(
+                payload.task_id,
+                dedupe_key=payload.message_id,
+                actor=f"agent:{payload.receiver}",
+                action="handoff.accepted",
+                reason=f"handed over by {payload.sender}",
+                workflow=payload.workflow,
+                step=payload.step,
+                input_hash=payload.parent_hash,
+                output_hash=payload.context_hash,
+                details={"sender": payload.sender, "budget": payload.budget.model_dump(mode="json")},
+            )
+
     async def dead_letter(self, delivery: Delivery, reason: str, error_type: str, task_id: str | None) -> None:
         """Publish ``delivery`` to the DLQ with its reason; the id is stable across redeliveries."""
         letter = DeadLetter(
@@ -212,6 +257,15 @@ class Pipeline:
             dead_lettered_at=utcnow(),
         )
         await self.publisher.publish(self.dlq_topic, letter, key=task_id)
+        if self.audit is not None and task_id is not None:
+            await self.audit.record(
+                task_id,
+                dedupe_key=letter.message_id,
+                actor=f"service:{self.service}",
+                action="message.dead_lettered",
+                reason=reason,
+                details={"error_type": error_type, "source": delivery.ref, "dead_letter_id": letter.message_id},
+            )
         DEAD_LETTERS.labels(self.service, error_type).inc()
         log.warning("%s: dead-lettered %s (%s): %s", self.service, delivery.ref, error_type, reason)
 

@@ -20,6 +20,7 @@ from handrail.metrics import TASKS_FINISHED
 from handrail.state import TaskStore
 
 if TYPE_CHECKING:
+    from handrail.audit import AuditLog
     from handrail.bus.pipeline import Delivery
 
 
@@ -37,6 +38,8 @@ async def end_task(
     reason: str | None = None,
     error_type: str | None = None,
     context_hash: str | None = None,
+    audit: AuditLog | None = None,
+    actor: str = "service",
 ) -> bool:
     """Record the task as ended and publish its result; return False when it had already ended.
 
@@ -63,6 +66,20 @@ async def end_task(
         context_hash=context_hash,
         finished_at=now,
     )
+    # The audit record first: whoever sees the result can already trace it.
+    if audit is not None:
+        await audit.record(
+            task_id,
+            dedupe_key=result_id,
+            actor=actor,
+            action=f"task.{status.value}",
+            reason=reason,
+            workflow=workflow,
+            input_hash=context_hash,
+            details={"error_type": error_type, "steps": result.steps, "output": output},
+            cost_usd=result.cost_usd,
+            tokens=result.tokens,
+        )
     await publisher.publish(results_topic, result, key=task_id)
     if finished.first:
         TASKS_FINISHED.labels(workflow, status.value).inc()
@@ -70,7 +87,7 @@ async def end_task(
 
 
 def fail_task_on_rejection(
-    store: TaskStore, publisher: Publisher, results_topic: str
+    store: TaskStore, publisher: Publisher, results_topic: str, audit: AuditLog | None = None, actor: str = "service"
 ) -> Callable[[Rejected, Delivery, Any], Awaitable[None]]:
     """An ``on_rejected`` hook for handoff consumers: a rejected handoff ends its task.
 
@@ -94,13 +111,15 @@ def fail_task_on_rejection(
             reason=error.reason,
             error_type=error.error_type,
             context_hash=payload.context_hash,
+            audit=audit,
+            actor=actor,
         )
 
     return hook
 
 
 def halt_task(
-    store: TaskStore, publisher: Publisher, results_topic: str
+    store: TaskStore, publisher: Publisher, results_topic: str, audit: AuditLog | None = None, actor: str = "service"
 ) -> Callable[[TaskHalted, Delivery, Any], Awaitable[None]]:
     """An ``on_halted`` hook: the task ends ``halted`` with the reason, carrying what it had spent.
 
@@ -123,6 +142,8 @@ def halt_task(
             reason=halt.reason,
             error_type=halt.error_type,
             context_hash=payload.context_hash,
+            audit=audit,
+            actor=actor,
         )
 
     return hook

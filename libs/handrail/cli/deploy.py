@@ -19,7 +19,8 @@ from handrail.cli.settings import CliSettings
 from handrail.contracts import Contracts, load_contracts
 from handrail.deploy import acl, acl_formats
 from handrail.deploy.inventory import inventory
-from handrail.deploy.kafka_admin import SaslCredentials, apply_acls, create_topics
+from handrail.deploy.kafka_admin import apply_acls, create_topics
+from handrail.deploy.kafka_security import SaslCredentials
 from handrail.deploy.render import render_files, stale_files, write_files
 from handrail.errors import ContractError, HandrailError
 from handrail.signing import SigningKey, TrustStore
@@ -204,8 +205,9 @@ def sasl_up(
     except DevInfraError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    created = run(create_topics(bootstrap, broker.credentials(acl.ADMIN), topics.specs(contracts.agents)))
+    # ACLs first: handrail-admin may create the topics only once its ACLs exist.
     count = run(apply_acls(bootstrap, broker.admin, acl.bindings(principals)))
+    created = run(create_topics(bootstrap, broker.credentials(acl.ADMIN), topics.specs(contracts.agents)))
     console.print(f"SASL Kafka at {bootstrap} (pid {broker.pid}): {len(created)} topics created, {count} ACLs applied")
     console.print(f"credentials (SCRAM-SHA-512): {broker.files.root / 'credentials.json'}")
 

@@ -6,6 +6,7 @@ import getpass
 
 import typer
 
+from handrail.audit import AuditLog
 from handrail.bus.broker import make_broker
 from handrail.bus.publisher import Publisher
 from handrail.cli.common import console, run
@@ -26,17 +27,14 @@ async def _apply(scope: str, name: str, state: str, reason: str) -> None:
     settings = CliSettings()
     redis = connect_redis(settings.redis_url)
     operator = f"operator:{getpass.getuser()}"
+    broker = make_broker(settings.kafka_bootstrap, client_id="handrail-cli")
+    await broker.connect()
     try:
         controls = ControlStore(redis, settings.redis_prefix)
         if state == "halted":
             await controls.halt(scope, name, reason, operator)
         else:
             await controls.resume(scope, name)
-    finally:
-        await redis.aclose()
-    broker = make_broker(settings.kafka_bootstrap, client_id="handrail-cli")
-    await broker.connect()
-    try:
         record = ControlRecord(
             message_id=new_message_id(),
             kind="halt",
@@ -48,10 +46,16 @@ async def _apply(scope: str, name: str, state: str, reason: str) -> None:
             at=utcnow(),
         )
         topics = Topics(settings.topic_prefix)
-        await Publisher(broker).publish(topics.control, record, key=record.key)
-        await Publisher(broker).publish(topics.audit, record, key=name if scope == "task" else record.key)
+        publisher = Publisher(broker)
+        await publisher.publish(topics.control, record, key=record.key)
+        if scope == "task":
+            audit = AuditLog(redis, publisher, topics.audit, settings.redis_prefix)
+            await audit.record(
+                name, dedupe_key=record.message_id, actor=operator, action=f"halt.{state}", reason=reason
+            )
     finally:
         await broker.stop()
+        await redis.aclose()
 
 
 def halt(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from handrail.cli import dev, dlq, halts, tasks, topics
+from handrail.cli import audit, dev, dlq, halts, tasks, topics
 from handrail.cli.common import err_console
 from handrail.errors import HandrailError
 
@@ -20,10 +20,12 @@ app = typer.Typer(
 )
 app.command("submit")(tasks.submit)
 app.command("watch")(tasks.watch)
+app.command("trace")(audit.trace)
 app.command("halt")(halts.halt)
 app.command("resume")(halts.resume)
 app.add_typer(topics.app, name="topics")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(audit.app, name="audit")
 app.add_typer(dev.app, name="dev", help="Start, stop and inspect local Kafka, Redis and the services.")
 
 

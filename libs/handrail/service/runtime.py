@@ -58,11 +58,13 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     store = TaskStore(redis, settings.redis_prefix)
     publisher = Publisher(broker)
     topics = Topics(settings.topic_prefix)
+    audit = AuditLog(redis, publisher, topics.audit, settings.redis_prefix)
     pipeline = Pipeline(
         service=service,
         publisher=publisher,
         store=store,
         dlq_topic=topics.dlq,
+        audit=audit,
         retry_backoff_s=settings.retry_backoff_s,
     )
     return Runtime(
@@ -78,7 +80,7 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         tools=tools,
         budgets=BudgetStore(redis, settings.redis_prefix),
         controls=ControlStore(redis, settings.redis_prefix),
-        audit=AuditLog(redis, publisher, topics.audit, settings.redis_prefix),
+        audit=audit,
     )
 
 

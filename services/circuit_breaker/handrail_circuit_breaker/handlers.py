@@ -70,7 +70,14 @@ class BreakerHandlers:
                 task_id=event.task_id,
             )
 
-    async def announce(self, record: ControlRecord, *, task_id: str | None = None) -> None:
-        """The latest state on the compacted control topic, and the decision on the audit trail."""
+    async def announce(self, record: ControlRecord, *, task_id: str) -> None:
+        """The latest state on the compacted control topic, and the decision on the task's audit trail."""
         await self.rt.publisher.publish(self.rt.topics.control, record, key=record.key)
-        await self.rt.publisher.publish(self.rt.topics.audit, record, key=task_id or record.key)
+        await self.rt.audit.record(
+            task_id,
+            dedupe_key=record.message_id,
+            actor=f"service:{SERVICE}",
+            action=f"{record.kind}.{record.state}",
+            reason=record.reason,
+            details={"scope": record.scope, "name": record.name, "by": record.by},
+        )

@@ -68,6 +68,22 @@ class RouterHandlers:
             budget=BudgetSnapshot(max_steps=caps.steps, max_tokens=caps.tokens, max_cost_usd=caps.cost_usd),
             idempotency_key=f"{task.task_id}/{first.name}/1",
         )
+        await self.rt.audit.record(
+            task.task_id,
+            dedupe_key=delivery.ref,
+            actor=f"service:{SERVICE}",
+            action="task.opened",
+            reason=f"submitted by {task.submitted_by or 'an anonymous caller'}",
+            workflow=workflow.name,
+            step=first.name,
+            input_hash=genesis,
+            output_hash=envelope.context_hash,
+            details={
+                "handed_to": first.agent,
+                "deadline": deadline.isoformat(),
+                "budget": {"max_steps": caps.steps, "max_tokens": caps.tokens, "max_cost_usd": caps.cost_usd},
+            },
+        )
         await self.rt.publisher.publish(self.rt.topics.agent(first.agent), envelope, key=task.task_id)
 
     def _check(self, task: TaskSubmitted, delivery: Delivery) -> Any:
@@ -121,6 +137,8 @@ class RouterHandlers:
             result_id=derived_message_id(delivery.ref, "result"),
             reason=error.reason,
             error_type=error.error_type,
+            audit=self.rt.audit,
+            actor=f"service:{SERVICE}",
         )
 
 

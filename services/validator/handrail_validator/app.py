@@ -22,7 +22,9 @@ def create(settings: ValidatorSettings | None = None) -> tuple[Runtime, AsgiFast
         group_id=settings.consumer_group,
         payload_type=StepCompleted,
         handler=handlers.on_step,
-        on_rejected=fail_task_on_rejection(runtime.store, runtime.publisher, runtime.topics.results),
+        on_rejected=fail_task_on_rejection(
+            runtime.store, runtime.publisher, runtime.topics.results, runtime.audit, f"service:{SERVICE}"
+        ),
         topic_kind="steps",
     )
     return runtime, asgi_app(runtime)

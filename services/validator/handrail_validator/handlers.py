@@ -78,6 +78,8 @@ class ValidatorHandlers:
             budget=step.budget,
             output=self._with_escalation(workflow, step),
             context_hash=step.context_hash,
+            audit=self.rt.audit,
+            actor=f"service:{SERVICE}",
         )
 
     def _with_escalation(self, workflow: WorkflowSpec, step: StepCompleted) -> dict[str, Any]:

@@ -34,8 +34,12 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
         group_id=f"handrail-agent-{agent.name}",
         payload_type=HandoffEnvelope,
         handler=handlers.on_envelope,
-        on_rejected=fail_task_on_rejection(runtime.store, runtime.publisher, runtime.topics.results),
-        on_halted=halt_task(runtime.store, runtime.publisher, runtime.topics.results),
+        on_rejected=fail_task_on_rejection(
+            runtime.store, runtime.publisher, runtime.topics.results, runtime.audit, f"agent:{agent.name}"
+        ),
+        on_halted=halt_task(
+            runtime.store, runtime.publisher, runtime.topics.results, runtime.audit, f"agent:{agent.name}"
+        ),
         topic_kind="agent",
     )
     return runtime, asgi_app(runtime)

@@ -11,6 +11,8 @@ import uuid
 import pytest
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 
+from handrail.topics import TopicSpec, ensure_topics
+
 
 def handrail(*args: str, env: dict[str, str] | None = None, timeout_s: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -104,3 +106,100 @@ def test_halt_and_resume_a_task(stack: Stack) -> None:
     assert handrail("resume", task_id, env=env).returncode == 0
     neither = handrail("halt", env=env)
     assert neither.returncode == 2 and "exactly one of TASK or --agent" in neither.stderr
+
+
+def _submit(env: dict[str, str], workflow: str, task_input: dict[str, object], task_id: str) -> dict[str, object]:
+    done = handrail("submit", "-w", workflow, "-i", json.dumps(task_input), "--task-id", task_id, "--wait", env=env)
+    return dict(json.loads("\n".join(done.stdout.splitlines()[1:])))
+
+
+@pytest.mark.bus
+def test_trace_rebuilds_a_completed_a_dead_lettered_and_a_halted_task(stack: Stack) -> None:
+    env = {
+        **stack_env(stack),
+        "HANDRAIL_REDIS_URL": stack.redis_url,
+        "HANDRAIL_REDIS_PREFIX": stack.env["HANDRAIL_REDIS_PREFIX"],
+    }
+    done_id = f"trace-ok-{uuid.uuid4().hex[:8]}"
+    _submit(
+        env, "expense-approval", {"employee_id": "E100", "amount": 30, "currency": "USD", "description": "ink"}, done_id
+    )
+    traced = handrail("trace", done_id, "--json", env=env)
+    assert traced.returncode == 0, traced.stderr
+    body = json.loads(traced.stdout)
+    actions = [r["action"] for r in body["records"]]
+    assert actions == [
+        "task.opened",
+        "handoff.accepted",
+        "step.completed",
+        "handoff.accepted",
+        "step.completed",
+        "task.completed",
+    ]
+    assert body["chain"].startswith("intact")
+    assert [c["name"] for c in body["calls"] if c["kind"] == "tool_call"] == [
+        "lookup_employee",
+        "convert_currency",
+        "check_policy",
+        "record_decision",
+    ]
+    tree = handrail("trace", done_id, env=env).stdout
+    for expected in (
+        "task.opened",
+        "step.completed",
+        "diff add /steps/intake",
+        "tool_call check_policy ok",
+        "budget steps",
+        "intact",
+    ):
+        assert expected in tree, tree
+
+    dead_id = f"trace-dlq-{uuid.uuid4().hex[:8]}"
+    _submit(env, "payroll", {}, dead_id)
+    actions = [r["action"] for r in json.loads(handrail("trace", dead_id, "--json", env=env).stdout)["records"]]
+    assert actions == ["message.dead_lettered", "task.rejected"]
+
+    halted_id = f"trace-halt-{uuid.uuid4().hex[:8]}"
+    assert handrail("halt", halted_id, "--reason", "hold on", env=env).returncode == 0
+    _submit(
+        env,
+        "expense-approval",
+        {"employee_id": "E100", "amount": 30, "currency": "USD", "description": "ink"},
+        halted_id,
+    )
+    actions = [r["action"] for r in json.loads(handrail("trace", halted_id, "--json", env=env).stdout)["records"]]
+    assert actions[0] == "halt.halted" and actions[-1] == "task.halted"
+    assert "hold on" in handrail("trace", halted_id, env=env).stdout
+
+
+@pytest.mark.bus
+async def test_audit_verify_finds_the_one_altered_byte(stack: Stack) -> None:
+    env = stack_env(stack)
+    task_id = f"verify-{uuid.uuid4().hex[:8]}"
+    _submit(
+        env,
+        "expense-approval",
+        {"employee_id": "E101", "amount": 90, "currency": "USD", "description": "desk"},
+        task_id,
+    )
+    intact = handrail("audit", "verify", task_id, env=env)
+    assert intact.returncode == 0 and "intact (6 records)" in intact.stdout, intact.stdout + intact.stderr
+
+    records = await stack.read(stack.topics.audit, task_id)
+    scratch = f"{stack.topics.prefix}scratch-audit-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.bootstrap, [TopicSpec(scratch, partitions=1)])
+    victim = records[2]
+    at = victim.index(b'"step.completed"') + 1  # one byte of the third record
+    altered = victim[:at] + b"H" + victim[at + 1 :]
+    for value in [*records[:2], altered, *records[3:]]:
+        await stack.produce(scratch, value, key=task_id)
+    broken = handrail("audit", "verify", task_id, "--topic", scratch, env=env)
+    assert broken.returncode == 1
+    assert "broken at record seq 3" in broken.stdout and "does not match its record_hash" in broken.stdout
+
+    dropped = f"{scratch}-dropped"
+    await ensure_topics(stack.bootstrap, [TopicSpec(dropped, partitions=1)])
+    for value in [*records[:2], *records[3:]]:
+        await stack.produce(dropped, value, key=task_id)
+    missing = handrail("audit", "verify", task_id, "--topic", dropped, env=env)
+    assert missing.returncode == 1 and "broken at record seq 4" in missing.stdout

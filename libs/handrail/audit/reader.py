@@ -1,0 +1,51 @@
+"""Reading one task's messages back from a topic: only the partition its key maps to."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
+from handrail.client import BrokerUnreachable
+from handrail.errors import HandrailError
+
+#: Stop reading once the partition's end (as of the start of the read) is reached, or after this long.
+_READ_TIMEOUT_S = 30.0
+
+
+async def read_key(bootstrap: str, topic: str, key: str) -> list[tuple[int, int, bytes]]:
+    """Every (offset, timestamp_ms, value) keyed ``key`` on ``topic``, in log order.
+
+    Producers place a key by murmur2 over all partitions (Kafka's default), so
+    only that partition is read, from its start to its current end.
+    """
+    from aiokafka.errors import KafkaConnectionError
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        await consumer.start()
+    except KafkaConnectionError as exc:
+        await consumer.stop()
+        raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    try:
+        cluster = await consumer._client.fetch_all_metadata()
+        partitions = sorted(cluster.partitions_for_topic(topic) or ())
+        if not partitions:
+            raise HandrailError(f"topic {topic!r} does not exist")
+        partition = DefaultPartitioner()(key.encode(), partitions, partitions)
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        found: list[tuple[int, int, bytes]] = []
+        position = await consumer.position(tp)
+        while position < end:
+            batch = await consumer.getmany(tp, timeout_ms=int(_READ_TIMEOUT_S * 1000))
+            if not batch:
+                raise HandrailError(f"reading {topic}[{partition}] stalled at offset {position} of {end}")
+            for record in batch.get(tp, []):
+                if record.key == key.encode():
+                    found.append((record.offset, record.timestamp, record.value or b""))
+            position = await consumer.position(tp)
+        return found
+    finally:
+        await consumer.stop()

@@ -1,0 +1,138 @@
+"""``handrail trace TASK`` and ``handrail audit verify TASK``: what happened, and is the record intact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.tree import Tree
+
+from handrail.audit import AuditRecord, verify_chain
+from handrail.audit.chain import ChainReport
+from handrail.audit.reader import read_key
+from handrail.cli.common import console, run
+from handrail.cli.settings import CliSettings
+from handrail.messages import DecisionEvent
+from handrail.topics import Topics
+
+app = typer.Typer(no_args_is_help=True, help="Check a task's audit trail.")
+
+
+@app.command("verify")
+def verify(
+    task_id: str = typer.Argument(..., help="The task whose audit chain to check."),
+    topic: str = typer.Option(None, "--topic", help="Read this topic instead of <prefix>audit (e.g. a copy)."),
+    bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP)."),
+) -> None:
+    """Say "intact", or name the first record that was changed, removed or reordered."""
+    settings = CliSettings()
+    source = topic or Topics(settings.topic_prefix).audit
+    raw = run(read_key(bootstrap or settings.kafka_bootstrap, source, task_id))
+    report = _verify(raw)
+    if report.records == 0:
+        console.print(f"no audit records for task {task_id} on {source}")
+        raise typer.Exit(4)
+    console.print(f"task {task_id}: {report.describe()}", highlight=False)
+    if not report.intact:
+        raise typer.Exit(1)
+
+
+def _verify(raw: list[tuple[int, int, bytes]]) -> ChainReport:
+    records: list[tuple[int | None, AuditRecord]] = []
+    for index, (offset, _, value) in enumerate(raw, start=1):
+        try:
+            records.append((offset, AuditRecord.model_validate_json(value)))
+        except ValidationError:
+            return ChainReport(False, len(raw), index, offset, "it is not a readable audit record")
+    return verify_chain(records)
+
+
+def trace(
+    task_id: str = typer.Argument(..., help="The task to trace."),
+    as_json: bool = typer.Option(False, "--json", help="The lineage as JSON instead of a tree."),
+    bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP)."),
+) -> None:
+    """Rebuild a task's lineage from the audit trail: steps, handoffs with diffs, calls, budget, ending."""
+    settings = CliSettings()
+    topics = Topics(settings.topic_prefix)
+    address = bootstrap or settings.kafka_bootstrap
+
+    async def gather() -> tuple[list[tuple[int, int, bytes]], list[tuple[int, int, bytes]]]:
+        audit, events = await asyncio.gather(
+            read_key(address, topics.audit, task_id), read_key(address, topics.events, task_id)
+        )
+        return audit, events
+
+    audit_raw, events_raw = run(gather())
+    records = [AuditRecord.model_validate_json(v) for _, _, v in audit_raw]
+    events = [DecisionEvent.model_validate_json(v) for _, _, v in events_raw]
+    if not records:
+        console.print(f"no audit records for task {task_id}")
+        raise typer.Exit(4)
+    chain = _verify(audit_raw)
+    if as_json:
+        body = {
+            "task_id": task_id,
+            "chain": chain.describe(),
+            "records": [r.model_dump(mode="json", exclude_none=True) for r in records],
+            "calls": [e.model_dump(mode="json", exclude_none=True) for e in events],
+        }
+        console.print_json(json.dumps(body))
+        return
+    console.print(_tree(task_id, records, events, chain))
+
+
+def _tree(task_id: str, records: list[AuditRecord], events: list[DecisionEvent], chain: ChainReport) -> Tree:
+    last = records[-1]
+    tree = Tree(
+        f"[bold]task {task_id}[/bold]  workflow={last.workflow or records[0].workflow}  last={last.action}  "
+        f"audit chain {chain.describe()}"
+    )
+    calls_by_step: dict[str, list[DecisionEvent]] = {}
+    for event in events:
+        calls_by_step.setdefault(event.step, []).append(event)
+    for record in records:
+        node = tree.add(_line(record))
+        if record.action == "handoff.accepted" and record.step in calls_by_step:
+            for event in calls_by_step.pop(record.step):
+                node.add(_call(event))
+        patch = record.details.get("patch")
+        if patch:
+            for op in patch:
+                value = json.dumps(op.get("value"))
+                node.add(f"[dim]diff[/dim] {op['op']} {op['path']} {value[:100]}{'…' if len(value) > 100 else ''}")
+        budget = record.details.get("budget")
+        if budget:
+            node.add(
+                f"[dim]budget[/dim] steps {budget.get('steps_used')}/{budget.get('max_steps')}  "
+                f"tokens {budget.get('tokens_used')}/{budget.get('max_tokens')}  "
+                f"cost {budget.get('cost_usd_used')}/{budget.get('max_cost_usd')} USD"
+            )
+    return tree
+
+
+def _line(record: AuditRecord) -> str:
+    hashes = ""
+    if record.input_hash or record.output_hash:
+        hashes = f"  ctx {(record.input_hash or '-')[:10]}→{(record.output_hash or '-')[:10]}"
+    step = f" step={record.step}" if record.step else ""
+    why = f"  — {record.reason}" if record.reason else ""
+    return (
+        f"{_time(record.at)} #{record.seq} [cyan]{record.actor}[/cyan] [bold]{record.action}[/bold]{step}{hashes}{why}"
+    )
+
+
+def _call(event: DecisionEvent) -> str:
+    tokens = f" {event.input_tokens}+{event.output_tokens} tok" if event.kind == "model_call" else ""
+    args = f" args {event.args_hash[:10]}" if event.args_hash else ""
+    error = f" ({event.error_type})" if event.error_type else ""
+    head = f"{_time(event.at)} {event.kind} {event.name} [bold]{event.outcome}[/bold]"
+    return f"{head}{error}{tokens}{args} {event.latency_ms:.1f} ms"
+
+
+def _time(at: datetime | Any) -> str:
+    return at.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3] if isinstance(at, datetime) else str(at)
