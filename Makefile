@@ -55,9 +55,19 @@ test: install system-deps ## run every test (starts Kafka and Redis when they ar
 
 .PHONY: lint
 lint: install ## ruff, mypy (strict) and the schema check
-	$(BIN)/ruff check libs services tests bench
+	$(BIN)/ruff check libs services tests bench deploy
 	$(BIN)/mypy
 	$(BIN)/python -m handrail.schemas --check
+	$(HANDRAIL) k8s render --out k8s/base/generated --check
+	$(BIN)/hadolint Dockerfile
+
+.PHONY: k8s
+k8s: install ## re-render k8s/base/generated from config/ (run after changing the contracts)
+	$(HANDRAIL) k8s render --out k8s/base/generated
+
+.PHONY: sasl
+sasl: install system-deps ## a local Kafka with SASL/SCRAM and the ACLs enforced, on 127.0.0.1:19092
+	$(HANDRAIL) dev sasl up
 
 .PHONY: schemas
 schemas: install ## regenerate schemas/ from the payload models

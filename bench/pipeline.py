@@ -49,8 +49,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from handrail.client import follow, open_reader
 from handrail.contracts import load_contracts
 from handrail.dev import services
-from handrail.dev.errors import ServiceStartError, ServiceStopError
+from handrail.dev.errors import ServiceStopError
 from handrail.dev.process import live_pid, tcp_open
+from handrail.errors import HandrailError
 from handrail.messages import TaskSubmitted
 from handrail.tools import default_registry
 from handrail.topics import Topics, TopicSpec, ensure_topics
@@ -676,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (BenchError, ServiceStartError) as exc:
+    except (BenchError, HandrailError) as exc:  # HandrailError: a bad contract, a service that would not start
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     finally:

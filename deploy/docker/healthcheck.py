@@ -15,7 +15,7 @@ DEFAULT_PORTS = (8081, 8082, 8083, 8085, 8086)  # router, worker, validator, cir
 
 def healthy(port: int, timeout_s: float = 3.0) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout_s) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout_s) as response:
             return bool(response.status == 200)
     except OSError:
         return False

@@ -15,7 +15,8 @@ pipeline (``handrail.bus.pipeline``) maps each class to one outcome.
         │   ├── ContextHashMismatch    the context does not hash to ``context_hash`` (truncated or altered)
         │   ├── ParentHashMismatch     ``parent_hash`` is not the last hash committed for the task
         │   └── UnknownTask            no open task has this id
-        └── StepFailed                 the agent's step ended without a valid output
+        ├── StepFailed                 the agent's step ended without a valid output
+        └── InternalError              a bug in a handler: parked with the exception, the task fails
 """
 
 from __future__ import annotations
@@ -108,3 +109,9 @@ class StepFailed(Rejected):
     """The agent's step ended without an output that satisfies its contract."""
 
     error_type = "step_failed"
+
+
+class InternalError(Rejected):
+    """A handler raised something unexpected (a bug): the message is parked and its task ends ``failed``."""
+
+    error_type = "internal_error"

@@ -146,6 +146,23 @@ def test_namespace_network_policies_and_contracts(built: list[dict[str, Any]]) -
     assert {"allow-dns", "handrail-egress-platform", "allow-metrics-scrape"} <= set(kinds["NetworkPolicy"])
     contracts = kinds["ConfigMap"]["handrail-contracts"]["data"]
     assert contracts["agents.yaml"] == (PROJECT_ROOT / "config" / "agents.yaml").read_text()
+
+
+def test_every_pod_sees_exactly_the_files_of_config(built: list[dict[str, Any]]) -> None:
+    kinds = by_kind(built)
+    config = PROJECT_ROOT / "config"
+    expected = {str(p.relative_to(config)): p.read_text() for p in config.rglob("*") if p.is_file()}
+    for name, deployment in kinds["Deployment"].items():
+        pod = deployment["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
+        mounted: dict[str, str] = {}
+        for source in volume["projected"]["sources"]:
+            data = kinds["ConfigMap"][source["configMap"]["name"]]["data"]
+            items = source["configMap"].get("items") or [{"key": k, "path": k} for k in data]
+            mounted |= {item["path"]: data[item["key"]] for item in items}
+        assert mounted == expected, name
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "config")
+        assert mount == {"name": "config", "mountPath": "/etc/handrail/config", "readOnly": True}
     assert all(m.get("metadata", {}).get("namespace") in (None, "handrail") for m in built)
 
 
@@ -163,7 +180,7 @@ def test_production_hardens_the_base() -> None:
     for deployment in kinds["Deployment"].values():
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["image"].startswith("registry.example.com/platform/handrail:")
-        assert container["envFrom"] == [{"configMapRef": {"name": env["metadata"]["name"]}}]
+        assert container["envFrom"][0] == {"configMapRef": {"name": env["metadata"]["name"]}}
 
 
 def test_workers_with_remote_models_get_https_egress_only(contracts: Contracts) -> None:

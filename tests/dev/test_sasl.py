@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,15 +29,29 @@ from aiokafka.errors import (
 )
 from tests.deploy.helpers import PROJECT_ROOT, app
 from tests.fixtures.infra import _unavailable
+from tests.fixtures.stack import free_port
 from typer.testing import CliRunner
 
 from handrail.contracts import load_contracts
-from handrail.deploy.acl import ADMIN, OPERATOR, ROUTER, SUBMITTER, VALIDATOR, AclBinding, agent_principal
+from handrail.deploy.acl import (
+    ADMIN,
+    CIRCUIT_BREAKER,
+    OPERATOR,
+    ROUTER,
+    SUBMITTER,
+    VALIDATOR,
+    AclBinding,
+    agent_principal,
+    principals,
+)
+from handrail.deploy.acl import bindings as acl_bindings
 from handrail.deploy.acl_formats import parse_json
-from handrail.deploy.kafka_admin import KafkaAdminError, SaslCredentials, apply_acls, create_topics
-from handrail.dev import DevInfraError, DevSettings
+from handrail.deploy.kafka_admin import KafkaAdminError, apply_acls, create_topics
+from handrail.deploy.kafka_security import SaslCredentials
+from handrail.dev import DevInfraError, DevSettings, services
 from handrail.dev.kafka import _run_sync
-from handrail.dev.sasl import SaslKafka, start_sasl_kafka, stop_sasl_kafka
+from handrail.dev.sasl import SaslKafka, sasl_files, start_sasl_kafka, stop_sasl_kafka
+from handrail.messages import TaskResult, TaskStatus, TaskSubmitted
 from handrail.tools import default_registry
 from handrail.topics import Topics
 
@@ -220,3 +235,83 @@ async def test_a_wrong_password_is_refused(broker: SaslKafka, topics: Topics) ->
 def test_the_broker_keeps_credentials_private(broker: SaslKafka) -> None:
     for path in (broker.files.root / "credentials.json", broker.files.config):
         assert Path(path).stat().st_mode & 0o077 == 0, path
+
+
+@pytest.fixture(scope="module")
+def sasl_stack(
+    broker: SaslKafka, topics: Topics, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Router, validator, circuit-breaker and one worker per agent, each as its own principal."""
+    agents = sorted(load_contracts(PROJECT_ROOT / "config", default_registry().names()).agents)
+    run_dir = tmp_path_factory.mktemp("sasl-stack")
+    shim = str(Path(__file__).with_name("sasl_service.py"))
+    env = {
+        "HANDRAIL_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "HANDRAIL_REDIS_URL": redis_url,
+        "HANDRAIL_TOPIC_PREFIX": topics.prefix,
+        "HANDRAIL_REDIS_PREFIX": f"{topics.prefix}:",
+        "HANDRAIL_CONFIG_DIR": str(PROJECT_ROOT / "config"),
+        "HANDRAIL_DATA_DIR": str(run_dir / "data"),
+    }
+    principal = {"router": ROUTER, "validator": VALIDATOR, "circuit-breaker": CIRCUIT_BREAKER}
+    processes = []
+    for planned in services.plan(agents):
+        user = principal.get(planned.name) or agent_principal(planned.name.removeprefix("worker-"))
+        module_and_args = planned.argv[2:]  # drop "python -m"
+        credentials = {"HANDRAIL_KAFKA_USERNAME": user, "HANDRAIL_KAFKA_PASSWORD": broker.passwords[user]}
+        processes.append(
+            services.ServiceProcess(planned.name, (sys.executable, shim, *module_and_args), free_port(), credentials)
+        )
+    try:
+        services.up(processes, run_dir, env, PROJECT_ROOT)
+        yield
+    finally:
+        services.down(processes, run_dir)
+
+
+async def test_the_services_run_end_to_end_as_their_own_principals(
+    broker: SaslKafka, topics: Topics, sasl_stack: None
+) -> None:
+    """The real router, workers and validator, each with only its own ACLs, complete a task."""
+    task = TaskSubmitted(
+        task_id=f"sasl-{uuid.uuid4().hex[:8]}",
+        workflow="expense-approval",
+        input={"employee_id": "E100", "amount": 1200, "currency": "USD", "description": "conference"},
+        submitted_by="sasl-test",
+    )
+    await produce(broker, SUBMITTER, topics.tasks, task.model_dump(mode="json"), task.task_id)
+    result = TaskResult.model_validate(await consume(broker, SUBMITTER, topics.results, None, task.task_id))
+    assert result.status == TaskStatus.COMPLETED, result.reason
+    assert result.output is not None and result.output["required_approver"] == "manager"
+
+
+async def test_handrail_dev_sasl_up_applies_the_acls_and_down_wipes(tmp_path: Path) -> None:
+    """`handrail dev sasl up` (as mounted) starts a broker, creates the topics, applies the ACLs; idempotent."""
+    port = _free_port_pair()
+    bootstrap = f"127.0.0.1:{port}"
+    env = {"HANDRAIL_RUN_DIR": str(tmp_path), "HANDRAIL_CONFIG_DIR": str(PROJECT_ROOT / "config")}
+    runner = CliRunner()
+    up = ["sasl", "up", "--bootstrap", bootstrap, "--prefix", "cli."]
+    try:
+        first = await asyncio.to_thread(runner.invoke, app, up, env=env)
+        if first.exit_code != 0 and "Maven" in first.output:
+            _unavailable(first.output)
+        contracts = load_contracts(PROJECT_ROOT / "config", default_registry().names())
+        expected = (
+            f"{len(Topics('cli.').specs(contracts.agents))} topics created, "
+            f"{len(acl_bindings(principals(contracts, Topics('cli.'))))} ACLs applied"
+        )
+        assert first.exit_code == 0 and expected in first.output, first.output
+        again = await asyncio.to_thread(runner.invoke, app, up, env=env)
+        assert again.exit_code == 0 and "0 topics created" in again.output, again.output
+        passwords = json.loads((tmp_path / "kafka-sasl" / "credentials.json").read_text())
+        kafka = SaslKafka(bootstrap, 0, sasl_files(DevSettings(run_dir=tmp_path)), passwords)
+        await produce(kafka, SUBMITTER, "cli.tasks", {"task_id": "t"}, "t")
+        with pytest.raises(TopicAuthorizationFailedError):
+            await produce(kafka, SUBMITTER, "cli.steps", {"forged": True}, "t")
+    finally:
+        down = await asyncio.to_thread(
+            runner.invoke, app, ["sasl", "down", "--bootstrap", bootstrap, "--wipe"], env=env
+        )
+    assert down.exit_code == 0 and "stopped" in down.output
+    assert not (tmp_path / "kafka-sasl").exists()

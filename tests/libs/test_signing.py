@@ -139,6 +139,19 @@ def test_an_unsigned_envelope_is_signature_missing(handoffs: HandoffVerifier) ->
     assert caught.value.error_type == "signature_missing" and caught.value.task_id == unsigned.task_id
 
 
+def test_during_a_roll_out_unsigned_passes_but_a_bad_signature_never_does(
+    keys: dict[str, SigningKey], handoffs: HandoffVerifier
+) -> None:
+    lenient = HandoffVerifier(handoffs.verifier, handoffs.contracts, required=False)
+    unsigned = envelope()
+    assert lenient.check_handoff(unsigned, unsigned.to_bytes()) is None
+    signed = Signer(keys["router"]).sign(envelope())
+    assert lenient.check_handoff(signed, signed.to_bytes()) == "router"
+    forged = Signer(SigningKey.generate("router")).sign(envelope())
+    with pytest.raises(SignatureInvalid):
+        lenient.check_handoff(forged, forged.to_bytes())
+
+
 def test_a_forged_key_claiming_to_be_the_router_is_rejected(handoffs: HandoffVerifier) -> None:
     forger = Signer(SigningKey.generate("router"))  # right name, wrong key
     forged = forger.sign(envelope())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +36,9 @@ def stack_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         merged = yaml.safe_load((PROJECT_ROOT / "config" / f"{name}.yaml").read_text())
         merged[name].update(yaml.safe_load((HERE / "config" / f"limits-{name}.yaml").read_text())[name])
         (config / f"{name}.yaml").write_text(yaml.safe_dump(merged))
+    # Every agent's declared prompt must load: the demo's, and the test agents' own.
+    shutil.copytree(PROJECT_ROOT / "config" / "prompts", config / "prompts")
+    shutil.copytree(HERE / "config" / "prompts", config / "prompts", dirs_exist_ok=True)
     return config
 
 

@@ -8,11 +8,14 @@ stays on the built-in scripted model.
 
 The stack is started inside the tests (``request.getfixturevalue``), so that
 until the worker builds its provider from the catalogue the failure is the
-test's own (xfail), not a fixture error.
+test's own (xfail), not a fixture error. The stack fixture runs its own event
+loop at set-up, so the tests are synchronous and run their bodies with
+``asyncio.run``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import uuid
@@ -107,11 +110,14 @@ def requests_for(server: FakeModelServer, description: str) -> list[Received]:
     return [r for r in server.requests(MODEL) if description in json.dumps(r.body["messages"])]
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_CATALOGUE)
-async def test_a_task_completes_with_the_openai_compatible_provider(
+def test_a_task_completes_with_the_openai_compatible_provider(
     request: pytest.FixtureRequest, model_server: FakeModelServer
 ) -> None:
     stack: Stack = request.getfixturevalue("stack")
+    asyncio.run(_task_completes(stack, model_server))
+
+
+async def _task_completes(stack: Stack, model_server: FakeModelServer) -> None:
     model_server.script(MODEL, status(500))  # the first call fails; the worker retries it
     task_input = claim("e2e")
     async with HandrailClient(stack.bootstrap, stack.topics.prefix) as client:
@@ -132,11 +138,14 @@ async def test_a_task_completes_with_the_openai_compatible_provider(
     assert KEY not in stack.log("worker-expense-intake")
 
 
-@pytest.mark.xfail(strict=True, reason=f"{NEEDS_CATALOGUE}; {NEEDS_PROMPTS}")
-async def test_prompt_activation_and_rollback_reach_the_next_step_without_a_restart(
+def test_prompt_activation_and_rollback_reach_the_next_step_without_a_restart(
     request: pytest.FixtureRequest, model_server: FakeModelServer, stack_config_dir: Path
 ) -> None:
     stack: Stack = request.getfixturevalue("stack")
+    asyncio.run(_prompt_switches(stack, model_server, stack_config_dir))
+
+
+async def _prompt_switches(stack: Stack, model_server: FakeModelServer, stack_config_dir: Path) -> None:
     redis = aioredis.Redis.from_url(stack.redis_url)
     prompts = PromptStore(PromptLibrary(stack_config_dir / "prompts"), redis, stack.env["HANDRAIL_REDIS_PREFIX"])
     try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
 
 
-def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
+def make_broker(bootstrap: str, client_id: str, tracer_provider: TracerProvider | None = None) -> KafkaBroker:
     """A broker whose producer cannot lose or duplicate a send.
 
     Idempotence and ``acks=all`` are set explicitly rather than trusted to
@@ -19,4 +21,6 @@ def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
         # Topics are created by `handrail topics ensure`, never by a typo in a publish.
         allow_auto_create_topics=False,
         logger=None,
+        # W3C trace context in Kafka headers: one task, one trace, across every service.
+        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider)] if tracer_provider else [],
     )

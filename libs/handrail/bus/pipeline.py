@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from handrail.bus.publisher import Publisher
 from handrail.errors import (
     ContextHashMismatch,
+    InternalError,
     MalformedMessage,
     ParentHashMismatch,
     Rejected,
@@ -174,6 +175,8 @@ class Pipeline:
             log.exception("%s: internal error on %s", self.service, delivery.ref)
             reason = f"internal error in {self.service}: {type(exc).__name__}: {exc}"
             await self.dead_letter(delivery, reason, "internal_error", _task_id_of(payload, delivery))
+            # The task cannot go on from a message its service could not handle: it ends, with the reason.
+            await on_rejected(InternalError(reason, task_id=_task_id_of(payload, delivery)), delivery, payload)
             return "internal_error"
 
     async def _verify(self, payload: HandoffEnvelope | StepCompleted) -> bool:

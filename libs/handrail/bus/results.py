@@ -118,17 +118,30 @@ def fail_task_on_rejection(
     return hook
 
 
+#: Parks a halted handoff for a person and returns True, or returns False to end the task ``halted``.
+Escalate = Callable[[TaskHalted, HandoffEnvelope], Awaitable[bool]]
+
+
 def halt_task(
-    store: TaskStore, publisher: Publisher, results_topic: str, audit: AuditLog | None = None, actor: str = "service"
+    store: TaskStore,
+    publisher: Publisher,
+    results_topic: str,
+    audit: AuditLog | None = None,
+    actor: str = "service",
+    *,
+    escalate: Escalate | None = None,
 ) -> Callable[[TaskHalted, Delivery, Any], Awaitable[None]]:
     """An ``on_halted`` hook: the task ends ``halted`` with the reason, carrying what it had spent.
 
-    Escalation to a person arrives with the review queue; until then the
-    result says what stopped the task.
+    With ``escalate`` (``Orchestrator.review_halt``), a halted handoff is first
+    offered to the review queue: when the agent's autonomy asks for a person,
+    the task is parked on ``reviews.requested`` instead of ending.
     """
 
     async def hook(halt: TaskHalted, delivery: Delivery, payload: Any) -> None:
         if not isinstance(payload, (HandoffEnvelope, StepCompleted)):
+            return
+        if escalate is not None and isinstance(payload, HandoffEnvelope) and await escalate(halt, payload):
             return
         await end_task(
             store,

@@ -67,10 +67,12 @@ def status_command() -> None:
     _run(status, "handrail dev status")
 
 
-def _add_services() -> None:
+def _add_subcommands() -> None:
+    from handrail.cli.deploy import sasl_app
     from handrail.cli.dev_services import app as services_app
 
     app.add_typer(services_app, name="services")
+    app.add_typer(sasl_app, name="sasl")
 
 
-_add_services()
+_add_subcommands()

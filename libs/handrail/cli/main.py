@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from handrail.cli import audit, dev, dlq, halts, tasks, topics
+from handrail.cli import audit, deploy, dev, dlq, halts, prompts, tasks, topics
 from handrail.cli.common import err_console
 from handrail.errors import HandrailError
 
@@ -26,6 +26,11 @@ app.command("resume")(halts.resume)
 app.add_typer(topics.app, name="topics")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(audit.app, name="audit")
+app.add_typer(prompts.app, name="prompts")
+app.add_typer(deploy.k8s_app, name="k8s")
+app.add_typer(deploy.acl_app, name="acl")
+app.add_typer(deploy.keys_app, name="keys")
+app.command("inventory")(deploy.inventory_command)
 app.add_typer(dev.app, name="dev", help="Start, stop and inspect local Kafka, Redis and the services.")
 
 

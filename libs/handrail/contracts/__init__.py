@@ -5,15 +5,21 @@ message naming the file, the entry and the field.
 """
 
 from handrail.contracts.agents import AgentSpec, Autonomy, Limits
+from handrail.contracts.expressions import ExpressionError, evaluate
 from handrail.contracts.loader import Contracts, load_contracts
-from handrail.contracts.workflows import StepSpec, WorkflowSpec
+from handrail.contracts.workflows import DefaultAction, EscalationRule, ReviewPolicy, StepSpec, WorkflowSpec
 
 __all__ = [
     "AgentSpec",
     "Autonomy",
     "Contracts",
+    "DefaultAction",
+    "EscalationRule",
+    "ExpressionError",
     "Limits",
+    "ReviewPolicy",
     "StepSpec",
     "WorkflowSpec",
+    "evaluate",
     "load_contracts",
 ]

@@ -59,6 +59,15 @@ def load_contracts(config_dir: Path, known_tools: set[str]) -> Contracts:
         names = [s.name for s in workflow.steps]
         if len(set(names)) != len(names):
             raise ContractError(f"{workflows_file}: workflow {workflow.name!r}: field 'steps': step names repeat")
+        for i, rule in enumerate(workflow.escalations):
+            if rule.step is not None and rule.step not in names:
+                raise ContractError(
+                    f"{workflows_file}: workflow {workflow.name!r}: field 'escalations.{i}.step': "
+                    f"unknown step {rule.step!r} (the workflow has {names})"
+                )
+        rule_names = [r.name for r in workflow.escalations]
+        if len(set(rule_names)) != len(rule_names):
+            raise ContractError(f"{workflows_file}: workflow {workflow.name!r}: field 'escalations': rule names repeat")
     return Contracts(agents=agents, workflows=workflows)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from handrail.contracts.expressions import Expression
 
 
 class StepSpec(BaseModel):
@@ -17,32 +20,30 @@ class StepSpec(BaseModel):
     output_schema: dict[str, Any] = Field(description="JSON Schema the step's output must satisfy.")
 
 
-class Condition(BaseModel):
-    """A test on one value of the step: ``path`` (dotted, from ``output`` or ``context``) equals ``equals``."""
+class DefaultAction(StrEnum):
+    """What happens to a review nobody decided before its deadline."""
+
+    REJECT = "reject"  # the task ends `rejected`
+    ESCALATE = "escalate"  # the review goes to the next higher role, with a fresh deadline
+
+
+class ReviewPolicy(BaseModel):
+    """Who must decide a review, how many of them, and what happens when nobody does in time."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str = Field(pattern=r"^(output|context)(\.[A-Za-z0-9_-]+)+$")
-    equals: Any
-
-    def holds(self, scope: dict[str, Any]) -> bool:
-        """Whether the condition holds in ``scope`` (``{"output": ..., "context": ...}``)."""
-        value: Any = scope
-        for part in self.path.split("."):
-            if not isinstance(value, dict) or part not in value:
-                return False
-            value = value[part]
-        return bool(value == self.equals)
+    role: str = Field(default="reviewer", description="The lowest role that may decide; higher roles may too.")
+    approvals_required: int = Field(default=1, ge=1, le=10, description="Distinct approvers needed (K of N).")
+    timeout_s: float = Field(default=24 * 3600.0, gt=0, description="How long the review may stay pending.")
+    default_action: DefaultAction = DefaultAction.REJECT
 
 
-class EscalationRule(BaseModel):
-    """When the final output needs a person, and which role."""
+class EscalationRule(ReviewPolicy):
+    """When a step's output needs a person: a CEL expression over ``output`` and ``context``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    when: Condition
-    role: str
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    step: str | None = Field(default=None, description="The step whose output is checked; default: the last step.")
+    when: Expression
     reason: str
 
 
@@ -72,6 +73,10 @@ class WorkflowSpec(BaseModel):
     steps: list[StepSpec] = Field(min_length=1)
     limits: TaskLimits = Field(default_factory=TaskLimits)
     escalations: list[EscalationRule] = Field(default_factory=list)
+    review: ReviewPolicy = Field(
+        default_factory=ReviewPolicy,
+        description="The policy of reviews no rule asked for: approval tools, low confidence, approval gates, halts.",
+    )
 
     def step(self, name: str) -> StepSpec:
         """Return the step called ``name``."""
@@ -85,6 +90,11 @@ class WorkflowSpec(BaseModel):
         names = [s.name for s in self.steps]
         index = names.index(name)
         return self.steps[index + 1] if index + 1 < len(self.steps) else None
+
+    def rules_for(self, step: str) -> list[EscalationRule]:
+        """The escalation rules checked after ``step``, in declaration order."""
+        last = self.steps[-1].name
+        return [r for r in self.escalations if (r.step or last) == step]
 
     def allows(self, submitter: str | None) -> bool:
         """Whether ``submitter`` may submit tasks to this workflow."""

@@ -3,9 +3,10 @@
 Per workload: a ServiceAccount (its identity), a Deployment (non-root, read-only
 root filesystem, probes on ``/healthz``, requests and limits, its Kafka principal
 and signing key), a Service, a PodDisruptionBudget and a HorizontalPodAutoscaler
-on its consumer group's lag. Plus the ConfigMaps holding ``agents.yaml``,
-``workflows.yaml`` and the prompts. The rest of the cluster setup (namespace,
-network policies, settings) is hand-written in ``k8s/base``.
+on its consumer group's lag. Plus the ConfigMaps holding ``config/``
+(``agents.yaml``, ``workflows.yaml``, ``models.yaml``, ..., and ``prompts/``), which
+every pod sees as one read-only directory. The rest of the cluster setup
+(namespace, network policies, settings) is hand-written in ``k8s/base``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ MAX_REPLICAS = 6
 #: The external metric prometheus-adapter serves from kafka-exporter's series.
 LAG_METRIC = "kafka_consumergroup_lag"
 CONFIG_DIR = "/etc/handrail/config"
-PROMPTS_DIR = "/etc/handrail/prompts"
 SIGNING_DIR = "/etc/handrail/signing"
 TRUST_DIR = "/etc/handrail/trust"
 DATA_DIR = "/var/lib/handrail"
@@ -53,31 +53,38 @@ def _meta(name: str, w: Workload, annotations: dict[str, str] | None = None) -> 
 
 
 def contracts_configmaps(config_dir: Path) -> list[Manifest]:
-    """``handrail-contracts`` (agents.yaml, workflows.yaml) and, when present, ``handrail-prompts``."""
+    """``handrail-contracts`` (every file at the top of ``config/``) and ``handrail-prompts`` (``config/prompts/``)."""
     part = {"app.kubernetes.io/part-of": PART_OF}
-    data = {name: (config_dir / name).read_text() for name in ("agents.yaml", "workflows.yaml")}
-    maps = [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "handrail-contracts", "labels": part},
-            "data": data,
-        }
-    ]
-    prompts_dir = config_dir / "prompts"
-    prompts = sorted(p for p in prompts_dir.rglob("*") if p.is_file()) if prompts_dir.is_dir() else []
+    top = {p.name: p.read_text() for p in sorted(config_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    maps = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "handrail-contracts", "labels": part},
+             "data": top}]  # fmt: skip
+    prompts = _prompt_files(config_dir)
     if prompts:
-        # ConfigMap keys cannot hold '/': nested prompt files are flattened with '__'.
-        entries = {str(p.relative_to(prompts_dir)).replace("/", "__"): p.read_text() for p in prompts}
-        maps.append(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "handrail-prompts", "labels": part},
-                "data": entries,
-            }
-        )
+        maps.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "handrail-prompts", "labels": part},
+                     "data": {_prompt_key(rel): text for rel, text in prompts.items()}})  # fmt: skip
     return maps
+
+
+def _prompt_files(config_dir: Path) -> dict[str, str]:
+    """``prompts/<name>/<version>.md`` (relative to ``config_dir``) -> text."""
+    root = config_dir / "prompts"
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) if root.is_dir() else []
+    return {str(p.relative_to(config_dir)): p.read_text() for p in files}
+
+
+def _prompt_key(relative: str) -> str:
+    # ConfigMap keys cannot hold '/': the volume's `items` put each file back at its path.
+    return relative.replace("/", "__")
+
+
+def config_volume(config_dir: Path) -> dict[str, Any]:
+    """One read-only directory with exactly the files of ``config/``, from the two ConfigMaps."""
+    sources: list[dict[str, Any]] = [{"configMap": {"name": "handrail-contracts"}}]
+    prompts = _prompt_files(config_dir)
+    if prompts:
+        items = [{"key": _prompt_key(rel), "path": rel} for rel in prompts]
+        sources.append({"configMap": {"name": "handrail-prompts", "items": items}})
+    return {"name": "config", "projected": {"sources": sources}}
 
 
 def contracts_digest(configmaps: list[Manifest]) -> str:
@@ -113,7 +120,11 @@ def _container(w: Workload) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "args": list(w.args),
         "ports": [{"name": "http", "containerPort": w.port, "protocol": "TCP"}],
-        "envFrom": [{"configMapRef": {"name": "handrail-env"}}],
+        # Model API keys (the variables models.yaml names in `api_key_env`), when remote models are used.
+        "envFrom": [
+            {"configMapRef": {"name": "handrail-env"}},
+            {"secretRef": {"name": "handrail-model-keys", "optional": True}},
+        ],
         "env": _env(w),
         # Kafka and Redis must answer before the pod takes traffic or counts as started ...
         "startupProbe": {"httpGet": health, "periodSeconds": 2, "failureThreshold": 60},
@@ -133,8 +144,7 @@ def _container(w: Workload) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
-            {"name": "contracts", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "prompts", "mountPath": PROMPTS_DIR, "readOnly": True},
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "signing-key", "mountPath": SIGNING_DIR, "readOnly": True},
             {"name": "trusted-keys", "mountPath": TRUST_DIR, "readOnly": True},
             {"name": "data", "mountPath": DATA_DIR},
@@ -143,7 +153,7 @@ def _container(w: Workload) -> dict[str, Any]:
     }
 
 
-def deployment(w: Workload, digest: str) -> Manifest:
+def deployment(w: Workload, digest: str, config: dict[str, Any]) -> Manifest:
     annotations = {"handrail.dev/kafka-principal": f"User:{w.principal}", "handrail.dev/signer": w.signer}
     if w.agent is not None:
         a = w.agent
@@ -194,8 +204,7 @@ def deployment(w: Workload, digest: str) -> Manifest:
                     ],
                     "containers": [_container(w)],
                     "volumes": [
-                        {"name": "contracts", "configMap": {"name": "handrail-contracts"}},
-                        {"name": "prompts", "configMap": {"name": "handrail-prompts", "optional": True}},
+                        config,
                         {
                             "name": "signing-key",
                             "secret": {
@@ -291,9 +300,9 @@ def model_egress_policy(w: Workload) -> Manifest:
     }
 
 
-def workload_manifests(w: Workload, digest: str) -> list[Manifest]:
-    """Everything one workload needs, in apply order."""
-    manifests = [service_account(w), deployment(w, digest), service(w), disruption_budget(w), autoscaler(w)]
+def workload_manifests(w: Workload, digest: str, config: dict[str, Any]) -> list[Manifest]:
+    """Everything one workload needs, in apply order; ``config`` is :func:`config_volume`."""
+    manifests = [service_account(w), deployment(w, digest, config), service(w), disruption_budget(w), autoscaler(w)]
     if w.needs_model_egress:
         manifests.append(model_egress_policy(w))
     return manifests

@@ -8,14 +8,13 @@ Creating an ACL that already exists succeeds, so applying is idempotent.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
 from aiokafka.protocol.admin import CreateAclsRequest
 
 from handrail.deploy.acl import AclBinding, Operation, PatternType, ResourceType
+from handrail.deploy.kafka_security import SaslCredentials
 from handrail.errors import HandrailError
 from handrail.topics import TopicSpec
 
@@ -34,25 +33,6 @@ _ALLOW = 3
 
 class KafkaAdminError(HandrailError):
     """The broker refused an admin request: creating ACLs or topics (not allowed, authorizer off, ...)."""
-
-
-@dataclass(frozen=True)
-class SaslCredentials:
-    """A SASL user on a ``SASL_PLAINTEXT`` listener (loopback or a private network; use TLS elsewhere)."""
-
-    username: str
-    password: str = field(repr=False)
-    mechanism: str = "SCRAM-SHA-512"
-    security_protocol: str = "SASL_PLAINTEXT"
-
-    def client_options(self) -> dict[str, Any]:
-        """Keyword arguments for aiokafka clients (producer, consumer, admin)."""
-        return {
-            "security_protocol": self.security_protocol,
-            "sasl_mechanism": self.mechanism,
-            "sasl_plain_username": self.username,
-            "sasl_plain_password": self.password,
-        }
 
 
 async def apply_acls(bootstrap: str, admin: SaslCredentials, rules: Iterable[AclBinding]) -> int:

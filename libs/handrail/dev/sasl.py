@@ -32,7 +32,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from handrail.deploy.kafka_admin import SaslCredentials
+from handrail.deploy.kafka_security import SaslCredentials
 from handrail.dev.errors import PortConflictError, ServiceStartError
 from handrail.dev.kafka import (
     READY_TIMEOUT_S,

@@ -178,3 +178,14 @@ class _Call:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
+
+
+def as_chain(provider: ModelProvider, model: str) -> ModelChain:
+    """``provider`` as a chain: itself when it is one, else a chain of just ``model`` with no retries.
+
+    Lets a runner treat every provider alike (attempts, observers) while a lone
+    provider, the scripted one say, behaves exactly as it does on its own.
+    """
+    if isinstance(provider, ModelChain):
+        return provider
+    return ModelChain([ChainLink(model, provider, RetryPolicy(max_attempts=1))])

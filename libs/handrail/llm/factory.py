@@ -14,6 +14,7 @@ import httpx
 from pydantic import SecretStr
 
 from handrail.contracts import AgentSpec
+from handrail.contracts.agents import ScriptedAnswer, ScriptedCall
 from handrail.errors import ContractError
 from handrail.llm.anthropic import AnthropicProvider
 from handrail.llm.base import ModelProvider
@@ -44,19 +45,50 @@ def build_provider(
     """
     if list(agent.model_chain) == ["scripted"]:
         return ScriptedProvider(agent.plan)
+    if escalate_instead_of_fallback is None:
+        # ``on_model_failure`` is the agent contract's switch for high-stakes steps; absent means fall back.
+        escalate_instead_of_fallback = getattr(agent, "on_model_failure", "fallback") == "escalate"
+    return build_chain(
+        agent.model_chain,
+        catalogue,
+        user=f"agent {agent.name!r}",
+        source="agents.yaml",
+        plan=agent.plan,
+        breakers=breakers,
+        observers=observers,
+        api_keys=api_keys,
+        http_client=http_client,
+        escalate_instead_of_fallback=escalate_instead_of_fallback,
+    )
+
+
+def build_chain(
+    model_chain: Sequence[str],
+    catalogue: ModelCatalogue | None = None,
+    *,
+    user: str,
+    source: str,
+    plan: Sequence[ScriptedCall | ScriptedAnswer] = (),
+    breakers: BreakerBoard | None = None,
+    observers: Sequence[AttemptObserver] = (),
+    api_keys: Mapping[str, SecretStr] | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    escalate_instead_of_fallback: bool = False,
+) -> ModelChain:
+    """A ``ModelChain`` over ``model_chain`` from the catalogue.
+
+    ``user`` says who runs it (``agent 'x'``, ``classifier``) and ``source`` where that is declared, for errors.
+    """
     catalogue = catalogue or ModelCatalogue()
-    catalogue.check_chains({agent.name: agent.model_chain})
-    specs = [catalogue.get(name) for name in agent.model_chain]
+    catalogue.check_chains({user: model_chain}, source)
+    specs = [catalogue.get(name) for name in model_chain]
     if api_keys is None:
         api_keys = read_api_keys(s.api_key_env for s in specs if s.api_key_env)
     client = http_client or httpx.AsyncClient()
     links = [
-        ChainLink(spec.name, _provider(agent, spec, catalogue, api_keys, client), catalogue.retry_policy(spec.name))
-        for spec in specs
+        ChainLink(spec.name, _provider(user, spec, catalogue, list(plan), api_keys, client), catalogue.retry_policy(n))
+        for n, spec in zip(model_chain, specs, strict=True)
     ]
-    if escalate_instead_of_fallback is None:
-        # ``on_model_failure`` is the agent contract's switch for high-stakes steps; absent means fall back.
-        escalate_instead_of_fallback = getattr(agent, "on_model_failure", "fallback") == "escalate"
     return ModelChain(
         links,
         breakers=breakers or InMemoryBreakerBoard(catalogue.breaker.failure_threshold, catalogue.breaker.open_s),
@@ -66,21 +98,22 @@ def build_provider(
 
 
 def _provider(
-    agent: AgentSpec,
+    user: str,
     spec: ModelSpec,
     catalogue: ModelCatalogue,
+    plan: list[ScriptedCall | ScriptedAnswer],
     api_keys: Mapping[str, SecretStr],
     client: httpx.AsyncClient,
 ) -> ModelProvider:
     if spec.provider == ProviderKind.SCRIPTED:
-        return ScriptedProvider(agent.plan)
+        return ScriptedProvider(plan)
     key = None
     if spec.api_key_env:
         key = api_keys.get(spec.api_key_env)
         if key is None:
             raise ContractError(
                 f"{catalogue.source}: model {spec.name!r}: field 'api_key_env': environment variable "
-                f"{spec.api_key_env} is not set (agent {agent.name!r} uses this model)"
+                f"{spec.api_key_env} is not set ({user} uses this model)"
             )
     if spec.provider == ProviderKind.OPENAI:
         return OpenAICompatProvider(spec, key, client)

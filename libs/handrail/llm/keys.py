@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import SecretStr, create_model
+from pydantic import Field, SecretStr, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,12 +25,14 @@ def read_api_keys(env_names: Iterable[str]) -> dict[str, SecretStr]:
     names = sorted(set(env_names))
     if not names:
         return {}
-    fields: dict[str, Any] = {name.lower(): (SecretStr | None, None) for name in names}
-    settings_class = create_model("ApiKeySettings", __base__=_KeySettings, **fields)
-    settings = settings_class()
+    # Plain field names with the variable as alias: a variable called, say, JSON cannot shadow a model method.
+    fields: dict[str, Any] = {
+        f"key_{i}": (SecretStr | None, Field(default=None, validation_alias=name)) for i, name in enumerate(names)
+    }
+    settings = create_model("ApiKeySettings", __base__=_KeySettings, **fields)()
     keys: dict[str, SecretStr] = {}
-    for name in names:
-        value = getattr(settings, name.lower())
+    for i, name in enumerate(names):
+        value = getattr(settings, f"key_{i}")
         if isinstance(value, SecretStr) and value.get_secret_value():
             keys[name] = value
     return keys

@@ -129,13 +129,16 @@ class ModelCatalogue(_Strict):
             max_retry_after_s=retry.max_retry_after_s,
         )
 
-    def check_chains(self, chains: Mapping[str, Iterable[str]], agents_file: str = "agents.yaml") -> None:
-        """Every model each agent's ``model_chain`` names is declared here, or ContractError."""
-        for agent, chain in chains.items():
+    def check_chains(self, chains: Mapping[str, Iterable[str]], source: str = "agents.yaml") -> None:
+        """Every model each chain names is declared here, or ContractError.
+
+        ``chains`` maps who uses the chain (``agent 'expense-intake'``) to its models; ``source`` is their file.
+        """
+        for user, chain in chains.items():
             for i, name in enumerate(chain):
                 if name not in self.models:
                     raise ContractError(
-                        f"{agents_file}: agent {agent!r}: field 'model_chain.{i}': unknown model {name!r} "
+                        f"{source}: {user}: field 'model_chain.{i}': unknown model {name!r} "
                         f"({self.source} declares {sorted(self.models)})"
                     )
 

@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from typing import Literal, Protocol
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 Outcome = Literal["ok", "error", "retry"]
 
@@ -72,8 +72,8 @@ class TracingObserver:
     (``handrail.prompt``), the task id, the step.
     """
 
-    def __init__(self, attributes: Mapping[str, str | int | float] | None = None) -> None:
-        self._tracer = trace.get_tracer("handrail.llm")
+    def __init__(self, attributes: Mapping[str, str | int | float] | None = None, tracer: Tracer | None = None) -> None:
+        self._tracer = tracer or trace.get_tracer("handrail.llm")
         self._attributes = dict(attributes or {})
         self._open: list[Span] = []
 

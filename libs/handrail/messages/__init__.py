@@ -8,6 +8,7 @@ from handrail.messages.base import Payload, derived_message_id, new_message_id, 
 from handrail.messages.dead_letter import DeadLetter
 from handrail.messages.envelope import BudgetSnapshot, HandoffEnvelope
 from handrail.messages.events import ControlRecord, DecisionEvent
+from handrail.messages.reviews import ReviewAction, ReviewDecided, ReviewRequested, ReviewTrigger
 from handrail.messages.steps import Decision, StepCompleted, Usage
 from handrail.messages.tasks import TaskResult, TaskStatus, TaskSubmitted
 
@@ -19,6 +20,10 @@ __all__ = [
     "DecisionEvent",
     "HandoffEnvelope",
     "Payload",
+    "ReviewAction",
+    "ReviewDecided",
+    "ReviewRequested",
+    "ReviewTrigger",
     "StepCompleted",
     "TaskResult",
     "TaskStatus",
@@ -38,4 +43,6 @@ PUBLIC_MODELS: dict[str, type[Payload]] = {
     "dead-letter": DeadLetter,
     "decision-event": DecisionEvent,
     "control-record": ControlRecord,
+    "review-requested": ReviewRequested,
+    "review-decided": ReviewDecided,
 }

@@ -37,6 +37,7 @@ class Decision(Payload):
     latency_ms: float = Field(ge=0)
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
+    prompt: str | None = Field(default=None, description="For a model call: the prompt name@version it was made with.")
 
 
 class StepCompleted(Payload):
@@ -62,6 +63,9 @@ class StepCompleted(Payload):
     parent_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     patch: list[dict[str, Any]] = Field(description="RFC 6902 JSON Patch from the parent context.")
     decisions: list[Decision] = Field(default_factory=list)
+    confidence: float | None = Field(
+        default=None, ge=0, le=1, description="The agent's confidence in its output, when the model reported one."
+    )
     usage: Usage = Field(default_factory=Usage)
     budget: BudgetSnapshot = Field(default_factory=BudgetSnapshot)
     finished_at: datetime

@@ -5,21 +5,25 @@ known variables, so a bad prompt is refused by ``handrail prompts activate``,
 not discovered by a worker at 3 a.m.
 
     HandrailError
-    ├── PromptError                  a prompt cannot be loaded, activated or rolled back
-    │   ├── PromptNotFound           no such prompt, or no file for that version
-    │   ├── PromptTemplateError      the template does not parse, or names a variable that does not exist
-    │   └── NothingToRollBack        the prompt has no earlier active version
+    ├── ContractError
+    │   └── PromptError              a prompt cannot be loaded, activated or rolled back (at start-up: stop)
+    │       ├── PromptNotFound       no such prompt, or no file for that version
+    │       ├── PromptTemplateError  the template does not parse, or names a variable that does not exist
+    │       └── NothingToRollBack    the prompt has no earlier active version
     └── Rejected
         └── PromptRenderError        the template needs a value this task's context lacks -> the step fails
 """
 
 from __future__ import annotations
 
-from handrail.errors import HandrailError, Rejected
+from handrail.errors import ContractError, Rejected
 
 
-class PromptError(HandrailError):
-    """A prompt cannot be loaded, activated or rolled back; the message names the prompt and the file."""
+class PromptError(ContractError):
+    """A prompt cannot be loaded, activated or rolled back; the message names the prompt and the file.
+
+    A contract error: a worker whose agent declares a prompt that does not load stops at start-up.
+    """
 
 
 class PromptNotFound(PromptError):

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import make_asgi_app
 
 from handrail.audit import AuditLog
 from handrail.bus import Pipeline, Publisher, make_broker
 from handrail.contracts import Contracts, load_contracts
+from handrail.observability import setup_tracing
 from handrail.service.settings import ServiceSettings
 from handrail.state import TaskStore, connect_redis
 from handrail.state.budgets import BudgetStore
@@ -53,7 +56,8 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tools = default_registry(settings.data_dir)
     contracts = load_contracts(settings.config_dir, tools.names())
-    broker = make_broker(settings.kafka_bootstrap, client_id=f"handrail-{service}")
+    provider = setup_tracing(service, settings.otel_exporter, settings.otel_endpoint)
+    broker = make_broker(settings.kafka_bootstrap, client_id=f"handrail-{service}", tracer_provider=provider)
     redis = connect_redis(settings.redis_url)
     store = TaskStore(redis, settings.redis_prefix)
     publisher = Publisher(broker)
@@ -100,8 +104,14 @@ def asgi_app(runtime: Runtime) -> AsgiFastStream:
     async def close_redis() -> None:
         await runtime.redis.aclose()
 
+    def flush_spans() -> None:
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, TracerProvider):
+            provider.shutdown()  # exports what the batch processor still holds
+
     return AsgiFastStream(
         runtime.broker,
         asgi_routes=[("/healthz", healthz), ("/metrics", make_asgi_app())],
         on_shutdown=[close_redis],
+        after_shutdown=[flush_spans],
     )

@@ -26,3 +26,5 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     retry_backoff_s: float = Field(default=1.0, gt=0, description="Wait before redelivering after a retryable error.")
     log_level: str = "INFO"
+    otel_exporter: str = Field(default="none", description="none | console | otlp-http | otlp-grpc | file:<path>")
+    otel_endpoint: str = "http://127.0.0.1:4318"

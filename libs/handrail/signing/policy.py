@@ -16,7 +16,7 @@ from typing import Protocol
 
 from handrail.contracts import Contracts
 from handrail.errors import ContractError, StepFailed
-from handrail.signing.signatures import Verifier
+from handrail.signing.signatures import SIGNATURE_FIELD, Verifier
 
 #: Service signer names; an agent may not be called like one of them.
 ROUTER = "router"
@@ -57,27 +57,40 @@ def handoff_senders(step_index: int) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class HandoffVerifier:
-    """Signature plus signer policy, for the consumer pipeline."""
+    """Signature plus signer policy, for the consumer pipeline.
+
+    With ``required=False`` (a roll-out, while some senders do not sign yet) an
+    unsigned message passes and the check returns None; a signed one is always
+    verified in full, so a bad signature is never accepted.
+    """
 
     verifier: Verifier
     contracts: Contracts
+    required: bool = True
 
     def __post_init__(self) -> None:
         clash = SERVICE_SIGNERS & set(self.contracts.agents)
         if clash:
             raise ContractError(f"agents.yaml: agent names {sorted(clash)} are reserved for platform services")
 
-    def check_handoff(self, envelope: HandoffLike, value: bytes) -> str:
-        """Verify a consumed ``HandoffEnvelope``; return the signer."""
+    def check_handoff(self, envelope: HandoffLike, value: bytes) -> str | None:
+        """Verify a consumed ``HandoffEnvelope``; return the signer (None: unsigned, and not required)."""
+        if self._unsigned_allowed(envelope):
+            return None
         return self.verifier.verify_bytes(
             value, expected=handoff_senders(envelope.step_index), claimed=envelope.sender, task_id=envelope.task_id
         )
 
-    def check_step(self, report: StepReportLike, value: bytes) -> str:
+    def check_step(self, report: StepReportLike, value: bytes) -> str | None:
         """Verify a consumed ``StepCompleted``: signed by the agent the workflow binds to the step."""
+        if self._unsigned_allowed(report):
+            return None
         return self.verifier.verify_bytes(
             value, expected={self.expected_agent(report)}, claimed=report.agent, task_id=report.task_id
         )
+
+    def _unsigned_allowed(self, payload: object) -> bool:
+        return not self.required and not getattr(payload, SIGNATURE_FIELD, None)
 
     def expected_agent(self, report: StepReportLike) -> str:
         """The agent ``workflows.yaml`` binds to the report's step."""

@@ -1,22 +1,32 @@
-"""Deterministic orchestration: check a ``StepCompleted`` and decide what happens next."""
+"""Deterministic orchestration: check a ``StepCompleted`` and decide what happens next.
+
+The step's output must satisfy its schema (else it is dead-lettered and the task
+fails). Then, when a person must decide (an escalation rule holds, the step used
+a tool flagged for approval, the confidence is below the agent's floor, or the
+agent runs on approval gates), the task is parked on ``reviews.requested`` with
+its checkpoint; otherwise it moves on: the next step, or its result.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import jsonschema
+from prometheus_client import Counter
 
 from handrail.bus import Delivery
-from handrail.bus.results import end_task
-from handrail.contracts import WorkflowSpec
 from handrail.errors import StepFailed
-from handrail.messages import HandoffEnvelope, StepCompleted, TaskStatus, derived_message_id
+from handrail.messages import StepCompleted
+from handrail.orchestration import Orchestrator, escalation_for
 from handrail.service import Runtime
 
 log = logging.getLogger(__name__)
 
 SERVICE = "validator"
+
+ESCALATIONS = Counter(
+    "handrail_escalations_total", "Steps sent to human review, by workflow and trigger.", ["workflow", "trigger"]
+)
 
 
 class OutputRejected(StepFailed):
@@ -30,9 +40,12 @@ class ValidatorHandlers:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.orchestrator = Orchestrator(
+            SERVICE, runtime.store, runtime.publisher, runtime.topics, runtime.contracts, runtime.audit
+        )
 
     async def on_step(self, step: StepCompleted, delivery: Delivery) -> None:
-        """Check the output, then hand the next step on or publish the task's result."""
+        """Check the output, then park the task for review, hand the next step on, or publish the result."""
         workflow = self.rt.contracts.workflows.get(step.workflow)
         if workflow is None or step.step not in {s.name for s in workflow.steps}:
             raise StepFailed(f"workflow {step.workflow!r} has no step {step.step!r}", task_id=step.task_id)
@@ -46,47 +59,17 @@ class ValidatorHandlers:
                 f"step {step.step!r} of task {step.task_id} produced an output that breaks its schema: {detail}",
                 task_id=step.task_id,
             )
-        following = workflow.next_step(step.step)
-        if following is not None:
-            envelope = HandoffEnvelope(
-                message_id=derived_message_id(step.message_id, "handoff"),
-                task_id=step.task_id,
-                workflow=step.workflow,
-                step=following.name,
-                step_index=step.step_index + 1,
-                sender=SERVICE,
-                receiver=following.agent,
-                deadline=step.deadline,
-                goal=step.goal,
-                context=step.context,
-                context_hash=step.context_hash,
-                # The validator does not change the context: the hash it records is the one it received.
-                parent_hash=step.context_hash,
-                budget=step.budget,
-                idempotency_key=f"{step.task_id}/{following.name}/1",
+        escalation = escalation_for(step, workflow, self.rt.contracts.agents.get(step.agent), self.rt.tools)
+        if escalation is not None:
+            request = await self.orchestrator.request_review(escalation, checkpoint=step)
+            ESCALATIONS.labels(step.workflow, escalation.trigger.value).inc()
+            log.info(
+                "task %s: step %r parked for review %s (%s, role %s)",
+                step.task_id,
+                step.step,
+                request.review_id,
+                escalation.trigger.value,
+                escalation.policy.role,
             )
-            await self.rt.publisher.publish(self.rt.topics.agent(following.agent), envelope, key=step.task_id)
             return
-        await end_task(
-            self.rt.store,
-            self.rt.publisher,
-            self.rt.topics.results,
-            task_id=step.task_id,
-            workflow=step.workflow,
-            status=TaskStatus.COMPLETED,
-            result_id=derived_message_id(step.message_id, "result"),
-            budget=step.budget,
-            output=self._with_escalation(workflow, step),
-            context_hash=step.context_hash,
-            audit=self.rt.audit,
-            actor=f"service:{SERVICE}",
-        )
-
-    def _with_escalation(self, workflow: WorkflowSpec, step: StepCompleted) -> dict[str, Any]:
-        """The final output, with the escalation a person would have to decide recorded in it."""
-        scope = {"output": step.output, "context": step.context}
-        for rule in workflow.escalations:
-            if rule.when.holds(scope):
-                log.info("task %s: escalation %r to %s recorded", step.task_id, rule.name, rule.role)
-                return {**step.output, "escalation": {"rule": rule.name, "role": rule.role, "reason": rule.reason}}
-        return step.output
+        await self.orchestrator.advance(step)

@@ -10,9 +10,12 @@ from faststream.asgi import AsgiFastStream
 
 from handrail.bus.results import fail_task_on_rejection, halt_task
 from handrail.llm.factory import build_provider
+from handrail.llm.models import load_catalogue
 from handrail.messages import HandoffEnvelope
+from handrail.prompts import PromptLibrary, PromptStore, parse_ref
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail.state.effects import EffectStore
+from handrail_worker.breakers import SharedModelBreakers
 from handrail_worker.handlers import WorkerHandlers
 from handrail_worker.runner import StepRunner
 from handrail_worker.settings import WorkerSettings
@@ -25,7 +28,11 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
     runtime = build_runtime(f"worker-{settings.agent}", settings)
     agent = runtime.contracts.agent(settings.agent)
     effects = EffectStore(runtime.redis, settings.redis_prefix)
-    runner = StepRunner(agent, build_provider(agent), runtime.tools, effects, _chaos_hook(settings))
+    catalogue = load_catalogue(settings.config_dir)
+    prompts = PromptStore(PromptLibrary(settings.config_dir / "prompts"), runtime.redis, settings.redis_prefix)
+    prompts.library.load(*parse_ref(agent.prompt))  # the declared prompt must load: stop now, not at 3 a.m.
+    provider = build_provider(agent, catalogue, breakers=SharedModelBreakers(runtime.controls))
+    runner = StepRunner(agent, provider, runtime.tools, effects, _chaos_hook(settings), prompts=prompts)
     handlers = WorkerHandlers(runtime, settings, runner)
     runtime.pipeline.subscribe(
         runtime.broker,

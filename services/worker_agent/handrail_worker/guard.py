@@ -81,10 +81,10 @@ class StepGuard:
         """Check and reserve for model call ``index`` of this step."""
         await self._check_halts()
         self._check_wall_clock()
-        for scope, name in (("agent", self.agent.name), ("model", model)):
-            if await self.controls.breaker_allows(scope, name, _now_ms()) == BreakerState.OPEN:
-                await self._emit_stop("model_call", model, None, "halted", f"{scope}_breaker_open")
-                raise self._halted(f"the {scope} breaker of {name!r} is open", f"{scope}_breaker_open")
+        # An open model breaker is the chain's business (it fails over); an open agent breaker stops the task.
+        if await self.controls.breaker_allows("agent", self.agent.name, _now_ms()) == BreakerState.OPEN:
+            await self._emit_stop("model_call", model, None, "halted", "agent_breaker_open")
+            raise self._halted(f"the agent breaker of {self.agent.name!r} is open", "agent_breaker_open")
         estimate = Amount(tokens=prompt_chars // _CHARS_PER_TOKEN + self.agent.limits.max_output_tokens)
         return await self._reserve("model_call", model, None, index, estimate)
 

@@ -9,6 +9,7 @@ run at most once per idempotency key (task, step, tool, canonical arguments).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -17,10 +18,15 @@ from typing import Any, Protocol
 
 from handrail.contracts import AgentSpec
 from handrail.errors import TaskHalted
-from handrail.metrics import TOOL_CALLS
 from handrail.hashing import canonical_json, sha256_hex
-from handrail.llm import ChatMessage, ModelProvider, ModelRequest
+from handrail.llm import Attempt, ChatMessage, ModelProvider, ModelRequest, ToolCall
+from handrail.llm.chain import as_chain
+from handrail.llm.corrections import arguments_correction, reply_correction
+from handrail.llm.observers import Outcome, TracingObserver, observing
 from handrail.messages import Decision, HandoffEnvelope, Usage
+from handrail.metrics import TOOL_CALLS
+from handrail.observability import tracer
+from handrail.prompts import PromptStore, step_scope
 from handrail.state.effects import Claim, EffectStore
 from handrail.tools import ToolCallError, ToolContext, ToolFailure, ToolRegistry, ToolSpec
 from handrail_worker.guard import Ticket
@@ -73,6 +79,39 @@ class _Tally:
         )
 
 
+class _GuardAttempts:
+    """The step's guard as the model chain's observer: every attempt, retries included, is reserved and settled."""
+
+    def __init__(self, guard: Guard, next_index: Callable[[], int], prompt_chars: int) -> None:
+        self.guard = guard
+        self.next_index = next_index
+        self.prompt_chars = prompt_chars
+        self.tickets: list[Ticket] = []
+
+    async def before_attempt(self, model: str) -> None:
+        self.tickets.append(await self.guard.before_model_call(self.next_index(), model, self.prompt_chars))
+
+    async def after_attempt(
+        self,
+        model: str,
+        provider: str,
+        outcome: Outcome,
+        error_type: str | None,
+        latency_ms: float,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float,
+    ) -> None:
+        await self.guard.after_call(
+            self.tickets.pop(),
+            "ok" if outcome == "ok" else "error",
+            error_type,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd,
+        )
+
+
 class StepRunner:
     """Runs steps for one agent with its model provider and tools."""
 
@@ -83,9 +122,13 @@ class StepRunner:
         tools: ToolRegistry,
         effects: EffectStore | None = None,
         on_effect_recorded: Callable[[str], None] | None = None,
+        *,
+        prompts: PromptStore | None = None,
     ) -> None:
         self.agent = agent
-        self.provider = provider
+        # A lone provider runs as a one-model chain, so every call is observed and listed the same way.
+        self.provider = as_chain(provider, agent.model_chain[0])
+        self.prompts = prompts
         self.tools = tools
         self.effects = effects
         # Fault injection for crash drills: called with the tool's name once its effect is recorded.
@@ -93,10 +136,30 @@ class StepRunner:
 
     async def run(self, envelope: HandoffEnvelope, guard: Guard) -> StepOutcome:
         """Run the step ``envelope`` hands over; ``StepFailed`` or ``TaskHalted`` if it cannot finish."""
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": self.agent.name,
+            "handrail.task_id": envelope.task_id,
+            "handrail.workflow": envelope.workflow,
+            "handrail.step": envelope.step,
+            "handrail.context_hash.in": envelope.context_hash,
+        }
+        with tracer().start_as_current_span(f"invoke_agent {self.agent.name}", attributes=attributes) as span:
+            try:
+                outcome = await self._run_step(envelope, guard)
+            except TaskHalted as exc:
+                span.set_attribute("error.type", exc.error_type)
+                raise
+            span.set_attribute("gen_ai.usage.input_tokens", outcome.usage.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", outcome.usage.output_tokens)
+            return outcome
+
+    async def _run_step(self, envelope: HandoffEnvelope, guard: Guard) -> StepOutcome:
         agent = self.agent
         await guard.start()
+        system, prompt_ref = await self._system_prompt(envelope)
         messages = [
-            ChatMessage("system", f"You are {agent.name}. {agent.purpose} (prompt {agent.prompt})"),
+            ChatMessage("system", system),
             ChatMessage(
                 "user", json.dumps({"goal": envelope.goal, "step": envelope.step, "context": envelope.context})
             ),
@@ -105,46 +168,35 @@ class StepRunner:
         decisions: list[Decision] = []
         tally = _Tally()
         model = agent.model_chain[0]
-        calls = 0
+        next_index = itertools.count(1).__next__  # one index per model attempt and tool call: reservation ids
+        span = {"handrail.prompt": prompt_ref, "handrail.task_id": envelope.task_id, "handrail.step": envelope.step}
         for _ in range(agent.limits.max_turns):
-            calls += 1
-            ticket = await guard.before_model_call(calls, model, sum(len(m.content) for m in messages))
-            try:
+            attempts = _GuardAttempts(guard, next_index, sum(len(m.content) for m in messages))
+            with observing(attempts, TracingObserver(span)):
                 reply = await self.provider.complete(ModelRequest(model=model, messages=messages, tools=specs))
-            except Exception as exc:
-                await guard.after_call(ticket, "error", type(exc).__name__)
-                raise
-            await guard.after_call(
-                ticket,
-                "ok",
-                input_tokens=reply.input_tokens,
-                output_tokens=reply.output_tokens,
-                cost_usd=reply.cost_usd,
-            )
-            tally.model_calls += 1
-            tally.input_tokens += reply.input_tokens
-            tally.output_tokens += reply.output_tokens
-            tally.cost_usd += reply.cost_usd
-            decisions.append(
-                Decision(
-                    kind="model_call",
-                    name=f"{reply.provider}/{reply.model}",
-                    outcome="ok",
-                    latency_ms=_ms_since(ticket.started),
-                    input_tokens=reply.input_tokens,
-                    output_tokens=reply.output_tokens,
-                )
-            )
+            for attempt in reply.attempts:
+                tally.model_calls += 1
+                tally.input_tokens += attempt.input_tokens
+                tally.output_tokens += attempt.output_tokens
+                tally.cost_usd += attempt.cost_usd
+                decisions.append(_model_decision(attempt, prompt_ref))
             if reply.answer is not None:
                 return StepOutcome(reply.answer, reply.confidence, decisions, tally.usage())
             if not reply.tool_calls:
-                self._correct(tally, "the model answered with neither a tool call nor an answer")
-                messages.append(ChatMessage("user", "Reply with a tool call or a final JSON answer."))
+                correction = reply_correction(reply)
+                self._correct(tally, f"{correction.code}: {correction.message}")
+                if reply.raw_text:
+                    messages.append(ChatMessage("assistant", reply.raw_text))  # the model sees what it wrote
+                messages.append(ChatMessage("user", correction.as_message()))
                 continue
             messages.append(ChatMessage("assistant", tool_calls=reply.tool_calls))
             for call in reply.tool_calls:
-                calls += 1
-                observation, decision = await self._call_tool(envelope, guard, calls, call.name, call.arguments)
+                with tracer().start_as_current_span(
+                    f"execute_tool {call.name}", attributes=_tool_attributes(call.name, envelope)
+                ) as tool_span:
+                    observation, decision = await self._call_tool(envelope, guard, next_index(), call)
+                    if decision.outcome != "ok":
+                        tool_span.set_attribute("error.type", (decision.error or decision.outcome).split(":")[0])
                 decisions.append(decision)
                 TOOL_CALLS.labels(agent.name, decision.name, decision.outcome).inc()
                 if decision.outcome == "rejected":
@@ -158,12 +210,30 @@ class StepRunner:
             task_id=envelope.task_id,
         )
 
+    async def _system_prompt(self, envelope: HandoffEnvelope) -> tuple[str, str]:
+        """The system message and the prompt version it came from (the active one, read at every step)."""
+        agent = self.agent
+        if self.prompts is None:
+            return f"You are {agent.name}. {agent.purpose} (prompt {agent.prompt})", agent.prompt
+        template = await self.prompts.resolve(agent.prompt)
+        scope = step_scope(
+            agent=agent.name,
+            purpose=agent.purpose,
+            tools=agent.tools,
+            workflow=envelope.workflow,
+            goal=envelope.goal,
+            step=envelope.step,
+            context=envelope.context,
+        )
+        return template.render(scope), template.ref
+
     async def _call_tool(
-        self, envelope: HandoffEnvelope, guard: Guard, index: int, name: str, args: Any
+        self, envelope: HandoffEnvelope, guard: Guard, index: int, call: ToolCall
     ) -> tuple[dict[str, Any], Decision]:
         started = time.perf_counter()
+        name, args = call.name, call.arguments
         args_hash = sha256_hex(canonical_json(args)) if isinstance(args, dict) else None
-        error = self.tools.check_call(name, args, self.agent.tools)
+        error = arguments_correction(call) or self.tools.check_call(name, args, self.agent.tools)
         if error is not None:
             return error.as_observation(), Decision(
                 kind="tool_call",
@@ -243,6 +313,29 @@ class StepRunner:
                 f"agent {self.agent.name!r} needed more than {limit} corrections; last: {last}",
                 error_type="too_many_corrections",
             )
+
+
+def _tool_attributes(tool: str, envelope: HandoffEnvelope) -> dict[str, str]:
+    return {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": tool,
+        "handrail.task_id": envelope.task_id,
+        "handrail.step": envelope.step,
+    }
+
+
+def _model_decision(attempt: Attempt, prompt_ref: str) -> Decision:
+    failed = attempt.outcome != "ok"
+    return Decision(
+        kind="model_call",
+        name=f"{attempt.provider}/{attempt.model}",
+        outcome="error" if failed else "ok",
+        error=f"{attempt.outcome}: {attempt.error_type}" if failed else None,
+        latency_ms=attempt.latency_ms,
+        input_tokens=attempt.input_tokens,
+        output_tokens=attempt.output_tokens,
+        prompt=prompt_ref,
+    )
 
 
 def _ms_since(started: float) -> float:

@@ -17,7 +17,7 @@ from handrail.contracts import AgentSpec, load_contracts
 from handrail.errors import ContractError
 from handrail.llm import ChatMessage, ModelRequest, ScriptedProvider
 from handrail.llm.chain import ModelChain
-from handrail.llm.factory import build_provider
+from handrail.llm.factory import build_chain, build_provider
 from handrail.llm.keys import read_api_keys
 from handrail.llm.models import ModelCatalogue, load_catalogue
 from handrail.tools import default_registry
@@ -81,14 +81,15 @@ def test_a_bad_catalogue_names_the_file_the_model_and_the_field(
 
 def test_a_chain_naming_an_unknown_model_is_a_contract_error() -> None:
     with pytest.raises(ContractError, match=r"agent 'a': field 'model_chain.1': unknown model 'gpt-9'"):
-        load_catalogue(PROJECT_CONFIG).check_chains({"a": ["gpt-4o-mini", "gpt-9"]})
+        load_catalogue(PROJECT_CONFIG).check_chains({"agent 'a'": ["gpt-4o-mini", "gpt-9"]})
 
 
 def test_keys_are_read_from_the_environment_as_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_MODEL_KEY", TEST_KEY)
+    monkeypatch.setenv("JSON", "k2")  # a name that is also a pydantic model method
     monkeypatch.delenv("TEST_MISSING_KEY", raising=False)
-    keys = read_api_keys(["TEST_MODEL_KEY", "TEST_MISSING_KEY"])
-    assert list(keys) == ["TEST_MODEL_KEY"]
+    keys = read_api_keys(["TEST_MODEL_KEY", "TEST_MISSING_KEY", "JSON"])
+    assert sorted(keys) == ["JSON", "TEST_MODEL_KEY"] and keys["JSON"].get_secret_value() == "k2"
     assert keys["TEST_MODEL_KEY"].get_secret_value() == TEST_KEY
     assert TEST_KEY not in repr(keys) and TEST_KEY not in str(keys)
 
@@ -142,6 +143,14 @@ def test_escalation_follows_the_agent_switch() -> None:
     assert isinstance(provider, ModelChain) and provider.escalate_instead_of_fallback
 
 
+def test_a_chain_for_the_classifier_names_its_source_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ContractError, match=r"^workflows.yaml: classifier: field 'model_chain.0': unknown model 'x'"):
+        build_chain(["x"], load_catalogue(PROJECT_CONFIG), user="classifier", source="workflows.yaml")
+    with pytest.raises(ContractError, match=r"OPENAI_API_KEY is not set \(classifier uses this model\)"):
+        build_chain(["gpt-4o-mini"], load_catalogue(PROJECT_CONFIG), user="classifier", source="workflows.yaml")
+
+
 def test_keys_passed_in_are_used_as_given(tmp_path: Path) -> None:
     body = {"models": {"x": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "X_KEY"}}}
     catalogue = load_catalogue(write_catalogue(tmp_path, body))
@@ -153,5 +162,5 @@ def test_the_shipped_config_dir_still_builds_the_demo_agents() -> None:
     contracts = load_contracts(PROJECT_CONFIG, default_registry().names())
     catalogue = load_catalogue(PROJECT_CONFIG)
     for spec in contracts.agents.values():
-        catalogue.check_chains({spec.name: spec.model_chain})
+        catalogue.check_chains({f"agent {spec.name!r}": spec.model_chain})
         assert isinstance(build_provider(spec, catalogue), ScriptedProvider)

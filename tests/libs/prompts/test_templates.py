@@ -43,7 +43,8 @@ def test_a_stray_dollar_is_refused_with_its_line_and_column() -> None:
 
 
 def test_an_unknown_variable_is_refused_naming_the_allowed_ones() -> None:
-    with pytest.raises(PromptTemplateError, match=r"unknown variable\(s\) \['employee'\]; a prompt may use \[.*'input'"):
+    allowed = r"unknown variable\(s\) \['employee'\]; a prompt may use \[.*'input'"
+    with pytest.raises(PromptTemplateError, match=allowed):
         PromptTemplate("p", "1", "Hi ${employee}")
 
 

@@ -1,0 +1,277 @@
+"""Deterministic orchestration, shared by the validator and human review.
+
+- ``escalation_for``: does a finished step need a person? (rules, approval tools,
+  confidence floor, approval gates)
+- ``Orchestrator.advance``: move a task on from an accepted step: the next
+  step's ``HandoffEnvelope``, or the final ``TaskResult``.
+- ``Orchestrator.request_review``: park a task on ``reviews.requested`` with its
+  whole checkpoint.
+- ``Orchestrator.retry``: hand a halted step to its agent again.
+
+Every output id is derived from the checkpoint's message id, so the validator
+and a review decision that resume from one checkpoint publish the very same
+messages, and a redelivered decision resumes the task once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from handrail.audit import AuditLog
+from handrail.bus.publisher import Publisher
+from handrail.bus.results import end_task
+from handrail.contracts import (
+    AgentSpec,
+    Autonomy,
+    Contracts,
+    EscalationRule,
+    ExpressionError,
+    ReviewPolicy,
+    WorkflowSpec,
+    evaluate,
+)
+from handrail.errors import TaskHalted
+from handrail.hashing import context_hash
+from handrail.messages import (
+    HandoffEnvelope,
+    ReviewRequested,
+    ReviewTrigger,
+    StepCompleted,
+    TaskStatus,
+    derived_message_id,
+    utcnow,
+)
+from handrail.state import TaskStore
+from handrail.tools import ToolRegistry
+from handrail.topics import Topics
+
+#: Halts a person cannot usefully overrule: an operator decided it, or the task's wall clock ran out.
+NOT_REVIEWED_HALTS = frozenset({"halted_by_operator", "deadline_exceeded"})
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """Why a step needs a person, and the policy of its review."""
+
+    trigger: ReviewTrigger
+    reason: str
+    policy: ReviewPolicy
+    rule: EscalationRule | None = None
+
+
+def escalation_for(
+    step: StepCompleted, workflow: WorkflowSpec, agent: AgentSpec | None, tools: ToolRegistry
+) -> Escalation | None:
+    """The first reason ``step`` needs a person (rules first, in order), or None when it may move on.
+
+    A rule that cannot be evaluated (a missing field, a type error) fails closed:
+    a person decides.
+    """
+    scope = {"output": step.output, "context": step.context}
+    for rule in workflow.rules_for(step.step):
+        try:
+            held = evaluate(rule.when, scope)
+        except ExpressionError as exc:
+            reason = f"rule {rule.name!r} could not be evaluated, so a person decides: {exc}"
+            return Escalation(ReviewTrigger.RULE, reason, rule, rule)
+        if held:
+            return Escalation(ReviewTrigger.RULE, rule.reason, rule, rule)
+    flagged = sorted(
+        {
+            d.name
+            for d in step.decisions
+            if d.kind == "tool_call"
+            and d.outcome == "ok"
+            and (tool := tools.get(d.name))
+            and tool.spec.requires_approval
+        }
+    )
+    if flagged:
+        reason = f"the step used {', '.join(flagged)}, flagged for approval"
+        return Escalation(ReviewTrigger.TOOL_APPROVAL, reason, workflow.review)
+    if agent is None:
+        return None
+    confidence = _confidence(step)
+    if confidence is not None and confidence < agent.confidence_floor:
+        reason = f"confidence {confidence:.2f} is below agent {agent.name}'s floor {agent.confidence_floor:.2f}"
+        return Escalation(ReviewTrigger.LOW_CONFIDENCE, reason, workflow.review)
+    if agent.autonomy == Autonomy.APPROVAL_GATES:
+        reason = f"agent {agent.name} runs on approval gates: a person approves every step"
+        return Escalation(ReviewTrigger.APPROVAL_GATE, reason, workflow.review)
+    return None
+
+
+def _confidence(step: StepCompleted) -> float | None:
+    """The model's reported confidence, else the output's own top-level ``confidence`` number."""
+    if step.confidence is not None:
+        return step.confidence
+    value = step.output.get("confidence")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def review_id_for(checkpoint_message_id: str) -> str:
+    """The review of a checkpoint: one per checkpoint, whoever asks and however often."""
+    return derived_message_id(checkpoint_message_id, "review")
+
+
+def deadline_after(now: datetime, timeout_s: float) -> datetime:
+    return now + timedelta(seconds=timeout_s)
+
+
+@dataclass(frozen=True)
+class Orchestrator:
+    """Moves tasks on from checkpoints; ``service`` is the sender it signs handoffs as."""
+
+    service: str
+    store: TaskStore
+    publisher: Publisher
+    topics: Topics
+    contracts: Contracts
+    audit: AuditLog
+
+    async def advance(
+        self,
+        step: StepCompleted,
+        *,
+        context: dict[str, Any] | None = None,
+        output: dict[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> str:
+        """Hand the next step on from ``step`` (with ``context`` when a reviewer edited it), or end the task.
+
+        The handoff's ``parent_hash`` is the checkpoint's hash, the task's committed
+        head; an edited context travels with its own new ``context_hash``. The
+        receiving agent audits the handoff; the end of the task is audited here.
+        Returns ``handoff:<next step>`` or ``completed``.
+        """
+        workflow = self.contracts.workflows[step.workflow]
+        following = workflow.next_step(step.step)
+        new_context = step.context if context is None else context
+        new_hash = step.context_hash if context is None else context_hash(new_context)
+        actor = actor or f"service:{self.service}"
+        if following is not None:
+            envelope = HandoffEnvelope(
+                message_id=derived_message_id(step.message_id, "handoff"),
+                task_id=step.task_id,
+                workflow=step.workflow,
+                step=following.name,
+                step_index=step.step_index + 1,
+                sender=self.service,
+                receiver=following.agent,
+                deadline=step.deadline,
+                goal=step.goal,
+                context=new_context,
+                context_hash=new_hash,
+                parent_hash=step.context_hash,
+                budget=step.budget,
+                idempotency_key=f"{step.task_id}/{following.name}/1",
+            )
+            await self.publisher.publish(self.topics.agent(following.agent), envelope, key=step.task_id)
+            return f"handoff:{following.name}"
+        await end_task(
+            self.store,
+            self.publisher,
+            self.topics.results,
+            task_id=step.task_id,
+            workflow=step.workflow,
+            status=TaskStatus.COMPLETED,
+            result_id=derived_message_id(step.message_id, "result"),
+            budget=step.budget,
+            output=step.output if output is None else output,
+            context_hash=new_hash,
+            audit=self.audit,
+            actor=actor,
+        )
+        return "completed"
+
+    async def retry(self, halted: HandoffEnvelope, *, message_id: str, context: dict[str, Any] | None = None) -> None:
+        """Hand a halted step to its agent again, from the same head (``attempt`` + 1)."""
+        new_context = halted.context if context is None else context
+        envelope = halted.model_copy(
+            update={
+                "message_id": message_id,
+                "attempt": halted.attempt + 1,
+                "sender": self.service,
+                "context": new_context,
+                "context_hash": context_hash(new_context),
+                "parent_hash": halted.context_hash,
+                "signature": None,
+            }
+        )
+        await self.publisher.publish(self.topics.agent(halted.receiver), envelope, key=halted.task_id)
+
+    async def request_review(
+        self,
+        escalation: Escalation,
+        *,
+        checkpoint: StepCompleted | None = None,
+        halted: HandoffEnvelope | None = None,
+        halt_error_type: str | None = None,
+    ) -> ReviewRequested:
+        """Park the task: publish its review request with the whole checkpoint, and audit it."""
+        source = checkpoint if checkpoint is not None else halted
+        assert source is not None, "a review needs a checkpoint or a halted handoff"
+        now = utcnow()
+        review_id = review_id_for(source.message_id)
+        policy, rule = escalation.policy, escalation.rule
+        request = ReviewRequested(
+            message_id=derived_message_id(review_id, "requested/0"),
+            review_id=review_id,
+            task_id=source.task_id,
+            workflow=source.workflow,
+            step=source.step,
+            step_index=source.step_index,
+            agent=checkpoint.agent if checkpoint is not None else source.receiver,  # type: ignore[union-attr]
+            reason=escalation.reason,
+            trigger=escalation.trigger,
+            rule=rule.name if rule is not None else None,
+            expression=rule.when if rule is not None else None,
+            role=policy.role,
+            approvals_required=policy.approvals_required,
+            timeout_s=policy.timeout_s,
+            default_action=policy.default_action.value,
+            context_hash=source.context_hash,
+            checkpoint=checkpoint,
+            halted=halted,
+            halt_error_type=halt_error_type,
+            requested_at=now,
+            deadline=deadline_after(now, policy.timeout_s),
+        )
+        await self.publisher.publish(self.topics.reviews_requested, request, key=source.task_id)
+        await self.audit.record(
+            source.task_id,
+            dedupe_key=source.message_id,
+            actor=f"service:{self.service}",
+            action="review.requested",
+            reason=escalation.reason,
+            workflow=source.workflow,
+            step=source.step,
+            input_hash=source.context_hash,
+            details={
+                "review_id": review_id,
+                "trigger": escalation.trigger.value,
+                "rule": request.rule,
+                "role": policy.role,
+                "approvals_required": policy.approvals_required,
+            },
+        )
+        return request
+
+    async def review_halt(self, halt: TaskHalted, handoff: HandoffEnvelope) -> bool:
+        """Park a halted task for a person when its agent's autonomy asks for one; False to end it ``halted``.
+
+        Agents on approval gates or exception-based autonomy send halts from budgets,
+        loops, breakers and corrections to a person; audit-based agents do not. Operator
+        halts and a run-out wall clock are never reviewed.
+        """
+        agent = self.contracts.agents.get(handoff.receiver)
+        workflow = self.contracts.workflows.get(handoff.workflow)
+        if agent is None or workflow is None or agent.autonomy == Autonomy.AUDIT_BASED:
+            return False
+        if halt.error_type in NOT_REVIEWED_HALTS:
+            return False
+        escalation = Escalation(ReviewTrigger.HALT, f"{halt.error_type}: {halt.reason}", workflow.review)
+        await self.request_review(escalation, halted=handoff, halt_error_type=halt.error_type)
+        return True

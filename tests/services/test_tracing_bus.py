@@ -1,0 +1,86 @@
+"""One task, one trace: spans from every service, joined by W3C trace context in Kafka headers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.fixtures.stack import Stack
+
+from handrail.client import HandrailClient
+from handrail.messages import TaskStatus
+
+pytestmark = [pytest.mark.bus, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def spans_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("spans")
+
+
+@pytest.fixture(scope="module")
+def stack_env(spans_dir: Path) -> dict[str, str]:
+    return {
+        "HANDRAIL_OTEL_EXPORTER": f"file:{spans_dir}/{{service}}.jsonl",
+        # The batch processor's delay (OpenTelemetry's own variable): short, so the test does not wait 5 s.
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+
+
+def load_spans(spans_dir: Path) -> list[dict[str, Any]]:
+    spans = []
+    for path in spans_dir.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            span = json.loads(line)
+            span["service"] = path.stem
+            spans.append(span)
+    return spans
+
+
+async def test_a_task_is_one_trace_across_all_services(client: HandrailClient, stack: Stack, spans_dir: Path) -> None:
+    claim = {"employee_id": "E100", "amount": 99, "currency": "USD", "description": "monitor"}
+    task_id = await client.submit("expense-approval", claim, task_id=f"traced-{uuid.uuid4().hex[:8]}")
+    assert (await client.wait_for_result(task_id, timeout_s=60)).status == TaskStatus.COMPLETED
+
+    agent_spans: list[dict[str, Any]] = []
+    for _ in range(50):  # spans are exported in batches, off the hot path
+        spans = load_spans(spans_dir)
+        agent_spans = [
+            s
+            for s in spans
+            if s["attributes"].get("handrail.task_id") == task_id and s["name"].startswith("invoke_agent")
+        ]
+        if len(agent_spans) == 2:
+            break
+        await asyncio.sleep(0.2)
+    assert len(agent_spans) == 2
+    trace_id = agent_spans[0]["context"]["trace_id"]
+    in_trace = [s for s in spans if s["context"]["trace_id"] == trace_id]
+    services = {s["service"] for s in in_trace}
+    assert {"router", "worker-expense-intake", "validator", "worker-expense-approver", "circuit-breaker"} <= services
+    assert all(s["context"]["trace_id"] == trace_id for s in agent_spans)
+
+    by_id = {s["context"]["span_id"]: s for s in in_trace}
+    names = Counter(s["name"] for s in in_trace)
+    assert names["invoke_agent expense-intake"] == 1 and names["invoke_agent expense-approver"] == 1
+    assert names["chat scripted"] == 3 + 3
+    for tool in ("lookup_employee", "convert_currency", "check_policy", "record_decision"):
+        [tool_span] = [s for s in in_trace if s["name"] == f"execute_tool {tool}"]
+        assert tool_span["attributes"]["gen_ai.tool.name"] == tool
+        parent = by_id[tool_span["parent_id"]]
+        assert parent["name"].startswith("invoke_agent")  # a tool call is a child of its step
+    chat = next(s for s in in_trace if s["name"] == "chat scripted")
+    assert chat["attributes"]["gen_ai.operation.name"] == "chat"
+    assert chat["attributes"]["gen_ai.provider.name"] == "scripted"
+    assert chat["attributes"]["gen_ai.usage.input_tokens"] > 0
+    assert by_id[chat["parent_id"]]["name"].startswith("invoke_agent")
+
+    # Every span but the root has its parent in the same trace: the hops are joined, not parallel roots.
+    roots = [s for s in in_trace if s["parent_id"] is None]
+    assert len(roots) == 1 and roots[0]["service"] == "router"
+    assert all(s["parent_id"] in by_id for s in in_trace if s["parent_id"] is not None)
