@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter("handrail_messages_total", "Messages consumed, by outcome.", ["service", "topic_kind", "outcome"])
 HANDOFFS = Counter(
@@ -25,4 +25,38 @@ TOOL_CALLS = Counter(
     "handrail_tool_calls_total",
     "Tool calls proposed by models, by outcome (ok, error, rejected, short_circuited).",
     ["agent", "tool", "outcome"],
+)
+TASK_STEPS = Histogram(
+    "handrail_task_steps",
+    "Agent steps per ended task; compare with handrail_workflow_min_steps for step efficiency.",
+    ["workflow", "status"],
+    buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50),
+)
+WORKFLOW_MIN_STEPS = Gauge("handrail_workflow_min_steps", "Steps a workflow needs at the least.", ["workflow"])
+TASK_TOKENS = Histogram(
+    "handrail_task_tokens",
+    "Model tokens per ended task.",
+    ["workflow"],
+    buckets=(0, 100, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000),
+)
+TASK_COST_USD = Histogram(
+    "handrail_task_cost_usd",
+    "Cost per ended task, in US dollars.",
+    ["workflow"],
+    buckets=(0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+MODEL_TOKENS = Counter(
+    "handrail_model_tokens_total", "Model tokens, by agent, model and direction.", ["agent", "model", "direction"]
+)
+MODEL_COST_USD = Counter(
+    "handrail_model_cost_usd_total", "Model cost in US dollars, by agent and model.", ["agent", "model"]
+)
+CALL_SECONDS = Histogram(
+    "handrail_call_seconds",
+    "Latency of one model or tool call, by kind, name and outcome.",
+    ["kind", "name", "outcome"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+BREAKER_STATE = Gauge(
+    "handrail_breaker_state", "Breaker state as last announced: 0 closed, 1 half-open, 2 open.", ["scope", "name"]
 )

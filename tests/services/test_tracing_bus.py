@@ -9,7 +9,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tests.fixtures.stack import Stack
 
 from handrail.client import HandrailClient
@@ -84,3 +86,47 @@ async def test_a_task_is_one_trace_across_all_services(client: HandrailClient, s
     roots = [s for s in in_trace if s["parent_id"] is None]
     assert len(roots) == 1 and roots[0]["service"] == "router"
     assert all(s["parent_id"] in by_id for s in in_trace if s["parent_id"] is not None)
+
+
+async def scrape(stack: Stack, service: str) -> dict[str, float]:
+    """Every sample a running service exposes on /metrics, as ``name{labels}`` -> value."""
+    port = stack.processes[service].http_port
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert response.status_code == 200
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def total(samples: dict[str, float], metric: str, **labels: str) -> float:
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(v for k, v in samples.items() if k.split("{")[0] == metric and all(w in k for w in wanted))
+
+
+async def test_services_serve_the_agent_metrics(client: HandrailClient, stack: Stack) -> None:
+    claim = {"employee_id": "E102", "amount": 50, "currency": "EUR", "description": "books"}
+    task_id = await client.submit("expense-approval", claim, task_id=f"metered-{uuid.uuid4().hex[:8]}")
+    assert (await client.wait_for_result(task_id, timeout_s=60)).status == TaskStatus.COMPLETED
+
+    validator = await scrape(stack, "validator")
+    assert total(validator, "handrail_tasks_finished_total", workflow="expense-approval", status="completed") >= 1
+    assert total(validator, "handrail_task_steps_count", workflow="expense-approval") >= 1
+    assert total(validator, "handrail_workflow_min_steps", workflow="expense-approval") == 2
+    assert total(validator, "handrail_handoffs_total", service="validator", outcome="ok") >= 2
+    assert total(validator, "handrail_task_tokens_sum", workflow="expense-approval") > 0
+
+    intake = await scrape(stack, "worker-expense-intake")
+    assert total(intake, "handrail_tool_calls_total", tool="lookup_employee", outcome="ok") >= 1
+    assert total(intake, "handrail_model_tokens_total", agent="expense-intake", direction="input") > 0
+    assert total(intake, "handrail_call_seconds_count", kind="tool_call", name="convert_currency") >= 1
+    assert total(intake, "handrail_handle_seconds_count", service="worker-expense-intake") >= 1
+
+    router = await scrape(stack, "router")
+    assert total(router, "handrail_messages_total", service="router", outcome="ok") >= 1
+    async with httpx.AsyncClient() as http:
+        health = await http.get(f"http://127.0.0.1:{stack.processes['router'].http_port}/healthz", timeout=5)
+    assert health.status_code == 200 and health.json() == {"kafka": True, "redis": True}

@@ -16,7 +16,7 @@ from handrail.messages import (
     derived_message_id,
     utcnow,
 )
-from handrail.metrics import TASKS_FINISHED
+from handrail.metrics import TASK_COST_USD, TASK_STEPS, TASK_TOKENS, TASKS_FINISHED
 from handrail.state import TaskStore
 
 if TYPE_CHECKING:
@@ -83,6 +83,9 @@ async def end_task(
     await publisher.publish(results_topic, result, key=task_id)
     if finished.first:
         TASKS_FINISHED.labels(workflow, status.value).inc()
+        TASK_STEPS.labels(workflow, status.value).observe(result.steps)
+        TASK_TOKENS.labels(workflow).observe(result.tokens)
+        TASK_COST_USD.labels(workflow).observe(result.cost_usd)
     return True
 
 

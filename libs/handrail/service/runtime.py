@@ -20,6 +20,7 @@ from prometheus_client import make_asgi_app
 from handrail.audit import AuditLog
 from handrail.bus import Pipeline, Publisher, make_broker
 from handrail.contracts import Contracts, load_contracts
+from handrail.metrics import WORKFLOW_MIN_STEPS
 from handrail.observability import setup_tracing
 from handrail.service.settings import ServiceSettings
 from handrail.state import TaskStore, connect_redis
@@ -56,6 +57,8 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tools = default_registry(settings.data_dir)
     contracts = load_contracts(settings.config_dir, tools.names())
+    for workflow in contracts.workflows.values():
+        WORKFLOW_MIN_STEPS.labels(workflow.name).set(len(workflow.steps))
     provider = setup_tracing(service, settings.otel_exporter, settings.otel_endpoint)
     broker = make_broker(settings.kafka_bootstrap, client_id=f"handrail-{service}", tracer_provider=provider)
     redis = connect_redis(settings.redis_url)

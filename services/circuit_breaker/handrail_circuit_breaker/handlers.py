@@ -9,12 +9,14 @@ from prometheus_client import Counter
 
 from handrail.bus import Delivery
 from handrail.messages import ControlRecord, DecisionEvent, derived_message_id, utcnow
+from handrail.metrics import BREAKER_STATE
 from handrail.service import Runtime
 from handrail.state.controls import BreakerPolicy
 
 log = logging.getLogger(__name__)
 
 SERVICE = "circuit-breaker"
+_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 
 TRIPS = Counter("handrail_breaker_transitions_total", "Breaker state changes.", ["scope", "state"])
 HALTS = Counter("handrail_halts_total", "Tasks halted by a limit, by reason.", ["reason"])
@@ -55,6 +57,7 @@ class BreakerHandlers:
             if changed is None:
                 continue
             TRIPS.labels(scope, changed.value).inc()
+            BREAKER_STATE.labels(scope, name).set(_STATE_VALUE[changed.value])
             log.warning("breaker %s:%s is now %s", scope, name, changed.value)
             await self.announce(
                 ControlRecord(

@@ -17,6 +17,7 @@ from typing import Protocol
 from handrail.contracts import AgentSpec
 from handrail.errors import TaskHalted
 from handrail.messages import DecisionEvent, HandoffEnvelope, derived_message_id, utcnow
+from handrail.metrics import CALL_SECONDS, MODEL_COST_USD, MODEL_TOKENS
 from handrail.state.budgets import Amount, BudgetStore, Caps, Verdict
 from handrail.state.controls import BreakerState, ControlStore
 from handrail.tools import ToolCallError, ToolSpec
@@ -124,6 +125,11 @@ class StepGuard:
         """Settle the reservation with what the call used, and emit its decision event."""
         actual = Amount(tokens=input_tokens + output_tokens, cost_usd=cost_usd)
         await self.budgets.settle(self.env.task_id, ticket.reservation_id, actual)
+        CALL_SECONDS.labels(ticket.kind, ticket.name, outcome).observe(time.perf_counter() - ticket.started)
+        if ticket.kind == "model_call":
+            MODEL_TOKENS.labels(self.agent.name, ticket.name, "input").inc(input_tokens)
+            MODEL_TOKENS.labels(self.agent.name, ticket.name, "output").inc(output_tokens)
+            MODEL_COST_USD.labels(self.agent.name, ticket.name).inc(cost_usd)
         await self.events.emit(
             self._event(
                 ticket.kind,
