@@ -50,6 +50,7 @@ from handrail.state import Acceptance, TaskStore
 
 if TYPE_CHECKING:
     from handrail.audit import AuditLog  # the audit log publishes through this package
+    from handrail.signing import HandoffVerifier
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class Pipeline:
         store: TaskStore,
         dlq_topic: str,
         audit: AuditLog | None = None,
+        handoffs: HandoffVerifier | None = None,
         retry_backoff_s: float = 1.0,
     ) -> None:
         self.service = service
@@ -106,6 +108,7 @@ class Pipeline:
         self.store = store
         self.dlq_topic = dlq_topic
         self.audit = audit
+        self.handoffs = handoffs
         self.retry_backoff_s = retry_backoff_s
 
     def subscribe(
@@ -150,6 +153,8 @@ class Pipeline:
         try:
             payload = decode(payload_type, delivery.value)
             if is_handoff:
+                # The signature first: a forged hop must not move the task's hash chain.
+                self._check_signature(payload, delivery)  # type: ignore[arg-type]
                 if not await self._verify(payload):  # type: ignore[arg-type]
                     return "skipped"
                 await self._audit_hop(payload)  # type: ignore[arg-type]
@@ -178,6 +183,18 @@ class Pipeline:
             # The task cannot go on from a message its service could not handle: it ends, with the reason.
             await on_rejected(InternalError(reason, task_id=_task_id_of(payload, delivery)), delivery, payload)
             return "internal_error"
+
+    def _check_signature(self, payload: HandoffEnvelope | StepCompleted, delivery: Delivery) -> None:
+        if self.handoffs is None:
+            return
+        try:
+            if isinstance(payload, HandoffEnvelope):
+                self.handoffs.check_handoff(payload, delivery.value)
+            else:
+                self.handoffs.check_step(payload, delivery.value)
+        except Rejected as exc:
+            HANDOFFS.labels(self.service, exc.error_type).inc()
+            raise
 
     async def _verify(self, payload: HandoffEnvelope | StepCompleted) -> bool:
         """Verify a handoff; return False when it must be skipped (a finished redelivery, an ended task)."""

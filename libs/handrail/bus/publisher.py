@@ -5,19 +5,23 @@ from __future__ import annotations
 from faststream.kafka import KafkaBroker
 
 from handrail.messages import Payload
+from handrail.signing import SIGNATURE_FIELD, Signer
 
 #: Header naming the payload model, so a consumer of a mixed topic can tell them apart.
 TYPE_HEADER = "handrail-type"
 
 
 class Publisher:
-    """Publishes payloads and waits for the broker's acknowledgement."""
+    """Publishes payloads and waits for the broker's acknowledgement; signs what carries a signature."""
 
-    def __init__(self, broker: KafkaBroker) -> None:
+    def __init__(self, broker: KafkaBroker, signer: Signer | None = None) -> None:
         self._broker = broker
+        self._signer = signer
 
     async def publish(self, topic: str, payload: Payload, *, key: str | None) -> None:
         """Publish ``payload`` on ``topic`` keyed by ``key`` (the task id); returns once acknowledged."""
+        if self._signer is not None and SIGNATURE_FIELD in type(payload).model_fields:
+            payload = self._signer.sign(payload)  # last: nothing may change the payload after it is signed
         await self._broker.publish(
             payload.to_bytes(),
             topic,

@@ -69,3 +69,4 @@ class StepCompleted(Payload):
     usage: Usage = Field(default_factory=Usage)
     budget: BudgetSnapshot = Field(default_factory=BudgetSnapshot)
     finished_at: datetime
+    signature: str | None = Field(default=None, description="The agent's signature, when signing is on.")

@@ -20,9 +20,12 @@ from prometheus_client import make_asgi_app
 from handrail.audit import AuditLog
 from handrail.bus import Pipeline, Publisher, make_broker
 from handrail.contracts import Contracts, load_contracts
+from handrail.deploy.kafka_security import credentials_from_settings
+from handrail.errors import ContractError
 from handrail.metrics import WORKFLOW_MIN_STEPS
 from handrail.observability import setup_tracing
 from handrail.service.settings import ServiceSettings
+from handrail.signing import HandoffVerifier, Signer, TrustStore, Verifier, load_signing_key
 from handrail.state import TaskStore, connect_redis
 from handrail.state.budgets import BudgetStore
 from handrail.state.controls import ControlStore
@@ -60,10 +63,21 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     for workflow in contracts.workflows.values():
         WORKFLOW_MIN_STEPS.labels(workflow.name).set(len(workflow.steps))
     provider = setup_tracing(service, settings.otel_exporter, settings.otel_endpoint)
-    broker = make_broker(settings.kafka_bootstrap, client_id=f"handrail-{service}", tracer_provider=provider)
+    password = settings.kafka_password.get_secret_value() if settings.kafka_password else None
+    credentials = credentials_from_settings(
+        settings.kafka_security_protocol,
+        settings.kafka_sasl_mechanism,
+        settings.kafka_username,
+        password,
+        settings.kafka_ssl_cafile,
+    )
+    broker = make_broker(
+        settings.kafka_bootstrap, client_id=f"handrail-{service}", tracer_provider=provider, credentials=credentials
+    )
     redis = connect_redis(settings.redis_url)
     store = TaskStore(redis, settings.redis_prefix)
-    publisher = Publisher(broker)
+    signer, handoffs = _signing(service, settings, contracts)
+    publisher = Publisher(broker, signer)
     topics = Topics(settings.topic_prefix)
     audit = AuditLog(redis, publisher, topics.audit, settings.redis_prefix)
     pipeline = Pipeline(
@@ -72,6 +86,7 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         store=store,
         dlq_topic=topics.dlq,
         audit=audit,
+        handoffs=handoffs,
         retry_backoff_s=settings.retry_backoff_s,
     )
     return Runtime(
@@ -118,3 +133,32 @@ def asgi_app(runtime: Runtime) -> AsgiFastStream:
         on_shutdown=[close_redis],
         after_shutdown=[flush_spans],
     )
+
+
+def _signing(
+    service: str, settings: ServiceSettings, contracts: Contracts
+) -> tuple[Signer | None, HandoffVerifier | None]:
+    """This process's signing key and the verifier of what it consumes, from its settings.
+
+    Without keys nothing is signed or checked; with ``signing_required`` both must be there.
+    """
+    name = settings.signer or service.removeprefix("worker-")
+    has_key = settings.signing_key is not None or settings.signing_key_file is not None
+    has_trust = settings.trusted_keys is not None or settings.trusted_keys_file is not None
+    if settings.signing_required and not (has_key and has_trust):
+        raise ContractError(
+            "HANDRAIL_SIGNING_REQUIRED is on: set HANDRAIL_SIGNING_KEY(_FILE) and HANDRAIL_TRUSTED_KEYS(_FILE)"
+        )
+    signer = (
+        Signer(load_signing_key(name, key=settings.signing_key, key_file=settings.signing_key_file))
+        if has_key
+        else None
+    )
+    if not has_trust:
+        return signer, None
+    trust = (
+        TrustStore.from_file(settings.trusted_keys_file)
+        if settings.trusted_keys_file is not None
+        else TrustStore.from_text(settings.trusted_keys or "")
+    )
+    return signer, HandoffVerifier(Verifier(trust), contracts, required=settings.signing_required)

@@ -6,8 +6,9 @@ Nothing else in Handrail reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +18,12 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HANDRAIL_", frozen=True, extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    #: PLAINTEXT on a laptop; SASL_PLAINTEXT / SASL_SSL where each service and agent is its own principal.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     topic_prefix: str = "handrail."
     redis_prefix: str = "hr:"
@@ -26,5 +33,14 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     retry_backoff_s: float = Field(default=1.0, gt=0, description="Wait before redelivering after a retryable error.")
     log_level: str = "INFO"
+    #: Who this process signs envelopes as: the service's name, or a worker's agent (the default).
+    signer: str | None = None
+    signing_key: SecretStr | None = None
+    signing_key_file: Path | None = None
+    #: Public keys of the signers this process trusts: JSON/YAML {signer: [base64 key, ...]}, or a file/folder.
+    trusted_keys: str | None = None
+    trusted_keys_file: Path | None = None
+    #: Reject unsigned envelopes (on in production; off while a fleet rolls signing out).
+    signing_required: bool = False
     otel_exporter: str = Field(default="none", description="none | console | otlp-http | otlp-grpc | file:<path>")
     otel_endpoint: str = "http://127.0.0.1:4318"
