@@ -17,14 +17,16 @@ import redis.asyncio as aioredis
 
 from handrail.audit.record import AuditRecord
 from handrail.bus.publisher import Publisher
+from handrail.errors import RetryableError
 from handrail.hashing import GENESIS
 from handrail.messages import derived_message_id, utcnow
 from handrail.state.client import unavailable_as_retryable
 
 #: Keep chain state as long as a task's messages can be redelivered.
 _TTL_S = 30 * 24 * 3600
-#: Appends racing on one task; each retry means another service appended meanwhile.
-_MAX_RACES = 20
+#: Appends racing on one task; each retry means another writer appended meanwhile. A task has a
+#: handful of writers at most; past this the message is redelivered later (nothing is lost).
+_MAX_RACES = 64
 
 _APPEND = """
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
@@ -104,6 +106,6 @@ class AuditLog:
                     break
                 head, seq = str(found), int(found_seq)
             else:
-                raise RuntimeError(f"audit chain of task {task_id} kept moving; gave up after {_MAX_RACES} tries")
+                raise RetryableError(f"audit chain of task {task_id} kept moving; gave up after {_MAX_RACES} tries")
         await self._publisher.publish(self._topic, sealed, key=task_id)
         return sealed

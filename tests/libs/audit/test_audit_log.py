@@ -1,0 +1,74 @@
+"""The audit chain on real Redis: concurrent writers cannot fork it, redeliveries do not extend it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from handrail.audit import AuditLog, AuditRecord, verify_chain
+from handrail.hashing import GENESIS
+from handrail.messages import Payload
+from handrail.state import connect_redis
+
+pytestmark = pytest.mark.bus
+
+
+class CapturingPublisher:
+    """Stands in for Kafka: keeps what would be published, in order (the chain logic is Redis's)."""
+
+    def __init__(self) -> None:
+        self.published: list[AuditRecord] = []
+
+    async def publish(self, topic: str, payload: Payload, *, key: str | None) -> None:
+        assert isinstance(payload, AuditRecord)
+        self.published.append(payload)
+
+
+@pytest.fixture
+async def log_and_sink(redis_url: str) -> AsyncIterator[tuple[AuditLog, CapturingPublisher]]:
+    redis = connect_redis(redis_url)
+    sink = CapturingPublisher()
+    yield AuditLog(redis, sink, "audit", prefix=f"t{uuid.uuid4().hex[:8]}:"), sink  # type: ignore[arg-type]
+    await redis.aclose()
+
+
+async def test_concurrent_writers_build_one_unbroken_chain(log_and_sink: tuple[AuditLog, CapturingPublisher]) -> None:
+    log, sink = log_and_sink
+    await asyncio.gather(
+        *(
+            log.record("task-1", dedupe_key=f"m{i}", actor=f"service:s{i % 3}", action="step.completed")
+            for i in range(60)
+        )
+    )
+    records = sorted(sink.published, key=lambda r: r.seq)
+    assert [r.seq for r in records] == list(range(1, 41))
+    assert records[0].prev_hash == GENESIS
+    assert verify_chain([(None, r) for r in records]).intact
+
+
+async def test_a_redelivered_decision_gets_the_same_record(log_and_sink: tuple[AuditLog, CapturingPublisher]) -> None:
+    log, _ = log_and_sink
+    first = await log.record("task-2", dedupe_key="msg-1", actor="agent:a", action="step.completed", tokens=5)
+    again = await log.record("task-2", dedupe_key="msg-1", actor="agent:a", action="step.completed", tokens=5)
+    nxt = await log.record("task-2", dedupe_key="msg-2", actor="agent:b", action="task.completed")
+    assert again == first
+    assert nxt.seq == 2 and nxt.prev_hash == first.record_hash
+
+
+async def test_verify_names_the_first_bad_record(log_and_sink: tuple[AuditLog, CapturingPublisher]) -> None:
+    log, sink = log_and_sink
+    for i in range(5):
+        await log.record("task-3", dedupe_key=f"m{i}", actor="agent:a", action=f"step{i}")
+    chain = [(i * 10, r) for i, r in enumerate(sink.published)]
+    changed = list(chain)
+    changed[2] = (20, chain[2][1].model_copy(update={"reason": "edited later"}))
+    report = verify_chain(changed)
+    assert (report.intact, report.bad_seq, report.bad_offset) == (False, 3, 20)
+    assert "does not match its record_hash" in report.problem
+    swapped = [chain[0], chain[2], chain[1], chain[3], chain[4]]
+    assert verify_chain(swapped).bad_seq == 3 and "expected seq 2" in verify_chain(swapped).problem
+    dropped = chain[:1] + chain[2:]
+    assert verify_chain(dropped).bad_seq == 3
