@@ -40,7 +40,7 @@ async def test_concurrent_writers_build_one_unbroken_chain(log_and_sink: tuple[A
     await asyncio.gather(
         *(
             log.record("task-1", dedupe_key=f"m{i}", actor=f"service:s{i % 3}", action="step.completed")
-            for i in range(60)
+            for i in range(40)
         )
     )
     records = sorted(sink.published, key=lambda r: r.seq)
