@@ -21,12 +21,15 @@ $(BIN)/activate: pyproject.toml
 install: $(BIN)/activate ## create .venv with Handrail and its dev tools (editable)
 
 .PHONY: system-deps
-system-deps: ## install redis-server if it is missing (Debian/Ubuntu; needs root)
+system-deps: ## install redis-server (and chromium, for the review page's browser test) if missing
 	@command -v java >/dev/null || { echo "java not found: install a JDK 17+ (e.g. apt-get install -y openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (e.g. apt-get install -y maven)"; exit 1; }
 	@command -v redis-server >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 	  else echo "redis-server not found: install it with: sudo apt-get install -y redis-server"; exit 1; fi; }
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "chromium not found (the review page's browser test needs it): sudo apt-get install -y chromium"; fi; }
 
 .PHONY: infra
 infra: install system-deps ## start Kafka (KRaft, from Maven Central jars) and Redis, and wait until ready

@@ -2,19 +2,24 @@
 
 Starts what is missing (Kafka, Redis, topics, every service), submits a handful
 of claims - good ones, and malformed ones - shows each task's progress as it
-happens, prints where every task ended and why, then stops what it started.
-Exits 0 only when every task ended where it should.
+happens, plays the reviewers for the claims the policy parks for a person (a
+manager approves the laptop; two directors approve the offsite, over the review
+service's HTTP API), prints where every task ended and why, then stops what it
+started. Exits 0 only when every task ended where it should.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 
 from handrail.client import HandrailClient, follow, open_reader
@@ -22,12 +27,14 @@ from handrail.contracts import load_contracts
 from handrail.dev import DevSettings, services
 from handrail.dev import down as infra_down
 from handrail.dev import up as infra_up
-from handrail.messages import DeadLetter, StepCompleted, TaskResult
+from handrail.messages import DeadLetter, ReviewRequested, StepCompleted, TaskResult
 from handrail.tools import default_registry
 from handrail.topics import Topics, ensure_topics
 
 #: Long enough for a cold JVM broker and cold Python workers on a 2-core machine.
 _RESULTS_TIMEOUT_S = 120.0
+#: Who decides which review in the demo (reviewers of config/reviewers.yaml), by the role the review needs.
+_DEMO_REVIEWERS = {"manager": ["ana"], "director": ["dan", "dora"]}
 
 console = Console(soft_wrap=True)
 
@@ -72,9 +79,14 @@ def run_demo(project_dir: Path) -> int:
     processes = services.plan(agents)
     already = {name for name, pid in services.running(processes, settings.run_dir).items() if pid is not None}
     console.print(f"starting services: {', '.join(p.name for p in processes if p.name not in already) or 'none'}")
-    services.up(processes, settings.run_dir, {}, project_dir)
+    # The demo plays the reviewers with tokens made for this run; a review service already running has its own.
+    tokens = {name: secrets.token_urlsafe(24) for names in _DEMO_REVIEWERS.values() for name in names}
+    env = {"HANDRAIL_REVIEWER_TOKENS": json.dumps(tokens)}
+    review = next(p for p in processes if p.name == "human-review")
+    reviewers = None if review.name in already else Reviewers(f"http://127.0.0.1:{review.http_port}", tokens)
+    services.up(processes, settings.run_dir, env, project_dir)
     try:
-        return asyncio.run(_scenario(settings.kafka_bootstrap, topics))
+        return asyncio.run(_scenario(settings.kafka_bootstrap, topics, reviewers))
     finally:
         stopped = services.down([p for p in processes if p.name not in already], settings.run_dir)
         console.print(f"stopped services: {', '.join(stopped) or 'none'}")
@@ -83,11 +95,38 @@ def run_demo(project_dir: Path) -> int:
             console.print("stopped the Kafka and Redis this demo started")
 
 
-async def _scenario(bootstrap: str, topics: Topics) -> int:
+class Reviewers:
+    """The demo's reviewers, deciding over the review service's HTTP API."""
+
+    def __init__(self, url: str, tokens: dict[str, str]) -> None:
+        self.url = url
+        self.tokens = tokens
+
+    async def approve(self, request: ReviewRequested) -> None:
+        """Approve as every demo reviewer of the role the review needs (two directors for a director's)."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as http:
+            for name in _DEMO_REVIEWERS.get(request.role, []):
+                headers = {"Authorization": f"Bearer {self.tokens[name]}"}
+                path = f"/api/reviews/{request.review_id}"
+                for _ in range(100):  # the service indexes the request within moments
+                    if (await http.get(path, headers=headers)).status_code == 200:
+                        break
+                    await asyncio.sleep(0.1)
+                response = await http.post(f"{path}/approve", headers=headers, json={"reason": "demo: looks right"})
+                response.raise_for_status()
+                body = response.json()
+                console.print(
+                    f"[cyan]{request.task_id}[/cyan]   reviewer {name} approved "
+                    f"({len(body['approvals'])} of {body['approvals_required']})"
+                )
+
+
+async def _scenario(bootstrap: str, topics: Topics, reviewers: Reviewers | None = None) -> int:
     run = uuid.uuid4().hex[:6]
     demo_cases = cases()
     ids = {f"demo-{run}-{i}": case for i, case in enumerate(demo_cases, 1)}
-    reader = await open_reader(bootstrap, [topics.steps, topics.results, topics.dlq], from_time_ms=None)
+    followed = [topics.steps, topics.results, topics.dlq, topics.reviews_requested]
+    reader = await open_reader(bootstrap, followed, from_time_ms=None)
     results: dict[str, TaskResult] = {}
     reasons: dict[str, str] = {}
     try:
@@ -113,6 +152,16 @@ async def _scenario(bootstrap: str, topics: Topics) -> int:
                 console.print(
                     f"[cyan]{key}[/cyan]   step {step.step!r} done by {step.agent} ({len(step.decisions)} decisions)"
                 )
+            elif record.topic == topics.reviews_requested:
+                request = ReviewRequested.model_validate_json(body)
+                console.print(
+                    f"[cyan]{key}[/cyan]   [magenta]parked for review[/magenta] by rule {request.rule} "
+                    f"({request.approvals_required} x {request.role}): {request.reason}"
+                )
+                if reviewers is None:
+                    console.print("      the review service was already running: decide it with `handrail review`")
+                    return 1
+                await reviewers.approve(request)
             elif record.topic == topics.dlq:
                 letter = DeadLetter.model_validate_json(body)
                 reasons[key] = letter.reason

@@ -211,8 +211,12 @@ class Orchestrator:
         halt_error_type: str | None = None,
     ) -> ReviewRequested:
         """Park the task: publish its review request with the whole checkpoint, and audit it."""
-        source = checkpoint if checkpoint is not None else halted
-        assert source is not None, "a review needs a checkpoint or a halted handoff"
+        source: StepCompleted | HandoffEnvelope
+        if checkpoint is not None:
+            source, agent = checkpoint, checkpoint.agent
+        else:
+            assert halted is not None, "a review needs a checkpoint or a halted handoff"
+            source, agent = halted, halted.receiver
         now = utcnow()
         review_id = review_id_for(source.message_id)
         policy, rule = escalation.policy, escalation.rule
@@ -223,7 +227,7 @@ class Orchestrator:
             workflow=source.workflow,
             step=source.step,
             step_index=source.step_index,
-            agent=checkpoint.agent if checkpoint is not None else source.receiver,  # type: ignore[union-attr]
+            agent=agent,
             reason=escalation.reason,
             trigger=escalation.trigger,
             rule=rule.name if rule is not None else None,

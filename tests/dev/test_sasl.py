@@ -35,6 +35,7 @@ from handrail.contracts import load_contracts
 from handrail.deploy.acl import (
     ADMIN,
     CIRCUIT_BREAKER,
+    HUMAN_REVIEW,
     OPERATOR,
     ROUTER,
     SUBMITTER,
@@ -253,7 +254,12 @@ def sasl_stack(
         "HANDRAIL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "HANDRAIL_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
     }
-    principal = {"router": ROUTER, "validator": VALIDATOR, "circuit-breaker": CIRCUIT_BREAKER}
+    principal = {
+        "router": ROUTER,
+        "validator": VALIDATOR,
+        "circuit-breaker": CIRCUIT_BREAKER,
+        "human-review": HUMAN_REVIEW,
+    }
     processes = []
     for planned in services.plan(agents):
         user = principal.get(planned.name) or agent_principal(planned.name.removeprefix("worker-"))

@@ -75,7 +75,7 @@ async def _replace_next_hop(client: HandrailClient, stack: Stack, label: str, fo
             if values:
                 break
         envelope = HandoffEnvelope.model_validate_json(values[-1])
-        await stack.skip_pending("handrail-agent-expense-approver", stack.topics.agent("expense-approver"))
+        await stack.skip_pending(stack.group("agent-expense-approver"), stack.topics.agent("expense-approver"))
         forged: bytes = forge(envelope)  # type: ignore[operator]
         await stack.produce(stack.topics.agent("expense-approver"), forged, key=task_id)
     finally:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from faststream.kafka import KafkaBroker
 
 from handrail.messages import Payload
@@ -20,11 +23,21 @@ class Publisher:
 
     async def publish(self, topic: str, payload: Payload, *, key: str | None) -> None:
         """Publish ``payload`` on ``topic`` keyed by ``key`` (the task id); returns once acknowledged."""
+        await (await self.send(topic, payload, key=key))
+
+    async def send(self, topic: str, payload: Payload, *, key: str | None) -> asyncio.Future[Any]:
+        """Hand ``payload`` to the producer and return the future of its acknowledgement.
+
+        For many small messages (decision events): send them all, then await the
+        futures together before the offset commit - one wait instead of one each.
+        """
         if self._signer is not None and SIGNATURE_FIELD in type(payload).model_fields:
             payload = self._signer.sign(payload)  # last: nothing may change the payload after it is signed
-        await self._broker.publish(
+        future: asyncio.Future[Any] = await self._broker.publish(
             payload.to_bytes(),
             topic,
             key=key.encode() if key is not None else None,
             headers={TYPE_HEADER: type(payload).__name__},
+            no_confirm=True,
         )
+        return future

@@ -1,4 +1,4 @@
-"""Run Handrail's services as local processes: router, one worker per agent, validator.
+"""Run Handrail's services as local processes: router, one worker per agent, validator, breaker, review.
 
 Used by ``make up`` / ``make demo`` (``handrail dev services up|down|status``) and by
 the tests that run the services as separate processes. Each process gets a pid file
@@ -39,15 +39,16 @@ class ServiceProcess:
 
 
 def plan(agents: list[str], base_port: int = 8081) -> list[ServiceProcess]:
-    """The processes of a full local stack: router, validator, circuit-breaker, one worker per agent.
+    """The processes of a full local stack: router, validator, circuit-breaker, human-review, one worker per agent.
 
-    Ports from ``base_port``: router +0, validator +2, circuit-breaker +4, workers +10 onwards.
+    Ports from ``base_port``: router +0, validator +2, circuit-breaker +4, human-review +5, workers +10 onwards.
     """
     python = sys.executable
     processes = [
         ServiceProcess("router", (python, "-m", "handrail_router"), base_port),
         ServiceProcess("validator", (python, "-m", "handrail_validator"), base_port + 2),
         ServiceProcess("circuit-breaker", (python, "-m", "handrail_circuit_breaker"), base_port + 4),
+        ServiceProcess("human-review", (python, "-m", "handrail_review"), base_port + 5),
     ]
     for i, agent in enumerate(sorted(agents)):
         processes.append(

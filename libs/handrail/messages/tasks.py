@@ -22,7 +22,11 @@ class TaskSubmitted(Payload):
 
     schema_version: Literal[1] = 1
     task_id: str = Field(pattern=TASK_ID_PATTERN, description="Chosen by the caller; also the Kafka key.")
-    workflow: str = Field(min_length=1, max_length=200, description="Name of a workflow in workflows.yaml, or `auto` to let the router choose (routing.yaml).")
+    workflow: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Name of a workflow in workflows.yaml, or `auto` to let the router choose (routing.yaml).",
+    )
     input: dict[str, Any] = Field(description="The workflow's input, checked against its input schema.")
     submitted_by: str | None = Field(default=None, max_length=200)
     deadline_s: float | None = Field(default=None, gt=0, description="Wall-clock budget for the whole task.")

@@ -27,6 +27,8 @@ class ServiceSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     topic_prefix: str = "handrail."
     redis_prefix: str = "hr:"
+    #: Consumer groups are ``<group_prefix><role>`` (router, validator, agent-<name>, ...): also the principals' names.
+    group_prefix: str = "handrail-"
     config_dir: Path = Path("config")
     data_dir: Path = Field(default=Path(".run/data"), description="Where local tools keep their files.")
     http_host: str = "127.0.0.1"
@@ -44,3 +46,7 @@ class ServiceSettings(BaseSettings):
     signing_required: bool = False
     otel_exporter: str = Field(default="none", description="none | console | otlp-http | otlp-grpc | file:<path>")
     otel_endpoint: str = "http://127.0.0.1:4318"
+
+    def group(self, role: str) -> str:
+        """The consumer group of this process's ``role``."""
+        return f"{self.group_prefix}{role}"

@@ -18,7 +18,7 @@ def create(settings: BreakerSettings | None = None) -> tuple[Runtime, AsgiFastSt
     runtime.pipeline.subscribe(
         runtime.broker,
         runtime.topics.events,
-        group_id=settings.consumer_group,
+        group_id=settings.group("circuit-breaker"),
         payload_type=DecisionEvent,
         handler=handlers.on_event,
         topic_kind="events",

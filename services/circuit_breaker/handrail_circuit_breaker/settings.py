@@ -12,7 +12,6 @@ class BreakerSettings(ServiceSettings):
     """When breakers open and for how long."""
 
     http_port: int = Field(default=8085, ge=0, le=65535)
-    consumer_group: str = "handrail-circuit-breaker"
     #: Open when at least half the calls in the window failed...
     breaker_failure_ratio: float = Field(default=0.5, gt=0, le=1)
     #: ...and there were enough calls to judge: one failure in two calls is not a trend.

@@ -28,7 +28,7 @@ def create(settings: RouterSettings | None = None) -> tuple[Runtime, AsgiFastStr
     runtime.pipeline.subscribe(
         runtime.broker,
         runtime.topics.tasks,
-        group_id=settings.consumer_group,
+        group_id=settings.group("router"),
         payload_type=TaskSubmitted,
         handler=handlers.on_task,
         on_rejected=handlers.on_rejected,

@@ -19,7 +19,7 @@ def create(settings: ValidatorSettings | None = None) -> tuple[Runtime, AsgiFast
     runtime.pipeline.subscribe(
         runtime.broker,
         runtime.topics.steps,
-        group_id=settings.consumer_group,
+        group_id=settings.group("validator"),
         payload_type=StepCompleted,
         handler=handlers.on_step,
         on_rejected=fail_task_on_rejection(

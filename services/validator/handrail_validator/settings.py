@@ -11,4 +11,3 @@ class ValidatorSettings(ServiceSettings):
     """What the validator needs beyond the shared settings."""
 
     http_port: int = Field(default=8083, ge=0, le=65535)
-    consumer_group: str = "handrail-validator"

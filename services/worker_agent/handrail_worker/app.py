@@ -12,6 +12,7 @@ from handrail.bus.results import fail_task_on_rejection, halt_task
 from handrail.llm.factory import build_provider
 from handrail.llm.models import load_catalogue
 from handrail.messages import HandoffEnvelope
+from handrail.orchestration import Orchestrator
 from handrail.prompts import PromptLibrary, PromptStore, parse_ref
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail.state.effects import EffectStore
@@ -34,18 +35,27 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
     provider = build_provider(agent, catalogue, breakers=SharedModelBreakers(runtime.controls))
     runner = StepRunner(agent, provider, runtime.tools, effects, _chaos_hook(settings), prompts=prompts)
     handlers = WorkerHandlers(runtime, settings, runner)
+    orchestrator = Orchestrator(
+        f"worker-{agent.name}", runtime.store, runtime.publisher, runtime.topics, runtime.contracts, runtime.audit
+    )
     runtime.pipeline.subscribe(
         runtime.broker,
         runtime.topics.agent(agent.name),
         # One group per agent: replicas of an agent share its partitions.
-        group_id=f"handrail-agent-{agent.name}",
+        group_id=settings.group(f"agent-{agent.name}"),
         payload_type=HandoffEnvelope,
         handler=handlers.on_envelope,
         on_rejected=fail_task_on_rejection(
             runtime.store, runtime.publisher, runtime.topics.results, runtime.audit, f"agent:{agent.name}"
         ),
         on_halted=halt_task(
-            runtime.store, runtime.publisher, runtime.topics.results, runtime.audit, f"agent:{agent.name}"
+            runtime.store,
+            runtime.publisher,
+            runtime.topics.results,
+            runtime.audit,
+            f"agent:{agent.name}",
+            # Halts from budgets, loops, breakers and corrections go to a person, per the agent's autonomy.
+            escalate=orchestrator.review_halt,
         ),
         topic_kind="agent",
     )

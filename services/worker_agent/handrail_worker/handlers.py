@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from typing import Any
 
 from handrail.bus import Delivery
 from handrail.errors import HandoffError
@@ -19,13 +21,22 @@ log = logging.getLogger(__name__)
 
 
 class EventPublisher:
-    """Publishes decision events on ``<prefix>events``, keyed by task id."""
+    """Sends one step's decision events on ``<prefix>events`` without waiting for each acknowledgement.
+
+    ``flush`` waits for all of them; the handler calls it before the step's
+    offset can be committed, so no event can be lost.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self._pending: list[asyncio.Future[Any]] = []
 
     async def emit(self, event: DecisionEvent) -> None:
-        await self.rt.publisher.publish(self.rt.topics.events, event, key=event.task_id)
+        self._pending.append(await self.rt.publisher.send(self.rt.topics.events, event, key=event.task_id))
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        await asyncio.gather(*pending)
 
 
 class WorkerHandlers:
@@ -36,7 +47,6 @@ class WorkerHandlers:
         self.settings = settings
         self.runner = runner
         self.agent = runner.agent
-        self.events = EventPublisher(runtime)
 
     async def on_envelope(self, envelope: HandoffEnvelope, delivery: Delivery) -> None:
         """Run the step and publish its output with the new context, its hash and the patch."""
@@ -45,8 +55,12 @@ class WorkerHandlers:
                 f"envelope for agent {envelope.receiver!r} arrived at agent {self.agent.name!r}",
                 task_id=envelope.task_id,
             )
-        guard = StepGuard(self.agent, envelope, self.rt.budgets, self.rt.controls, self.events)
-        outcome = await self.runner.run(envelope, guard)
+        events = EventPublisher(self.rt)
+        guard = StepGuard(self.agent, envelope, self.rt.budgets, self.rt.controls, events)
+        try:
+            outcome = await self.runner.run(envelope, guard)
+        finally:
+            await events.flush()
         steps = {**envelope.context.get("steps", {}), envelope.step: outcome.output}
         context = {**envelope.context, "steps": steps}
         spent = await self.rt.budgets.usage(envelope.task_id)
@@ -64,6 +78,7 @@ class WorkerHandlers:
             goal=envelope.goal,
             deadline=envelope.deadline,
             output=outcome.output,
+            confidence=outcome.confidence,
             context=context,
             context_hash=context_hash(context),
             parent_hash=envelope.context_hash,

@@ -54,13 +54,13 @@ def test_an_unreachable_broker_is_one_clear_line() -> None:
 def test_submit_wait_watch_and_dlq_list(stack: Stack) -> None:
     env = stack_env(stack)
     task_id = f"cli-{uuid.uuid4().hex[:10]}"
-    claim = json.dumps({"employee_id": "E102", "amount": 2500, "currency": "EUR", "description": "course"})
+    claim = json.dumps({"employee_id": "E102", "amount": 250, "currency": "EUR", "description": "course"})
     submitted = handrail("submit", "-w", "expense-approval", "-i", claim, "--task-id", task_id, "--wait", env=env)
     assert submitted.returncode == 0, submitted.stderr
     lines = submitted.stdout.splitlines()
     assert lines[0] == task_id
     result = json.loads("\n".join(lines[1:]))
-    assert result["status"] == "completed" and result["output"]["escalation"]["role"] == "manager"
+    assert result["status"] == "completed" and result["output"]["decision"] == "approved"
 
     watched = handrail("watch", task_id, "--idle-timeout-s", "5", env=env)
     assert watched.returncode == 0, watched.stderr

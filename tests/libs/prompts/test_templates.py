@@ -29,8 +29,9 @@ SCOPE = step_scope(
 
 
 def test_dotted_paths_strings_and_json_values_render() -> None:
-    template = PromptTemplate("p", "1", "${agent} uses ${tools}; id=$input.employee_id amount=${input.amount} "
-                                       "prior=${steps.intake} costs $$5")
+    template = PromptTemplate(
+        "p", "1", "${agent} uses ${tools}; id=$input.employee_id amount=${input.amount} prior=${steps.intake} costs $$5"
+    )
     assert template.render(SCOPE) == (
         'expense-intake uses lookup_employee, convert_currency; id=E100 amount=12.5 prior={"ok": true} costs $5'
     )

@@ -1,0 +1,169 @@
+"""``handrail review list|show|approve|reject``: the review queue from a terminal, over the service's HTTP API.
+
+The service's address and the reviewer's token come from ``--url`` / ``--token``
+or ``HANDRAIL_REVIEW_URL`` / ``HANDRAIL_REVIEW_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.table import Table
+
+from handrail.cli.common import console, err_console
+
+#: A person is waiting on the answer; a slow service is reported rather than waited on.
+_TIMEOUT_S = 30.0
+
+app = typer.Typer(help="List, inspect and decide the reviews waiting for a person.", no_args_is_help=True)
+
+
+class ReviewCliSettings(BaseSettings):
+    """Where the human-review service answers, and as whom to call it."""
+
+    model_config = SettingsConfigDict(env_prefix="HANDRAIL_", frozen=True, extra="ignore")
+
+    review_url: str = "http://127.0.0.1:8086"
+    review_token: SecretStr | None = None
+
+
+UrlOption = typer.Option(None, "--url", help="The human-review service [env HANDRAIL_REVIEW_URL].")
+TokenOption = typer.Option(None, "--token", help="Your reviewer token [env HANDRAIL_REVIEW_TOKEN].")
+JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def _call(
+    method: str,
+    path: str,
+    url: str | None,
+    token: str | None,
+    body: dict[str, Any] | None = None,
+    params: dict[str, str] | None = None,
+) -> Any:
+    settings = ReviewCliSettings()
+    secret = token or (settings.review_token.get_secret_value() if settings.review_token else None)
+    if not secret:
+        err_console.print("[red]error:[/red] no reviewer token: pass --token or set HANDRAIL_REVIEW_TOKEN")
+        raise typer.Exit(2)
+    base = (url or settings.review_url).rstrip("/")
+    try:
+        response = httpx.request(
+            method,
+            f"{base}{path}",
+            json=body,
+            params=params,
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=_TIMEOUT_S,
+        )
+    except httpx.HTTPError as exc:
+        err_console.print(f"[red]error:[/red] cannot reach the review service at {base}: {exc}")
+        raise typer.Exit(1) from None
+    if response.status_code >= 400:
+        try:
+            error = response.json()
+            message = f"{error.get('error', response.status_code)}: {error.get('detail', response.text)}"
+        except ValueError:
+            message = response.text
+        err_console.print(f"[red]error {response.status_code}:[/red] {message}")
+        raise typer.Exit(1)
+    return response.json()
+
+
+@app.command("list")
+def list_reviews(
+    workflow: str = typer.Option(None, "--workflow", help="Only this workflow."),
+    reason: str = typer.Option(None, "--reason", help="Only reviews whose reason contains this text."),
+    min_age_s: float = typer.Option(None, "--min-age-s", help="Only reviews pending at least this long."),
+    decided: bool = typer.Option(False, "--decided", help="Recent decisions instead of the queue."),
+    url: str = UrlOption,
+    token: str = TokenOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """The reviews waiting for a person (or recently decided)."""
+    params = {"status": "decided" if decided else "pending"}
+    for name, value in (("workflow", workflow), ("reason", reason), ("min_age_s", min_age_s)):
+        if value is not None:
+            params[name] = str(value)
+    reviews = _call("GET", "/api/reviews", url, token, params=params)
+    if as_json:
+        for review in reviews:
+            print(json.dumps(review))
+        return
+    table = Table("review", "task", "workflow · step", "why", "role", "approvals", "age", "status")
+    for r in reviews:
+        table.add_row(
+            r["review_id"],
+            r["task_id"],
+            f"{r['workflow']} · {r['step']}",
+            r["reason"],
+            r["role"],
+            f"{len(r['approvals'])}/{r['approvals_required']}",
+            f"{r['age_s']:.0f}s",
+            r["status"] + (f" → {r['outcome']}" if r.get("outcome") else ""),
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(review_id: str, url: str = UrlOption, token: str = TokenOption) -> None:
+    """One review as JSON: context, diff from the previous step, decision trail, budget, approvals."""
+    print(json.dumps(_call("GET", f"/api/reviews/{review_id}", url, token), indent=2))
+
+
+@app.command("approve")
+def approve(
+    review_id: str,
+    reason: str = typer.Option(None, "--reason", help="Why; kept on the review and the audit trail."),
+    edit: str = typer.Option(None, "--edit", help="Approve with this JSON Patch of the context (or @file)."),
+    url: str = UrlOption,
+    token: str = TokenOption,
+) -> None:
+    """Approve: the task resumes from its checkpoint once enough people approved."""
+    if edit is not None:
+        text = Path(edit[1:]).read_text() if edit.startswith("@") else edit
+        try:
+            patch = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--edit") from None
+        review = _call("POST", f"/api/reviews/{review_id}/edit", url, token, {"patch": patch, "reason": reason})
+    else:
+        review = _call("POST", f"/api/reviews/{review_id}/approve", url, token, {"reason": reason})
+    _report(review)
+
+
+@app.command("reject")
+def reject(
+    review_id: str,
+    reason: str = typer.Option(..., "--reason", help="Why; the task's result carries it."),
+    url: str = UrlOption,
+    token: str = TokenOption,
+) -> None:
+    """Reject: the task ends with a ``rejected`` result carrying your reason."""
+    _report(_call("POST", f"/api/reviews/{review_id}/reject", url, token, {"reason": reason}))
+
+
+@app.command("new-token")
+def new_token() -> None:
+    """Print a fresh reviewer token and the sha256 to put in reviewers.yaml as ``token_sha256``."""
+    token = secrets.token_urlsafe(32)
+    print(f"token:        {token}\ntoken_sha256: {hashlib.sha256(token.encode()).hexdigest()}")
+
+
+def _report(review: dict[str, Any]) -> None:
+    status = review["status"]
+    if status == "pending":
+        console.print(f"{review['review_id']}: {len(review['approvals'])} of {review['approvals_required']} approvals")
+    else:
+        console.print(f"{review['review_id']}: {status} → {review.get('outcome')}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,258 @@
+"""The reviewers' HTTP API (OpenAPI at ``/api/openapi.json``, docs at ``/api/docs``) and the web page at ``/``.
+
+Every ``/api`` call but the page needs ``Authorization: Bearer <token>``. Errors
+are JSON: ``{"error": "<code>", "detail": "<for a person>"}`` with 401, 403,
+404, 409, 422 or 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from handrail.errors import RetryableError
+from handrail.messages import BudgetSnapshot, Decision, ReviewAction, ReviewDecided
+from handrail_review.errors import NotAuthenticated, NotReady, ReviewError
+from handrail_review.handlers import ReviewDesk
+from handrail_review.index import Item
+from handrail_review.reviewers import Reviewer
+
+#: How long a request waits for the index to be rebuilt after a start before answering 503.
+_READY_WAIT_S = 10.0
+
+
+class Me(BaseModel):
+    id: str
+    name: str
+    roles: list[str]
+
+
+class ReviewSummary(BaseModel):
+    """One review in the queue."""
+
+    review_id: str
+    task_id: str
+    workflow: str
+    step: str
+    agent: str
+    reason: str
+    trigger: str
+    rule: str | None
+    role: str = Field(description="The lowest role that may decide.")
+    level: int = Field(description="How many times a timeout escalated it.")
+    status: Literal["pending", "approved", "rejected"]
+    approvals: list[str]
+    approvals_required: int
+    requested_at: datetime
+    deadline: datetime
+    age_s: float
+    decided_by: str | None = None
+    outcome: str | None = Field(default=None, description="What the decision did: `completed`, `handoff:<step>`, ...")
+
+
+class ReviewDetail(ReviewSummary):
+    """One review with everything needed to decide it."""
+
+    context: dict[str, Any] = Field(description="The task's context at the checkpoint.")
+    context_hash: str
+    diff: list[dict[str, Any]] = Field(description="JSON Patch from the previous step's context to this one.")
+    output: dict[str, Any] | None = Field(description="The step's output under review (none for a halt).")
+    decisions: list[Decision] = Field(description="The step's decision trail: every model and tool call.")
+    budget: BudgetSnapshot = Field(description="What the task had used at the checkpoint, and its caps.")
+    halt_error_type: str | None
+    edit: list[dict[str, Any]] | None = Field(description="The pending or applied edit, as a JSON Patch.")
+    records: list[ReviewDecided] = Field(description="Approvals, comments and the decision, oldest first.")
+    may_decide: bool = Field(description="Whether the caller's roles may decide it.")
+
+
+class DecisionBody(BaseModel):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class RejectBody(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class EditBody(BaseModel):
+    """Edit-and-approve: the whole new context, or a JSON Patch against the checkpoint's context."""
+
+    context: dict[str, Any] | None = None
+    patch: list[dict[str, Any]] | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class CommentBody(BaseModel):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+_bearer = HTTPBearer(auto_error=False, description="A reviewer token (config/reviewers.yaml).")
+
+
+async def current_reviewer(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Reviewer:
+    """The reviewer the bearer token belongs to (401 otherwise), once the index is rebuilt (503 until then)."""
+    if credentials is None:
+        raise NotAuthenticated("send `Authorization: Bearer <token>`")
+    desk: ReviewDesk = request.app.state.desk
+    who = desk.directory.authenticate(credentials.credentials)
+    if who is None:
+        raise NotAuthenticated("unknown token")
+    try:
+        await asyncio.wait_for(request.app.state.ready.wait(), _READY_WAIT_S)
+    except TimeoutError:
+        raise NotReady("the review index is still being rebuilt from Kafka; try again shortly") from None
+    return who
+
+
+Authenticated = Annotated[Reviewer, Depends(current_reviewer)]
+
+
+def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
+    """The FastAPI app: reviewers' API and web page."""
+    api = FastAPI(
+        title="Handrail human review",
+        version="1",
+        description="The approval queue: list, inspect and decide reviews; a decision resumes the task.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    api.state.desk = desk
+    api.state.ready = ready
+    page = resources.files("handrail_review").joinpath("static/index.html").read_text()
+
+    @api.exception_handler(ReviewError)
+    async def review_error(request: Request, exc: ReviewError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": exc.code, "detail": exc.detail}, exc.status, headers=headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"error": "invalid_request", "detail": "; ".join(problems)}, 422)
+
+    @api.exception_handler(RetryableError)
+    async def unavailable(request: Request, exc: RetryableError) -> JSONResponse:
+        return JSONResponse({"error": "unavailable", "detail": str(exc)}, 503, headers={"Retry-After": "1"})
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index_page() -> str:
+        return page
+
+    @api.get("/api/me", response_model=Me, summary="Who the token belongs to")
+    async def me(who: Authenticated) -> Me:
+        return Me(id=who.id, name=who.name, roles=list(who.roles))
+
+    @api.get("/api/reviews", response_model=list[ReviewSummary], summary="List reviews")
+    async def list_reviews(
+        who: Authenticated,
+        status: Annotated[Literal["pending", "decided"], Query(description="The queue, or recent decisions.")] = (
+            "pending"
+        ),
+        workflow: str | None = None,
+        reason: Annotated[str | None, Query(description="Reviews whose reason contains this text.")] = None,
+        trigger: str | None = None,
+        min_age_s: Annotated[float | None, Query(ge=0, description="Pending at least this long.")] = None,
+        max_age_s: Annotated[float | None, Query(ge=0, description="Pending at most this long.")] = None,
+    ) -> list[ReviewSummary]:
+        items = await (desk.index.pending() if status == "pending" else desk.index.recently_decided())
+        summaries = [_summary(item) for item in items]
+        return [
+            s
+            for s in summaries
+            if (workflow is None or s.workflow == workflow)
+            and (reason is None or reason.lower() in s.reason.lower())
+            and (trigger is None or s.trigger == trigger)
+            and (min_age_s is None or s.age_s >= min_age_s)
+            and (max_age_s is None or s.age_s <= max_age_s)
+        ]
+
+    @api.get("/api/reviews/{review_id}", response_model=ReviewDetail, summary="Show one review")
+    async def show(review_id: str, who: Authenticated) -> ReviewDetail:
+        item = await desk.get(review_id)
+        return _detail(item, await desk.index.records(review_id), desk.directory.deciding_role(who, item.role))
+
+    async def decided(review_id: str, who: Reviewer, item: Item) -> ReviewDetail:
+        return _detail(item, await desk.index.records(review_id), desk.directory.deciding_role(who, item.role))
+
+    @api.post("/api/reviews/{review_id}/approve", response_model=ReviewDetail, summary="Approve")
+    async def approve(review_id: str, who: Authenticated, body: DecisionBody | None = None) -> ReviewDetail:
+        item = await desk.decide(who, review_id, ReviewAction.APPROVE, body.reason if body else None)
+        return await decided(review_id, who, item)
+
+    @api.post("/api/reviews/{review_id}/reject", response_model=ReviewDetail, summary="Reject: the task ends")
+    async def reject(review_id: str, who: Authenticated, body: RejectBody) -> ReviewDetail:
+        item = await desk.decide(who, review_id, ReviewAction.REJECT, body.reason)
+        return await decided(review_id, who, item)
+
+    @api.post("/api/reviews/{review_id}/edit", response_model=ReviewDetail, summary="Edit the context and approve")
+    async def edit(review_id: str, who: Authenticated, body: EditBody) -> ReviewDetail:
+        if (body.context is None) == (body.patch is None):
+            raise _InvalidBody("send exactly one of `context` and `patch`")
+        item = await desk.decide(
+            who, review_id, ReviewAction.APPROVE, body.reason, edit_context=body.context, edit_patch=body.patch
+        )
+        return await decided(review_id, who, item)
+
+    @api.post("/api/reviews/{review_id}/comments", response_model=ReviewDecided, summary="Comment")
+    async def comment(review_id: str, who: Authenticated, body: CommentBody) -> ReviewDecided:
+        return await desk.comment(who, review_id, body.text)
+
+    return api
+
+
+class _InvalidBody(ReviewError):
+    status = 422
+    code = "invalid_request"
+
+
+def _summary(item: Item) -> ReviewSummary:
+    request = item.request
+    return ReviewSummary(
+        review_id=request.review_id,
+        task_id=request.task_id,
+        workflow=request.workflow,
+        step=request.step,
+        agent=request.agent,
+        reason=request.reason,
+        trigger=request.trigger.value,
+        rule=request.rule,
+        role=item.role,
+        level=item.level,
+        status=item.status,
+        approvals=item.approvers,
+        approvals_required=request.approvals_required,
+        requested_at=request.requested_at,
+        deadline=request.deadline,
+        age_s=round(time.time() - item.requested_ms / 1000, 1),
+        decided_by=item.fields.get("decided_by"),
+        outcome=item.fields.get("outcome"),
+    )
+
+
+def _detail(item: Item, records: list[ReviewDecided], role: str | None) -> ReviewDetail:
+    request = item.request
+    step, halted = request.checkpoint, request.halted
+    return ReviewDetail(
+        **_summary(item).model_dump(),
+        context=request.context,
+        context_hash=request.context_hash,
+        diff=step.patch if step is not None else [],
+        output=step.output if step is not None else None,
+        decisions=step.decisions if step is not None else [],
+        budget=step.budget if step is not None else (halted.budget if halted is not None else BudgetSnapshot()),
+        halt_error_type=request.halt_error_type,
+        edit=item.edit,
+        records=records,
+        may_decide=role is not None and item.status == "pending",
+    )

@@ -1,0 +1,45 @@
+"""Wiring only: the review service's runtime, reviewers, index, projector, sweeper and HTTP endpoints."""
+
+from __future__ import annotations
+
+from faststream.asgi import AsgiFastStream
+
+from handrail.deploy.kafka_security import credentials_from_settings
+from handrail.service import Runtime, asgi_app, build_runtime
+from handrail_review.api import build_api
+from handrail_review.background import Background, sweeper
+from handrail_review.handlers import SERVICE, ReviewDesk
+from handrail_review.index import ReviewIndex
+from handrail_review.projector import Projector
+from handrail_review.reviewers import load_directory
+from handrail_review.serving import serve_with
+from handrail_review.settings import ReviewSettings
+
+
+def create(settings: ReviewSettings | None = None) -> tuple[Runtime, AsgiFastStream]:
+    """Build the human-review app."""
+    settings = settings or ReviewSettings()
+    runtime = build_runtime(SERVICE, settings)
+    directory = load_directory(settings.reviewers_path(), settings.reviewer_tokens, runtime.contracts)
+    desk = ReviewDesk(runtime, directory, ReviewIndex(runtime.redis, settings.redis_prefix))
+    password = settings.kafka_password.get_secret_value() if settings.kafka_password else None
+    credentials = credentials_from_settings(
+        settings.kafka_security_protocol,
+        settings.kafka_sasl_mechanism,
+        settings.kafka_username,
+        password,
+        settings.kafka_ssl_cafile,
+    )
+    projector = Projector(
+        settings.kafka_bootstrap,
+        runtime.topics.reviews_requested,
+        runtime.topics.reviews_decided,
+        desk,
+        settings.retry_backoff_s,
+        credentials.client_options() if credentials else None,
+    )
+    app = serve_with(asgi_app(runtime), build_api(desk, projector.ready))
+    background = Background(projector.run, sweeper(desk, projector.ready, settings.review_sweep_interval_s))
+    app.after_startup(background.start)
+    app.on_shutdown(background.stop)
+    return runtime, app

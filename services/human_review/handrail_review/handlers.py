@@ -1,0 +1,293 @@
+"""The review desk: index requests, record reviewers' actions, take default actions, resume or end tasks.
+
+Every action a person (or a timeout) takes is recorded atomically in the index
+first (distinct approvers, first decision wins), then published on
+``reviews.decided``; the decision's effects — resuming the task from its
+checkpoint, or ending it — use ids derived from the checkpoint, so doing them
+again (a redelivery, a retry after a crash) changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import jsonpatch
+from prometheus_client import Counter, Gauge
+
+from handrail.hashing import context_hash
+from handrail.messages import (
+    ReviewAction,
+    ReviewDecided,
+    ReviewRequested,
+    derived_message_id,
+    new_message_id,
+    utcnow,
+)
+from handrail.orchestration import deadline_after
+from handrail.patch import diff
+from handrail.service import Runtime
+from handrail_review.errors import AlreadyDecided, InvalidEdit, NotAllowed, ReviewNotFound
+from handrail_review.index import Item, ReviewIndex, Vote, VoteOutcome
+from handrail_review.outcomes import Outcomes
+from handrail_review.reviewers import Directory, Reviewer
+
+log = logging.getLogger(__name__)
+
+SERVICE = "human-review"
+ACTOR = f"service:{SERVICE}"
+#: A decision younger than this is left to the request that made it; older unfinished ones were interrupted.
+_FINISH_GRACE_MS = 5_000
+
+DECISIONS = Counter(
+    "handrail_review_decisions_total", "Reviews decided, by workflow and decision.", ["workflow", "decision"]
+)
+PENDING = Gauge("handrail_reviews_pending", "Reviews waiting for a person.")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ReviewDesk:
+    """The human-review service's logic, bound to its runtime, reviewers and index."""
+
+    def __init__(self, runtime: Runtime, directory: Directory, index: ReviewIndex) -> None:
+        self.rt = runtime
+        self.directory = directory
+        self.index = index
+        self.outcomes = Outcomes(runtime, index, SERVICE)
+
+    # -- the projection of the two topics ---------------------------------------------------------
+
+    async def on_requested(self, request: ReviewRequested) -> None:
+        """Index a request (a new review, or one escalated to a higher role)."""
+        if await self.index.upsert(request):
+            log.info("review %s of task %s pending for %s", request.review_id, request.task_id, request.role)
+
+    async def on_decided(self, record: ReviewDecided) -> bool:
+        """Apply a recorded action; False when its review is not indexed yet (try again later)."""
+        if record.action == ReviewAction.COMMENT:
+            await self.index.add_record(record)
+            return True
+        result = await self.index.vote(
+            record.review_id,
+            Vote(
+                message_id=record.message_id,
+                level=record.level,
+                by=record.by,
+                action=record.action.value,
+                now_ms=int(record.decided_at.timestamp() * 1000),
+                reason=record.reason or "",
+                role=record.role or "",
+                edit=record.edit,
+                edit_hash=(record.context_hash or "") if record.edit else "",
+                final=record.decision or "",
+                approvers=tuple(record.approvals),
+            ),
+        )
+        if result.outcome == VoteOutcome.UNKNOWN:
+            return False
+        await self.index.add_record(record)
+        if result.outcome in (VoteOutcome.APPROVED, VoteOutcome.REJECTED):
+            await self.finish(record.review_id)
+        return True
+
+    # -- what reviewers do --------------------------------------------------------------------------
+
+    async def get(self, review_id: str) -> Item:
+        item = await self.index.get(review_id)
+        if item is None:
+            raise ReviewNotFound(f"no review {review_id!r}")
+        return item
+
+    async def decide(
+        self,
+        reviewer: Reviewer,
+        review_id: str,
+        action: ReviewAction,
+        reason: str | None = None,
+        *,
+        edit_context: dict[str, Any] | None = None,
+        edit_patch: list[dict[str, Any]] | None = None,
+    ) -> Item:
+        """Approve (optionally with an edited context) or reject; returns the review as it now stands."""
+        item = await self.get(review_id)
+        role = self.directory.deciding_role(reviewer, item.role)
+        if role is None:
+            raise NotAllowed(
+                f"review {review_id} needs the role {item.role!r} or higher; {reviewer.id} has {list(reviewer.roles)}"
+            )
+        if item.status != "pending":
+            raise AlreadyDecided(f"review {review_id} was already {item.status} by {item.fields.get('decided_by')}")
+        edit, edit_hash = self._edit(item, edit_context, edit_patch) if action == ReviewAction.APPROVE else (None, "")
+        message_id = derived_message_id(review_id, f"{item.level}/{reviewer.id}/{action.value}/{edit_hash}")
+        result = await self.index.vote(
+            review_id,
+            Vote(
+                message_id=message_id,
+                level=item.level,
+                by=reviewer.actor,
+                action=action.value,
+                now_ms=now_ms(),
+                reason=reason or "",
+                role=role,
+                edit=edit,
+                edit_hash=edit_hash,
+            ),
+        )
+        if result.outcome == VoteOutcome.DECIDED:
+            raise AlreadyDecided(f"review {review_id} was already {result.status} by {result.detail}")
+        if result.outcome == VoteOutcome.STALE:
+            raise AlreadyDecided(f"review {review_id} was escalated to {result.detail!r} meanwhile; reload it")
+        if result.outcome == VoteOutcome.UNKNOWN:
+            raise ReviewNotFound(f"no review {review_id!r}")
+        if result.outcome == VoteOutcome.PENDING:
+            record = ReviewDecided(
+                message_id=message_id,
+                review_id=review_id,
+                task_id=item.request.task_id,
+                workflow=item.request.workflow,
+                action=action,
+                by=reviewer.actor,
+                role=role,
+                reason=reason,
+                level=item.level,
+                edit=edit,
+                context_hash=edit_hash or None,
+                approvals=result.approvers,
+                decided_at=utcnow(),
+            )
+            await self.rt.publisher.publish(self.rt.topics.reviews_decided, record, key=record.task_id)
+            await self.index.add_record(record)
+            await self.rt.audit.record(
+                record.task_id,
+                dedupe_key=message_id,
+                actor=reviewer.actor,
+                action="review.approval",
+                reason=reason,
+                workflow=record.workflow,
+                step=item.request.step,
+                details={
+                    "review_id": review_id,
+                    "approvals": result.approvers,
+                    "approvals_required": item.request.approvals_required,
+                    "edit": edit,
+                },
+            )
+        elif result.outcome in (VoteOutcome.APPROVED, VoteOutcome.REJECTED):
+            await self.finish(review_id)
+        return await self.get(review_id)
+
+    def _edit(
+        self, item: Item, context: dict[str, Any] | None, patch: list[dict[str, Any]] | None
+    ) -> tuple[list[dict[str, Any]] | None, str]:
+        """The JSON Patch of an edit-and-approve (against the checkpoint) and the new context's hash."""
+        if context is None and patch is None:
+            return None, ""
+        base = item.request.context
+        if patch is not None:
+            try:
+                context = jsonpatch.apply_patch(base, patch, in_place=False)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+                raise InvalidEdit(f"the patch does not apply to the checkpoint's context: {exc}") from None
+        if not isinstance(context, dict):
+            raise InvalidEdit("the edited context must be a JSON object")
+        ops = diff(base, context)
+        if not ops:
+            return None, ""
+        return ops, context_hash(context)
+
+    async def comment(self, reviewer: Reviewer, review_id: str, text: str) -> ReviewDecided:
+        """Add a comment to the review's trail (any reviewer, any time)."""
+        item = await self.get(review_id)
+        record = ReviewDecided(
+            message_id=new_message_id(),
+            review_id=review_id,
+            task_id=item.request.task_id,
+            workflow=item.request.workflow,
+            action=ReviewAction.COMMENT,
+            by=reviewer.actor,
+            reason=text,
+            level=item.level,
+            decided_at=utcnow(),
+        )
+        await self.rt.publisher.publish(self.rt.topics.reviews_decided, record, key=record.task_id)
+        await self.index.add_record(record)
+        await self.rt.audit.record(
+            record.task_id,
+            dedupe_key=record.message_id,
+            actor=reviewer.actor,
+            action="review.commented",
+            reason=text,
+            workflow=record.workflow,
+            details={"review_id": review_id},
+        )
+        return record
+
+    async def finish(self, review_id: str) -> None:
+        """Publish the decision, audit it, and resume or end the task; idempotent."""
+        outcome = await self.outcomes.finish(review_id)
+        if outcome is not None:
+            DECISIONS.labels(*outcome).inc()
+
+    # -- deadlines and interrupted decisions ----------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """Take the default action on overdue reviews; finish decisions a crash interrupted."""
+        now = now_ms()
+        for review_id in await self.index.overdue(now):
+            item = await self.index.get(review_id)
+            if item is not None and item.status == "pending":
+                await self._time_out(item)
+        for review_id in await self.index.unfinished():
+            item = await self.index.get(review_id)
+            if item is not None and now - int(item.fields.get("decided_ms") or 0) > _FINISH_GRACE_MS:
+                await self.finish(review_id)
+        PENDING.set(await self.index.count_pending())
+
+    async def _time_out(self, item: Item) -> None:
+        request = item.request
+        higher = self.directory.next_role(item.role) if request.default_action == "escalate" else None
+        waited = f"no decision within {request.timeout_s:g}s"
+        if higher is not None:
+            now = utcnow()
+            escalated = request.model_copy(
+                update={
+                    "message_id": derived_message_id(request.review_id, f"requested/{item.level + 1}"),
+                    "level": item.level + 1,
+                    "role": higher,
+                    "deadline": deadline_after(now, request.timeout_s),
+                }
+            )
+            if await self.index.upsert(escalated):
+                await self.rt.publisher.publish(self.rt.topics.reviews_requested, escalated, key=request.task_id)
+                await self.rt.audit.record(
+                    request.task_id,
+                    dedupe_key=escalated.message_id,
+                    actor=ACTOR,
+                    action="review.escalated",
+                    reason=f"{waited}: escalated from {item.role} to {higher}",
+                    workflow=request.workflow,
+                    step=request.step,
+                    details={"review_id": request.review_id, "level": escalated.level, "role": higher},
+                )
+                log.info("review %s escalated from %s to %s", request.review_id, item.role, higher)
+            return
+        reason = f"{waited}: default action reject"
+        if request.default_action == "escalate":
+            reason = f"{waited} and no role above {item.role!r} to escalate to: rejected"
+        result = await self.index.vote(
+            request.review_id,
+            Vote(
+                message_id=derived_message_id(request.review_id, f"{item.level}/timeout"),
+                level=item.level,
+                by=ACTOR,
+                action="reject",
+                now_ms=now_ms(),
+                reason=reason,
+            ),
+        )
+        if result.outcome == VoteOutcome.REJECTED:
+            await self.finish(request.review_id)

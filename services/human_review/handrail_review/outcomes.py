@@ -1,0 +1,135 @@
+"""What a decision does: publish it on ``reviews.decided``, audit it, and resume or end the task.
+
+Everything here is idempotent: the final record's id is derived from the review,
+the resume's from the checkpoint, so finishing a decision twice (a redelivered
+record, a sweep after a crash) publishes the same messages and the task moves once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import jsonpatch
+
+from handrail.bus.results import end_task
+from handrail.messages import ReviewAction, ReviewDecided, TaskStatus, derived_message_id
+from handrail.orchestration import Orchestrator
+from handrail.service import Runtime
+from handrail_review.index import Item, ReviewIndex
+
+log = logging.getLogger(__name__)
+
+
+class Outcomes:
+    """Carries decided reviews out, from the checkpoint they hold."""
+
+    def __init__(self, runtime: Runtime, index: ReviewIndex, service: str) -> None:
+        self.rt = runtime
+        self.index = index
+        self.actor = f"service:{service}"
+        self.orchestrator = Orchestrator(
+            service, runtime.store, runtime.publisher, runtime.topics, runtime.contracts, runtime.audit
+        )
+
+    async def finish(self, review_id: str) -> tuple[str, str] | None:
+        """Publish the decision, audit it, resume or end the task; the workflow and decision, or None if done before."""
+        item = await self.index.get(review_id)
+        if item is None or item.status == "pending" or item.finished:
+            return None
+        request = item.request
+        approved = item.status == "approved"
+        edit = item.edit if approved else None
+        decided_ms = int(item.fields.get("decided_ms") or time.time() * 1000)
+        final = ReviewDecided(
+            message_id=derived_message_id(review_id, f"decided/{item.level}"),
+            review_id=review_id,
+            task_id=request.task_id,
+            workflow=request.workflow,
+            action=ReviewAction.APPROVE if approved else ReviewAction.REJECT,
+            decision="approved" if approved else "rejected",
+            by=item.fields.get("decided_by") or self.actor,
+            role=item.fields.get("decided_role") or None,
+            reason=item.fields.get("decision_reason") or None,
+            level=item.level,
+            edit=edit,
+            context_hash=(item.fields.get("edit_hash") or request.context_hash) if approved else None,
+            approvals=item.approvers,
+            decided_at=datetime.fromtimestamp(decided_ms / 1000, UTC),
+        )
+        await self.rt.publisher.publish(self.rt.topics.reviews_decided, final, key=request.task_id)
+        await self.index.add_record(final)
+        await self.rt.audit.record(
+            request.task_id,
+            dedupe_key=final.message_id,
+            actor=final.by,
+            action=f"review.{final.decision}",
+            reason=final.reason,
+            workflow=request.workflow,
+            step=request.step,
+            input_hash=request.context_hash,
+            output_hash=final.context_hash,
+            details={
+                "review_id": review_id,
+                "trigger": request.trigger.value,
+                "rule": request.rule,
+                "level": item.level,
+                "role": item.role,
+                "approvals": final.approvals,
+                "edit": edit,
+            },
+        )
+        outcome = await (self._resume(item, final) if approved else self._end(item, final))
+        await self.index.mark_finished(review_id, outcome)
+        log.info("review %s %s by %s: task %s -> %s", review_id, final.decision, final.by, request.task_id, outcome)
+        return request.workflow, final.decision or ""
+
+    async def _resume(self, item: Item, final: ReviewDecided) -> str:
+        request = item.request
+        edited = jsonpatch.apply_patch(request.context, final.edit, in_place=False) if final.edit else None
+        if request.checkpoint is None:
+            assert request.halted is not None
+            await self.orchestrator.retry(
+                request.halted, message_id=derived_message_id(request.review_id, "retry"), context=edited
+            )
+            return f"retry:{request.step}"
+        step = request.checkpoint
+        workflow = self.rt.contracts.workflows[step.workflow]
+        output = None
+        if workflow.next_step(step.step) is None:
+            output = dict(step.output)
+            edited_output = (edited or {}).get("steps", {}).get(step.step)
+            if isinstance(edited_output, dict):
+                output = dict(edited_output)
+            if request.rule is not None:
+                output["escalation"] = {"rule": request.rule, "role": item.role, "reason": request.reason}
+            output["review"] = {
+                "review_id": request.review_id,
+                "decision": "approved",
+                "approved_by": final.approvals,
+                "edited": final.edit is not None,
+            }
+        return await self.orchestrator.advance(step, context=edited, output=output, actor=final.by)
+
+    async def _end(self, item: Item, final: ReviewDecided) -> str:
+        request = item.request
+        source = request.checkpoint if request.checkpoint is not None else request.halted
+        assert source is not None
+        status = TaskStatus.REJECTED if request.checkpoint is not None else TaskStatus.HALTED
+        await end_task(
+            self.rt.store,
+            self.rt.publisher,
+            self.rt.topics.results,
+            task_id=request.task_id,
+            workflow=request.workflow,
+            status=status,
+            result_id=derived_message_id(source.message_id, "result"),
+            budget=source.budget,
+            reason=f"rejected in review by {final.by}: {final.reason or 'no reason given'}",
+            error_type="review_rejected" if request.checkpoint is not None else request.halt_error_type,
+            context_hash=source.context_hash,
+            audit=self.rt.audit,
+            actor=final.by,
+        )
+        return status.value
