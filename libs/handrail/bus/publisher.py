@@ -23,17 +23,20 @@ class Publisher:
 
     async def publish(self, topic: str, payload: Payload, *, key: str | None) -> None:
         """Publish ``payload`` on ``topic`` keyed by ``key`` (the task id); returns once acknowledged."""
-        await (await self.send(topic, payload, key=key))
+        acknowledged = await self.send(topic, payload, key=key)
+        if acknowledged is not None:
+            await acknowledged
 
-    async def send(self, topic: str, payload: Payload, *, key: str | None) -> asyncio.Future[Any]:
+    async def send(self, topic: str, payload: Payload, *, key: str | None) -> asyncio.Future[Any] | None:
         """Hand ``payload`` to the producer and return the future of its acknowledgement.
 
         For many small messages (decision events): send them all, then await the
         futures together before the offset commit - one wait instead of one each.
+        (FastStream's in-memory test broker delivers at once and returns no future.)
         """
         if self._signer is not None and SIGNATURE_FIELD in type(payload).model_fields:
             payload = self._signer.sign(payload)  # last: nothing may change the payload after it is signed
-        future: asyncio.Future[Any] = await self._broker.publish(
+        future: asyncio.Future[Any] | None = await self._broker.publish(
             payload.to_bytes(),
             topic,
             key=key.encode() if key is not None else None,

@@ -32,7 +32,9 @@ class EventPublisher:
         self._pending: list[asyncio.Future[Any]] = []
 
     async def emit(self, event: DecisionEvent) -> None:
-        self._pending.append(await self.rt.publisher.send(self.rt.topics.events, event, key=event.task_id))
+        sent = await self.rt.publisher.send(self.rt.topics.events, event, key=event.task_id)
+        if sent is not None:
+            self._pending.append(sent)
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
