@@ -45,10 +45,17 @@ class StepCompleted(Payload):
 
     ``context`` is the task's new context; ``parent_hash`` is the hash of the
     context the worker received, and ``patch`` turns that context into this one.
+    A step that a limit stopped (``status="halted"``) or that could not be run
+    (``"failed"``) is reported here too, with ``reason`` and ``error_type``: an
+    agent only ever reports on its own step, and the validator decides what
+    becomes of the task.
     """
 
     envelope_version: Literal[1] = 1
     message_id: str
+    status: Literal["completed", "halted", "failed"] = "completed"
+    reason: str | None = Field(default=None, description="Why the step did not complete, for a person.")
+    error_type: str | None = Field(default=None, description="Why the step did not complete, for a machine.")
     task_id: str
     workflow: str
     step: str

@@ -8,16 +8,15 @@ from collections.abc import Callable
 
 from faststream.asgi import AsgiFastStream
 
-from handrail.bus.results import fail_task_on_rejection, halt_task
 from handrail.llm.factory import build_provider
 from handrail.llm.models import load_catalogue
 from handrail.messages import HandoffEnvelope
-from handrail.orchestration import Orchestrator
 from handrail.prompts import PromptLibrary, PromptStore, parse_ref
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail.state.effects import EffectStore
 from handrail_worker.breakers import SharedModelBreakers
 from handrail_worker.handlers import WorkerHandlers
+from handrail_worker.reports import StepReporter
 from handrail_worker.runner import StepRunner
 from handrail_worker.settings import WorkerSettings
 
@@ -35,9 +34,7 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
     provider = build_provider(agent, catalogue, breakers=SharedModelBreakers(runtime.controls))
     runner = StepRunner(agent, provider, runtime.tools, effects, _chaos_hook(settings), prompts=prompts)
     handlers = WorkerHandlers(runtime, settings, runner)
-    orchestrator = Orchestrator(
-        f"worker-{agent.name}", runtime.store, runtime.publisher, runtime.topics, runtime.contracts, runtime.audit
-    )
+    reporter = StepReporter(runtime, agent.name)
     runtime.pipeline.subscribe(
         runtime.broker,
         runtime.topics.agent(agent.name),
@@ -45,18 +42,9 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
         group_id=settings.group(f"agent-{agent.name}"),
         payload_type=HandoffEnvelope,
         handler=handlers.on_envelope,
-        on_rejected=fail_task_on_rejection(
-            runtime.store, runtime.publisher, runtime.topics.results, runtime.audit, f"agent:{agent.name}"
-        ),
-        on_halted=halt_task(
-            runtime.store,
-            runtime.publisher,
-            runtime.topics.results,
-            runtime.audit,
-            f"agent:{agent.name}",
-            # Halts from budgets, loops, breakers and corrections go to a person, per the agent's autonomy.
-            escalate=orchestrator.review_halt,
-        ),
+        # An agent never ends a task: it reports its step halted or failed, the validator decides.
+        on_rejected=reporter.on_rejected,
+        on_halted=reporter.on_halted,
         topic_kind="agent",
     )
     return runtime, asgi_app(runtime)
