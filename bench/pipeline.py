@@ -422,8 +422,8 @@ def handrail_plan(agents: list[str], run_id: str, profile_dir: Path | None) -> l
     """
     plan = []
     for p in services.plan(agents, base_port=0):
-        # Groups of their own where the settings allow it (a worker's group is fixed per agent).
-        env = {} if p.name.startswith("worker-") else {"HANDRAIL_CONSUMER_GROUP": f"bench-{run_id}-{p.name}"}
+        # Consumer groups of its own: never rebalance with another stack on the broker.
+        env = {"HANDRAIL_GROUP_PREFIX": f"bench-{run_id}-"}
         argv = p.argv
         if profile_dir is not None:
             # (python, -m, module, args...) -> (python, this file, profile-service, out, module, args...)
