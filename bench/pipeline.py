@@ -485,6 +485,8 @@ def run(
         "HANDRAIL_REDIS_PREFIX": f"bench{args.run_id}:",
         "HANDRAIL_CONFIG_DIR": str(PROJECT_ROOT / "config"),
         "HANDRAIL_DATA_DIR": str(run_dir / "data"),
+        # Observability on, as in production: spans exported (to files here), audit written, metrics kept.
+        "HANDRAIL_OTEL_EXPORTER": f"file:{run_dir}/spans-{{service}}.jsonl",
     }
     print(f"starting Handrail: {', '.join(p.name for p in plan)}", flush=True)
     services.up(plan, run_dir, env, PROJECT_ROOT)
@@ -493,6 +495,33 @@ def run(
         measure("Handrail", handrail_topics.prefix, handrail_task, _pids(plan, run_dir), args, detours)
     )
     services.down(plan, run_dir)  # idle consumers still poll: leave the cores to the relay
+    args.handrail_off = None
+    if args.observability_off:
+        # The same run with tracing and the audit trail switched off (metrics are in-process counters: kept).
+        off_topics = Topics(f"bench{args.run_id}off.")
+        asyncio.run(ensure_topics(args.bootstrap, off_topics.specs(agents)))
+        off_env = {
+            **env,
+            "HANDRAIL_TOPIC_PREFIX": off_topics.prefix,
+            "HANDRAIL_REDIS_PREFIX": f"bench{args.run_id}off:",
+            "HANDRAIL_OTEL_EXPORTER": "off",
+            "HANDRAIL_AUDIT_ENABLED": "false",
+        }
+        off_plan = handrail_plan(agents, f"{args.run_id}off", None)
+        started += off_plan
+        print("starting Handrail with tracing and audit off", flush=True)
+        services.up(off_plan, run_dir / "off", off_env, PROJECT_ROOT)
+        args.handrail_off = asyncio.run(
+            measure(
+                "Handrail, observability off",
+                off_topics.prefix,
+                handrail_task,
+                _pids(off_plan, run_dir / "off"),
+                args,
+                detours,
+            )
+        )
+        services.down(off_plan, run_dir / "off")
     if args.profile is not None:
         print(f"profiles: {args.profile}/<service>.prof (python -m pstats; sort tottime; stats 25)", flush=True)
 
@@ -621,6 +650,23 @@ def report(args: argparse.Namespace, handrail: Measurement, relay: Measurement) 
     ]
     for label, h, r in zip(labels, handrail.hops("burst"), relay.hops("burst"), strict=True):
         lines.append(f"  {label:<{width}}   {h.p50:12.1f} {h.p99:6.1f} | {r.p50:10.1f} {r.p99:6.1f}")
+    off: Measurement | None = getattr(args, "handrail_off", None)
+    if off is not None:
+        lines += [
+            "",
+            "Observability: the same paced run with tracing + audit on (as above) and off; ms",
+            f"  {'hop':<{width}}   on p50  off p50 | added p50",
+        ]
+        added_obs = []
+        for label, on_hop, off_hop in zip(labels, h_paced, off.hops("paced"), strict=True):
+            added_obs.append(on_hop.p50 - off_hop.p50)
+            lines.append(f"  {label:<{width}}   {on_hop.p50:6.1f} {off_hop.p50:8.1f} | {added_obs[-1]:+9.1f}")
+        per_hop = added_obs[-1] / len(HOPS)
+        lines.append(
+            f"  added per decision point (end to end / {len(HOPS)}): {per_hop:+.2f} ms; throughput on "
+            f"{handrail.tasks_per_s:.1f} vs off {off.tasks_per_s:.1f} tasks/s; "
+            f"target < 0.3 ms: {_verdict(per_hop < 0.3)}"
+        )
     sizes = ", ".join(f"{s} {n}" for s, n in zip(STAGES, handrail.mean_sizes(), strict=True))
     lines += ["", f"Mean message size, bytes (the relay pads to the same): {sizes}"]
     if handrail.statuses.get("completed", 0) != args.tasks:
@@ -646,6 +692,11 @@ def _parser() -> argparse.ArgumentParser:
         "--profile", type=Path, metavar="DIR", help="run Handrail's services under cProfile, writing DIR/<service>.prof"
     )
     parser.add_argument("--keep", action="store_true", help="keep the run's topics, Redis keys and service logs")
+    parser.add_argument(
+        "--observability-off",
+        action="store_true",
+        help="also run Handrail with tracing and the audit trail off, and report what they add per hop",
+    )
     return parser
 
 
@@ -703,9 +754,10 @@ def _teardown(args: argparse.Namespace, run_dir: Path, started: list[services.Se
     if stopped:
         print(f"stopped: {', '.join(stopped)}", file=sys.stderr)
     if not args.keep:
-        prefixes = (f"bench{args.run_id}.", f"relay{args.run_id}.")
+        prefixes = (f"bench{args.run_id}.", f"bench{args.run_id}off.", f"relay{args.run_id}.")
         try:
-            asyncio.run(cleanup(args.bootstrap, args.redis_url, prefixes, f"bench{args.run_id}:"))
+            # Redis keys of both Handrail runs: bench<id>: and bench<id>off:
+            asyncio.run(cleanup(args.bootstrap, args.redis_url, prefixes, f"bench{args.run_id}"))
         except Exception as exc:  # the report is what matters; say what was left behind
             print(f"cleanup incomplete (topics {', '.join(p + '*' for p in prefixes)}): {exc}", file=sys.stderr)
     if keep_logs:

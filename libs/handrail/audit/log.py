@@ -44,7 +44,10 @@ return {'ok', '', ''}
 class AuditLog:
     """Appends hash-chained audit records for tasks and publishes them on the audit topic."""
 
-    def __init__(self, redis: aioredis.Redis, publisher: Publisher, topic: str, prefix: str = "hr:") -> None:
+    def __init__(
+        self, redis: aioredis.Redis, publisher: Publisher, topic: str, prefix: str = "hr:", *, enabled: bool = True
+    ) -> None:
+        self.enabled = enabled
         self._redis = redis
         self._publisher = publisher
         self._topic = topic
@@ -70,8 +73,13 @@ class AuditLog:
         details: dict[str, Any] | None = None,
         cost_usd: float = 0.0,
         tokens: int = 0,
-    ) -> AuditRecord:
-        """Append one decision to the task's chain and publish it; idempotent per ``dedupe_key`` and action."""
+    ) -> AuditRecord | None:
+        """Append one decision to the task's chain and publish it; idempotent per ``dedupe_key`` and action.
+
+        Returns None, and records nothing, only when the log was built disabled (benchmarks).
+        """
+        if not self.enabled:
+            return None
         keys = self._keys(task_id)
         slot = f"{dedupe_key}/{action}"
         fields: dict[str, Any] = {

@@ -3,6 +3,7 @@
 Spans are batched (``BatchSpanProcessor``): nothing is flushed on the hot
 path. The exporter is chosen by ``HANDRAIL_OTEL_EXPORTER``:
 
+- ``off``: no tracing at all (no spans, no trace context in headers) - to measure what tracing costs;
 - ``none`` (default): spans are created (trace ids still propagate) but not exported;
 - ``console``: spans printed to stdout;
 - ``otlp-http``: to a collector at ``HANDRAIL_OTEL_ENDPOINT`` (default ``http://127.0.0.1:4318``);
@@ -109,8 +110,12 @@ def _exporter(setting: str, endpoint: str, service: str) -> SpanExporter | None:
     )
 
 
-def setup_tracing(service: str, exporter: str = "none", endpoint: str = "http://127.0.0.1:4318") -> TracerProvider:
-    """A tracer provider for ``service`` with the configured exporter behind a batch processor."""
+def setup_tracing(
+    service: str, exporter: str = "none", endpoint: str = "http://127.0.0.1:4318"
+) -> TracerProvider | None:
+    """A tracer provider for ``service`` with the configured exporter behind a batch processor (None: ``off``)."""
+    if exporter == "off":
+        return None
     provider = TracerProvider(resource=Resource.create({"service.name": f"handrail-{service}"}))
     chosen = _exporter(exporter, endpoint, service)
     if chosen is not None:

@@ -79,7 +79,7 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     signer, handoffs = _signing(service, settings, contracts)
     publisher = Publisher(broker, signer)
     topics = Topics(settings.topic_prefix)
-    audit = AuditLog(redis, publisher, topics.audit, settings.redis_prefix)
+    audit = AuditLog(redis, publisher, topics.audit, settings.redis_prefix, enabled=settings.audit_enabled)
     pipeline = Pipeline(
         service=service,
         publisher=publisher,

@@ -44,7 +44,11 @@ class ServiceSettings(BaseSettings):
     trusted_keys_file: Path | None = None
     #: Reject unsigned envelopes (on in production; off while a fleet rolls signing out).
     signing_required: bool = False
-    otel_exporter: str = Field(default="none", description="none | console | otlp-http | otlp-grpc | file:<path>")
+    otel_exporter: str = Field(
+        default="none", description="off | none | console | otlp-http | otlp-grpc | file:<path>"
+    )
+    #: The audit trail is the record; off only to measure what it costs (bench/pipeline.py).
+    audit_enabled: bool = True
     otel_endpoint: str = "http://127.0.0.1:4318"
 
     def group(self, role: str) -> str:
