@@ -10,38 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-from pydantic import SecretStr
-
 from handrail.llm.base import ChatMessage, ModelReply, ModelRequest, ToolCall
 from handrail.llm.errors import ModelResponseInvalid
-from handrail.llm.models import ModelSpec
 from handrail.llm.parsing import confidence_of, normalise_finish_reason, parse_answer, parse_arguments
-from handrail.llm.transport import post_json
+from handrail.llm.transport import HttpProvider, post_json
 from handrail.tools.registry import ToolSpec
 
 #: The Messages API version this mapping is written against.
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-class AnthropicProvider:
+class AnthropicProvider(HttpProvider):
     """A model behind the Anthropic Messages API."""
 
     name = "anthropic"
-
-    def __init__(self, spec: ModelSpec, api_key: SecretStr | None, client: httpx.AsyncClient | None = None) -> None:
-        assert spec.base_url is not None  # the catalogue requires it for this kind
-        self.spec = spec
-        self._url = spec.base_url.rstrip("/") + "/v1/messages"
-        self._api_key = api_key
-        self._client = client or httpx.AsyncClient()
-
-    def __repr__(self) -> str:
-        return f"AnthropicProvider(model={self.spec.name!r}, url={self._url!r})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.aclose()
+    path = "/v1/messages"
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         """One Messages call for ``request``."""

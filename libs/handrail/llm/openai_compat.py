@@ -12,35 +12,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
-from pydantic import SecretStr
-
 from handrail.llm.base import ChatMessage, ModelReply, ModelRequest, ToolCall
 from handrail.llm.errors import ModelResponseInvalid
-from handrail.llm.models import ModelSpec
 from handrail.llm.parsing import confidence_of, normalise_finish_reason, parse_answer, parse_arguments
-from handrail.llm.transport import auth_headers, post_json
+from handrail.llm.transport import HttpProvider, auth_headers, post_json
 from handrail.tools.registry import ToolSpec
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(HttpProvider):
     """A model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
 
     name = "openai"
-
-    def __init__(self, spec: ModelSpec, api_key: SecretStr | None, client: httpx.AsyncClient | None = None) -> None:
-        assert spec.base_url is not None  # the catalogue requires it for this kind
-        self.spec = spec
-        self._url = spec.base_url.rstrip("/") + "/chat/completions"
-        self._api_key = api_key
-        self._client = client or httpx.AsyncClient()
-
-    def __repr__(self) -> str:
-        return f"OpenAICompatProvider(model={self.spec.name!r}, url={self._url!r})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.aclose()
+    path = "/chat/completions"
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         """One chat completion for ``request``."""

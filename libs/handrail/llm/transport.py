@@ -93,3 +93,28 @@ def _origin(url: str) -> str:
 def _excerpt(response: httpx.Response) -> str:
     text = response.text.strip().replace("\n", " ")
     return f": {text[:_ERROR_EXCERPT_CHARS]}" if text else ""
+
+
+class HttpProvider:
+    """What every HTTP provider shares: its model spec, its endpoint, its key and its client.
+
+    Subclasses set ``name`` and ``path`` (appended to the model's ``base_url``) and implement ``complete``.
+    """
+
+    name: str
+    path: str
+
+    def __init__(self, spec: ModelSpec, api_key: SecretStr | None, client: httpx.AsyncClient | None = None) -> None:
+        assert spec.base_url is not None  # the catalogue requires it for HTTP kinds
+        self.spec = spec
+        self._url = spec.base_url.rstrip("/") + self.path
+        self._api_key = api_key
+        self._client = client or httpx.AsyncClient()
+
+    def __repr__(self) -> str:
+        # Never the key: a provider's repr ends up in logs.
+        return f"{type(self).__name__}(model={self.spec.name!r}, url={self._url!r})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()
