@@ -10,13 +10,16 @@ pipeline (``handrail.bus.pipeline``) maps each class to one outcome.
     │   └── StateUnavailable           Redis cannot be reached: fail closed, nothing runs unbudgeted
     └── Rejected                       this message can never be processed -> dead letter (and a result)
         ├── MalformedMessage           not JSON, or JSON that fails the payload's schema
+        │   ├── NotCanonical           a number RFC 8785 cannot encode (NaN, infinity, an integer past 2^53)
+        │   └── TaskIdMismatch         the message key and the body name different tasks
         ├── InputRejected              a well-formed task the router refuses (size, workflow, caller)
         ├── HandoffError               an envelope failed verification: never processed on partial state
         │   ├── ContextHashMismatch    the context does not hash to ``context_hash`` (truncated or altered)
         │   ├── ParentHashMismatch     ``parent_hash`` is not the last hash committed for the task
         │   └── UnknownTask            no open task has this id
         ├── StepFailed                 the agent's step ended without a valid output
-        └── InternalError              a bug in a handler: parked with the exception, the task fails
+        ├── InternalError              a bug in a handler: parked with the exception, the task fails
+        └── PoisonMessage              failed the same way ``poison_after_attempts`` times in a row
 """
 
 from __future__ import annotations
@@ -71,6 +74,18 @@ class MalformedMessage(Rejected):
     task_status = "rejected"
 
 
+class NotCanonical(MalformedMessage):
+    """A value has a number RFC 8785 cannot encode, so it cannot be hashed: NaN, infinity, |n| > 2^53."""
+
+    error_type = "invalid_number"
+
+
+class TaskIdMismatch(MalformedMessage):
+    """The message key and the body's ``task_id`` disagree (see ``handrail.bus.identity``)."""
+
+    error_type = "task_id_mismatch"
+
+
 class InputRejected(Rejected):
     """A well-formed task that the router refuses: too large, unknown workflow, caller not allowed."""
 
@@ -115,3 +130,9 @@ class InternalError(Rejected):
     """A handler raised something unexpected (a bug): the message is parked and its task ends ``failed``."""
 
     error_type = "internal_error"
+
+
+class PoisonMessage(Rejected):
+    """Processing failed the same way again and again: parked instead of redelivered forever."""
+
+    error_type = "poison"

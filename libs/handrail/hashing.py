@@ -11,13 +11,18 @@ from typing import Any
 
 import rfc8785
 
+from handrail.errors import NotCanonical
+
 #: The hash of "no parent": recorded before a task's first hop.
 GENESIS = "0" * 64
 
 
 def canonical_json(value: Any) -> bytes:
-    """Return the RFC 8785 canonical JSON encoding of ``value``."""
-    return rfc8785.dumps(value)
+    """Return the RFC 8785 canonical JSON encoding of ``value``; ``NotCanonical`` when it has none."""
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise NotCanonical(f"a number has no RFC 8785 encoding (NaN, infinity or |n| > 2^53): {exc}") from None
 
 
 def sha256_hex(data: bytes) -> str:

@@ -60,3 +60,9 @@ CALL_SECONDS = Histogram(
 BREAKER_STATE = Gauge(
     "handrail_breaker_state", "Breaker state as last announced: 0 closed, 1 half-open, 2 open.", ["scope", "name"]
 )
+IN_FLIGHT = Gauge(
+    "handrail_in_flight_messages", "Messages a consumer is processing or holding in order behind one.", ["consumer"]
+)
+POISON_MESSAGES = Counter(
+    "handrail_poison_messages_total", "Messages dead-lettered after failing the same way again and again.", ["service"]
+)

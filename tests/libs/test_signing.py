@@ -312,17 +312,16 @@ async def test_the_pipeline_dead_letters_a_refused_signature_with_its_reason(
         handoffs.check_handoff(payload, delivery.value)  # where the pipeline will call it, before any handler
         handled.append(payload.task_id)
 
-    pipeline.subscribe(
-        broker, "agent.x", group_id="g", payload_type=HandoffEnvelope, handler=handler, topic_kind="agent"
-    )
+    pipeline.subscribe("agent.x", group_id="g", payload_type=HandoffEnvelope, handler=handler, topic_kind="agent")
 
     @broker.subscriber("dlq", group_id="dlq-reader")
     async def on_letter(letter: DeadLetter) -> None:
         letters.append(letter)
 
     message = make(keys)
-    async with TestKafkaBroker(broker) as test_broker:
-        await test_broker.publish(message.to_bytes(), "agent.x", key=message.task_id.encode())
+    delivery = Delivery("agent.x", 0, 0, message.task_id, message.to_bytes())
+    async with TestKafkaBroker(broker):
+        await pipeline.process(pipeline.subscriptions[0], delivery, attempt=1)
     assert handled == []
     assert [(d.error_type, d.task_id) for d in letters] == [(error_type, message.task_id)]
     assert base64.b64decode(letters[0].original) == message.to_bytes() and letters[0].reason

@@ -1,7 +1,9 @@
-"""The FastStream Kafka broker every service uses."""
+"""The one place Kafka clients are opened: the FastStream broker (publishing) and the group
+consumers every service runs, each with the process's credentials."""
 
 from __future__ import annotations
 
+from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
@@ -32,4 +34,24 @@ def make_broker(
         middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider)] if tracer_provider else [],
         # Each service and agent connects as its own principal, limited by its ACLs.
         security=credentials.faststream_security() if credentials else None,
+    )
+
+
+#: A consumer fetches at most this much per partition and request; a larger record still arrives
+#: (alone), so this bounds memory per fetch, not the size of a message.
+_MAX_PARTITION_FETCH_BYTES = 1024 * 1024
+
+
+def make_consumer(
+    bootstrap: str, group_id: str, client_id: str, credentials: SaslCredentials | None = None
+) -> AIOKafkaConsumer:
+    """A group consumer that commits only what the pipeline says is finished (no auto-commit)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
+        **(credentials.client_options() if credentials else {}),
     )

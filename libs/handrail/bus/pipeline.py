@@ -3,9 +3,11 @@
 For each message: decode into the handler's payload model; for handoffs,
 verify the context hash and the parent hash and skip redeliveries; run the
 handler (which publishes its outputs); record the message as done; only then
-is the offset committed. The outcome of every error is decided here, once:
+may the offset be committed. Many messages run at once, each task's in order
+(``handrail.bus.consumer``). The outcome of every error is decided here, once:
 
-- ``RetryableError`` (Redis down, ...): back off, seek back, redeliver. Nothing is lost.
+- ``RetryableError`` (Redis down, ...): tried again in place after a back-off, for
+  as long as it takes; the task's later messages wait behind it. Nothing is lost.
 - ``TaskHalted`` (a budget, deadline, loop or halt stopped the task before a call):
   the service's ``on_halted`` hook ends the task ``halted``; not a dead letter.
 - ``Rejected``: dead-letter with the reason, then the service's ``on_rejected``
@@ -13,31 +15,39 @@ is the offset committed. The outcome of every error is decided here, once:
 - anything else is a bug: dead-lettered as ``internal_error`` with the
   exception text, never dropped, never crashing the consumer.
 
-If even the dead letter cannot be published, the message is redelivered.
+If even the dead letter cannot be published, the message is tried again; one
+that fails that way ``poison_after_attempts`` times in a row is dead-lettered as
+``poison`` (its original bytes cut to ``MAX_ORIGINAL_BYTES`` if need be), so no
+message can wedge its partition.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import contextlib
+import functools
+import hashlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from faststream import AckPolicy
-from faststream.exceptions import NackMessage
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
+import pydantic_core
+from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
+from handrail.bus.consumer import ConcurrentConsumer
+from handrail.bus.delivery import Delivery
+from handrail.bus.identity import check_key, task_id_of
 from handrail.bus.publisher import Publisher
 from handrail.errors import (
     ContextHashMismatch,
     InternalError,
     MalformedMessage,
     ParentHashMismatch,
+    PoisonMessage,
     Rejected,
     RetryableError,
     TaskHalted,
@@ -45,7 +55,8 @@ from handrail.errors import (
 )
 from handrail.hashing import context_hash
 from handrail.messages import DeadLetter, HandoffEnvelope, Payload, StepCompleted, derived_message_id, utcnow
-from handrail.metrics import DEAD_LETTERS, HANDLE_SECONDS, HANDOFFS, MESSAGES
+from handrail.metrics import DEAD_LETTERS, HANDLE_SECONDS, HANDOFFS, MESSAGES, POISON_MESSAGES
+from handrail.observability.tracing import consume_span
 from handrail.state import Acceptance, TaskStore
 
 if TYPE_CHECKING:
@@ -58,35 +69,42 @@ P = TypeVar("P", bound=Payload)
 Handoff = HandoffEnvelope | StepCompleted
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """Where a consumed message came from, and its bytes."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    value: bytes
-
-    @property
-    def ref(self) -> str:
-        """``topic:partition:offset``: this delivery's identity in the log."""
-        return f"{self.topic}:{self.partition}:{self.offset}"
-
-    @classmethod
-    def from_message(cls, msg: Any) -> Delivery:
-        record = msg.raw_message
-        key = record.key.decode(errors="replace") if isinstance(record.key, bytes) else record.key
-        return cls(record.topic, record.partition, record.offset, key, record.value or b"")
-
-
 Handler = Callable[[P, Delivery], Awaitable[None]]
 OnRejected = Callable[[Rejected, Delivery, Any], Awaitable[None]]
 OnHalted = Callable[[TaskHalted, Delivery, Any], Awaitable[None]]
 
 
+#: A dead letter keeps at most this much of the original message, so that it always fits in a
+#: Kafka record (1 MiB by default) once base64-encoded; its size and sha256 say what was cut.
+MAX_ORIGINAL_BYTES = 512 * 1024
+_NON_JSON_NUMBER = re.compile(rb"NaN|Infinity")
+#: A reason is for a person to read: an exception that prints megabytes is cut here.
+MAX_REASON_CHARS = 2000
+
+
 async def _no_hook(error: Any, delivery: Delivery, payload: Any) -> None:
     return None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One topic a service consumes, and how its messages are handled."""
+
+    topic: str
+    group_id: str
+    payload_type: type[Payload]
+    handler: Handler[Any]
+    on_rejected: OnRejected
+    on_halted: OnHalted
+    topic_kind: str
+
+    @property
+    def is_handoff(self) -> bool:
+        return issubclass(self.payload_type, (HandoffEnvelope, StepCompleted))
+
+
+#: Builds the group consumer of one subscription (``handrail.bus.broker.make_consumer`` with the credentials).
+ConsumerFactory = Callable[[str], AIOKafkaConsumer]
 
 
 class Pipeline:
@@ -102,6 +120,10 @@ class Pipeline:
         audit: AuditLog | None = None,
         handoffs: HandoffVerifier | None = None,
         retry_backoff_s: float = 1.0,
+        traced: bool = True,
+        max_in_flight: int = 256,
+        shutdown_grace_s: float = 20.0,
+        poison_after_attempts: int = 5,
     ) -> None:
         self.service = service
         self.publisher = publisher
@@ -110,10 +132,15 @@ class Pipeline:
         self.audit = audit
         self.handoffs = handoffs
         self.retry_backoff_s = retry_backoff_s
+        self.traced = traced
+        self.max_in_flight = max_in_flight
+        self.shutdown_grace_s = shutdown_grace_s
+        self.poison_after_attempts = poison_after_attempts
+        self.subscriptions: list[Subscription] = []
+        self.consumers: list[ConcurrentConsumer] = []
 
     def subscribe(
         self,
-        broker: KafkaBroker,
         topic: str,
         *,
         group_id: str,
@@ -123,22 +150,83 @@ class Pipeline:
         on_halted: OnHalted = _no_hook,
         topic_kind: str,
     ) -> None:
-        """Consume ``topic`` in ``group_id``, decoding into ``payload_type`` and calling ``handler``."""
-        is_handoff = issubclass(payload_type, (HandoffEnvelope, StepCompleted))
-
-        @broker.subscriber(
-            topic,
-            group_id=group_id,
-            auto_offset_reset="earliest",
-            # Offsets are committed by the ack, after the handler published its outputs.
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+        """Consume ``topic`` in ``group_id`` (from ``start``), decoding into ``payload_type`` for ``handler``."""
+        self.subscriptions.append(
+            Subscription(topic, group_id, payload_type, handler, on_rejected, on_halted, topic_kind)
         )
-        async def consume(msg: KafkaMessage) -> None:
-            delivery = Delivery.from_message(msg)
-            started = time.perf_counter()
-            outcome = await self._process(delivery, payload_type, handler, on_rejected, on_halted, is_handoff)
-            MESSAGES.labels(self.service, topic_kind, outcome).inc()
-            HANDLE_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+
+    async def start(self, make_consumer: ConsumerFactory) -> None:
+        """Start one concurrent group consumer per subscription."""
+        for sub in self.subscriptions:
+
+            async def process(delivery: Delivery, attempt: int, sub: Subscription = sub) -> None:
+                await self.process(sub, delivery, attempt)
+
+            consumer = ConcurrentConsumer(
+                functools.partial(make_consumer, sub.group_id),
+                [sub.topic],
+                process,
+                name=f"{self.service}:{sub.topic_kind}",
+                max_in_flight=self.max_in_flight,
+                retry_backoff_s=self.retry_backoff_s,
+                shutdown_grace_s=self.shutdown_grace_s,
+            )
+            await consumer.start()
+            self.consumers.append(consumer)
+
+    async def stop(self) -> None:
+        """Drain every consumer: running messages finish (within the grace period), offsets are committed."""
+        for consumer in self.consumers:
+            await consumer.stop()
+        self.consumers.clear()
+
+    async def process(self, sub: Subscription, delivery: Delivery, attempt: int) -> None:
+        """Process one delivery; raise to have it tried again (``attempt`` counts the tries)."""
+        started = time.perf_counter()
+        span = (
+            consume_span(sub.topic, sub.group_id, delivery.key, delivery.headers)
+            if self.traced
+            else contextlib.nullcontext()
+        )
+        try:
+            with span:
+                outcome = await self._process(
+                    delivery, sub.payload_type, sub.handler, sub.on_rejected, sub.on_halted, sub.is_handoff
+                )
+        except RetryableError:
+            raise  # a dependency is down, not the message: tried again until it is back (fail closed)
+        except Exception as exc:
+            if attempt < self.poison_after_attempts:
+                raise
+            outcome = await self._poison(sub, delivery, attempt, exc)
+        MESSAGES.labels(self.service, sub.topic_kind, outcome).inc()
+        HANDLE_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+
+    async def _poison(self, sub: Subscription, delivery: Delivery, attempt: int, exc: Exception) -> str:
+        """Park a message that failed ``attempt`` times in a row, and end its task if it can be identified."""
+        task_id = task_id_of(None, delivery)
+        error = PoisonMessage(
+            f"{self.service} failed on this message {attempt} times in a row; last error: {type(exc).__name__}: {exc}",
+            task_id=task_id,
+        )
+        # Its own id: an earlier attempt may have published a dead letter of this message already.
+        try:
+            await self.dead_letter(delivery, error.reason, error.error_type, task_id, role="dead-letter/poison")
+        except RetryableError:
+            raise
+        except Exception:  # the audit append may be what keeps failing: the dead letter alone, then
+            log.exception("%s: could not audit the poison message %s", self.service, delivery.ref)
+            await self.dead_letter(
+                delivery, error.reason, error.error_type, task_id, role="dead-letter/poison", audited=False
+            )
+        POISON_MESSAGES.labels(self.service).inc()
+        try:
+            await sub.on_rejected(error, delivery, None)
+        except RetryableError:
+            raise
+        except Exception:  # what failed may be this very hook: the dead letter is the record
+            log.exception("%s: could not end the task of poison message %s", self.service, delivery.ref)
+        return "poison"
 
     async def _process(
         self,
@@ -152,6 +240,9 @@ class Pipeline:
         payload: P | None = None
         try:
             payload = decode(payload_type, delivery.value)
+            task_id = getattr(payload, "task_id", None)
+            if isinstance(task_id, str):
+                check_key(task_id, delivery)
             if is_handoff:
                 # The signature first: a forged hop must not move the task's hash chain.
                 self._check_signature(payload, delivery)  # type: ignore[arg-type]
@@ -162,10 +253,8 @@ class Pipeline:
             if is_handoff:
                 await self.store.mark_done(payload.task_id, self.service, payload.message_id)  # type: ignore[attr-defined]
             return "ok"
-        except RetryableError as exc:
-            log.warning("%s: will retry %s in %.1fs: %s", self.service, delivery.ref, self.retry_backoff_s, exc)
-            await asyncio.sleep(self.retry_backoff_s)
-            raise NackMessage() from exc
+        except RetryableError:
+            raise
         except TaskHalted as exc:
             log.info("%s: task %s halted: %s", self.service, exc.task_id, exc.reason)
             await on_halted(exc, delivery, payload)
@@ -173,15 +262,15 @@ class Pipeline:
                 await self.store.mark_done(payload.task_id, self.service, payload.message_id)  # type: ignore[attr-defined]
             return "halted"
         except Rejected as exc:
-            await self.dead_letter(delivery, exc.reason, exc.error_type, exc.task_id or _task_id_of(payload, delivery))
+            await self.dead_letter(delivery, exc.reason, exc.error_type, exc.task_id or task_id_of(payload, delivery))
             await on_rejected(exc, delivery, payload)
             return exc.error_type
         except Exception as exc:  # a bug: park the message with what went wrong, keep consuming
             log.exception("%s: internal error on %s", self.service, delivery.ref)
             reason = f"internal error in {self.service}: {type(exc).__name__}: {exc}"
-            await self.dead_letter(delivery, reason, "internal_error", _task_id_of(payload, delivery))
+            await self.dead_letter(delivery, reason, "internal_error", task_id_of(payload, delivery))
             # The task cannot go on from a message its service could not handle: it ends, with the reason.
-            await on_rejected(InternalError(reason, task_id=_task_id_of(payload, delivery)), delivery, payload)
+            await on_rejected(InternalError(reason, task_id=task_id_of(payload, delivery)), delivery, payload)
             return "internal_error"
 
     def _check_signature(self, payload: HandoffEnvelope | StepCompleted, delivery: Delivery) -> None:
@@ -263,22 +352,36 @@ class Pipeline:
                 details={"sender": payload.sender, "budget": payload.budget.model_dump(mode="json")},
             )
 
-    async def dead_letter(self, delivery: Delivery, reason: str, error_type: str, task_id: str | None) -> None:
+    async def dead_letter(
+        self,
+        delivery: Delivery,
+        reason: str,
+        error_type: str,
+        task_id: str | None,
+        role: str = "dead-letter",
+        audited: bool = True,
+    ) -> None:
         """Publish ``delivery`` to the DLQ with its reason; the id is stable across redeliveries."""
+        original = delivery.value[:MAX_ORIGINAL_BYTES]
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[:MAX_REASON_CHARS] + " [...]"
         letter = DeadLetter(
-            message_id=derived_message_id(delivery.ref, "dead-letter"),
+            message_id=derived_message_id(delivery.ref, role),
             reason=reason,
             error_type=error_type,
             source_topic=delivery.topic,
             partition=delivery.partition,
             offset=delivery.offset,
-            original=base64.b64encode(delivery.value).decode(),
+            original=base64.b64encode(original).decode(),
+            original_size=len(delivery.value),
+            original_sha256=hashlib.sha256(delivery.value).hexdigest(),
+            original_truncated=len(original) < len(delivery.value) or None,
             task_id=task_id,
             service=self.service,
             dead_lettered_at=utcnow(),
         )
         await self.publisher.publish(self.dlq_topic, letter, key=task_id)
-        if self.audit is not None and task_id is not None:
+        if audited and self.audit is not None and task_id is not None:
             await self.audit.record(
                 task_id,
                 dedupe_key=letter.message_id,
@@ -295,16 +398,22 @@ def decode(payload_type: type[P], value: bytes) -> P:
     """Parse ``value`` as ``payload_type``, or raise ``MalformedMessage`` saying what is wrong."""
     name = payload_type.__name__
     try:
-        return payload_type.model_validate_json(value)
+        payload = payload_type.model_validate_json(value)
     except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise MalformedMessage(f"not a {name}: the bytes are not valid JSON") from None
+        invalid = [e for e in exc.errors() if e["type"] == "json_invalid"]
+        if invalid:
+            why = invalid[0]["msg"].removeprefix("Invalid JSON: ")
+            raise MalformedMessage(f"not a {name}: the bytes are not valid JSON ({why})") from None
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['msg']}" for e in exc.errors()[:10]
         )
         raise MalformedMessage(f"not a valid {name}: {problems}") from None
-
-
-def _task_id_of(payload: Payload | None, delivery: Delivery) -> str | None:
-    task_id = getattr(payload, "task_id", None)
-    return task_id if isinstance(task_id, str) else delivery.key
+    # The parser takes NaN and Infinity, which JSON (RFC 8259) has not: a cheap look first, then a strict parse.
+    if _NON_JSON_NUMBER.search(value):
+        try:
+            pydantic_core.from_json(value, allow_inf_nan=False)
+        except ValueError as exc:
+            raise MalformedMessage(
+                f"not a {name}: the bytes are not valid JSON (NaN and Infinity are not JSON numbers: {exc})"
+            ) from None
+    return payload

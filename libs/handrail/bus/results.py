@@ -21,7 +21,7 @@ from handrail.state import TaskStore
 
 if TYPE_CHECKING:
     from handrail.audit import AuditLog
-    from handrail.bus.pipeline import Delivery
+    from handrail.bus.delivery import Delivery
 
 
 async def end_task(

@@ -22,6 +22,9 @@ class DevSettings(BaseSettings):
     """Pid files, logs, configs and data of the servers ``up`` starts."""
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "handrail")
     """Kafka jars, resolved once per version into ``<cache_dir>/kafka-<version>/libs``."""
+    #: Redis appends every write to its AOF (fsync once a second), so a restart keeps the fast state.
+    #: Correctness never depends on it - Kafka is the record - so drills turn it off to lose everything.
+    redis_persistence: bool = True
     kafka_version: str = "4.3.1"
     # 512 MB holds a single dev broker comfortably; Kafka's own default (1 GB) is for production.
     kafka_heap_mb: int = Field(default=512, ge=128)

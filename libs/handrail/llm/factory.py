@@ -25,6 +25,7 @@ from handrail.llm.models import ModelCatalogue, ModelSpec, ProviderKind
 from handrail.llm.observers import AttemptObserver
 from handrail.llm.openai_compat import OpenAICompatProvider
 from handrail.llm.scripted import ScriptedProvider
+from handrail.llm.transport import model_http_client
 
 
 def build_provider(
@@ -84,7 +85,7 @@ def build_chain(
     specs = [catalogue.get(name) for name in model_chain]
     if api_keys is None:
         api_keys = read_api_keys(s.api_key_env for s in specs if s.api_key_env)
-    client = http_client or httpx.AsyncClient()
+    client = http_client or model_http_client()
     links = [
         ChainLink(spec.name, _provider(user, spec, catalogue, list(plan), api_keys, client), catalogue.retry_policy(n))
         for n, spec in zip(model_chain, specs, strict=True)

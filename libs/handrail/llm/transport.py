@@ -95,6 +95,18 @@ def _excerpt(response: httpx.Response) -> str:
     return f": {text[:_ERROR_EXCERPT_CHARS]}" if text else ""
 
 
+#: Connections one process may hold open to model APIs. A worker runs up to its max in-flight
+#: steps at once, each with a call in flight; httpx's default pool (100) would quietly cap that.
+MAX_MODEL_CONNECTIONS = 2048
+
+
+def model_http_client() -> httpx.AsyncClient:
+    """The HTTP client a process's model providers share: a pool sized for many calls in flight."""
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=MAX_MODEL_CONNECTIONS, max_keepalive_connections=256)
+    )
+
+
 class HttpProvider:
     """What every HTTP provider shares: its model spec, its endpoint, its key and its client.
 
@@ -109,7 +121,7 @@ class HttpProvider:
         self.spec = spec
         self._url = spec.base_url.rstrip("/") + self.path
         self._api_key = api_key
-        self._client = client or httpx.AsyncClient()
+        self._client = client or model_http_client()
 
     def __repr__(self) -> str:
         # Never the key: a provider's repr ends up in logs.

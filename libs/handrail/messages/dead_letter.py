@@ -20,7 +20,10 @@ class DeadLetter(Payload):
     source_topic: str
     partition: int
     offset: int
-    original: str = Field(description="The original message bytes, base64.")
+    original: str = Field(description="The original message bytes, base64 (the first 512 KiB of a larger one).")
+    original_size: int | None = Field(default=None, description="How many bytes the original message had.")
+    original_sha256: str | None = Field(default=None, description="sha256 hex of the whole original message.")
+    original_truncated: bool | None = Field(default=None, description="True when `original` holds only a prefix.")
     task_id: str | None = None
     service: str = Field(description="The service that dead-lettered it.")
     dead_lettered_at: datetime

@@ -12,19 +12,20 @@ path. The exporter is chosen by ``HANDRAIL_OTEL_EXPORTER``:
   ``{service}`` in the path is replaced by the service's name, so services sharing the setting write apart.
 
 W3C trace context travels in Kafka headers (FastStream's telemetry middleware
-injects it on publish and extracts it on consume), so one task is one trace
+injects it on publish, ``consume_span`` picks it up on consume), so one task is one trace
 across every service it passes through.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -127,3 +128,30 @@ def setup_tracing(
 def tracer() -> trace.Tracer:
     """Handrail's tracer on the process's provider."""
     return trace.get_tracer(TRACER_NAME)
+
+
+@contextlib.contextmanager
+def consume_span(topic: str, group_id: str, key: str | None, headers: Sequence[tuple[str, bytes]]) -> Iterator[None]:
+    """The span of processing one consumed message, a child of the trace its headers carry.
+
+    What is published inside it carries this trace on (the broker's telemetry middleware injects
+    the current context into the outgoing headers), so one task is one trace across services.
+    """
+    carrier = {name: value.decode("latin-1") for name, value in headers if name in _TRACE_HEADERS}
+    parent = propagate.extract(carrier) if carrier else None
+    attributes = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+        "messaging.consumer.group.name": group_id,
+    }
+    if key is not None:
+        attributes["messaging.kafka.message.key"] = key
+    with tracer().start_as_current_span(
+        f"{topic} process", context=parent, kind=trace.SpanKind.CONSUMER, attributes=attributes
+    ):
+        yield
+
+
+#: The W3C headers the propagator reads (``traceparent``, ``tracestate``) and baggage.
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate", "baggage"})

@@ -18,9 +18,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import make_asgi_app
 
 from handrail.audit import AuditLog
-from handrail.bus import Pipeline, Publisher, make_broker
+from handrail.bus import Pipeline, Publisher, make_broker, make_consumer
 from handrail.contracts import Contracts, load_contracts
-from handrail.deploy.kafka_security import credentials_from_settings
+from handrail.deploy.kafka_security import SaslCredentials, credentials_from_settings
 from handrail.errors import ContractError
 from handrail.metrics import WORKFLOW_MIN_STEPS
 from handrail.observability import setup_tracing
@@ -42,6 +42,7 @@ class Runtime:
 
     service: str
     settings: ServiceSettings
+    credentials: SaslCredentials | None
     broker: KafkaBroker
     redis: aioredis.Redis
     store: TaskStore
@@ -88,10 +89,15 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         audit=audit,
         handoffs=handoffs,
         retry_backoff_s=settings.retry_backoff_s,
+        traced=provider is not None,
+        max_in_flight=settings.max_in_flight,
+        shutdown_grace_s=settings.shutdown_grace_s,
+        poison_after_attempts=settings.poison_after_attempts,
     )
     return Runtime(
         service=service,
         settings=settings,
+        credentials=credentials,
         broker=broker,
         redis=redis,
         store=store,
@@ -119,6 +125,14 @@ def asgi_app(runtime: Runtime) -> AsgiFastStream:
         body = f'{{"kafka": {str(kafka_ok).lower()}, "redis": {str(redis_ok).lower()}}}'.encode()
         return AsgiResponse(body, 200 if kafka_ok and redis_ok else 503, headers={"content-type": "application/json"})
 
+    async def start_consumers() -> None:
+        settings = runtime.settings
+        await runtime.pipeline.start(
+            lambda group: make_consumer(
+                settings.kafka_bootstrap, group, f"handrail-{runtime.service}", runtime.credentials
+            )
+        )
+
     async def close_redis() -> None:
         await runtime.redis.aclose()
 
@@ -130,7 +144,9 @@ def asgi_app(runtime: Runtime) -> AsgiFastStream:
     return AsgiFastStream(
         runtime.broker,
         asgi_routes=[("/healthz", healthz), ("/metrics", make_asgi_app())],
-        on_shutdown=[close_redis],
+        after_startup=[start_consumers],
+        # Drain first: running messages still publish through the broker and use Redis.
+        on_shutdown=[runtime.pipeline.stop, close_redis],
         after_shutdown=[flush_spans],
     )
 

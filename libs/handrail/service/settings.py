@@ -34,6 +34,14 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     retry_backoff_s: float = Field(default=1.0, gt=0, description="Wait before redelivering after a retryable error.")
+    #: Messages one consumer runs at once (many tasks, each task's in order); fetching pauses at the cap.
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    #: On SIGTERM or a rebalance, how long running messages may take to finish before they are left
+    #: to be redelivered; below the pod's termination grace period (30 s by default in Kubernetes).
+    shutdown_grace_s: float = Field(default=20.0, gt=0)
+    #: A message that fails this many times in a row (not counting Redis or Kafka being down) is
+    #: dead-lettered as ``poison`` instead of tried forever.
+    poison_after_attempts: int = Field(default=5, ge=1)
     log_level: str = "INFO"
     #: Who this process signs envelopes as: the service's name, or a worker's agent (the default).
     signer: str | None = None

@@ -16,7 +16,6 @@ def create(settings: BreakerSettings | None = None) -> tuple[Runtime, AsgiFastSt
     runtime = build_runtime(SERVICE, settings)
     handlers = BreakerHandlers(runtime, settings.policy())
     runtime.pipeline.subscribe(
-        runtime.broker,
         runtime.topics.events,
         group_id=settings.group("circuit-breaker"),
         payload_type=DecisionEvent,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
-from handrail.deploy.kafka_security import credentials_from_settings
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail_review.api import build_api
 from handrail_review.background import Background, sweeper
@@ -22,21 +21,13 @@ def create(settings: ReviewSettings | None = None) -> tuple[Runtime, AsgiFastStr
     runtime = build_runtime(SERVICE, settings)
     directory = load_directory(settings.reviewers_path(), settings.reviewer_tokens, runtime.contracts)
     desk = ReviewDesk(runtime, directory, ReviewIndex(runtime.redis, settings.redis_prefix))
-    password = settings.kafka_password.get_secret_value() if settings.kafka_password else None
-    credentials = credentials_from_settings(
-        settings.kafka_security_protocol,
-        settings.kafka_sasl_mechanism,
-        settings.kafka_username,
-        password,
-        settings.kafka_ssl_cafile,
-    )
     projector = Projector(
         settings.kafka_bootstrap,
         runtime.topics.reviews_requested,
         runtime.topics.reviews_decided,
         desk,
         settings.retry_backoff_s,
-        credentials.client_options() if credentials else None,
+        runtime.credentials.client_options() if runtime.credentials else None,
     )
     app = serve_with(asgi_app(runtime), build_api(desk, projector.ready))
     background = Background(projector.run, sweeper(desk, projector.ready, settings.review_sweep_interval_s))

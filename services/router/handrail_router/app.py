@@ -26,7 +26,6 @@ def create(settings: RouterSettings | None = None) -> tuple[Runtime, AsgiFastStr
     )
     handlers = RouterHandlers(runtime, settings, router)
     runtime.pipeline.subscribe(
-        runtime.broker,
         runtime.topics.tasks,
         group_id=settings.group("router"),
         payload_type=TaskSubmitted,

@@ -6,9 +6,7 @@ the checks (submitter, input schema) and the budget are then the chosen workflow
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import jsonschema
 
 from handrail.bus import Delivery
+from handrail.bus.identity import body_field, task_id_of
 from handrail.bus.results import end_task
 from handrail.contracts import WorkflowSpec
 from handrail.contracts.routing import AUTO
@@ -23,7 +22,6 @@ from handrail.errors import InputRejected, Rejected
 from handrail.hashing import context_hash
 from handrail.messages import HandoffEnvelope, TaskStatus, TaskSubmitted, derived_message_id, utcnow
 from handrail.messages.envelope import BudgetSnapshot
-from handrail.messages.tasks import TASK_ID_PATTERN
 from handrail.service import Runtime
 from handrail.state import Opening
 from handrail.state.budgets import Amount, Caps
@@ -244,17 +242,6 @@ class RouterHandlers:
 
 
 def _identify(task: TaskSubmitted | None, delivery: Delivery) -> tuple[str | None, str]:
-    """The task id and workflow of a rejected submission, from the payload, its JSON, or the key."""
-    if task is not None:
-        return task.task_id, task.workflow
-    task_id: Any = None
-    workflow: Any = None
-    try:
-        raw = json.loads(delivery.value)
-        if isinstance(raw, dict):
-            task_id, workflow = raw.get("task_id"), raw.get("workflow")
-    except ValueError:
-        pass
-    if not isinstance(task_id, str) or not re.match(TASK_ID_PATTERN, task_id):
-        task_id = delivery.key if delivery.key and re.match(TASK_ID_PATTERN, delivery.key) else None
-    return task_id, workflow if isinstance(workflow, str) else "unknown"
+    """The task id (``handrail.bus.identity``'s rule) and workflow of a rejected submission."""
+    workflow = task.workflow if task is not None else body_field(delivery.value, "workflow")
+    return task_id_of(task, delivery), workflow if isinstance(workflow, str) else "unknown"

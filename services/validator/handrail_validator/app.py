@@ -17,7 +17,6 @@ def create(settings: ValidatorSettings | None = None) -> tuple[Runtime, AsgiFast
     runtime = build_runtime(SERVICE, settings)
     handlers = ValidatorHandlers(runtime)
     runtime.pipeline.subscribe(
-        runtime.broker,
         runtime.topics.steps,
         group_id=settings.group("validator"),
         payload_type=StepCompleted,

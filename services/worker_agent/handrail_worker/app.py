@@ -36,7 +36,6 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
     handlers = WorkerHandlers(runtime, settings, runner)
     reporter = StepReporter(runtime, agent.name)
     runtime.pipeline.subscribe(
-        runtime.broker,
         runtime.topics.agent(agent.name),
         # One group per agent: replicas of an agent share its partitions.
         group_id=settings.group(f"agent-{agent.name}"),

@@ -1,0 +1,172 @@
+"""A group consumer that runs up to ``max_in_flight`` messages at once.
+
+Fetches in batches, hands each record to a ``KeyedScheduler`` (one task's messages in
+order, many tasks at once), commits each partition up to its lowest unfinished
+offset, pauses every partition while the cap is reached (backpressure: memory stays
+bounded), waits for running messages before a rebalance takes partitions away, and
+drains on shutdown within a grace period.
+
+FastStream's subscribers run one message at a time per process (or, with workers,
+without per-key order or a safe commit), so the services consume through this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from handrail.bus.delivery import Delivery
+from handrail.bus.offsets import PartitionOffsets
+from handrail.bus.scheduler import KeyedScheduler, Process
+from handrail.metrics import IN_FLIGHT
+
+log = logging.getLogger(__name__)
+
+#: How long one fetch waits for records; also how often a paused consumer looks at its cap again.
+_POLL_MS = 50
+#: Offsets are committed at most this often: a commit is a round trip to the group coordinator,
+#: and a redelivery after a crash is recognised anyway, so a few hundred ms of it is cheap.
+_COMMIT_INTERVAL_S = 0.2
+#: Resume fetching once in-flight work falls to this share of the cap (hysteresis: no pause/resume flapping).
+_RESUME_AT = 0.75
+
+
+class ConcurrentConsumer:
+    """Consumes ``topics`` in a group, running messages through ``process`` concurrently."""
+
+    def __init__(
+        self,
+        make_consumer: Callable[[], AIOKafkaConsumer],
+        topics: list[str],
+        process: Process,
+        *,
+        name: str,
+        max_in_flight: int,
+        retry_backoff_s: float,
+        shutdown_grace_s: float,
+    ) -> None:
+        self._make_consumer = make_consumer
+        self._topics = topics
+        self._name = name
+        self._max_in_flight = max_in_flight
+        self._shutdown_grace_s = shutdown_grace_s
+        self.scheduler = KeyedScheduler(process, name=name, retry_backoff_s=retry_backoff_s)
+        self._partitions: dict[TopicPartition, PartitionOffsets] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_commit = 0.0
+        #: The most messages this consumer ever had in flight (the benchmark reads it).
+        self.peak_in_flight = 0
+
+    async def start(self) -> None:
+        """Join the group and start fetching."""
+        consumer = self._make_consumer()
+        await consumer.start()
+        consumer.subscribe(self._topics, listener=_Rebalance(self))
+        self._consumer = consumer
+        self._loop_task = asyncio.create_task(self._run(), name=f"{self._name}:fetch")
+        self._loop_task.add_done_callback(self._fetching_ended)
+
+    def _fetching_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # A consumer that stopped fetching would hold its partitions and do nothing: better to die and be
+        # restarted (the supervisor's job), redelivering what had not finished.
+        log.critical("%s: the fetch loop failed; exiting", self._name, exc_info=task.exception())
+        os._exit(70)
+
+    async def stop(self) -> None:
+        """Stop fetching, let running messages finish (within the grace period), commit, leave the group."""
+        self._stopping = True
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self.scheduler.drain(self._shutdown_grace_s)
+        if self._consumer is not None:
+            await self._commit(force=True)
+            await self._consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        paused = False
+        while not self._stopping:
+            in_flight = self.scheduler.in_flight
+            if not paused and in_flight >= self._max_in_flight:
+                consumer.pause(*consumer.assignment())
+                paused = True
+            elif paused and in_flight <= self._max_in_flight * _RESUME_AT:
+                consumer.resume(*consumer.paused())
+                paused = False
+            try:
+                batch = await consumer.getmany(
+                    timeout_ms=_POLL_MS, max_records=max(self._max_in_flight - in_flight, 1)
+                )
+            except KafkaError as exc:  # the broker went away: the client reconnects by itself
+                log.warning("%s: fetch failed: %s", self._name, exc)
+                await asyncio.sleep(_POLL_MS / 1000)
+                continue
+            for tp, records in batch.items():
+                offsets = self._partitions.get(tp)
+                if offsets is None:  # revoked while the batch was in the air
+                    continue
+                for record in records:
+                    self.scheduler.submit(Delivery.from_record(record), offsets)
+            self.peak_in_flight = max(self.peak_in_flight, self.scheduler.in_flight)
+            IN_FLIGHT.labels(self._name).set(self.scheduler.in_flight)
+            await self._commit()
+
+    async def _commit(self, force: bool = False, only: list[TopicPartition] | None = None) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < _COMMIT_INTERVAL_S:
+            return
+        self._last_commit = now
+        assert self._consumer is not None
+        wanted = only if only is not None else list(self._partitions)
+        offsets: dict[TopicPartition, int] = {}
+        for tp in wanted:
+            partition = self._partitions.get(tp)
+            offset = partition.committable() if partition is not None else None
+            if offset is not None:
+                offsets[tp] = offset
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:  # a rebalance or a lost broker: redelivered, then deduped
+            log.warning("%s: commit failed (%s); those messages may be delivered again", self._name, exc)
+            return
+        for tp, offset in offsets.items():
+            self._partitions[tp].committed(offset)
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before partitions move: finish what runs on them (bounded), commit them, forget them."""
+        gone = [tp for tp in revoked if tp in self._partitions]
+        await self.scheduler.release([self._partitions[tp] for tp in gone], self._shutdown_grace_s)
+        await self._commit(force=True, only=gone)
+        for tp in gone:
+            del self._partitions[tp]
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self._partitions[tp] = PartitionOffsets()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: ConcurrentConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._owner._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._owner._on_assigned(set(assigned))
