@@ -491,3 +491,37 @@ async def test_a_halt_escalated_to_review_runs_the_step_again_once_approved(
     handoffs = [HandoffEnvelope.model_validate_json(v) for v in await stack.read(topic, task_id)]
     assert [(h.attempt, h.sender) for h in handoffs] == [(1, "validator"), (2, "human-review")]
     assert handoffs[1].parent_hash == envelope.context_hash == handoffs[1].context_hash
+
+
+async def test_a_restart_on_a_wiped_redis_never_carries_a_decided_review_out_again(
+    client: HandrailClient, stack: Stack, http: httpx.AsyncClient
+) -> None:
+    """Redis loses everything (the index, the task records); the rebuilt index must not republish results."""
+    approved_id = await client.submit("expense-approval", claim(800), task_id=new_id("wiped-approved"))
+    rejected_id = await client.submit("expense-approval", claim(900), task_id=new_id("wiped-rejected"))
+    for task_id, action in ((approved_id, "approve"), (rejected_id, "reject")):
+        review = await pending_review(http, task_id)
+        body = {} if action == "approve" else {"reason": "not this time"}
+        decided = await http.post(f"/api/reviews/{review['review_id']}/{action}", headers=auth("ana"), json=body)
+        assert decided.status_code == 200, decided.text
+        await client.wait_for_result(task_id, timeout_s=30)
+    decided_before = {t: len(await decisions_for(stack, t)) for t in (approved_id, rejected_id)}
+
+    stack.stop("human-review")
+    redis = connect_redis(stack.redis_url)
+    try:
+        keys = [k async for k in redis.scan_iter(f"{stack.env['HANDRAIL_REDIS_PREFIX']}*")]
+        await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+    stack.start("human-review")
+    for _ in range(50):  # until the index is rebuilt (the API answers 503 before)
+        if (await http.get("/api/reviews", headers=auth("ops"))).status_code == 200:
+            break
+        await asyncio.sleep(0.2)
+
+    for task_id in (approved_id, rejected_id):
+        assert len(await stack.results_for(task_id, settle_s=4)) == 1, "a decided review was carried out again"
+        assert len(await decisions_for(stack, task_id)) == decided_before[task_id]
+    listed = (await http.get("/api/reviews", headers=auth("ops"))).json()
+    assert not [r for r in listed if r["task_id"] in (approved_id, rejected_id)], "decided reviews are not pending"

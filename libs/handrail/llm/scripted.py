@@ -32,6 +32,10 @@ class ScriptedProvider:
         self._plan = plan
 
     async def complete(self, request: ModelRequest) -> ModelReply:
+        return self.reply(request)
+
+    def reply(self, request: ModelRequest) -> ModelReply:
+        """The plan's next turn for ``request`` (no I/O: a model server replaying plans calls this too)."""
         turn = sum(1 for m in request.messages if m.role == "assistant")
         if turn >= len(self._plan):
             raise StepFailed(f"the scripted plan has {len(self._plan)} turns; turn {turn + 1} was asked for")

@@ -6,9 +6,12 @@ Amounts are compared in US dollars: under 500 is approved automatically,
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from handrail.tools.registry import Tool, ToolContext, ToolFailure, ToolSpec
 
@@ -152,15 +155,22 @@ def ledger_tool(data_dir: Path) -> Tool:
     ledger = data_dir / "expense-ledger.jsonl"
 
     async def record_decision(args: dict[str, Any], ctx: ToolContext | None = None) -> dict[str, Any]:
-        ledger.parent.mkdir(parents=True, exist_ok=True)
         entry = {
             **args,
             "idempotency_key": ctx.idempotency_key if ctx else None,
             "task_id": ctx.task_id if ctx else None,
         }
-        with ledger.open("a") as out:
+        # As a payments or ledger API does: one entry per idempotency key, whoever asks and how often.
+        with _locked(ledger) as out:
+            if entry["idempotency_key"] is not None and _entry_for(out, entry["idempotency_key"]) is not None:
+                return {"recorded": True, "ledger": ledger.name, "duplicate": True}
             out.write(json.dumps(entry, sort_keys=True) + "\n")
         return {"recorded": True, "ledger": ledger.name}
+
+    async def was_recorded(ctx: ToolContext) -> dict[str, Any] | None:
+        with _locked(ledger) as out:
+            found = _entry_for(out, ctx.idempotency_key)
+        return None if found is None else {"recorded": True, "ledger": ledger.name}
 
     return Tool(
         ToolSpec(
@@ -180,4 +190,27 @@ def ledger_tool(data_dir: Path) -> Tool:
             side_effect=True,
         ),
         record_decision,
+        lookup=was_recorded,
     )
+
+
+@contextlib.contextmanager
+def _locked(ledger: Path) -> Iterator[TextIO]:
+    """The ledger open for reading and appending under an exclusive lock (workers of every process share it)."""
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with ledger.open("a+") as out:
+        fcntl.flock(out, fcntl.LOCK_EX)
+        try:
+            yield out
+        finally:
+            fcntl.flock(out, fcntl.LOCK_UN)
+
+
+def _entry_for(out: TextIO, idempotency_key: str) -> dict[str, Any] | None:
+    """The entry recorded under ``idempotency_key`` (a scan: the demo's ledger is small)."""
+    out.seek(0)
+    for line in out:
+        entry = json.loads(line)
+        if entry.get("idempotency_key") == idempotency_key:
+            return dict(entry)
+    return None

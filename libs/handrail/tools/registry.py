@@ -23,6 +23,8 @@ class ToolFailure(Exception):
 
 
 ToolFn = Callable[[dict[str, Any], "ToolContext"], Awaitable[dict[str, Any]]]
+#: Asks a side effect's target whether the effect with ``ctx.idempotency_key`` happened: its result, or None.
+LookupFn = Callable[["ToolContext"], Awaitable[dict[str, Any] | None]]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class Tool:
 
     spec: ToolSpec
     run: ToolFn
+    #: For a side effect: how to ask its target, after a crash left the outcome in doubt, whether it
+    #: happened. Without one such a call is never repeated and the task waits for a person.
+    lookup: LookupFn | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class ToolRegistry:
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._validators: dict[str, jsonschema.Draft202012Validator] = {}  # compiled once, not per call
         for tool in tools:
             self.register(tool)
 
@@ -87,6 +93,7 @@ class ToolRegistry:
         if tool.spec.name in self._tools:
             raise ValueError(f"tool {tool.spec.name!r} is registered twice")
         self._tools[tool.spec.name] = tool
+        self._validators[tool.spec.name] = jsonschema.Draft202012Validator(tool.spec.args_schema)
 
     def names(self) -> set[str]:
         """Names of every registered tool."""
@@ -109,7 +116,7 @@ class ToolRegistry:
             return ToolCallError("tool_not_allowed", name, f"this agent may not call {name!r}", sorted(allowed))
         if not isinstance(args, dict):
             return ToolCallError("invalid_arguments", name, "arguments must be a JSON object")
-        errors = sorted(jsonschema.Draft202012Validator(tool.spec.args_schema).iter_errors(args), key=str)
+        errors = sorted(self._validators[name].iter_errors(args), key=str)
         if errors:
             detail = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors)
             return ToolCallError("invalid_arguments", name, detail)

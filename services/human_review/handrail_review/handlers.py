@@ -30,7 +30,7 @@ from handrail.patch import diff
 from handrail.service import Runtime
 from handrail_review.errors import AlreadyDecided, InvalidEdit, NotAllowed, ReviewNotFound
 from handrail_review.index import Item, ReviewIndex, Vote, VoteOutcome
-from handrail_review.outcomes import Outcomes
+from handrail_review.outcomes import Outcomes, final_record_id
 from handrail_review.reviewers import Directory, Reviewer
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,14 @@ class ReviewDesk:
         if await self.index.upsert(request):
             log.info("review %s of task %s pending for %s", request.review_id, request.task_id, request.role)
 
-    async def on_decided(self, record: ReviewDecided) -> bool:
-        """Apply a recorded action; False when its review is not indexed yet (try again later)."""
+    async def on_decided(self, record: ReviewDecided, *, finish: bool = True) -> bool:
+        """Apply a recorded action; False when its review is not indexed yet (try again later).
+
+        A review's final record is published only after its effects (``Outcomes.finish``), so
+        reading one means the review is done: it is marked finished and never carried out again.
+        While the index is still being rebuilt (``finish`` False) a decided review is not carried
+        out either: its final record may be further on in the log; the sweep finishes what is left.
+        """
         if record.action == ReviewAction.COMMENT:
             await self.index.add_record(record)
             return True
@@ -90,7 +96,11 @@ class ReviewDesk:
         if result.outcome == VoteOutcome.UNKNOWN:
             return False
         await self.index.add_record(record)
-        if result.outcome in (VoteOutcome.APPROVED, VoteOutcome.REJECTED):
+        if record.message_id == final_record_id(record.review_id, record.level):
+            item = await self.index.get(record.review_id)
+            if item is not None and not item.finished:  # the replica that carried it out keeps its outcome
+                await self.index.mark_finished(record.review_id, "carried out before (its final record is on Kafka)")
+        elif finish and result.outcome in (VoteOutcome.APPROVED, VoteOutcome.REJECTED):
             await self.finish(record.review_id)
         return True
 

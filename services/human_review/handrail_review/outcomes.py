@@ -22,6 +22,11 @@ from handrail_review.index import Item, ReviewIndex
 log = logging.getLogger(__name__)
 
 
+def final_record_id(review_id: str, level: int) -> str:
+    """The message id of the record that closes ``review_id`` at ``level``, published once it is carried out."""
+    return derived_message_id(review_id, f"decided/{level}")
+
+
 class Outcomes:
     """Carries decided reviews out, from the checkpoint they hold."""
 
@@ -43,7 +48,7 @@ class Outcomes:
         edit = item.edit if approved else None
         decided_ms = int(item.fields.get("decided_ms") or time.time() * 1000)
         final = ReviewDecided(
-            message_id=derived_message_id(review_id, f"decided/{item.level}"),
+            message_id=final_record_id(review_id, item.level),
             review_id=review_id,
             task_id=request.task_id,
             workflow=request.workflow,
@@ -58,8 +63,6 @@ class Outcomes:
             approvals=item.approvers,
             decided_at=datetime.fromtimestamp(decided_ms / 1000, UTC),
         )
-        await self.rt.publisher.publish(self.rt.topics.reviews_decided, final, key=request.task_id)
-        await self.index.add_record(final)
         await self.rt.audit.record(
             request.task_id,
             dedupe_key=final.message_id,
@@ -81,6 +84,10 @@ class Outcomes:
             },
         )
         outcome = await (self._resume(item, final) if approved else self._end(item, final))
+        # Last, after the effects: a final record on Kafka says "carried out", so that an index rebuilt
+        # from Kafka (Redis lost) never carries a review out twice.
+        await self.rt.publisher.publish(self.rt.topics.reviews_decided, final, key=request.task_id)
+        await self.index.add_record(final)
         await self.index.mark_finished(review_id, outcome)
         log.info("review %s %s by %s: task %s -> %s", review_id, final.decision, final.by, request.task_id, outcome)
         return request.workflow, final.decision or ""

@@ -128,7 +128,8 @@ class Projector:
             return
 
         async def decided(payload: ReviewDecided) -> None:
-            if not await self.desk.on_decided(payload) and len(self._deferred) < _MAX_DEFERRED:
+            caught_up = self.ready.is_set()
+            if not await self.desk.on_decided(payload, finish=caught_up) and len(self._deferred) < _MAX_DEFERRED:
                 self._deferred.append(payload)
 
         await self._decode_and(ReviewDecided, value, "decided", decided)
@@ -153,5 +154,5 @@ class Projector:
     async def _retry_deferred(self) -> None:
         waiting, self._deferred = self._deferred, []
         for payload in waiting:
-            if not await self.desk.on_decided(payload):
+            if not await self.desk.on_decided(payload, finish=self.ready.is_set()):
                 self._deferred.append(payload)

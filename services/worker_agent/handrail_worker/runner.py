@@ -28,7 +28,7 @@ from handrail.metrics import TOOL_CALLS
 from handrail.observability import tracer
 from handrail.prompts import PromptStore, step_scope
 from handrail.state.effects import Claim, EffectStore
-from handrail.tools import ToolCallError, ToolContext, ToolFailure, ToolRegistry, ToolSpec
+from handrail.tools import Tool, ToolCallError, ToolContext, ToolFailure, ToolRegistry, ToolSpec
 from handrail_worker.guard import Ticket
 
 
@@ -261,7 +261,7 @@ class StepRunner:
         key = sha256_hex(canonical_json([envelope.task_id, envelope.step, name, args]))
         context = ToolContext(task_id=envelope.task_id, step=envelope.step, idempotency_key=key)
         try:
-            result = await self._run(tool.spec, tool.run, args, context, envelope)
+            result = await self._run(tool, args, context, envelope)
         except ToolFailure as exc:
             await guard.after_call(granted, "error", "tool_failed")
             failure = ToolCallError("tool_failed", name, str(exc))
@@ -279,8 +279,9 @@ class StepRunner:
         )
 
     async def _run(
-        self, spec: ToolSpec, run: Any, args: dict[str, Any], context: ToolContext, envelope: HandoffEnvelope
+        self, tool: Tool, args: dict[str, Any], context: ToolContext, envelope: HandoffEnvelope
     ) -> dict[str, Any]:
+        spec, run = tool.spec, tool.run
         if not spec.side_effect or self.effects is None:
             result: dict[str, Any] = await run(args, context)
             return result
@@ -288,7 +289,14 @@ class StepRunner:
         if claimed.claim == Claim.RECORDED:
             assert claimed.result is not None
             return claimed.result  # it ran before this redelivery: never twice
-        if claimed.claim == Claim.IN_DOUBT:
+        if claimed.claim == Claim.IN_DOUBT and tool.lookup is not None:
+            # An earlier attempt died while the effect ran: its target knows, by the key, whether it happened.
+            found = await tool.lookup(context)
+            if found is not None:
+                await self.effects.record(envelope.task_id, context.idempotency_key, found)
+                return found
+            # It did not happen: run it now (the key still reaches the target, which dedupes on it).
+        elif claimed.claim == Claim.IN_DOUBT:
             raise TaskHalted(
                 f"{spec.name} may or may not have run (an earlier attempt died while it ran); "
                 "it is not repeated: a person must check",
