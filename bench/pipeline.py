@@ -42,6 +42,7 @@ from types import FrameType
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+import model_replay  # bench/, beside this file
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -294,14 +295,17 @@ async def measure(
     pids: dict[str, int],
     args: argparse.Namespace,
     detours: dict[str, str] | None = None,
+    paced: int | None = None,
 ) -> Measurement:
     """Warm up, run the paced phase and the burst, then read every trace back."""
+    paced = args.paced if paced is None else paced
     timeout_s = 60.0 + args.tasks * 0.2  # generous: a 2-core machine running Kafka, Redis and every service
     async with Driver(args.bootstrap, prefix, make_task, detours or {}) as driver:
         print(f"  {name}: warm-up ({args.warmup} tasks)", flush=True)
         await driver.burst(task_ids("warm", args.run_id, args.warmup), timeout_s)
-        print(f"  {name}: paced ({args.paced} tasks, one in flight)", flush=True)
-        await driver.paced(task_ids("paced", args.run_id, args.paced))
+        if paced:
+            print(f"  {name}: paced ({paced} tasks, one in flight)", flush=True)
+            await driver.paced(task_ids("paced", args.run_id, paced))
         print(f"  {name}: burst ({args.tasks} tasks)", flush=True)
         before, commands_before = Cpu.sample(pids), await redis_commands(args.redis_url)
         elapsed_s, statuses = await driver.burst(task_ids("burst", args.run_id, args.tasks), timeout_s)
@@ -522,6 +526,9 @@ def run(
             )
         )
         services.down(off_plan, run_dir / "off")
+    args.handrail_model = None
+    if args.model_latency_ms is not None:
+        args.handrail_model = _run_with_model_latency(args, run_dir, started, agents, env, detours)
     if args.profile is not None:
         print(f"profiles: {args.profile}/<service>.prof (python -m pstats; sort tottime; stats 25)", flush=True)
 
@@ -540,6 +547,60 @@ def run(
     )
     services.down(relay_processes, run_dir)
     return handrail, relay
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """The burst with a model that takes ``latency_ms`` per completion, and the model server's view of it."""
+
+    measurement: Measurement
+    latency_ms: float
+    calls: int
+    peak_in_flight: int
+    mean_in_flight: float
+
+
+def _run_with_model_latency(
+    args: argparse.Namespace,
+    run_dir: Path,
+    started: list[services.ServiceProcess],
+    agents: list[str],
+    env: dict[str, str],
+    detours: dict[str, str],
+) -> ModelRun:
+    """Handrail again, each agent on the OpenAI-compatible provider against the plan-replaying server."""
+    server = model_replay.start_server(PROJECT_ROOT / "config", args.model_latency_ms)
+    try:
+        config = model_replay.write_config(PROJECT_ROOT / "config", run_dir / "model-config", server.url)
+        topics = Topics(f"bench{args.run_id}model.")
+        asyncio.run(ensure_topics(args.bootstrap, topics.specs(agents)))
+        model_env = {
+            **env,
+            "HANDRAIL_TOPIC_PREFIX": topics.prefix,
+            "HANDRAIL_REDIS_PREFIX": f"bench{args.run_id}model:",
+            "HANDRAIL_CONFIG_DIR": str(config),
+            model_replay.KEY_ENV: "local-bench-key",
+        }
+        plan = handrail_plan(agents, f"{args.run_id}model", None)
+        started += plan
+        print(f"starting Handrail with a {args.model_latency_ms:g} ms model (OpenAI-compatible, local)", flush=True)
+        services.up(plan, run_dir / "model", model_env, PROJECT_ROOT)
+        pids = _pids(plan, run_dir / "model")
+        name = f"Handrail, {args.model_latency_ms:g} ms model"
+        calls_before = len(server.requests())
+        busy_before = server.busy_s
+        measurement = asyncio.run(measure(name, topics.prefix, handrail_task, pids, args, detours, paced=0))
+        services.down(plan, run_dir / "model")
+        burst_calls = len(server.requests()) - calls_before
+        return ModelRun(
+            measurement,
+            args.model_latency_ms,
+            burst_calls,
+            server.peak_in_flight,
+            (server.busy_s - busy_before) / measurement.elapsed_s,
+        )
+    finally:
+        server.stop()
 
 
 def _pids(plan: Iterable[services.ServiceProcess], run_dir: Path) -> dict[str, int]:
@@ -667,6 +728,20 @@ def report(args: argparse.Namespace, handrail: Measurement, relay: Measurement) 
             f"{handrail.tasks_per_s:.1f} vs off {off.tasks_per_s:.1f} tasks/s; "
             f"target < 0.3 ms: {_verdict(per_hop < 0.3)}"
         )
+    model: ModelRun | None = getattr(args, "handrail_model", None)
+    if model is not None:
+        m = model.measurement
+        share = m.tasks_per_s / handrail.tasks_per_s
+        lines += [
+            "",
+            f"Model latency: {model.latency_ms:g} ms per completion (OpenAI-compatible provider, local server"
+            " replaying the plans), burst only",
+            f"  Handrail   {m.tasks_per_s:8.1f} tasks/s  {m.elapsed_s:6.2f} s; CPU-bound (scripted, above) "
+            f"{handrail.tasks_per_s:.1f} tasks/s: {share:.0%} (target >= 90%: {_verdict(share >= 0.9)})",
+            f"  model calls {model.calls} in the burst (warm-up included in the peak): max {model.peak_in_flight} "
+            f"in flight, mean {model.mean_in_flight:.1f} (target max >= 256: {_verdict(model.peak_in_flight >= 256)})",
+            f"  CPU ms per task: {_cpu_line(m)}",
+        ]
     sizes = ", ".join(f"{s} {n}" for s, n in zip(STAGES, handrail.mean_sizes(), strict=True))
     lines += ["", f"Mean message size, bytes (the relay pads to the same): {sizes}"]
     if handrail.statuses.get("completed", 0) != args.tasks:
@@ -696,6 +771,12 @@ def _parser() -> argparse.ArgumentParser:
         "--observability-off",
         action="store_true",
         help="also run Handrail with tracing and the audit trail off, and report what they add per hop",
+    )
+    parser.add_argument(
+        "--model-latency-ms",
+        type=float,
+        metavar="N",
+        help="also run Handrail with every agent on an OpenAI-compatible model that answers in N ms",
     )
     return parser
 
@@ -754,7 +835,9 @@ def _teardown(args: argparse.Namespace, run_dir: Path, started: list[services.Se
     if stopped:
         print(f"stopped: {', '.join(stopped)}", file=sys.stderr)
     if not args.keep:
-        prefixes = (f"bench{args.run_id}.", f"bench{args.run_id}off.", f"relay{args.run_id}.")
+        prefixes = (
+            f"bench{args.run_id}.", f"bench{args.run_id}off.", f"bench{args.run_id}model.", f"relay{args.run_id}."
+        )
         try:
             # Redis keys of both Handrail runs: bench<id>: and bench<id>off:
             asyncio.run(cleanup(args.bootstrap, args.redis_url, prefixes, f"bench{args.run_id}"))
