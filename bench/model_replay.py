@@ -52,6 +52,7 @@ def start_server(config_dir: Path, latency_ms: float) -> FakeModelServer:
     server = FakeModelServer()
     server.responder = respond
     server.latency_s = latency_ms / 1000
+    server.keep_alive = True  # as a real model API: the workers' connection pool reuses connections
     return server.start()
 
 

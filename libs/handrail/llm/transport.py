@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import httpx
+from httpx_aiohttp import HttpxAiohttpClient
 from pydantic import SecretStr
 
 from handrail.llm.errors import (
@@ -101,8 +102,13 @@ MAX_MODEL_CONNECTIONS = 2048
 
 
 def model_http_client() -> httpx.AsyncClient:
-    """The HTTP client a process's model providers share: a pool sized for many calls in flight."""
-    return httpx.AsyncClient(
+    """The HTTP client a process's model providers share: a pool sized for many calls in flight.
+
+    httpx's API on aiohttp's connection pool (``httpx-aiohttp``, as the OpenAI SDK offers it):
+    httpcore's pool walks every connection on each request, so with hundreds in flight it spent
+    most of a worker's CPU on bookkeeping; aiohttp's does not.
+    """
+    return HttpxAiohttpClient(
         limits=httpx.Limits(max_connections=MAX_MODEL_CONNECTIONS, max_keepalive_connections=256)
     )
 

@@ -148,9 +148,19 @@ def consume_span(topic: str, group_id: str, key: str | None, headers: Sequence[t
     if key is not None:
         attributes["messaging.kafka.message.key"] = key
     with tracer().start_as_current_span(
-        f"{topic} process", context=parent, kind=trace.SpanKind.CONSUMER, attributes=attributes
-    ):
-        yield
+        f"{topic} process",
+        context=parent,
+        kind=trace.SpanKind.CONSUMER,
+        attributes=attributes,
+        # A failure is marked on the span, without formatting its traceback there: a retried
+        # message would pay for that on every attempt, and the log has it once.
+        record_exception=False,
+    ) as span:
+        try:
+            yield
+        except Exception as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            raise
 
 
 #: The W3C headers the propagator reads (``traceparent``, ``tracestate``) and baggage.

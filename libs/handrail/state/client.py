@@ -15,8 +15,12 @@ from handrail.errors import StateUnavailable
 _SOCKET_TIMEOUT_S = 2.0
 
 
-#: Connections per process; a burst beyond it waits for a free one instead of failing.
-_MAX_CONNECTIONS = 64
+#: Connections per process: a consumer runs hundreds of messages at once (HANDRAIL_MAX_IN_FLIGHT),
+#: each with a Redis call in flight at times; a burst beyond it waits for a free one.
+_MAX_CONNECTIONS = 512
+#: How long a call may wait for a free pooled connection. Waiting is not Redis failing: a process
+#: busy with a burst must queue, not turn every queued call into a retry.
+_POOL_WAIT_S = 30.0
 
 
 def connect_redis(url: str) -> aioredis.Redis:
@@ -24,7 +28,7 @@ def connect_redis(url: str) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=_MAX_CONNECTIONS,
-        timeout=_SOCKET_TIMEOUT_S,
+        timeout=_POOL_WAIT_S,
         socket_timeout=_SOCKET_TIMEOUT_S,
         socket_connect_timeout=_SOCKET_TIMEOUT_S,
         decode_responses=True,
