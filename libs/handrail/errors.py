@@ -7,7 +7,8 @@ pipeline (``handrail.bus.pipeline``) maps each class to one outcome.
     ├── ContractError                  a config file (agents, workflows, tools) is invalid -> stop at start-up
     ├── TaskHalted                     a limit stops the task before the call that would break it -> result `halted`
     ├── RetryableError                 a dependency is down; the message is redelivered later, nothing is lost
-    │   └── StateUnavailable           Redis cannot be reached: fail closed, nothing runs unbudgeted
+    │   ├── StateUnavailable           Redis cannot be reached: fail closed, nothing runs unbudgeted
+    │   └── StateLost                  Redis answers but lost its state: nothing runs until it is rebuilt from Kafka
     └── Rejected                       this message can never be processed -> dead letter (and a result)
         ├── MalformedMessage           not JSON, or JSON that fails the payload's schema
         │   ├── NotCanonical           a number RFC 8785 cannot encode (NaN, infinity, an integer past 2^53)
@@ -52,6 +53,14 @@ class RetryableError(HandrailError):
 
 class StateUnavailable(RetryableError):
     """Redis cannot be reached. The platform fails closed: no step runs without its state."""
+
+
+class StateLost(RetryableError):
+    """Redis answers but its generation marker is gone: it restarted empty or lost writes.
+
+    Nothing runs on the forgotten state; a service rebuilds it from Kafka
+    (``handrail.recovery``) and the message is tried again once it has.
+    """
 
 
 class Rejected(HandrailError):

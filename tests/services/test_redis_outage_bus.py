@@ -3,65 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from tests.fixtures.redis_server import PrivateRedis
 from tests.fixtures.stack import Stack, free_port
 
 from handrail.client import HandrailClient
-from handrail.dev import redis_answers
 from handrail.messages import TaskStatus
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
-
-
-@dataclass
-class PrivateRedis:
-    """A redis-server of this module's own, with an append-only file so a restart keeps its data."""
-
-    port: int
-    data_dir: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server not found: install it with `apt-get install -y redis-server`"
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.data_dir),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            if redis_answers(self.url):
-                return
-            subprocess.run(["sleep", "0.05"], check=True)
-        raise AssertionError(f"private redis-server on {self.port} did not start")
-
-    def stop(self) -> None:
-        assert self.process is not None
-        self.process.terminate()  # SIGTERM: Redis flushes its append-only file and exits
-        self.process.wait(timeout=10)
-        self.process = None
 
 
 @pytest.fixture(scope="module")

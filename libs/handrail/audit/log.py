@@ -4,9 +4,11 @@ A record is sealed in Python (sha256 over its canonical JSON, which carries its
 ``seq`` and the previous record's hash) and appended with a compare-and-set in
 Lua: only if the task's chain head is still the record's ``prev_hash``. Two
 services appending to one task at once cannot fork the chain; the loser
-re-seals on the new head. The sealed record is kept under a dedupe key (the
+re-seals on the new head. The sealed record is kept under its message id (derived from the
 decision's source message and action), so a redelivered message gets the very
-same record back to publish: a failed publish never leaves a hole.
+same record back to publish: a failed publish never leaves a hole. Both the
+head and the sealed records are rebuilt from the audit topic when Redis loses
+them (``handrail.recovery``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from handrail.audit.record import AuditRecord
 from handrail.bus.publisher import Publisher
@@ -21,6 +25,7 @@ from handrail.errors import RetryableError
 from handrail.hashing import GENESIS
 from handrail.messages import derived_message_id, utcnow
 from handrail.state.client import unavailable_as_retryable
+from handrail.state.generation import GuardedScript
 
 #: Keep chain state as long as a task's messages can be redelivered.
 _TTL_S = 30 * 24 * 3600
@@ -41,6 +46,24 @@ return {'ok', '', ''}
 """
 
 
+def chain_keys(prefix: str, task_id: str) -> list[str]:
+    """The task's chain head (head, seq) and its sealed records (message id -> record)."""
+    base = f"{prefix}{{{task_id}}}"
+    return [f"{base}:audit", f"{base}:audit-records"]
+
+
+def restore_chain(pipe: Pipeline, prefix: str, task_id: str, head: str, seq: int, records: dict[str, str]) -> None:
+    """Queue on ``pipe`` the writes that put back a task's chain head and sealed records (``handrail.recovery``)."""
+    keys = chain_keys(prefix, task_id)
+    chain: dict[FieldT, EncodableT] = {"head": head, "seq": seq}
+    pipe.hset(keys[0], mapping=chain)
+    if records:
+        sealed: dict[FieldT, EncodableT] = {k: v for k, v in records.items()}
+        pipe.hset(keys[1], mapping=sealed)
+    for key in keys:
+        pipe.expire(key, _TTL_S)
+
+
 class AuditLog:
     """Appends hash-chained audit records for tasks and publishes them on the audit topic."""
 
@@ -52,11 +75,10 @@ class AuditLog:
         self._publisher = publisher
         self._topic = topic
         self._prefix = prefix
-        self._append = redis.register_script(_APPEND)
+        self._append = GuardedScript(redis, _APPEND, prefix)
 
     def _keys(self, task_id: str) -> list[str]:
-        base = f"{self._prefix}{{{task_id}}}"
-        return [f"{base}:audit", f"{base}:audit-records"]
+        return chain_keys(self._prefix, task_id)
 
     async def record(
         self,
@@ -81,10 +103,12 @@ class AuditLog:
         if not self.enabled:
             return None
         keys = self._keys(task_id)
-        slot = f"{dedupe_key}/{action}"
+        # The record's id is derived from its decision: a redelivery finds the record sealed before.
+        slot = derived_message_id(dedupe_key, f"audit/{action}")
         fields: dict[str, Any] = {
-            "message_id": derived_message_id(dedupe_key, f"audit/{action}"),
+            "message_id": slot,
             "task_id": task_id,
+            "source_id": dedupe_key,
             "actor": actor,
             "action": action,
             "reason": reason,

@@ -20,6 +20,10 @@ class AuditRecord(Payload):
     seq: int = Field(ge=1, description="1 for the task's first record, then +1 each.")
     prev_hash: str = Field(description="record_hash of the task's previous record; 64 zeros for the first.")
     record_hash: str = Field(description="sha256 of the canonical JSON of this record without record_hash.")
+    source_id: str | None = Field(
+        default=None,
+        description="The message the decision was taken on: its message id, or a submission's log position.",
+    )
     actor: str = Field(description="Who decided: `agent:<name>`, `service:<name>`, `reviewer:<id>`, `operator:<id>`.")
     action: str = Field(description="What was decided, e.g. task.opened, step.completed, tool.call, task.ended.")
     reason: str | None = Field(default=None, description="Why: the rule or reason.")

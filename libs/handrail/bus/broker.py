@@ -55,3 +55,16 @@ def make_consumer(
         max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
         **(credentials.client_options() if credentials else {}),
     )
+
+
+def make_reader(bootstrap: str, client_id: str, credentials: SaslCredentials | None = None) -> AIOKafkaConsumer:
+    """A consumer outside any group, for reading topics back from the start (assign, then seek)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
+        **(credentials.client_options() if credentials else {}),
+    )

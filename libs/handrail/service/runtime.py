@@ -18,12 +18,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import make_asgi_app
 
 from handrail.audit import AuditLog
-from handrail.bus import Pipeline, Publisher, make_broker, make_consumer
+from handrail.bus import Pipeline, Publisher, make_broker, make_consumer, make_reader
 from handrail.contracts import Contracts, load_contracts
 from handrail.deploy.kafka_security import SaslCredentials, credentials_from_settings
 from handrail.errors import ContractError
 from handrail.metrics import WORKFLOW_MIN_STEPS
 from handrail.observability import setup_tracing
+from handrail.recovery import Rebuilder, StateKeeper
 from handrail.service.settings import ServiceSettings
 from handrail.signing import HandoffVerifier, Signer, TrustStore, Verifier, load_signing_key
 from handrail.state import TaskStore, connect_redis
@@ -34,6 +35,10 @@ from handrail.topics import Topics
 
 #: How long a health probe may wait on Kafka or Redis before calling the service unhealthy.
 _HEALTH_TIMEOUT_S = 2.0
+#: How long start-up waits for the state (a rebuild) before starting the consumers anyway.
+_STATE_AT_START_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Runtime:
     budgets: BudgetStore
     controls: ControlStore
     audit: AuditLog
+    keeper: StateKeeper
 
 
 def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
@@ -94,6 +100,14 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         shutdown_grace_s=settings.shutdown_grace_s,
         poison_after_attempts=settings.poison_after_attempts,
     )
+    rebuilder = Rebuilder(
+        redis,
+        settings.redis_prefix,
+        topics,
+        lambda: make_reader(settings.kafka_bootstrap, f"handrail-{service}-rebuild", credentials),
+        settle_s=settings.state_rebuild_settle_s,
+        lock_ttl_s=settings.state_rebuild_lock_ttl_s,
+    )
     return Runtime(
         service=service,
         settings=settings,
@@ -109,6 +123,7 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         budgets=BudgetStore(redis, settings.redis_prefix),
         controls=ControlStore(redis, settings.redis_prefix),
         audit=audit,
+        keeper=StateKeeper(redis, settings.redis_prefix, rebuilder, poll_s=settings.state_poll_s),
     )
 
 
@@ -127,6 +142,17 @@ def asgi_app(runtime: Runtime) -> AsgiFastStream:
 
     async def start_consumers() -> None:
         settings = runtime.settings
+        # The state first: on a Redis that lost it (or a first start) the consumers would only wait.
+        try:
+            await asyncio.wait_for(runtime.keeper.ensure(), _STATE_AT_START_S)
+        except Exception as exc:  # Redis or Kafka not there yet: the keeper keeps trying in the background
+            log.warning(
+                "%s: the state is not ready yet (%s: %s); consumers start and wait for it",
+                runtime.service,
+                type(exc).__name__,
+                exc,
+            )
+        await runtime.keeper.start()
         await runtime.pipeline.start(
             lambda group: make_consumer(
                 settings.kafka_bootstrap, group, f"handrail-{runtime.service}", runtime.credentials
@@ -146,7 +172,7 @@ def asgi_app(runtime: Runtime) -> AsgiFastStream:
         asgi_routes=[("/healthz", healthz), ("/metrics", make_asgi_app())],
         after_startup=[start_consumers],
         # Drain first: running messages still publish through the broker and use Redis.
-        on_shutdown=[runtime.pipeline.stop, close_redis],
+        on_shutdown=[runtime.pipeline.stop, runtime.keeper.stop, close_redis],
         after_shutdown=[flush_spans],
     )
 

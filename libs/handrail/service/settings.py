@@ -42,6 +42,15 @@ class ServiceSettings(BaseSettings):
     #: A message that fails this many times in a row (not counting Redis or Kafka being down) is
     #: dead-lettered as ``poison`` instead of tried forever.
     poison_after_attempts: int = Field(default=5, ge=1)
+    #: When Redis has lost its state, the rebuild first waits this long for audit records sealed just
+    #: before the loss to reach the broker (a publish is acknowledged within milliseconds when Kafka
+    #: is healthy), so the chain continues after them.
+    state_rebuild_settle_s: float = Field(default=3.0, ge=0)
+    #: The rebuild lock expires after this long unless renewed: a process that dies while rebuilding
+    #: holds up the others no longer than this.
+    state_rebuild_lock_ttl_s: float = Field(default=30.0, gt=0)
+    #: How often each service looks for the state generation marker.
+    state_poll_s: float = Field(default=0.5, gt=0)
     log_level: str = "INFO"
     #: Who this process signs envelopes as: the service's name, or a worker's agent (the default).
     signer: str | None = None
@@ -52,9 +61,7 @@ class ServiceSettings(BaseSettings):
     trusted_keys_file: Path | None = None
     #: Reject unsigned envelopes (on in production; off while a fleet rolls signing out).
     signing_required: bool = False
-    otel_exporter: str = Field(
-        default="none", description="off | none | console | otlp-http | otlp-grpc | file:<path>"
-    )
+    otel_exporter: str = Field(default="none", description="off | none | console | otlp-http | otlp-grpc | file:<path>")
     #: The audit trail is the record; off only to measure what it costs (bench/pipeline.py).
     audit_enabled: bool = True
     otel_endpoint: str = "http://127.0.0.1:4318"

@@ -17,14 +17,25 @@ attempt left open.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from dataclasses import dataclass
 from enum import StrEnum
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
+from handrail.errors import RetryableError
 from handrail.state.client import unavailable_as_retryable
+from handrail.state.generation import GuardedScript
 
+log = logging.getLogger(__name__)
+
+#: A settle that failed is tried again after this long, doubling up to the maximum.
+_SETTLE_RETRY_S = 0.2
+_SETTLE_RETRY_MAX_S = 5.0
 #: One US dollar in the integer unit Redis counts cost in.
 MICROS_PER_USD = 1_000_000
 _DIMENSIONS = ("tokens", "cost", "steps")
@@ -69,7 +80,11 @@ return {'ok', '', '', '', ''}
 
 _SETTLE = """
 local held = redis.call('HGET', KEYS[2], ARGV[1])
-if not held then return 0 end
+if not held then
+  -- A budget rebuilt from Kafka lost its open reservations: charge what a call reserved before the loss used.
+  if ARGV[5] == '' or redis.call('HGET', KEYS[1], 'rebuilt') ~= '1' then return 0 end
+  held = ARGV[5] .. ' 0 0 0'
+end
 local parts = {}
 for p in string.gmatch(held, '%S+') do table.insert(parts, p) end
 local agent = parts[1]
@@ -163,9 +178,9 @@ class BudgetStore:
     def __init__(self, redis: aioredis.Redis, prefix: str = "hr:") -> None:
         self._redis = redis
         self._prefix = prefix
-        self._open = redis.register_script(_OPEN)
-        self._reserve = redis.register_script(_RESERVE)
-        self._settle = redis.register_script(_SETTLE)
+        self._open = GuardedScript(redis, _OPEN, prefix)
+        self._reserve = GuardedScript(redis, _RESERVE, prefix)
+        self._settle = GuardedScript(redis, _SETTLE, prefix)
 
     def _keys(self, task_id: str) -> list[str]:
         base = f"{self._prefix}{{{task_id}}}"
@@ -187,10 +202,53 @@ class BudgetStore:
             verdict, scope, dimension, used, cap = await self._reserve(keys=self._keys(task_id), args=args)
         return Reservation(Verdict(verdict), scope, dimension, used, cap)
 
-    async def settle(self, task_id: str, reservation_id: str, actual: Amount) -> None:
-        """Release the reservation and charge what was actually used; a second settle is a no-op."""
-        async with unavailable_as_retryable(f"settle budget for task {task_id}"):
-            await self._settle(keys=self._keys(task_id), args=[reservation_id, *actual.as_args()])
+    async def settle(self, task_id: str, reservation_id: str, actual: Amount, agent: str = "") -> None:
+        """Release the reservation and charge what was actually used; a second settle is a no-op.
+
+        The call has been made and paid for: a settle that cannot reach Redis, or finds it lost its
+        state, waits and tries again rather than forget the spend. On a budget rebuilt from Kafka,
+        a reservation made before the loss is gone; its spend is charged to ``agent`` all the same
+        (counting a call twice errs on the safe side; never counting it would not).
+        """
+        delay_s = _SETTLE_RETRY_S
+        while True:
+            try:
+                async with unavailable_as_retryable(f"settle budget for task {task_id}"):
+                    await self._settle(keys=self._keys(task_id), args=[reservation_id, *actual.as_args(), agent])
+                return
+            except RetryableError as exc:
+                log.warning("settling %s of task %s: %s; trying again in %.1fs", reservation_id, task_id, exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, _SETTLE_RETRY_MAX_S)
+
+    def restore(
+        self,
+        pipe: Pipeline,
+        task_id: str,
+        caps: Caps,
+        deadline_ms: int,
+        used: Amount,
+        used_by_agent: dict[str, Amount],
+    ) -> None:
+        """Queue on ``pipe`` the writes that put back a task's budget (``handrail.recovery``).
+
+        Open reservations are not on Kafka: the budget is marked ``rebuilt`` so that a settle of
+        one made before the loss still charges its spend.
+        """
+        fields: dict[FieldT, EncodableT] = {
+            "cap:tokens": caps.tokens,
+            "cap:cost": math.floor(caps.cost_usd * MICROS_PER_USD + 1e-9),
+            "cap:steps": caps.steps,
+            "deadline_ms": deadline_ms,
+            "rebuilt": "1",
+        }
+        for scope, amount in [("", used), *((f"a:{agent}:", a) for agent, a in used_by_agent.items())]:
+            for dimension, value in zip(_DIMENSIONS, amount.as_args(), strict=True):
+                fields[f"{scope}used:{dimension}"] = value
+                fields[f"{scope}rsv:{dimension}"] = 0
+        keys = self._keys(task_id)
+        pipe.delete(*keys)
+        pipe.hset(keys[0], mapping=fields)
 
     async def usage(self, task_id: str) -> Usage:
         """What the task has spent so far (settled amounts only)."""

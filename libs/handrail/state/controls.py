@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from handrail.state.client import unavailable_as_retryable
 
@@ -116,6 +117,10 @@ class ControlStore:
         """Halt a task (``scope="task"``) or an agent (``scope="agent"``)."""
         async with unavailable_as_retryable(f"halt {scope} {name}"):
             await self._redis.hset(self.halt_key(scope, name), mapping={"reason": reason, "by": by})
+
+    def restore_halt(self, pipe: Pipeline, scope: str, name: str, reason: str, by: str) -> None:
+        """Queue on ``pipe`` a halt read back from the control topic (``handrail.recovery``)."""
+        pipe.hset(self.halt_key(scope, name), mapping={"reason": reason, "by": by})
 
     async def resume(self, scope: str, name: str) -> bool:
         """Lift a halt; False when there was none."""

@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from handrail.state.client import unavailable_as_retryable
+from handrail.state.generation import GuardedScript
 
 #: Keep records as long as a task can be redelivered.
 EFFECT_TTL_S = 7 * 24 * 3600
@@ -51,7 +52,7 @@ class EffectStore:
     def __init__(self, redis: aioredis.Redis, prefix: str = "hr:") -> None:
         self._redis = redis
         self._prefix = prefix
-        self._claim = redis.register_script(_CLAIM)
+        self._claim = GuardedScript(redis, _CLAIM, prefix)
 
     def _key(self, task_id: str, idempotency_key: str) -> str:
         return f"{self._prefix}{{{task_id}}}:effect:{idempotency_key}"

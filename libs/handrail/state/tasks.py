@@ -14,8 +14,11 @@ from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from handrail.state.client import unavailable_as_retryable
+from handrail.state.generation import GuardedScript
 
 #: Keep a finished task's records this long, so late redeliveries are still recognised.
 FINISHED_TTL_S = 7 * 24 * 3600
@@ -97,9 +100,9 @@ class TaskStore:
     def __init__(self, redis: aioredis.Redis, prefix: str = "hr:") -> None:
         self._redis = redis
         self._prefix = prefix
-        self._open = redis.register_script(_OPEN)
-        self._accept = redis.register_script(_ACCEPT)
-        self._finish = redis.register_script(_FINISH)
+        self._open = GuardedScript(redis, _OPEN, prefix)
+        self._accept = GuardedScript(redis, _ACCEPT, prefix)
+        self._finish = GuardedScript(redis, _FINISH, prefix)
 
     def _keys(self, task_id: str) -> list[str]:
         base = f"{self._prefix}{{{task_id}}}"
@@ -140,6 +143,24 @@ class TaskStore:
                 keys=self._keys(task_id), args=[status, result_id, workflow, now, FINISHED_TTL_S]
             )
         return FinishResult(first=outcome == "finished", status=final_status, result_id=final_result)
+
+    def restore(
+        self,
+        pipe: Pipeline,
+        task_id: str,
+        record: dict[str, str],
+        accepted: set[str],
+    ) -> None:
+        """Queue on ``pipe`` the writes that put back a task's record and accepted set (``handrail.recovery``)."""
+        keys = self._keys(task_id)
+        pipe.delete(keys[0])
+        fields: dict[FieldT, EncodableT] = {k: v for k, v in record.items()}
+        pipe.hset(keys[0], mapping=fields)
+        if accepted:
+            pipe.sadd(keys[1], *sorted(accepted))
+        if record.get("status", "running") != "running":
+            for key in keys:
+                pipe.expire(key, FINISHED_TTL_S)
 
     async def get(self, task_id: str) -> dict[str, Any]:
         """The task's record (empty when unknown)."""

@@ -144,7 +144,7 @@ class RouterHandlers:
         held = await self.rt.budgets.reserve(task_id, reservation_id, SERVICE, Amount(), caps, int(time.time() * 1000))
         if held.ok:
             spent = Amount(tokens=decision.tokens, cost_usd=decision.cost_usd)
-            await self.rt.budgets.settle(task_id, reservation_id, spent)
+            await self.rt.budgets.settle(task_id, reservation_id, spent, SERVICE)
 
     async def _end_uncertain(self, task: TaskSubmitted, delivery: Delivery, decision: RouteDecision) -> None:
         """End a task the classifier could not route, with review configured: ``halted`` until review is wired."""

@@ -76,7 +76,7 @@ class StepGuard:
             self.env.task_id, reservation_id, self.agent.name, Amount(steps=1), self.agent_caps, _now_ms()
         )
         self._raise_unless_granted(granted.verdict, granted.describe())
-        await self.budgets.settle(self.env.task_id, reservation_id, Amount(steps=1))
+        await self.budgets.settle(self.env.task_id, reservation_id, Amount(steps=1), self.agent.name)
 
     async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket:
         """Check and reserve for model call ``index`` of this step."""
@@ -124,7 +124,7 @@ class StepGuard:
     ) -> None:
         """Settle the reservation with what the call used, and emit its decision event."""
         actual = Amount(tokens=input_tokens + output_tokens, cost_usd=cost_usd)
-        await self.budgets.settle(self.env.task_id, ticket.reservation_id, actual)
+        await self.budgets.settle(self.env.task_id, ticket.reservation_id, actual, self.agent.name)
         CALL_SECONDS.labels(ticket.kind, ticket.name, outcome).observe(time.perf_counter() - ticket.started)
         if ticket.kind == "model_call":
             MODEL_TOKENS.labels(self.agent.name, ticket.name, "input").inc(input_tokens)

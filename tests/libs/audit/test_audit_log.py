@@ -11,7 +11,7 @@ import pytest
 from handrail.audit import AuditLog, AuditRecord, verify_chain
 from handrail.hashing import GENESIS
 from handrail.messages import Payload
-from handrail.state import connect_redis
+from handrail.state import connect_redis, generation
 
 pytestmark = pytest.mark.bus
 
@@ -31,7 +31,9 @@ class CapturingPublisher:
 async def log_and_sink(redis_url: str) -> AsyncIterator[tuple[AuditLog, CapturingPublisher]]:
     redis = connect_redis(redis_url)
     sink = CapturingPublisher()
-    yield AuditLog(redis, sink, "audit", prefix=f"t{uuid.uuid4().hex[:8]}:"), sink  # type: ignore[arg-type]
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    await generation.stamp(redis, prefix)  # a namespace of its own, empty on purpose
+    yield AuditLog(redis, sink, "audit", prefix=prefix), sink  # type: ignore[arg-type]
     await redis.aclose()
 
 

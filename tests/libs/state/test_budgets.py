@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from handrail.state import connect_redis
+from handrail.state import connect_redis, generation
 from handrail.state.budgets import Amount, BudgetStore, Caps, Verdict
 
 pytestmark = pytest.mark.bus
@@ -23,8 +23,9 @@ def now_ms() -> int:
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[BudgetStore]:
-    client = connect_redis(redis_url)
-    yield BudgetStore(client, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    client, prefix = connect_redis(redis_url), f"t{uuid.uuid4().hex[:8]}:"
+    await generation.stamp(client, prefix)  # a namespace of its own, empty on purpose
+    yield BudgetStore(client, prefix=prefix)
     await client.aclose()
 
 

@@ -18,7 +18,7 @@ from handrail.contracts import load_contracts
 from handrail.hashing import canonical_json, context_hash, sha256_hex
 from handrail.llm import ScriptedProvider
 from handrail.messages import HandoffEnvelope
-from handrail.state import connect_redis
+from handrail.state import connect_redis, generation
 from handrail.state.effects import Claim, EffectStore
 from handrail.tools import default_registry
 from handrail_worker.runner import StepRunner
@@ -79,6 +79,7 @@ async def test_an_effect_that_reached_its_target_before_the_crash_is_not_repeate
     redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
     prefix, task_id = f"t{uuid.uuid4().hex[:8]}:", f"doubt-{uuid.uuid4().hex[:8]}"
+    await generation.stamp(redis_client, prefix)  # a namespace of its own, empty on purpose
     await _run_once(redis_client, tmp_path, prefix, task_id)
     assert len(_entries(tmp_path)) == 1
     # As if the worker died after the ledger write and before recording it: the claim is left open.
@@ -95,6 +96,7 @@ async def test_an_effect_that_never_reached_its_target_runs_exactly_once(
     redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
     prefix, task_id = f"t{uuid.uuid4().hex[:8]}:", f"doubt-{uuid.uuid4().hex[:8]}"
+    await generation.stamp(redis_client, prefix)  # a namespace of its own, empty on purpose
     # As if the worker died after claiming and before the ledger write.
     await EffectStore(redis_client, prefix).claim(task_id, _ledger_key(task_id), "the-dead-attempt")
     await _run_once(redis_client, tmp_path, prefix, task_id)

@@ -1,0 +1,176 @@
+"""What Kafka says about each task: the audit topic folded into the facts Redis must hold.
+
+Every decision on a task is an audit record (``handrail.audit``), in the order
+it was taken, in the task's partition. Folding them gives back what Redis had:
+
+- the task record: its submission, workflow, status, the hash the chain is
+  committed to (the last verified hop's output) and the id of its one result;
+- the messages accepted into the chain, so a hop in flight at the loss is
+  resumed rather than refused;
+- the audit chain's head and sequence number, and the sealed records, so the
+  chain continues where it stopped and a redelivery gets its record back;
+- the budget: caps and deadline from the opening, spend from every step
+  (or the spend the latest step carried, if more).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from handrail.audit.record import AuditRecord
+from handrail.hashing import GENESIS
+from handrail.messages import ControlRecord, TaskStatus
+from handrail.state.budgets import Amount, Caps
+
+#: A task whose opening is not on the audit topic (a rejected submission) owns its id all the same.
+UNKNOWN_SUBMISSION = "unknown (rebuilt from the audit topic)"
+_ENDINGS = {f"task.{status.value}": status.value for status in TaskStatus}
+_ROUTER = "router"
+
+
+@dataclass
+class Spend:
+    """Spend counted so far: tokens, micro-dollars, steps."""
+
+    tokens: int = 0
+    cost_usd: float = 0.0
+    steps: int = 0
+
+    def add(self, tokens: int, cost_usd: float, steps: int) -> None:
+        self.tokens += tokens
+        self.cost_usd += cost_usd
+        self.steps += steps
+
+    def at_least(self, tokens: int, cost_usd: float, steps: int) -> None:
+        self.tokens = max(self.tokens, tokens)
+        self.cost_usd = max(self.cost_usd, cost_usd)
+        self.steps = max(self.steps, steps)
+
+    def amount(self) -> Amount:
+        return Amount(tokens=self.tokens, cost_usd=self.cost_usd, steps=self.steps)
+
+
+@dataclass
+class BudgetFacts:
+    caps: Caps
+    deadline_ms: int
+    used: Spend = field(default_factory=Spend)
+    by_agent: dict[str, Spend] = field(default_factory=dict)
+
+
+@dataclass
+class TaskFacts:
+    """One task as its audit records tell it."""
+
+    task_id: str
+    workflow: str = "unknown"
+    submission: str | None = None
+    opened_at: str | None = None
+    head: str | None = None
+    status: str | None = None
+    result_id: str | None = None
+    ended_at: str | None = None
+    accepted: set[str] = field(default_factory=set)
+    audit_head: str = GENESIS
+    audit_seq: int = 0
+    records: dict[str, str] = field(default_factory=dict)
+    budget: BudgetFacts | None = None
+
+    @property
+    def is_task(self) -> bool:
+        """Whether the records show a task (opened or ended), not only a chain (an operator's halt)."""
+        return self.submission is not None or self.status is not None
+
+    def task_record(self) -> dict[str, str]:
+        """The fields of the task's Redis record (``handrail.state.tasks``)."""
+        record = {
+            "submission": self.submission or UNKNOWN_SUBMISSION,
+            "workflow": self.workflow,
+            "status": self.status or "running",
+            "head": self.head or GENESIS,
+            "rebuilt": "1",
+        }
+        for name, value in (("opened_at", self.opened_at), ("result_id", self.result_id), ("ended_at", self.ended_at)):
+            if value is not None:
+                record[name] = value
+        return record
+
+    def fold(self, record: AuditRecord, raw: str) -> None:
+        """Take in the task's next audit record (log order)."""
+        self.records[record.message_id] = raw
+        if record.seq > self.audit_seq:
+            self.audit_seq, self.audit_head = record.seq, record.record_hash
+        if record.workflow:
+            self.workflow = record.workflow
+        action, source = record.action, record.source_id
+        if action == "task.opened":
+            self._opened(record)
+        elif action == "handoff.accepted" or action.startswith("step."):
+            self.head = record.output_hash or self.head
+            if source:
+                self.accepted.add(source)
+            if action.startswith("step."):
+                self._charge(record.actor.removeprefix("agent:"), record, steps=1)
+                snapshot = record.details.get("budget")
+                if isinstance(snapshot, dict) and self.budget is not None:
+                    self.budget.used.at_least(
+                        int(snapshot.get("tokens_used", 0)),
+                        float(snapshot.get("cost_usd_used", 0.0)),
+                        int(snapshot.get("steps_used", 0)),
+                    )
+        elif action in _ENDINGS:
+            self.status, self.result_id, self.ended_at = _ENDINGS[action], source, record.at.isoformat()
+
+    def _opened(self, record: AuditRecord) -> None:
+        self.submission = record.source_id or UNKNOWN_SUBMISSION
+        self.opened_at = record.at.isoformat()
+        if self.head is None:
+            self.head = record.input_hash
+        caps = record.details.get("budget")
+        deadline = record.details.get("deadline")
+        if isinstance(caps, dict) and isinstance(deadline, str):
+            self.budget = BudgetFacts(
+                Caps(int(caps["max_tokens"]), float(caps["max_cost_usd"]), int(caps["max_steps"])),
+                int(datetime.fromisoformat(deadline).timestamp() * 1000),
+            )
+        self._charge(_ROUTER, record, steps=0)
+
+    def _charge(self, agent: str, record: AuditRecord, *, steps: int) -> None:
+        if self.budget is None:
+            return
+        self.budget.used.add(record.tokens, record.cost_usd, steps)
+        self.budget.by_agent.setdefault(agent, Spend()).add(record.tokens, record.cost_usd, steps)
+
+
+@dataclass
+class Facts:
+    """Everything folded from the audit and control topics."""
+
+    tasks: dict[str, TaskFacts] = field(default_factory=dict)
+    #: (scope, name) -> (reason, by) for every halt still in force.
+    halts: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    records: int = 0
+    unreadable: int = 0
+
+    def fold_audit(self, value: bytes) -> None:
+        try:
+            record = AuditRecord.model_validate_json(value)
+        except ValueError:
+            self.unreadable += 1  # not ours to judge here: `handrail audit verify` reports it
+            return
+        self.records += 1
+        facts = self.tasks.get(record.task_id)
+        if facts is None:
+            facts = self.tasks[record.task_id] = TaskFacts(record.task_id)
+        facts.fold(record, record.model_dump_json())
+
+    def fold_control(self, control: ControlRecord) -> None:
+        """Take in a control record: the latest word on each halt wins."""
+        if control.kind != "halt":
+            return
+        key = (control.scope, control.name)
+        if control.state == "halted":
+            self.halts[key] = (control.reason, control.by)
+        else:
+            self.halts.pop(key, None)
