@@ -37,10 +37,15 @@ def allowed(rules: list[AclBinding], principal: str, operation: Operation) -> se
     }
 
 
+#: What every service reads besides its own inputs: the record Redis is rebuilt from.
+STATE_TOPICS = {"handrail.audit", "handrail.control"}
+
+
 def test_an_agent_reads_only_its_own_topic_and_writes_only_its_outputs(rules: list[AclBinding]) -> None:
     for agent in ("expense-intake", "expense-approver"):
         principal = f"handrail-agent-{agent}"
-        assert allowed(rules, principal, Operation.READ) == {f"handrail.agent.{agent}"}
+        # audit and control too: any service may have to rebuild Redis from them (handrail.recovery).
+        assert allowed(rules, principal, Operation.READ) == {f"handrail.agent.{agent}", *STATE_TOPICS}
         assert allowed(rules, principal, Operation.WRITE) == {
             "handrail.steps", "handrail.events", "handrail.audit", "handrail.dlq",
         }  # fmt: skip
@@ -50,14 +55,14 @@ def test_an_agent_reads_only_its_own_topic_and_writes_only_its_outputs(rules: li
 
 
 def test_the_router_cannot_read_agent_topics(rules: list[AclBinding]) -> None:
-    assert allowed(rules, acl.ROUTER, Operation.READ) == {"handrail.tasks"}
+    assert allowed(rules, acl.ROUTER, Operation.READ) == {"handrail.tasks", *STATE_TOPICS}
     # It hands only first steps over: expense-intake, never expense-approver.
     assert "handrail.agent.expense-intake" in allowed(rules, acl.ROUTER, Operation.WRITE)
     assert "handrail.agent.expense-approver" not in allowed(rules, acl.ROUTER, Operation.WRITE)
 
 
 def test_only_the_validator_and_human_review_hand_later_steps_and_end_tasks(rules: list[AclBinding]) -> None:
-    assert allowed(rules, acl.VALIDATOR, Operation.READ) == {"handrail.steps"}
+    assert allowed(rules, acl.VALIDATOR, Operation.READ) == {"handrail.steps", *STATE_TOPICS}
     assert "handrail.agent.expense-approver" in allowed(rules, acl.VALIDATOR, Operation.WRITE)
     writers_of_results = {
         r.principal for r in rules if r.resource_name == "handrail.results" and r.operation == "WRITE"
@@ -78,7 +83,7 @@ def test_a_new_agent_gets_its_own_principal(contracts: Contracts) -> None:
     extra = contracts.agent("expense-intake").model_copy(update={"name": "fraud-check"})
     more = Contracts(agents={**contracts.agents, "fraud-check": extra}, workflows=contracts.workflows)
     rules = acl.bindings(acl.principals(more, Topics("x.")))
-    assert allowed(rules, "handrail-agent-fraud-check", Operation.READ) == {"x.agent.fraud-check"}
+    assert allowed(rules, "handrail-agent-fraud-check", Operation.READ) == {"x.agent.fraud-check", "x.audit", "x.control"}
     # No workflow hands it a step yet: nobody may write its topic except human review.
     writers = {r.principal for r in rules if r.resource_name == "x.agent.fraud-check" and r.operation == "WRITE"}
     assert writers == {acl.HUMAN_REVIEW}

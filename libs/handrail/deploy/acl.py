@@ -16,6 +16,12 @@ and write only the topics it produces (``DESIGN.md``, Services):
 - ``handrail-submitter`` publishes tasks and reads results; ``handrail-operator`` reads
   everything under the prefix (watch, trace, dlq list); ``handrail-admin`` creates topics.
 
+Every service and worker also reads ``audit`` and ``control``, from the start and outside
+any group: whichever first finds that Redis lost its state rebuilds it from them
+(``handrail.recovery``). The audit topic holds every task's decisions, with the patches
+steps made: the price of any replica being able to rebuild is that a worker can read the
+record of tasks it never ran.
+
 Why ``dlq`` for agents: every consumer must be able to park what it cannot
 process, or a poison message wedges its partition; a dead letter ends nothing.
 Producers run idempotent: since Kafka 3.0 ``WRITE`` on any topic is enough for
@@ -116,21 +122,23 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
     first = sorted({w.steps[0].agent for w in contracts.workflows.values()})
     later = sorted({s.agent for w in contracts.workflows.values() for s in w.steps[1:]})
     t = topics
+    # Whichever service first finds that Redis lost its state rebuilds it from these (handrail.recovery).
+    state = (t.audit, t.control)
     fixed = [
         Principal(
-            ROUTER, "router", reads=(t.tasks,), group=ROUTER,
+            ROUTER, "router", reads=(t.tasks, *state), group=ROUTER,
             writes=(*_agent_topics(t, first), t.results, t.dlq, t.audit),
         ),
         Principal(
-            VALIDATOR, "validator", reads=(t.steps,), group=VALIDATOR,
+            VALIDATOR, "validator", reads=(t.steps, *state), group=VALIDATOR,
             writes=(*_agent_topics(t, later), t.reviews_requested, t.results, t.dlq, t.audit),
         ),
         Principal(
-            CIRCUIT_BREAKER, "circuit-breaker", reads=(t.events,), group=CIRCUIT_BREAKER,
+            CIRCUIT_BREAKER, "circuit-breaker", reads=(t.events, *state), group=CIRCUIT_BREAKER,
             writes=(t.control, t.reviews_requested, t.audit, t.dlq),
         ),
         Principal(
-            HUMAN_REVIEW, "human-review", reads=(t.reviews_requested, t.reviews_decided), group=HUMAN_REVIEW,
+            HUMAN_REVIEW, "human-review", reads=(t.reviews_requested, t.reviews_decided, *state), group=HUMAN_REVIEW,
             # reviews.requested too: a timed-out review is re-requested for a higher role.
             writes=(t.reviews_requested, t.reviews_decided, *_agent_topics(t, agents), t.results, t.audit, t.dlq),
         ),
@@ -140,7 +148,7 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
     ]  # fmt: skip
     workers = [
         Principal(
-            agent_principal(a), f"worker {a}", reads=(t.agent(a),), group=agent_principal(a),
+            agent_principal(a), f"worker {a}", reads=(t.agent(a), *state), group=agent_principal(a),
             writes=(t.steps, t.events, t.audit, t.dlq),
         )
         for a in agents
