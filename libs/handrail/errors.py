@@ -8,7 +8,8 @@ pipeline (``handrail.bus.pipeline``) maps each class to one outcome.
     ├── TaskHalted                     a limit stops the task before the call that would break it -> result `halted`
     ├── RetryableError                 a dependency is down; the message is redelivered later, nothing is lost
     │   ├── StateUnavailable           Redis cannot be reached: fail closed, nothing runs unbudgeted
-    │   └── StateLost                  Redis answers but lost its state: nothing runs until it is rebuilt from Kafka
+    │   ├── StateLost                  Redis answers but lost its state: nothing runs until it is rebuilt from Kafka
+    │   └── BusUnavailable             Kafka did not take a message (down, restarting, no leader): tried again
     └── Rejected                       this message can never be processed -> dead letter (and a result)
         ├── MalformedMessage           not JSON, or JSON that fails the payload's schema
         │   ├── NotCanonical           a number RFC 8785 cannot encode (NaN, infinity, an integer past 2^53)
@@ -61,6 +62,10 @@ class StateLost(RetryableError):
     Nothing runs on the forgotten state; a service rebuilds it from Kafka
     (``handrail.recovery``) and the message is tried again once it has.
     """
+
+
+class BusUnavailable(RetryableError):
+    """Kafka could not be reached or did not acknowledge a publish in time; the message is tried again."""
 
 
 class Rejected(HandrailError):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, RequestTimedOutError
 from faststream.kafka import KafkaBroker
 
+from handrail.errors import BusUnavailable
 from handrail.messages import Payload
 from handrail.signing import SIGNATURE_FIELD, Signer
 
+#: Errors that mean "the broker is not there right now", whatever aiokafka's ``retriable`` says.
+_UNAVAILABLE = (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError)
 #: Header naming the payload model, so a consumer of a mixed topic can tell them apart.
 TYPE_HEADER = "handrail-type"
 
@@ -22,10 +26,19 @@ class Publisher:
         self._signer = signer
 
     async def publish(self, topic: str, payload: Payload, *, key: str | None) -> None:
-        """Publish ``payload`` on ``topic`` keyed by ``key`` (the task id); returns once acknowledged."""
-        acknowledged = await self.send(topic, payload, key=key)
-        if acknowledged is not None:
-            await acknowledged
+        """Publish ``payload`` on ``topic`` keyed by ``key`` (the task id); returns once acknowledged.
+
+        A broker that cannot be reached or does not acknowledge in time is ``BusUnavailable``: the
+        message is tried again once it is back, and that never counts towards ``poison``.
+        """
+        try:
+            acknowledged = await self.send(topic, payload, key=key)
+            if acknowledged is not None:
+                await acknowledged
+        except KafkaError as exc:
+            if not exc.retriable and not isinstance(exc, _UNAVAILABLE):
+                raise
+            raise BusUnavailable(f"Kafka did not take a message for {topic}: {type(exc).__name__}: {exc}") from exc
 
     async def send(self, topic: str, payload: Payload, *, key: str | None) -> asyncio.Future[Any] | None:
         """Hand ``payload`` to the producer and return the future of its acknowledgement.
