@@ -56,9 +56,13 @@ demo: install system-deps ## run the expense-approval demo end to end, then stop
 test: install system-deps ## run every test (starts Kafka and Redis when they are not running)
 	$(BIN)/pytest
 
+.PHONY: chaos
+chaos: install system-deps ## the chaos soak: 2000 tasks under 30 faults on a stack of its own; fails on any broken promise
+	$(BIN)/python -m tools.chaos $(CHAOS_ARGS)
+
 .PHONY: lint
 lint: install ## ruff, mypy (strict) and the schema check
-	$(BIN)/ruff check libs services tests bench deploy
+	$(BIN)/ruff check libs services tests bench deploy tools
 	$(BIN)/mypy
 	$(BIN)/python -m handrail.schemas --check
 	$(HANDRAIL) k8s render --out k8s/base/generated --check

@@ -38,13 +38,13 @@ def allowed(rules: list[AclBinding], principal: str, operation: Operation) -> se
 
 
 #: What every service reads besides its own inputs: the record Redis is rebuilt from.
-STATE_TOPICS = {"handrail.audit", "handrail.control"}
+STATE_TOPICS = {"handrail.audit", "handrail.results", "handrail.control"}
 
 
 def test_an_agent_reads_only_its_own_topic_and_writes_only_its_outputs(rules: list[AclBinding]) -> None:
     for agent in ("expense-intake", "expense-approver"):
         principal = f"handrail-agent-{agent}"
-        # audit and control too: any service may have to rebuild Redis from them (handrail.recovery).
+        # audit, results and control too: any service may have to rebuild Redis from them (handrail.recovery).
         assert allowed(rules, principal, Operation.READ) == {f"handrail.agent.{agent}", *STATE_TOPICS}
         assert allowed(rules, principal, Operation.WRITE) == {
             "handrail.steps", "handrail.events", "handrail.audit", "handrail.dlq",
@@ -83,7 +83,8 @@ def test_a_new_agent_gets_its_own_principal(contracts: Contracts) -> None:
     extra = contracts.agent("expense-intake").model_copy(update={"name": "fraud-check"})
     more = Contracts(agents={**contracts.agents, "fraud-check": extra}, workflows=contracts.workflows)
     rules = acl.bindings(acl.principals(more, Topics("x.")))
-    assert allowed(rules, "handrail-agent-fraud-check", Operation.READ) == {"x.agent.fraud-check", "x.audit", "x.control"}
+    reads = allowed(rules, "handrail-agent-fraud-check", Operation.READ)
+    assert reads == {"x.agent.fraud-check", "x.audit", "x.results", "x.control"}
     # No workflow hands it a step yet: nobody may write its topic except human review.
     writers = {r.principal for r in rules if r.resource_name == "x.agent.fraud-check" and r.operation == "WRITE"}
     assert writers == {acl.HUMAN_REVIEW}

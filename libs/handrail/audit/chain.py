@@ -26,8 +26,21 @@ class ChainReport:
 
 
 def verify_chain(records: list[tuple[int | None, AuditRecord]]) -> ChainReport:
-    """Check records (with their log offsets) in log order: hashes, links and sequence numbers."""
+    """Check records (with their log offsets) in log order: hashes, links and sequence numbers.
+
+    Delivery is at least once: a record published again after a crash (the very same record,
+    same message id and hash) is the same record, not a second one. A different record with a
+    seq already taken is a fork, and breaks the chain.
+    """
     prev = GENESIS
+    seen: set[tuple[str, str]] = set()
+    unique: list[tuple[int | None, AuditRecord]] = []
+    for offset, record in records:
+        identity = (record.message_id, record.record_hash)
+        if identity not in seen:
+            seen.add(identity)
+            unique.append((offset, record))
+    records = unique
     for expected_seq, (offset, record) in enumerate(records, start=1):
         if record.computed_hash() != record.record_hash:
             return ChainReport(False, len(records), record.seq, offset, "its content does not match its record_hash")

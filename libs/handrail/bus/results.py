@@ -45,11 +45,12 @@ async def end_task(
 
     A redelivery of the message that ended the task (same ``result_id``) publishes
     the same result again with the same id, so a crash between the two steps
-    cannot lose it; any other late comer publishes nothing.
+    cannot lose it - unless the result is known to be published already; any
+    other late comer publishes nothing.
     """
     now = utcnow()
     finished = await store.finish(task_id, workflow, status.value, result_id, now.isoformat())
-    if not finished.first and finished.result_id != result_id:
+    if not finished.first and (finished.result_id != result_id or finished.published):
         return False
     budget = budget or BudgetSnapshot()
     result = TaskResult(
@@ -81,6 +82,7 @@ async def end_task(
             tokens=result.tokens,
         )
     await publisher.publish(results_topic, result, key=task_id)
+    await store.mark_published(task_id)
     if finished.first:
         TASKS_FINISHED.labels(workflow, status.value).inc()
         TASK_STEPS.labels(workflow, status.value).observe(result.steps)

@@ -16,7 +16,7 @@ and write only the topics it produces (``DESIGN.md``, Services):
 - ``handrail-submitter`` publishes tasks and reads results; ``handrail-operator`` reads
   everything under the prefix (watch, trace, dlq list); ``handrail-admin`` creates topics.
 
-Every service and worker also reads ``audit`` and ``control``, from the start and outside
+Every service and worker also reads ``audit``, ``results`` and ``control``, from the start and outside
 any group: whichever first finds that Redis lost its state rebuilds it from them
 (``handrail.recovery``). The audit topic holds every task's decisions, with the patches
 steps made: the price of any replica being able to rebuild is that a worker can read the
@@ -123,7 +123,7 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
     later = sorted({s.agent for w in contracts.workflows.values() for s in w.steps[1:]})
     t = topics
     # Whichever service first finds that Redis lost its state rebuilds it from these (handrail.recovery).
-    state = (t.audit, t.control)
+    state = (t.audit, t.results, t.control)
     fixed = [
         Principal(
             ROUTER, "router", reads=(t.tasks, *state), group=ROUTER,

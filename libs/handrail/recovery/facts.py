@@ -71,6 +71,7 @@ class TaskFacts:
     status: str | None = None
     result_id: str | None = None
     ended_at: str | None = None
+    published: bool = False
     accepted: set[str] = field(default_factory=set)
     audit_head: str = GENESIS
     audit_seq: int = 0
@@ -91,6 +92,8 @@ class TaskFacts:
             "head": self.head or GENESIS,
             "rebuilt": "1",
         }
+        if self.published:
+            record["published"] = "1"
         for name, value in (("opened_at", self.opened_at), ("result_id", self.result_id), ("ended_at", self.ended_at)):
             if value is not None:
                 record[name] = value
@@ -164,6 +167,13 @@ class Facts:
         if facts is None:
             facts = self.tasks[record.task_id] = TaskFacts(record.task_id)
         facts.fold(record, record.model_dump_json())
+
+    def fold_result(self, task_id: str) -> None:
+        """A result of ``task_id`` is on the results topic: it is never published again."""
+        facts = self.tasks.get(task_id)
+        if facts is None:
+            facts = self.tasks[task_id] = TaskFacts(task_id)
+        facts.published = True
 
     def fold_control(self, control: ControlRecord) -> None:
         """Take in a control record: the latest word on each halt wins."""

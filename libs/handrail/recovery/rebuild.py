@@ -1,4 +1,4 @@
-"""Rebuilding Redis from Kafka: read the audit and control topics from the start, write back the state.
+"""Rebuilding Redis from Kafka: read the audit, results and control topics from the start, write the state back.
 
 Run by whichever service first finds the state generation gone
 (``handrail.recovery.keeper``), holding the rebuild lock; every guarded script
@@ -125,6 +125,9 @@ class Rebuilder:
             facts = Facts()
             async for record in read_topic(reader, self.topics.audit):
                 facts.fold_audit(record.value or b"")
+            async for record in read_topic(reader, self.topics.results):
+                if record.key:
+                    facts.fold_result(record.key.decode(errors="replace"))
             async for record in read_topic(reader, self.topics.control):
                 try:
                     control = ControlRecord.model_validate_json(record.value or b"")

@@ -2,7 +2,8 @@
 
 Per task (all keys share the ``{task_id}`` hash tag, so they live in one slot):
 
-- ``<p>{id}:task``      hash: workflow, status, head (last committed context hash), submission, result_id
+- ``<p>{id}:task``      hash: workflow, status, head (last committed context hash), submission, result_id,
+                        published (the result is on the results topic)
 - ``<p>{id}:accepted``  set of message ids accepted into the chain (a redelivery of one is resumed)
 - ``<p>{id}:done``      set of ``consumer/message_id`` fully processed (a redelivery of one is skipped)
 """
@@ -50,11 +51,12 @@ return {'accepted', status}
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status and status ~= 'running' then
-  return {'already', status, redis.call('HGET', KEYS[1], 'result_id') or ''}
+  local found = redis.call('HMGET', KEYS[1], 'result_id', 'published')
+  return {'already', status, found[1] or '', found[2] or ''}
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'result_id', ARGV[2], 'workflow', ARGV[3], 'ended_at', ARGV[4])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-return {'finished', ARGV[1], ARGV[2]}
+return {'finished', ARGV[1], ARGV[2], ''}
 """
 
 
@@ -87,11 +89,13 @@ class AcceptResult:
 
 @dataclass(frozen=True)
 class FinishResult:
-    """Whether this caller ended the task (``first``), and the id of the one result it has."""
+    """Whether this caller ended the task (``first``), the id of the one result it has, and whether
+    that result is known to be on the results topic already."""
 
     first: bool
     status: str
     result_id: str
+    published: bool = False
 
 
 class TaskStore:
@@ -139,10 +143,15 @@ class TaskStore:
     async def finish(self, task_id: str, workflow: str, status: str, result_id: str, now: str) -> FinishResult:
         """End the task with ``status`` unless it already ended; either way say which result is its one."""
         async with unavailable_as_retryable(f"finish task {task_id}"):
-            outcome, final_status, final_result = await self._finish(
+            outcome, final_status, final_result, published = await self._finish(
                 keys=self._keys(task_id), args=[status, result_id, workflow, now, FINISHED_TTL_S]
             )
-        return FinishResult(first=outcome == "finished", status=final_status, result_id=final_result)
+        return FinishResult(outcome == "finished", final_status, final_result, published == "1")
+
+    async def mark_published(self, task_id: str) -> None:
+        """Record that the task's result is on the results topic: a redelivery publishes it no more."""
+        async with unavailable_as_retryable(f"record the result of task {task_id}"):
+            await self._redis.hset(self._keys(task_id)[0], "published", "1")
 
     def restore(
         self,

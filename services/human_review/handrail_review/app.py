@@ -28,6 +28,7 @@ def create(settings: ReviewSettings | None = None) -> tuple[Runtime, AsgiFastStr
         desk,
         settings.retry_backoff_s,
         runtime.credentials.client_options() if runtime.credentials else None,
+        generation=lambda: runtime.keeper.generation,
     )
     app = serve_with(asgi_app(runtime), build_api(desk, projector.ready))
     background = Background(projector.run, sweeper(desk, projector.ready, settings.review_sweep_interval_s))

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 
 from handrail.messages import ReviewDecided, ReviewRequested
 from handrail.state.client import unavailable_as_retryable
+from handrail.state.generation import GuardedScript
 
 #: Keep a decided review this long: the page lists recent decisions, the sweeper retries unfinished ones.
 _DECIDED_TTL_S = 30 * 24 * 3600
@@ -161,8 +162,9 @@ class ReviewIndex:
     def __init__(self, redis: aioredis.Redis, prefix: str = "hr:") -> None:
         self._redis = redis
         self._base = f"{prefix}{{reviews}}"
-        self._upsert = redis.register_script(_UPSERT)
-        self._vote = redis.register_script(_VOTE)
+        # Guarded: a vote on an index Redis forgot would count twice; the projector rebuilds it first.
+        self._upsert = GuardedScript(redis, _UPSERT, prefix)
+        self._vote = GuardedScript(redis, _VOTE, prefix)
 
     def _key(self, kind: str, review_id: str = "", level: int | None = None) -> str:
         key = f"{self._base}:{kind}"

@@ -1,4 +1,4 @@
-"""Rebuild the review index from Kafka at start-up, then keep following both review topics.
+"""Rebuild the review index from Kafka at start-up (and after Redis lost its state), then keep following.
 
 Kafka is the record: every replica reads ``reviews.requested`` and then
 ``reviews.decided`` from the beginning (no consumer group), applies each record
@@ -48,6 +48,7 @@ class Projector:
         desk: ReviewDesk,
         backoff_s: float,
         client_options: dict[str, Any] | None = None,
+        generation: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.bootstrap = bootstrap
         self.client_options = client_options or {}
@@ -55,6 +56,7 @@ class Projector:
         self.decided_topic = decided_topic
         self.desk = desk
         self.backoff_s = backoff_s
+        self.generation = generation
         self.ready = asyncio.Event()
         self._deferred: list[ReviewDecided] = []
 
@@ -68,15 +70,22 @@ class Projector:
                 await asyncio.sleep(self.backoff_s)
                 continue
             try:
+                # Redis rebuilt from Kafka (it lost its state) has lost the index too: read it all again.
+                rebuilt_as = self.generation()
                 await self._catch_up(consumer, self.requested_topic)
                 await self._catch_up(consumer, self.decided_topic)
                 await self._retry_deferred()
                 self.ready.set()
                 log.info("review index rebuilt from Kafka")
-                while True:
+                while self.generation() == rebuilt_as:
                     batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=_MAX_RECORDS)
                     await self._apply_batch(batch)
                     await self._retry_deferred()
+                self.ready.clear()
+                log.warning(
+                    "review projector: the state was rebuilt (generation %s); reading the reviews again",
+                    self.generation(),
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug or a lost broker: read everything again; applying twice changes nothing

@@ -74,3 +74,18 @@ async def test_verify_names_the_first_bad_record(log_and_sink: tuple[AuditLog, C
     assert verify_chain(swapped).bad_seq == 3 and "expected seq 2" in verify_chain(swapped).problem
     dropped = chain[:1] + chain[2:]
     assert verify_chain(dropped).bad_seq == 3
+
+
+async def test_a_record_published_twice_is_one_record_but_a_fork_breaks_the_chain(
+    log_and_sink: tuple[AuditLog, CapturingPublisher],
+) -> None:
+    log, sink = log_and_sink
+    for i in range(3):
+        await log.record("task-4", dedupe_key=f"m{i}", actor="agent:a", action=f"step{i}")
+    chain = [(i, r) for i, r in enumerate(sink.published)]
+    republished = [chain[0], chain[1], chain[1], chain[2], (9, chain[1][1])]
+    report = verify_chain(republished)
+    assert report.intact and report.records == 3, "at-least-once delivery: the same record again is no new record"
+    fork = chain[1][1].model_copy(update={"reason": "another decision"})
+    forked = [chain[0], chain[1], (5, fork.model_copy(update={"record_hash": fork.computed_hash()})), chain[2]]
+    assert verify_chain(forked).bad_seq == 2 and "expected seq 3" in verify_chain(forked).problem
