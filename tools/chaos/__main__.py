@@ -86,7 +86,7 @@ def report(args: argparse.Namespace, seed: int, faults: Faults, found: judging.V
     statuses = ", ".join(f"{status} {n}" for status, n in sorted(found.statuses.items()))
     lines = [
         f"chaos soak: {args.tasks} tasks at {args.rate:g}/s, seed {seed}",
-        f"faults injected: {len(faults.injected)} of {len(kinds)} kinds "
+        f"faults injected: {len(faults.injected)}, {len(kinds)} kinds: "
         + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())),
         *(f"  {f.at_s:7.1f}s  {f.kind:<18} {f.target} ({f.took_s:.1f}s)" for f in faults.injected),
         f"submitted:              {found.submitted}",
@@ -97,7 +97,8 @@ def report(args: argparse.Namespace, seed: int, faults: Faults, found: judging.V
         f"broken audit chains:    {len(found.broken_chains)}  (of {found.chains_checked} verified)",
         f"overspent tasks:        {len(found.overspent)}",
         f"poison dead-lettered:   {found.poison_dead_lettered} of {found.poison_sent}",
-        f"dead letters by type:   {dict(sorted(found.dead_letters.items()))}",
+        f"dead letters by type:   {dict(sorted(found.dead_letters.items()))}"
+        f"  (same-id republishes: {found.dead_letters_republished})",
         f"drain after the last fault and submission: {drain_s:.1f}s",
     ]
     violations = found.violations

@@ -35,6 +35,7 @@ class Verdict:
     poison_sent: int = 0
     poison_dead_lettered: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    dead_letters_republished: int = 0
 
     @property
     def violations(self) -> list[str]:
@@ -112,8 +113,9 @@ async def judge(
 
     dead = await _read_all(bootstrap, topics.dlq)
     poisoned = set(poison_keys)
-    for key, value in dead:
-        letter = DeadLetter.model_validate_json(value)
+    letters = {(letter := DeadLetter.model_validate_json(value)).message_id: (key, letter) for key, value in dead}
+    verdict.dead_letters_republished = len(dead) - len(letters)
+    for key, letter in letters.values():
         verdict.dead_letters[letter.error_type] += 1
         if key in poisoned:
             poisoned.discard(key)

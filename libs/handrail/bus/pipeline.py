@@ -380,7 +380,7 @@ class Pipeline:
             service=self.service,
             dead_lettered_at=utcnow(),
         )
-        await self.publisher.publish(self.dlq_topic, letter, key=task_id)
+        # The audit record first (it is idempotent): a retry caused by the state is then not a second letter.
         if audited and self.audit is not None and task_id is not None:
             await self.audit.record(
                 task_id,
@@ -390,6 +390,7 @@ class Pipeline:
                 reason=reason,
                 details={"error_type": error_type, "source": delivery.ref, "dead_letter_id": letter.message_id},
             )
+        await self.publisher.publish(self.dlq_topic, letter, key=task_id)
         DEAD_LETTERS.labels(self.service, error_type).inc()
         log.warning("%s: dead-lettered %s (%s): %s", self.service, delivery.ref, error_type, reason)
 
