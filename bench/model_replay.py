@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from handrail.contracts import load_contracts
+from handrail.errors import StepFailed
 from handrail.llm.base import ChatMessage, ModelRequest, ToolCall
 from handrail.llm.scripted import ScriptedProvider
 from handrail.tools import default_registry
@@ -40,9 +41,15 @@ def start_server(config_dir: Path, latency_ms: float) -> FakeModelServer:
     """A running server that answers ``bench-<agent>`` with that agent's plan, ``latency_ms`` late."""
     contracts = load_contracts(config_dir, default_registry().names())
     providers = {model_name(name): ScriptedProvider(list(spec.plan)) for name, spec in contracts.agents.items()}
+    turns = {model_name(name): len(spec.plan) for name, spec in contracts.agents.items()}
 
     def respond(received: Received) -> Reply:
-        reply = providers[received.model].reply(_request(received))
+        request = _request(received)
+        provider = providers[received.model]
+        try:
+            reply = provider.reply(request)
+        except StepFailed:  # asked again after an answer the worker refused (a fault): the plan's last turn
+            reply = provider.reply(_last_turn(request, turns[received.model]))
         tokens = {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens}
         if reply.tool_calls:
             call = reply.tool_calls[0]
@@ -75,6 +82,19 @@ def write_config(source: Path, target: Path, server_url: str) -> Path:
     (target / "agents.yaml").write_text(yaml.safe_dump(agents))
     (target / "models.yaml").write_text(yaml.safe_dump(catalogue))
     return target
+
+
+def _last_turn(request: ModelRequest, turns: int) -> ModelRequest:
+    """``request`` cut back to before its ``turns``-th assistant message: the plan's last turn comes next."""
+    kept: list[ChatMessage] = []
+    seen = 0
+    for message in request.messages:
+        if message.role == "assistant":
+            seen += 1
+            if seen >= turns:
+                break
+        kept.append(message)
+    return ModelRequest(model=request.model, messages=kept)
 
 
 def _request(received: Received) -> ModelRequest:

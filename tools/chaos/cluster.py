@@ -86,6 +86,13 @@ class Cluster:
             model_replay.KEY_ENV: "chaos",
         }
         plan = services.plan(agents, base_port=self.base_port + 10)
+        # A second replica of every worker: a frozen one's partitions move to it, and the frozen one
+        # wakes up as a zombie that still holds its step.
+        replicas = [
+            services.ServiceProcess(f"{p.name}-2", p.argv, self.base_port + 40 + i)
+            for i, p in enumerate(p for p in plan if p.name.startswith("worker-"))
+        ]
+        plan += replicas
         self.processes = {p.name: p for p in plan}
         services.up(plan, self.run_dir, self.env, PROJECT_ROOT)
 

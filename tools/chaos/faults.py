@@ -26,7 +26,8 @@ from handrail.recovery.rebuild import read_topic
 
 log = logging.getLogger("chaos")
 
-#: A worker frozen this long has long passed its Kafka session timeout (10 s by default).
+#: A worker frozen this long has long passed its Kafka session timeout (10 s by default): its
+#: partitions move to the other replica, and it wakes up as a zombie in the middle of its work.
 FREEZE_S = 30.0
 #: How long a model misbehaves per fault.
 MODEL_FAULT_S = 5.0
@@ -161,7 +162,7 @@ class Faults:
         return f"{topics.agent(agent)} (task {key})"
 
     def _agents(self) -> list[str]:
-        return sorted(n.removeprefix("worker-") for n in self.cluster.processes if n.startswith("worker-"))
+        return sorted(self.cluster.contracts.agents) if self.cluster.contracts else []
 
     async def _latest(self, topic: str) -> tuple[str, dict[str, object]] | None:
         reader = make_reader(self.cluster.bootstrap, "chaos-reader")
