@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from tests.fixtures.redis_server import PrivateRedis
+from tests.fixtures.redis_server import PrivateRedis, run_private_redis
 from tests.fixtures.stack import Stack, free_port
 
 from handrail.client import HandrailClient
@@ -18,11 +18,7 @@ pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
 
 @pytest.fixture(scope="module")
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    redis = PrivateRedis(free_port(), tmp_path_factory.mktemp("redis"))
-    redis.start()
-    yield redis
-    if redis.process is not None:
-        redis.stop()
+    yield from run_private_redis(tmp_path_factory, free_port(), persistent=True)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis.asyncio as aioredis
-from tests.fixtures.redis_server import PrivateRedis
+from tests.fixtures.redis_server import PrivateRedis, run_private_redis
 from tests.fixtures.stack import Stack, free_port
 
 from handrail.audit import AuditRecord, verify_chain
@@ -26,11 +26,7 @@ pytestmark = [pytest.mark.bus, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    redis = PrivateRedis(free_port(), tmp_path_factory.mktemp("redis"), persistent=False)
-    redis.start()
-    yield redis
-    if redis.process is not None:
-        redis.stop()
+    yield from run_private_redis(tmp_path_factory, free_port(), persistent=False)
 
 
 @pytest.fixture(scope="module")

@@ -43,9 +43,12 @@ _MAX_PARTITION_FETCH_BYTES = 1024 * 1024
 
 
 def make_consumer(
-    bootstrap: str, group_id: str, client_id: str, credentials: SaslCredentials | None = None
+    bootstrap: str, group_id: str | None, client_id: str, credentials: SaslCredentials | None = None
 ) -> AIOKafkaConsumer:
-    """A group consumer that commits only what the pipeline says is finished (no auto-commit)."""
+    """A group consumer that commits only what the pipeline says is finished (no auto-commit).
+
+    Without ``group_id``: a reader outside any group (assign, then seek), see ``make_reader``.
+    """
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=group_id,
@@ -59,12 +62,4 @@ def make_consumer(
 
 def make_reader(bootstrap: str, client_id: str, credentials: SaslCredentials | None = None) -> AIOKafkaConsumer:
     """A consumer outside any group, for reading topics back from the start (assign, then seek)."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        client_id=client_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
-        **(credentials.client_options() if credentials else {}),
-    )
+    return make_consumer(bootstrap, None, client_id, credentials)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
+from handrail.bus import make_reader
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail_review.api import build_api
 from handrail_review.background import Background, sweeper
@@ -22,12 +23,11 @@ def create(settings: ReviewSettings | None = None) -> tuple[Runtime, AsgiFastStr
     directory = load_directory(settings.reviewers_path(), settings.reviewer_tokens, runtime.contracts)
     desk = ReviewDesk(runtime, directory, ReviewIndex(runtime.redis, settings.redis_prefix))
     projector = Projector(
-        settings.kafka_bootstrap,
+        lambda: make_reader(settings.kafka_bootstrap, f"handrail-{SERVICE}-projector", runtime.credentials),
         runtime.topics.reviews_requested,
         runtime.topics.reviews_decided,
         desk,
         settings.retry_backoff_s,
-        runtime.credentials.client_options() if runtime.credentials else None,
         generation=lambda: runtime.keeper.generation,
     )
     app = serve_with(asgi_app(runtime), build_api(desk, projector.ready))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter
@@ -42,16 +42,14 @@ class Projector:
 
     def __init__(
         self,
-        bootstrap: str,
+        make_reader: Callable[[], AIOKafkaConsumer],
         requested_topic: str,
         decided_topic: str,
         desk: ReviewDesk,
         backoff_s: float,
-        client_options: dict[str, Any] | None = None,
         generation: Callable[[], str | None] = lambda: None,
     ) -> None:
-        self.bootstrap = bootstrap
-        self.client_options = client_options or {}
+        self.make_reader = make_reader
         self.requested_topic = requested_topic
         self.decided_topic = decided_topic
         self.desk = desk
@@ -96,9 +94,7 @@ class Projector:
 
     async def _open(self) -> AIOKafkaConsumer:
         """A group-less consumer (with the service's Kafka credentials) at the start of both topics."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, **self.client_options
-        )
+        consumer = self.make_reader()
         await consumer.start()
         try:
             partitions = []
