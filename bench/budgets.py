@@ -17,7 +17,7 @@ import statistics
 import time
 import uuid
 
-from handrail.state import connect_redis
+from handrail.state import connect_redis, generation
 from handrail.state.budgets import Amount, BudgetStore, Caps
 
 UNLIMITED = Caps(tokens=10**15, cost_usd=10**9, steps=10**9)
@@ -64,6 +64,7 @@ async def main() -> None:
 
     redis = connect_redis(args.redis_url)
     prefix = f"bench{uuid.uuid4().hex[:6]}:"
+    await generation.stamp(redis, prefix)  # a namespace of its own, empty on purpose
     store = BudgetStore(redis, prefix)
     deadline_ms = int(time.time() * 1000) + 3_600_000
     single = [f"one-{uuid.uuid4().hex[:6]}"]
