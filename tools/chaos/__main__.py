@@ -101,7 +101,7 @@ def report(args: argparse.Namespace, seed: int, faults: Faults, found: judging.V
         f"  (same-id republishes: {found.dead_letters_republished})",
         f"drain after the last fault and submission: {drain_s:.1f}s",
     ]
-    violations = found.violations
+    violations = found.violations + [f"fault not recovered from: {f}" for f in faults.failed]
     lines.append("VIOLATIONS: " + "; ".join(violations) if violations else "every promise held")
     return "\n".join(lines)
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.stop()
     print(report(args, seed, faults, found, drain_s), flush=True)
-    return 1 if found.violations else 0
+    return 1 if found.violations or faults.failed else 0
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ class Faults:
     injected: list[Injected] = field(default_factory=list)
     poison_keys: list[str] = field(default_factory=list)
     forged_tasks: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
 
     def kinds(self) -> dict[str, Callable[[], Awaitable[str]]]:
         return {
@@ -98,8 +99,14 @@ class Faults:
         return chosen
 
     async def inject(self, kind: str) -> None:
+        """Inject one fault and wait for it to end; a fault that cannot be recovered from is a failure."""
         began = time.monotonic()
-        target = await self.kinds()[kind]()
+        try:
+            target = await self.kinds()[kind]()
+        except Exception as exc:  # e.g. a service that did not come back healthy: a finding, not a crash
+            log.exception("fault %s failed", kind)
+            target = f"FAILED: {type(exc).__name__}: {exc}"
+            self.failed.append(f"{kind}: {target}")
         done = Injected(kind, target, began - self.started, time.monotonic() - began)
         self.injected.append(done)
         log.info("fault %d: %s on %s (%.1fs)", len(self.injected), kind, target, done.took_s)
@@ -170,8 +177,12 @@ class Faults:
         found: tuple[str, dict[str, object]] | None = None
         try:
             async for record in read_topic(reader, topic):
-                if record.key and record.value:
-                    found = (record.key.decode(), json.loads(record.value))
+                try:
+                    envelope = json.loads(record.value or b"")
+                except (ValueError, RecursionError):  # a poison message injected before: not a handoff
+                    continue
+                if record.key and isinstance(envelope, dict) and isinstance(envelope.get("context"), dict):
+                    found = (record.key.decode(), envelope)
         finally:
             await reader.stop()
         return found
