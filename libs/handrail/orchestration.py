@@ -49,6 +49,10 @@ from handrail.topics import Topics
 
 #: Halts a person cannot usefully overrule: an operator decided it, or the task's wall clock ran out.
 NOT_REVIEWED_HALTS = frozenset({"halted_by_operator", "deadline_exceeded"})
+#: A step people have sent back this many times that halts again ends ``halted``: approving once
+#: more cannot lift what stops it (an exhausted budget, a loop window), and a task must not go
+#: round between its agent and the review queue for ever.
+MAX_HALT_REVIEWS = 3
 
 
 @dataclass(frozen=True)
@@ -268,13 +272,14 @@ class Orchestrator:
 
         Agents on approval gates or exception-based autonomy send halts from budgets,
         loops, breakers and corrections to a person; audit-based agents do not. Operator
-        halts and a run-out wall clock are never reviewed.
+        halts and a run-out wall clock are never reviewed, nor a step that halts again after
+        ``MAX_HALT_REVIEWS`` people sent it back.
         """
         agent = self.contracts.agents.get(handoff.receiver)
         workflow = self.contracts.workflows.get(handoff.workflow)
         if agent is None or workflow is None or agent.autonomy == Autonomy.AUDIT_BASED:
             return False
-        if halt.error_type in NOT_REVIEWED_HALTS:
+        if halt.error_type in NOT_REVIEWED_HALTS or handoff.attempt > MAX_HALT_REVIEWS:
             return False
         escalation = Escalation(ReviewTrigger.HALT, f"{halt.error_type}: {halt.reason}", workflow.review)
         await self.request_review(escalation, halted=handoff, halt_error_type=halt.error_type)

@@ -26,11 +26,14 @@ class ChainReport:
 
 
 def verify_chain(records: list[tuple[int | None, AuditRecord]]) -> ChainReport:
-    """Check records (with their log offsets) in log order: hashes, links and sequence numbers.
+    """Check a task's records (with their log offsets): hashes, links and sequence numbers.
 
-    Delivery is at least once: a record published again after a crash (the very same record,
-    same message id and hash) is the same record, not a second one. A different record with a
-    seq already taken is a fork, and breaks the chain.
+    The chain's order is its links, not the log's: two services appending to one task at once
+    (a worker's step and the circuit-breaker's halt) are chained in Redis one after the other,
+    but their publishes may land in either order. So records are checked in ``seq`` order; a
+    missing record leaves a gap, a changed one fails its hash, a moved one its link. Delivery is
+    at least once: a record published again (same message id and hash) is the same record. A
+    different record with a seq already taken is a fork, and breaks the chain.
     """
     prev = GENESIS
     seen: set[tuple[str, str]] = set()
@@ -40,7 +43,7 @@ def verify_chain(records: list[tuple[int | None, AuditRecord]]) -> ChainReport:
         if identity not in seen:
             seen.add(identity)
             unique.append((offset, record))
-    records = unique
+    records = sorted(unique, key=lambda item: item[1].seq)  # stable: a fork keeps its log order
     for expected_seq, (offset, record) in enumerate(records, start=1):
         if record.computed_hash() != record.record_hash:
             return ChainReport(False, len(records), record.seq, offset, "its content does not match its record_hash")
