@@ -10,14 +10,16 @@ import pytest
 
 from handrail.hashing import context_hash
 from handrail.messages import HandoffEnvelope, ReviewRequested, ReviewTrigger, utcnow
-from handrail.state import connect_redis
+from handrail.state import connect_redis, generation
 from handrail_review.index import ReviewIndex, Vote, VoteOutcome
 
 
 @pytest.fixture
 async def index(redis_url: str) -> AsyncIterator[ReviewIndex]:
     redis = connect_redis(redis_url)
-    yield ReviewIndex(redis, f"t{uuid.uuid4().hex[:8]}:")
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    await generation.stamp(redis, prefix)  # a namespace of its own, empty on purpose
+    yield ReviewIndex(redis, prefix)
     await redis.aclose()
 
 
