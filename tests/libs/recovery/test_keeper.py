@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from handrail.recovery import RebuildReport, StateKeeper
-from handrail.state import connect_redis, generation
+from handrail.state import generation
 
 
 class CountingRebuilder:
@@ -32,14 +31,8 @@ class CountingRebuilder:
         return RebuildReport(committed, 0, 0, 0, 0.3)
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect_redis(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def test_one_of_many_keepers_rebuilds_and_all_see_the_same_generation(redis: aioredis.Redis) -> None:
+async def test_one_of_many_keepers_rebuilds_and_all_see_the_same_generation(state_redis: aioredis.Redis) -> None:
+    redis = state_redis
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     rebuilders = [CountingRebuilder(redis, prefix) for _ in range(5)]
     keepers = [StateKeeper(redis, prefix, r) for r in rebuilders]  # type: ignore[arg-type]
@@ -48,7 +41,8 @@ async def test_one_of_many_keepers_rebuilds_and_all_see_the_same_generation(redi
     assert {k.generation for k in keepers} == {await generation.current(redis, prefix)}
 
 
-async def test_a_failed_rebuild_gives_the_lock_up_and_the_next_try_succeeds(redis: aioredis.Redis) -> None:
+async def test_a_failed_rebuild_gives_the_lock_up_and_the_next_try_succeeds(state_redis: aioredis.Redis) -> None:
+    redis = state_redis
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     rebuilder = CountingRebuilder(redis, prefix, fail_first=True)
     keeper = StateKeeper(redis, prefix, rebuilder)  # type: ignore[arg-type]

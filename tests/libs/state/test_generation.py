@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from handrail.errors import StateLost
-from handrail.state import TaskStore, connect_redis, generation
+from handrail.state import TaskStore, generation
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect_redis(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def test_a_guarded_script_refuses_to_run_without_the_marker(redis: aioredis.Redis) -> None:
+async def test_a_guarded_script_refuses_to_run_without_the_marker(state_redis: aioredis.Redis) -> None:
+    redis = state_redis
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     store = TaskStore(redis, prefix)
     with pytest.raises(StateLost, match="state generation"):
@@ -33,7 +26,8 @@ async def test_a_guarded_script_refuses_to_run_without_the_marker(redis: aioredi
         await store.finish("t1", "wf", "completed", "r1", "now")
 
 
-async def test_a_rebuild_commits_only_while_it_holds_the_lock(redis: aioredis.Redis) -> None:
+async def test_a_rebuild_commits_only_while_it_holds_the_lock(state_redis: aioredis.Redis) -> None:
+    redis = state_redis
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     token = await generation.try_lock(redis, prefix, ttl_s=30)
     assert token is not None
