@@ -2,11 +2,13 @@
 
 - ``escalation_for``: does a finished step need a person? (rules, approval tools,
   confidence floor, approval gates)
-- ``Orchestrator.advance``: move a task on from an accepted step: the next
-  step's ``HandoffEnvelope``, or the final ``TaskResult``.
-- ``Orchestrator.request_review``: park a task on ``reviews.requested`` with its
+- ``Orchestrator.advance``: move a task on from an accepted step: a ``HandOff``
+  of the next step, or its ``End``.
+- ``Orchestrator.request_review``: ``Park`` a task on ``reviews.requested`` with its
   whole checkpoint.
 - ``Orchestrator.retry``: hand a halted step to its agent again.
+
+It decides; ``handrail.lifecycle`` carries the transitions out.
 
 Every output id is derived from the checkpoint's message id, so the validator
 and a review decision that resume from one checkpoint publish the very same
@@ -19,9 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from handrail.audit import AuditLog
-from handrail.bus.publisher import Publisher
-from handrail.bus.results import end_task
 from handrail.contracts import (
     AgentSpec,
     Autonomy,
@@ -34,6 +33,7 @@ from handrail.contracts import (
 )
 from handrail.errors import TaskHalted
 from handrail.hashing import context_hash
+from handrail.lifecycle import End, HandOff, Park, next_handoff, retry_handoff
 from handrail.messages import (
     HandoffEnvelope,
     ReviewRequested,
@@ -43,9 +43,7 @@ from handrail.messages import (
     derived_message_id,
     utcnow,
 )
-from handrail.state import TaskStore
 from handrail.tools import ToolRegistry
-from handrail.topics import Topics
 
 #: Halts a person cannot usefully overrule: an operator decided it, or the task's wall clock ran out.
 NOT_REVIEWED_HALTS = frozenset({"halted_by_operator", "deadline_exceeded"})
@@ -126,95 +124,61 @@ def deadline_after(now: datetime, timeout_s: float) -> datetime:
 
 @dataclass(frozen=True)
 class Orchestrator:
-    """Moves tasks on from checkpoints; ``service`` is the sender it signs handoffs as."""
+    """Decides how tasks move on from checkpoints; ``service`` is the sender it signs handoffs as."""
 
     service: str
-    store: TaskStore
-    publisher: Publisher
-    topics: Topics
     contracts: Contracts
-    audit: AuditLog
 
-    async def advance(
+    def advance(
         self,
         step: StepCompleted,
         *,
         context: dict[str, Any] | None = None,
         output: dict[str, Any] | None = None,
         actor: str | None = None,
-    ) -> str:
+    ) -> HandOff | End:
         """Hand the next step on from ``step`` (with ``context`` when a reviewer edited it), or end the task.
 
         The handoff's ``parent_hash`` is the checkpoint's hash, the task's committed
         head; an edited context travels with its own new ``context_hash``. The
-        receiving agent audits the handoff; the end of the task is audited here.
-        Returns ``handoff:<next step>`` or ``completed``.
+        receiving agent audits the handoff; the end of the task is audited where it is applied.
         """
         workflow = self.contracts.workflows[step.workflow]
         following = workflow.next_step(step.step)
         new_context = step.context if context is None else context
         new_hash = step.context_hash if context is None else context_hash(new_context)
-        actor = actor or f"service:{self.service}"
         if following is not None:
-            envelope = HandoffEnvelope(
-                message_id=derived_message_id(step.message_id, "handoff"),
-                task_id=step.task_id,
-                workflow=step.workflow,
-                step=following.name,
-                step_index=step.step_index + 1,
-                sender=self.service,
-                receiver=following.agent,
-                deadline=step.deadline,
-                goal=step.goal,
-                context=new_context,
-                context_hash=new_hash,
-                parent_hash=step.context_hash,
-                budget=step.budget,
-                idempotency_key=f"{step.task_id}/{following.name}/1",
+            return HandOff(
+                next_handoff(
+                    step,
+                    to_step=following.name,
+                    agent=following.agent,
+                    sender=self.service,
+                    context=new_context,
+                    hash_=new_hash,
+                )
             )
-            await self.publisher.publish(self.topics.agent(following.agent), envelope, key=step.task_id)
-            return f"handoff:{following.name}"
-        await end_task(
-            self.store,
-            self.publisher,
-            self.topics.results,
-            task_id=step.task_id,
-            workflow=step.workflow,
-            status=TaskStatus.COMPLETED,
-            result_id=derived_message_id(step.message_id, "result"),
-            budget=step.budget,
+        return End.of(
+            step,
+            TaskStatus.COMPLETED,
+            actor=actor or f"service:{self.service}",
             output=step.output if output is None else output,
             context_hash=new_hash,
-            audit=self.audit,
-            actor=actor,
         )
-        return "completed"
 
-    async def retry(self, halted: HandoffEnvelope, *, message_id: str, context: dict[str, Any] | None = None) -> None:
+    def retry(self, halted: HandoffEnvelope, *, message_id: str, context: dict[str, Any] | None = None) -> HandOff:
         """Hand a halted step to its agent again, from the same head (``attempt`` + 1)."""
-        new_context = halted.context if context is None else context
-        envelope = halted.model_copy(
-            update={
-                "message_id": message_id,
-                "attempt": halted.attempt + 1,
-                "sender": self.service,
-                "context": new_context,
-                "context_hash": context_hash(new_context),
-                "parent_hash": halted.context_hash,
-                "signature": None,
-            }
-        )
-        await self.publisher.publish(self.topics.agent(halted.receiver), envelope, key=halted.task_id)
+        return HandOff(retry_handoff(halted, message_id=message_id, sender=self.service, context=context))
 
-    async def request_review(
+    def request_review(
         self,
         escalation: Escalation,
         *,
         checkpoint: StepCompleted | None = None,
         halted: HandoffEnvelope | None = None,
         halt_error_type: str | None = None,
-    ) -> ReviewRequested:
-        """Park the task: publish its review request with the whole checkpoint, and audit it."""
+    ) -> Park:
+        """Park the task: its review request, with the whole checkpoint."""
         source: StepCompleted | HandoffEnvelope
         if checkpoint is not None:
             source, agent = checkpoint, checkpoint.agent
@@ -247,28 +211,10 @@ class Orchestrator:
             requested_at=now,
             deadline=deadline_after(now, policy.timeout_s),
         )
-        await self.publisher.publish(self.topics.reviews_requested, request, key=source.task_id)
-        await self.audit.record(
-            source.task_id,
-            dedupe_key=source.message_id,
-            actor=f"service:{self.service}",
-            action="review.requested",
-            reason=escalation.reason,
-            workflow=source.workflow,
-            step=source.step,
-            input_hash=source.context_hash,
-            details={
-                "review_id": review_id,
-                "trigger": escalation.trigger.value,
-                "rule": request.rule,
-                "role": policy.role,
-                "approvals_required": policy.approvals_required,
-            },
-        )
-        return request
+        return Park(request, actor=f"service:{self.service}")
 
-    async def review_halt(self, halt: TaskHalted, handoff: HandoffEnvelope) -> bool:
-        """Park a halted task for a person when its agent's autonomy asks for one; False to end it ``halted``.
+    def review_halt(self, halt: TaskHalted, handoff: HandoffEnvelope) -> Park | None:
+        """Park a halted task for a person when its agent's autonomy asks for one; None to end it ``halted``.
 
         Agents on approval gates or exception-based autonomy send halts from budgets,
         loops, breakers and corrections to a person; audit-based agents do not. Operator
@@ -278,9 +224,8 @@ class Orchestrator:
         agent = self.contracts.agents.get(handoff.receiver)
         workflow = self.contracts.workflows.get(handoff.workflow)
         if agent is None or workflow is None or agent.autonomy == Autonomy.AUDIT_BASED:
-            return False
+            return None
         if halt.error_type in NOT_REVIEWED_HALTS or handoff.attempt > MAX_HALT_REVIEWS:
-            return False
+            return None
         escalation = Escalation(ReviewTrigger.HALT, f"{halt.error_type}: {halt.reason}", workflow.review)
-        await self.request_review(escalation, halted=handoff, halt_error_type=halt.error_type)
-        return True
+        return self.request_review(escalation, halted=handoff, halt_error_type=halt.error_type)

@@ -26,16 +26,17 @@ import yaml
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 from handrail.audit import AuditLog
-from handrail.bus import Delivery, Publisher
+from handrail.bus import Publisher
 from handrail.bus.broker import make_broker
-from handrail.bus.results import halt_task
 from handrail.client import HandrailClient
 from handrail.contracts import load_contracts
 from handrail.errors import TaskHalted
 from handrail.hashing import context_hash
+from handrail.lifecycle import Lifecycle
 from handrail.messages import HandoffEnvelope, ReviewDecided, ReviewRequested, TaskStatus
 from handrail.orchestration import Orchestrator
 from handrail.state import TaskStore, connect_redis
+from handrail.state.budgets import BudgetStore
 from handrail.tools import default_registry
 from handrail_review.reviewers import token_digest
 
@@ -466,11 +467,12 @@ async def test_a_halt_escalated_to_review_runs_the_step_again_once_approved(
         try:
             prefix, publisher = stack.env["HANDRAIL_REDIS_PREFIX"], Publisher(broker)
             store, audit = TaskStore(redis, prefix), AuditLog(redis, publisher, stack.topics.audit, prefix)
+            lifecycle = Lifecycle(approver, store, BudgetStore(redis, prefix), publisher, stack.topics, audit)
             contracts = load_contracts(stack_config_dir, default_registry().names())
-            orchestrator = Orchestrator(approver, store, publisher, stack.topics, contracts, audit)
-            hook = halt_task(store, publisher, stack.topics.results, audit, escalate=orchestrator.review_halt)
             halt = TaskHalted("agent budget for tokens exhausted", error_type="budget_exhausted", task_id=task_id)
-            await hook(halt, Delivery(topic, 0, 0, task_id, envelope.to_bytes()), envelope)
+            park = Orchestrator(approver, contracts).review_halt(halt, envelope)
+            assert park is not None, "an approval-gated agent's halt goes to a person"
+            await lifecycle.apply(park)
         finally:
             await redis.aclose()
             await broker.stop()

@@ -1,15 +1,17 @@
 """The consumer pipeline every service runs its handlers in.
 
 For each message: decode into the handler's payload model; for handoffs,
-verify the context hash and the parent hash and skip redeliveries; run the
-handler (which publishes its outputs); record the message as done; only then
-may the offset be committed. Many messages run at once, each task's in order
+verify the context hash and the parent hash, skip redeliveries and audit the
+hop; run the handler, which decides what becomes of the task and returns it as
+transitions (``handrail.lifecycle``); apply them (state, audit record, outputs);
+record the message as done; only then may the offset be committed. Many messages run at once, each task's in order
 (``handrail.bus.consumer``). The outcome of every error is decided here, once:
 
 - ``RetryableError`` (Redis down, ...): tried again in place after a back-off, for
   as long as it takes; the task's later messages wait behind it. Nothing is lost.
 - ``TaskHalted`` (a budget, deadline, loop or halt stopped the task before a call):
-  the service's ``on_halted`` hook ends the task ``halted``; not a dead letter.
+  the service's ``on_halted`` hook says what becomes of the task (ended ``halted``,
+  parked for a person, reported); not a dead letter.
 - ``Rejected``: dead-letter with the reason, then the service's ``on_rejected``
   hook (which ends the task with its one ``TaskResult``), then commit.
 - anything else is a bug: dead-lettered as ``internal_error`` with the
@@ -61,6 +63,7 @@ from handrail.state import Acceptance, TaskStore
 
 if TYPE_CHECKING:
     from handrail.audit import AuditLog  # the audit log publishes through this package
+    from handrail.lifecycle import Lifecycle, Plan
     from handrail.signing import HandoffVerifier
 
 log = logging.getLogger(__name__)
@@ -69,9 +72,10 @@ P = TypeVar("P", bound=Payload)
 Handoff = HandoffEnvelope | StepCompleted
 
 
-Handler = Callable[[P, Delivery], Awaitable[None]]
-OnRejected = Callable[[Rejected, Delivery, Any], Awaitable[None]]
-OnHalted = Callable[[TaskHalted, Delivery, Any], Awaitable[None]]
+#: A handler (and a hook) returns what becomes of the task: ``handrail.lifecycle`` transitions, or None.
+Handler = Callable[[P, Delivery], Awaitable["Plan"]]
+OnRejected = Callable[[Rejected, Delivery, Any], Awaitable["Plan"]]
+OnHalted = Callable[[TaskHalted, Delivery, Any], Awaitable["Plan"]]
 
 
 #: A dead letter keeps at most this much of the original message, so that it always fits in a
@@ -82,7 +86,7 @@ _NON_JSON_NUMBER = re.compile(rb"NaN|Infinity")
 MAX_REASON_CHARS = 2000
 
 
-async def _no_hook(error: Any, delivery: Delivery, payload: Any) -> None:
+async def _no_hook(error: Any, delivery: Delivery, payload: Any) -> Plan:
     return None
 
 
@@ -118,6 +122,7 @@ class Pipeline:
         store: TaskStore,
         dlq_topic: str,
         audit: AuditLog | None = None,
+        lifecycle: Lifecycle | None = None,
         handoffs: HandoffVerifier | None = None,
         retry_backoff_s: float = 1.0,
         traced: bool = True,
@@ -130,6 +135,7 @@ class Pipeline:
         self.store = store
         self.dlq_topic = dlq_topic
         self.audit = audit
+        self.lifecycle = lifecycle
         self.handoffs = handoffs
         self.retry_backoff_s = retry_backoff_s
         self.traced = traced
@@ -221,7 +227,7 @@ class Pipeline:
             )
         POISON_MESSAGES.labels(self.service).inc()
         try:
-            await sub.on_rejected(error, delivery, None)
+            await self._apply(await sub.on_rejected(error, delivery, None))
         except RetryableError:
             raise
         except Exception:  # what failed may be this very hook: the dead letter is the record
@@ -248,8 +254,9 @@ class Pipeline:
                 self._check_signature(payload, delivery)  # type: ignore[arg-type]
                 if not await self._verify(payload):  # type: ignore[arg-type]
                     return "skipped"
-                await self._audit_hop(payload)  # type: ignore[arg-type]
-            await handler(payload, delivery)
+                if self.lifecycle is not None:
+                    await self.lifecycle.accepted(payload, by=self.service)  # type: ignore[arg-type]
+            await self._apply(await handler(payload, delivery))
             if is_handoff:
                 await self.store.mark_done(payload.task_id, self.service, payload.message_id)  # type: ignore[attr-defined]
             return "ok"
@@ -257,21 +264,29 @@ class Pipeline:
             raise
         except TaskHalted as exc:
             log.info("%s: task %s halted: %s", self.service, exc.task_id, exc.reason)
-            await on_halted(exc, delivery, payload)
+            await self._apply(await on_halted(exc, delivery, payload))
             if is_handoff and payload is not None:
                 await self.store.mark_done(payload.task_id, self.service, payload.message_id)  # type: ignore[attr-defined]
             return "halted"
         except Rejected as exc:
             await self.dead_letter(delivery, exc.reason, exc.error_type, exc.task_id or task_id_of(payload, delivery))
-            await on_rejected(exc, delivery, payload)
+            await self._apply(await on_rejected(exc, delivery, payload))
             return exc.error_type
         except Exception as exc:  # a bug: park the message with what went wrong, keep consuming
             log.exception("%s: internal error on %s", self.service, delivery.ref)
             reason = f"internal error in {self.service}: {type(exc).__name__}: {exc}"
             await self.dead_letter(delivery, reason, "internal_error", task_id_of(payload, delivery))
             # The task cannot go on from a message its service could not handle: it ends, with the reason.
-            await on_rejected(InternalError(reason, task_id=task_id_of(payload, delivery)), delivery, payload)
+            internal = InternalError(reason, task_id=task_id_of(payload, delivery))
+            await self._apply(await on_rejected(internal, delivery, payload))
             return "internal_error"
+
+    async def _apply(self, plan: Plan) -> None:
+        if plan is None or plan == []:
+            return
+        if self.lifecycle is None:
+            raise RuntimeError(f"{self.service}: a handler returned transitions, but the pipeline has no lifecycle")
+        await self.lifecycle.apply(plan)
 
     def _check_signature(self, payload: HandoffEnvelope | StepCompleted, delivery: Delivery) -> None:
         if self.handoffs is None:
@@ -312,45 +327,6 @@ class Pipeline:
             f"committed hash {result.detail}: a hop was lost, replayed or forged",
             task_id=payload.task_id,
         )
-
-    async def _audit_hop(self, payload: HandoffEnvelope | StepCompleted) -> None:
-        """One audit record per verified hop: the handoff an agent took on, or the step it completed."""
-        if self.audit is None:
-            return
-        if isinstance(payload, StepCompleted):
-            await self.audit.record(
-                payload.task_id,
-                dedupe_key=payload.message_id,
-                actor=f"agent:{payload.agent}",
-                action=f"step.{payload.status}",
-                reason=payload.reason,
-                workflow=payload.workflow,
-                step=payload.step,
-                input_hash=payload.parent_hash,
-                output_hash=payload.context_hash,
-                details={
-                    "patch": payload.patch,
-                    "decisions": [d.model_dump(mode="json", exclude_none=True) for d in payload.decisions],
-                    "tools_chosen": [d.name for d in payload.decisions if d.kind == "tool_call"],
-                    "budget": payload.budget.model_dump(mode="json"),
-                    "verified_by": self.service,
-                },
-                cost_usd=payload.usage.cost_usd,
-                tokens=payload.usage.tokens,
-            )
-        else:
-            await self.audit.record(
-                payload.task_id,
-                dedupe_key=payload.message_id,
-                actor=f"agent:{payload.receiver}",
-                action="handoff.accepted",
-                reason=f"handed over by {payload.sender}",
-                workflow=payload.workflow,
-                step=payload.step,
-                input_hash=payload.parent_hash,
-                output_hash=payload.context_hash,
-                details={"sender": payload.sender, "budget": payload.budget.model_dump(mode="json")},
-            )
 
     async def dead_letter(
         self,

@@ -22,6 +22,7 @@ from handrail.bus import Pipeline, Publisher, make_broker, make_consumer, make_r
 from handrail.contracts import Contracts, load_contracts
 from handrail.deploy.kafka_security import SaslCredentials, credentials_from_settings
 from handrail.errors import ContractError
+from handrail.lifecycle import Lifecycle
 from handrail.metrics import WORKFLOW_MIN_STEPS
 from handrail.observability import setup_tracing
 from handrail.recovery import Rebuilder, StateKeeper
@@ -59,6 +60,7 @@ class Runtime:
     budgets: BudgetStore
     controls: ControlStore
     audit: AuditLog
+    lifecycle: Lifecycle
     keeper: StateKeeper
 
 
@@ -87,12 +89,15 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     publisher = Publisher(broker, signer)
     topics = Topics(settings.topic_prefix)
     audit = AuditLog(redis, publisher, topics.audit, settings.redis_prefix, enabled=settings.audit_enabled)
+    budgets = BudgetStore(redis, settings.redis_prefix)
+    lifecycle = Lifecycle(service, store, budgets, publisher, topics, audit)
     pipeline = Pipeline(
         service=service,
         publisher=publisher,
         store=store,
         dlq_topic=topics.dlq,
         audit=audit,
+        lifecycle=lifecycle,
         handoffs=handoffs,
         retry_backoff_s=settings.retry_backoff_s,
         traced=provider is not None,
@@ -120,9 +125,10 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         topics=topics,
         contracts=contracts,
         tools=tools,
-        budgets=BudgetStore(redis, settings.redis_prefix),
+        budgets=budgets,
         controls=ControlStore(redis, settings.redis_prefix),
         audit=audit,
+        lifecycle=lifecycle,
         keeper=StateKeeper(redis, settings.redis_prefix, rebuilder, poll_s=settings.state_poll_s),
     )
 

@@ -17,6 +17,7 @@ import jsonpatch
 from prometheus_client import Counter, Gauge
 
 from handrail.hashing import context_hash
+from handrail.lifecycle import Park
 from handrail.messages import (
     ReviewAction,
     ReviewDecided,
@@ -272,17 +273,8 @@ class ReviewDesk:
                 }
             )
             if await self.index.upsert(escalated):
-                await self.rt.publisher.publish(self.rt.topics.reviews_requested, escalated, key=request.task_id)
-                await self.rt.audit.record(
-                    request.task_id,
-                    dedupe_key=escalated.message_id,
-                    actor=ACTOR,
-                    action="review.escalated",
-                    reason=f"{waited}: escalated from {item.role} to {higher}",
-                    workflow=request.workflow,
-                    step=request.step,
-                    details={"review_id": request.review_id, "level": escalated.level, "role": higher},
-                )
+                reason = f"{waited}: escalated from {item.role} to {higher}"
+                await self.rt.lifecycle.apply(Park(escalated, actor=ACTOR, action="review.escalated", reason=reason))
                 log.info("review %s escalated from %s to %s", request.review_id, item.role, higher)
             return
         reason = f"{waited}: default action reject"

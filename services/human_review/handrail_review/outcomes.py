@@ -1,4 +1,4 @@
-"""What a decision does: publish it on ``reviews.decided``, audit it, and resume or end the task.
+"""What a decision does: audit it, resume or end the task, and publish it on ``reviews.decided``.
 
 Everything here is idempotent: the final record's id is derived from the review,
 the resume's from the checkpoint, so finishing a decision twice (a redelivered
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import jsonpatch
 
-from handrail.bus.results import end_task
+from handrail.lifecycle import End, HandOff, Resume, describe
 from handrail.messages import ReviewAction, ReviewDecided, TaskStatus, derived_message_id
 from handrail.orchestration import Orchestrator
 from handrail.service import Runtime
@@ -34,9 +34,7 @@ class Outcomes:
         self.rt = runtime
         self.index = index
         self.actor = f"service:{service}"
-        self.orchestrator = Orchestrator(
-            service, runtime.store, runtime.publisher, runtime.topics, runtime.contracts, runtime.audit
-        )
+        self.orchestrator = Orchestrator(service, runtime.contracts)
 
     async def finish(self, review_id: str) -> tuple[str, str] | None:
         """Publish the decision, audit it, resume or end the task; the workflow and decision, or None if done before."""
@@ -63,44 +61,24 @@ class Outcomes:
             approvals=item.approvers,
             decided_at=datetime.fromtimestamp(decided_ms / 1000, UTC),
         )
-        await self.rt.audit.record(
-            request.task_id,
-            dedupe_key=final.message_id,
-            actor=final.by,
-            action=f"review.{final.decision}",
-            reason=final.reason,
-            workflow=request.workflow,
-            step=request.step,
-            input_hash=request.context_hash,
-            output_hash=final.context_hash,
-            details={
-                "review_id": review_id,
-                "trigger": request.trigger.value,
-                "rule": request.rule,
-                "level": item.level,
-                "role": item.role,
-                "approvals": final.approvals,
-                "edit": edit,
-            },
-        )
-        outcome = await (self._resume(item, final) if approved else self._end(item, final))
-        # Last, after the effects: a final record on Kafka says "carried out", so that an index rebuilt
-        # from Kafka (Redis lost) never carries a review out twice.
-        await self.rt.publisher.publish(self.rt.topics.reviews_decided, final, key=request.task_id)
+        then = self._resume(item, final) if approved else self._end(item, final)
+        # The decision record on Kafka comes after its effects: it says "carried out", so that an index
+        # rebuilt from Kafka (Redis lost) never carries a review out twice.
+        await self.rt.lifecycle.apply(Resume(final, request, then))
+        outcome = describe(then)
         await self.index.add_record(final)
         await self.index.mark_finished(review_id, outcome)
         log.info("review %s %s by %s: task %s -> %s", review_id, final.decision, final.by, request.task_id, outcome)
         return request.workflow, final.decision or ""
 
-    async def _resume(self, item: Item, final: ReviewDecided) -> str:
+    def _resume(self, item: Item, final: ReviewDecided) -> HandOff | End:
         request = item.request
         edited = jsonpatch.apply_patch(request.context, final.edit, in_place=False) if final.edit else None
         if request.checkpoint is None:
             assert request.halted is not None
-            await self.orchestrator.retry(
+            return self.orchestrator.retry(
                 request.halted, message_id=derived_message_id(request.review_id, "retry"), context=edited
             )
-            return f"retry:{request.step}"
         step = request.checkpoint
         workflow = self.rt.contracts.workflows[step.workflow]
         output = None
@@ -117,26 +95,17 @@ class Outcomes:
                 "approved_by": final.approvals,
                 "edited": final.edit is not None,
             }
-        return await self.orchestrator.advance(step, context=edited, output=output, actor=final.by)
+        return self.orchestrator.advance(step, context=edited, output=output, actor=final.by)
 
-    async def _end(self, item: Item, final: ReviewDecided) -> str:
+    def _end(self, item: Item, final: ReviewDecided) -> End:
         request = item.request
         source = request.checkpoint if request.checkpoint is not None else request.halted
         assert source is not None
-        status = TaskStatus.REJECTED if request.checkpoint is not None else TaskStatus.HALTED
-        await end_task(
-            self.rt.store,
-            self.rt.publisher,
-            self.rt.topics.results,
-            task_id=request.task_id,
-            workflow=request.workflow,
-            status=status,
-            result_id=derived_message_id(source.message_id, "result"),
-            budget=source.budget,
-            reason=f"rejected in review by {final.by}: {final.reason or 'no reason given'}",
-            error_type="review_rejected" if request.checkpoint is not None else request.halt_error_type,
-            context_hash=source.context_hash,
-            audit=self.rt.audit,
+        checkpoint = request.checkpoint is not None
+        return End.of(
+            source,
+            TaskStatus.REJECTED if checkpoint else TaskStatus.HALTED,
             actor=final.by,
+            reason=f"rejected in review by {final.by}: {final.reason or 'no reason given'}",
+            error_type="review_rejected" if checkpoint else request.halt_error_type,
         )
-        return status.value

@@ -7,23 +7,20 @@ the checks (submitter, input schema) and the budget are then the chosen workflow
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
-from typing import Any
 
 import jsonschema
 
 from handrail.bus import Delivery
 from handrail.bus.identity import body_field, task_id_of
-from handrail.bus.results import end_task
 from handrail.contracts import WorkflowSpec
 from handrail.contracts.routing import AUTO
 from handrail.errors import InputRejected, Rejected
 from handrail.hashing import context_hash
-from handrail.messages import HandoffEnvelope, TaskStatus, TaskSubmitted, derived_message_id, utcnow
+from handrail.lifecycle import End, Open, Plan, TaskBudget, first_handoff
+from handrail.messages import TaskStatus, TaskSubmitted, derived_message_id, utcnow
 from handrail.messages.envelope import BudgetSnapshot
 from handrail.service import Runtime
-from handrail.state import Opening
 from handrail.state.budgets import Amount, Caps
 from handrail_router.decisions import DecisionStore
 from handrail_router.routing import RouteDecision, RouteKind, TaskRouter
@@ -32,6 +29,7 @@ from handrail_router.settings import RouterSettings
 log = logging.getLogger(__name__)
 
 SERVICE = "router"
+ACTOR = f"service:{SERVICE}"
 
 
 #: The ``error_type`` of a task the classifier could not route with confidence, with review configured.
@@ -47,17 +45,17 @@ class RouterHandlers:
         self.router = router
         self.decisions = DecisionStore(runtime.redis, settings.redis_prefix)
 
-    async def on_task(self, task: TaskSubmitted, delivery: Delivery) -> None:
-        """Validate ``task``, choose its workflow, open it in Redis and publish its first envelope."""
+    async def on_task(self, task: TaskSubmitted, delivery: Delivery) -> Plan:
+        """Validate ``task`` and choose its workflow: open it with its first handoff (or end it, unroutable)."""
         self._check_size(task, delivery)
         received = utcnow()
         decision = await self._route(task, delivery)
         if decision is None:
             log.info("task %s was already submitted; this resubmission is ignored", task.task_id)
-        elif decision.workflow is None:
-            await self._end_uncertain(task, delivery, decision)
-        else:
-            await self._open(task, delivery, self._check(task, decision.workflow, decision), decision, received)
+            return None
+        if decision.workflow is None:
+            return self._end_uncertain(task, delivery, decision)
+        return self._open(task, delivery, self._check(task, decision.workflow, decision), decision, received)
 
     async def _route(self, task: TaskSubmitted, delivery: Delivery) -> RouteDecision | None:
         """The task's route; ``None`` when another submission under its id came first."""
@@ -71,37 +69,27 @@ class RouterHandlers:
             kept = await self.decisions.keep(task.task_id, delivery.ref, await self.router.route(task))
         return kept.decision if kept.submission == delivery.ref else None
 
-    async def _open(
+    def _open(
         self, task: TaskSubmitted, delivery: Delivery, workflow: WorkflowSpec, decision: RouteDecision, now: datetime
-    ) -> None:
-        # The task's chain starts at the hash of its submission: the first hop's parent.
-        genesis = context_hash(task.model_dump(mode="json"))
-        opening = await self.rt.store.open(task.task_id, workflow.name, delivery.ref, genesis, now.isoformat())
-        if opening == Opening.DUPLICATE:
-            log.info("task %s was already submitted; this resubmission is ignored", task.task_id)
-            return
+    ) -> Open:
         first = workflow.steps[0]
         limits = workflow.limits
         deadline_s = min(task.deadline_s or self.settings.default_deadline_s, limits.deadline_s)
         deadline = now + timedelta(seconds=deadline_s)
         caps = Caps(tokens=limits.max_tokens, cost_usd=limits.max_cost_usd, steps=limits.max_steps)
-        if await self.rt.budgets.open(task.task_id, caps, int(deadline.timestamp() * 1000)):
-            await self._charge_routing(task.task_id, delivery, decision, caps)
-        context: dict[str, Any] = {"input": task.input, "steps": {}}
-        envelope = HandoffEnvelope(
-            # Derived from the submission's place in the log, so a redelivery republishes the same envelope.
-            message_id=derived_message_id(delivery.ref, "handoff"),
+        # The task's chain starts at the hash of its submission: the first hop's parent.
+        genesis = context_hash(task.model_dump(mode="json"))
+        envelope = first_handoff(
             task_id=task.task_id,
+            submission=delivery.ref,
             workflow=workflow.name,
             step=first.name,
-            step_index=0,
+            agent=first.agent,
             sender=SERVICE,
-            receiver=first.agent,
-            deadline=deadline,
             goal=workflow.goal_for(task.input),
-            context=context,
-            context_hash=context_hash(context),
-            parent_hash=genesis,
+            deadline=deadline,
+            genesis=genesis,
+            context={"input": task.input, "steps": {}},
             budget=BudgetSnapshot(
                 tokens_used=decision.tokens,
                 cost_usd_used=decision.cost_usd,
@@ -109,76 +97,46 @@ class RouterHandlers:
                 max_tokens=caps.tokens,
                 max_cost_usd=caps.cost_usd,
             ),
-            idempotency_key=f"{task.task_id}/{first.name}/1",
         )
-        await self.rt.audit.record(
-            task.task_id,
-            dedupe_key=delivery.ref,
-            actor=f"service:{SERVICE}",
-            action="task.opened",
-            reason=f"submitted by {task.submitted_by or 'an anonymous caller'}",
-            workflow=workflow.name,
-            step=first.name,
-            input_hash=genesis,
-            output_hash=envelope.context_hash,
-            details={
-                "handed_to": first.agent,
-                "deadline": deadline.isoformat(),
-                "budget": {"max_steps": caps.steps, "max_tokens": caps.tokens, "max_cost_usd": caps.cost_usd},
-                "routing": decision.details(),
-            },
-            cost_usd=decision.cost_usd,
-            tokens=decision.tokens,
-        )
-        await self.rt.publisher.publish(self.rt.topics.agent(first.agent), envelope, key=task.task_id)
-
-    async def _charge_routing(self, task_id: str, delivery: Delivery, decision: RouteDecision, caps: Caps) -> None:
-        """Charge the classifier's call to the task's fresh budget: routing is part of what the task cost.
-
-        The call was made before the workflow (and so the caps) were known, so it is charged, not reserved:
-        an empty reservation settled with what the model reported.
-        """
-        if not decision.tokens and not decision.cost_usd:
-            return
-        reservation_id = derived_message_id(delivery.ref, "routing")
-        held = await self.rt.budgets.reserve(task_id, reservation_id, SERVICE, Amount(), caps, int(time.time() * 1000))
-        if held.ok:
-            spent = Amount(tokens=decision.tokens, cost_usd=decision.cost_usd)
-            await self.rt.budgets.settle(task_id, reservation_id, spent, SERVICE)
-
-    async def _end_uncertain(self, task: TaskSubmitted, delivery: Delivery, decision: RouteDecision) -> None:
-        """End a task the classifier could not route, with review configured: ``halted`` until review is wired."""
-        genesis = context_hash(task.model_dump(mode="json"))
-        opening = await self.rt.store.open(task.task_id, AUTO, delivery.ref, genesis, utcnow().isoformat())
-        if opening == Opening.DUPLICATE:
-            return
-        await self.rt.audit.record(
-            task.task_id,
-            dedupe_key=delivery.ref,
-            actor=f"service:{SERVICE}",
-            action="task.opened",
-            reason=f"submitted by {task.submitted_by or 'an anonymous caller'}",
-            workflow=AUTO,
-            input_hash=genesis,
-            details={"handed_to": None, "routing": decision.details()},
-            cost_usd=decision.cost_usd,
-            tokens=decision.tokens,
-        )
-        proposed = f"; it proposed {decision.proposed!r}" if decision.proposed else ""
-        await end_task(
-            self.rt.store,
-            self.rt.publisher,
-            self.rt.topics.results,
+        return Open(
             task_id=task.task_id,
-            workflow=AUTO,
-            status=TaskStatus.HALTED,
-            result_id=derived_message_id(delivery.ref, "result"),
-            budget=BudgetSnapshot(tokens_used=decision.tokens, cost_usd_used=decision.cost_usd),
-            reason=f"the router could not choose a workflow: {decision.reason}{proposed}; a person must route it",
-            error_type=CLASSIFICATION_UNCERTAIN,
-            audit=self.rt.audit,
-            actor=f"service:{SERVICE}",
+            workflow=workflow.name,
+            submission=delivery.ref,
+            genesis=genesis,
+            actor=ACTOR,
+            submitted_by=task.submitted_by,
+            budget=TaskBudget(caps, deadline),
+            # The classifier's call is part of what the task cost: charged to its fresh budget.
+            spent=Amount(tokens=decision.tokens, cost_usd=decision.cost_usd),
+            first=envelope,
+            routing=decision.details(),
         )
+
+    def _end_uncertain(self, task: TaskSubmitted, delivery: Delivery, decision: RouteDecision) -> Plan:
+        """End a task the classifier could not route, with review configured: ``halted`` until review is wired."""
+        proposed = f"; it proposed {decision.proposed!r}" if decision.proposed else ""
+        return [
+            Open(
+                task_id=task.task_id,
+                workflow=AUTO,
+                submission=delivery.ref,
+                genesis=context_hash(task.model_dump(mode="json")),
+                actor=ACTOR,
+                submitted_by=task.submitted_by,
+                spent=Amount(tokens=decision.tokens, cost_usd=decision.cost_usd),
+                routing=decision.details(),
+            ),
+            End(
+                task_id=task.task_id,
+                workflow=AUTO,
+                status=TaskStatus.HALTED,
+                result_id=derived_message_id(delivery.ref, "result"),
+                actor=ACTOR,
+                budget=BudgetSnapshot(tokens_used=decision.tokens, cost_usd_used=decision.cost_usd),
+                reason=f"the router could not choose a workflow: {decision.reason}{proposed}; a person must route it",
+                error_type=CLASSIFICATION_UNCERTAIN,
+            ),
+        ]
 
     def _check_size(self, task: TaskSubmitted, delivery: Delivery) -> None:
         if len(delivery.value) > self.settings.max_task_bytes:
@@ -215,30 +173,31 @@ class RouterHandlers:
             )
         return workflow
 
-    async def on_rejected(self, error: Rejected, delivery: Delivery, task: TaskSubmitted | None) -> None:
+    async def on_rejected(self, error: Rejected, delivery: Delivery, task: TaskSubmitted | None) -> Plan:
         """End an identifiable rejected task with its one ``rejected`` result."""
         task_id, workflow = _identify(task, delivery)
         if task_id is None:
-            return  # nothing identifies a task: the dead letter is the whole record
-        genesis = context_hash({"rejected": delivery.ref})
-        opening = await self.rt.store.open(
-            task_id, workflow, delivery.ref, genesis, utcnow().isoformat(), status="running"
-        )
-        if opening == Opening.DUPLICATE:
-            return  # the id belongs to an earlier submission, which has (or will have) its own result
-        await end_task(
-            self.rt.store,
-            self.rt.publisher,
-            self.rt.topics.results,
-            task_id=task_id,
-            workflow=workflow,
-            status=TaskStatus.REJECTED,
-            result_id=derived_message_id(delivery.ref, "result"),
-            reason=error.reason,
-            error_type=error.error_type,
-            audit=self.rt.audit,
-            actor=f"service:{SERVICE}",
-        )
+            return None  # nothing identifies a task: the dead letter is the whole record
+        # Opened only to carry its result; an id an earlier submission owns stops here (it has its own).
+        return [
+            Open(
+                task_id=task_id,
+                workflow=workflow,
+                submission=delivery.ref,
+                genesis=context_hash({"rejected": delivery.ref}),
+                actor=ACTOR,
+                audited=False,
+            ),
+            End(
+                task_id=task_id,
+                workflow=workflow,
+                status=TaskStatus.REJECTED,
+                result_id=derived_message_id(delivery.ref, "result"),
+                actor=ACTOR,
+                reason=error.reason,
+                error_type=error.error_type,
+            ),
+        ]
 
 
 def _identify(task: TaskSubmitted | None, delivery: Delivery) -> tuple[str | None, str]:

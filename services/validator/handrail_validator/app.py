@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
-from handrail.bus.results import fail_task_on_rejection
+from handrail.lifecycle import end_on_rejection
 from handrail.messages import StepCompleted
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail_validator.handlers import SERVICE, ValidatorHandlers
@@ -21,9 +21,7 @@ def create(settings: ValidatorSettings | None = None) -> tuple[Runtime, AsgiFast
         group_id=settings.group("validator"),
         payload_type=StepCompleted,
         handler=handlers.on_step,
-        on_rejected=fail_task_on_rejection(
-            runtime.store, runtime.publisher, runtime.topics.results, runtime.audit, f"service:{SERVICE}"
-        ),
+        on_rejected=end_on_rejection(f"service:{SERVICE}"),
         topic_kind="steps",
     )
     return runtime, asgi_app(runtime)

@@ -15,9 +15,9 @@ import jsonschema
 from prometheus_client import Counter
 
 from handrail.bus import Delivery
-from handrail.bus.results import end_task
 from handrail.errors import StepFailed, TaskHalted
-from handrail.messages import HandoffEnvelope, StepCompleted, TaskStatus, derived_message_id
+from handrail.lifecycle import End, Plan, halted_handoff
+from handrail.messages import StepCompleted, TaskStatus
 from handrail.orchestration import Orchestrator, escalation_for
 from handrail.service import Runtime
 
@@ -41,15 +41,12 @@ class ValidatorHandlers:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
-        self.orchestrator = Orchestrator(
-            SERVICE, runtime.store, runtime.publisher, runtime.topics, runtime.contracts, runtime.audit
-        )
+        self.orchestrator = Orchestrator(SERVICE, runtime.contracts)
 
-    async def on_step(self, step: StepCompleted, delivery: Delivery) -> None:
-        """Check the output, then park the task for review, hand the next step on, or publish the result."""
+    async def on_step(self, step: StepCompleted, delivery: Delivery) -> Plan:
+        """Check the output, then park the task for review, hand the next step on, or end the task."""
         if step.status != "completed":
-            await self._not_completed(step)
-            return
+            return self._not_completed(step)
         workflow = self.rt.contracts.workflows.get(step.workflow)
         if workflow is None or step.step not in {s.name for s in workflow.steps}:
             raise StepFailed(f"workflow {step.workflow!r} has no step {step.step!r}", task_id=step.task_id)
@@ -65,61 +62,28 @@ class ValidatorHandlers:
             )
         escalation = escalation_for(step, workflow, self.rt.contracts.agents.get(step.agent), self.rt.tools)
         if escalation is not None:
-            request = await self.orchestrator.request_review(escalation, checkpoint=step)
+            park = self.orchestrator.request_review(escalation, checkpoint=step)
             ESCALATIONS.labels(step.workflow, escalation.trigger.value).inc()
             log.info(
                 "task %s: step %r parked for review %s (%s, role %s)",
                 step.task_id,
                 step.step,
-                request.review_id,
+                park.request.review_id,
                 escalation.trigger.value,
                 escalation.policy.role,
             )
-            return
-        await self.orchestrator.advance(step)
+            return park
+        return self.orchestrator.advance(step)
 
-    async def _not_completed(self, step: StepCompleted) -> None:
+    def _not_completed(self, step: StepCompleted) -> Plan:
         """A step its agent reported halted (maybe for a person, per its autonomy) or failed: the task ends."""
         reason = step.reason or f"step {step.step!r} {step.status}"
         error_type = step.error_type or step.status
         if step.status == "halted":
             halt = TaskHalted(reason, error_type=error_type, task_id=step.task_id)
-            if await self.orchestrator.review_halt(halt, _halted_handoff(step)):
+            park = self.orchestrator.review_halt(halt, halted_handoff(step, sender=SERVICE))
+            if park is not None:
                 ESCALATIONS.labels(step.workflow, "halt").inc()
-                return
-        await end_task(
-            self.rt.store,
-            self.rt.publisher,
-            self.rt.topics.results,
-            task_id=step.task_id,
-            workflow=step.workflow,
-            status=TaskStatus.HALTED if step.status == "halted" else TaskStatus.FAILED,
-            result_id=derived_message_id(step.message_id, "result"),
-            budget=step.budget,
-            reason=reason,
-            error_type=error_type,
-            context_hash=step.context_hash,
-            audit=self.rt.audit,
-            actor=f"service:{SERVICE}",
-        )
-
-
-def _halted_handoff(step: StepCompleted) -> HandoffEnvelope:
-    """The handoff a halted step stopped in, as a reviewer's approval would hand it to the agent again."""
-    return HandoffEnvelope(
-        message_id=step.message_id,
-        task_id=step.task_id,
-        workflow=step.workflow,
-        step=step.step,
-        step_index=step.step_index,
-        attempt=step.attempt,
-        sender=SERVICE,
-        receiver=step.agent,
-        deadline=step.deadline,
-        goal=step.goal,
-        context=step.context,
-        context_hash=step.context_hash,
-        parent_hash=step.parent_hash,
-        budget=step.budget,
-        idempotency_key=f"{step.task_id}/{step.step}/{step.attempt}",
-    )
+                return park
+        status = TaskStatus.HALTED if step.status == "halted" else TaskStatus.FAILED
+        return End.of(step, status, actor=f"service:{SERVICE}", reason=reason, error_type=error_type)

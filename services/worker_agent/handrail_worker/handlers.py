@@ -9,8 +9,8 @@ from typing import Any
 
 from handrail.bus import Delivery
 from handrail.errors import HandoffError
-from handrail.hashing import context_hash
-from handrail.messages import DecisionEvent, HandoffEnvelope, StepCompleted, derived_message_id, utcnow
+from handrail.lifecycle import HandOff, spent_budget, step_completed
+from handrail.messages import DecisionEvent, HandoffEnvelope
 from handrail.patch import diff
 from handrail.service import Runtime
 from handrail_worker.guard import StepGuard
@@ -50,8 +50,8 @@ class WorkerHandlers:
         self.runner = runner
         self.agent = runner.agent
 
-    async def on_envelope(self, envelope: HandoffEnvelope, delivery: Delivery) -> None:
-        """Run the step and publish its output with the new context, its hash and the patch."""
+    async def on_envelope(self, envelope: HandoffEnvelope, delivery: Delivery) -> HandOff:
+        """Run the step; hand its output on to the validator with the new context, its hash and the patch."""
         if envelope.receiver != self.agent.name:
             raise HandoffError(
                 f"envelope for agent {envelope.receiver!r} arrived at agent {self.agent.name!r}",
@@ -65,32 +65,19 @@ class WorkerHandlers:
             await events.flush()
         steps = {**envelope.context.get("steps", {}), envelope.step: outcome.output}
         context = {**envelope.context, "steps": steps}
-        spent = await self.rt.budgets.usage(envelope.task_id)
-        budget = envelope.budget.model_copy(
-            update={"steps_used": spent.steps, "tokens_used": spent.tokens, "cost_usd_used": spent.cost_usd}
-        )
-        completed = StepCompleted(
-            message_id=derived_message_id(envelope.message_id, "step-completed"),
-            task_id=envelope.task_id,
-            workflow=envelope.workflow,
-            step=envelope.step,
-            step_index=envelope.step_index,
-            attempt=envelope.attempt,
+        completed = step_completed(
+            envelope,
             agent=self.agent.name,
-            goal=envelope.goal,
-            deadline=envelope.deadline,
             output=outcome.output,
-            confidence=outcome.confidence,
             context=context,
-            context_hash=context_hash(context),
-            parent_hash=envelope.context_hash,
             patch=diff(envelope.context, context),
+            budget=spent_budget(envelope, await self.rt.budgets.usage(envelope.task_id)),
+            confidence=outcome.confidence,
             decisions=outcome.decisions,
             usage=outcome.usage,
-            budget=budget,
-            finished_at=utcnow(),
         )
-        await self.rt.publisher.publish(self.rt.topics.steps, completed, key=envelope.task_id)
         if self.settings.chaos_exit_after_publish:
+            await self.rt.lifecycle.apply(HandOff(completed))
             log.critical("chaos: exiting after publishing %s, before its offset is committed", completed.message_id)
             os._exit(17)
+        return HandOff(completed)

@@ -1,0 +1,616 @@
+"""A task's lifecycle, in one place: the transitions handlers return, and the code that applies them.
+
+A task is opened (``Open``), handed from step to step (``HandOff``: an envelope to
+an agent, a step's output to the validator), parked for a person (``Park``), taken
+up again by their decision (``Resume``) and ended with its one ``TaskResult``
+(``End``). Handlers decide what happens; they return transitions and
+``Lifecycle.apply`` carries them out, each with its state change, its audit record
+and its output, in the order that keeps them durable:
+
+1. the state change that decides (open, finish) first: a second writer learns it is
+   second before it publishes anything;
+2. the audit record next (idempotent, keyed by what caused it): whoever sees the
+   output can already trace it;
+3. the output last. Every id is derived from the message that caused it, so a
+   retry after a crash publishes the very same message and the next hop skips it.
+
+The messages of the lifecycle (the first handoff, the next one, a retry, a step's
+report, a result) are built here and nowhere else: a change to what a
+``TaskResult`` or a ``HandoffEnvelope`` carries touches this file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from handrail.bus.delivery import Delivery
+from handrail.bus.publisher import Publisher
+from handrail.errors import Rejected
+from handrail.hashing import context_hash
+from handrail.messages import (
+    BudgetSnapshot,
+    HandoffEnvelope,
+    ReviewDecided,
+    ReviewRequested,
+    StepCompleted,
+    TaskResult,
+    TaskStatus,
+    derived_message_id,
+    utcnow,
+)
+from handrail.metrics import TASK_COST_USD, TASK_STEPS, TASK_TOKENS, TASKS_FINISHED
+from handrail.state import Opening, TaskStore
+from handrail.state.budgets import Amount, BudgetStore, Caps, Usage
+from handrail.topics import Topics
+
+if TYPE_CHECKING:
+    from handrail.audit import AuditLog
+
+log = logging.getLogger(__name__)
+
+#: Where a task's chain of handoffs stands: the envelope an agent took on, or the step it reported.
+Hop = HandoffEnvelope | StepCompleted
+
+
+# -- the transitions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskBudget:
+    """A new task's caps and its deadline."""
+
+    caps: Caps
+    deadline: datetime
+
+
+@dataclass(frozen=True)
+class Open:
+    """Open a task from its submission; a resubmission of its id stops the plan here.
+
+    ``submission`` (the submission's place in the log) is what makes a redelivery
+    the same submission; ``genesis`` is the first parent of the task's hash chain.
+    ``spent`` is what the task cost before it had a budget (the routing call): it is
+    charged to the fresh budget and audited. Without ``audited`` the task is opened
+    only to carry its one result (a rejected submission): no ``task.opened`` record.
+    """
+
+    task_id: str
+    workflow: str
+    submission: str
+    genesis: str
+    actor: str
+    submitted_by: str | None = None
+    budget: TaskBudget | None = None
+    spent: Amount = field(default_factory=Amount)
+    first: HandoffEnvelope | None = None
+    routing: dict[str, Any] | None = None
+    audited: bool = True
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """Pass the task on: an envelope to its agent's topic, or a step's output to ``steps``.
+
+    The receiver verifies it against the task's committed head and audits it; the
+    sender only publishes.
+    """
+
+    message: Hop
+
+
+@dataclass(frozen=True)
+class Park:
+    """Park the task on ``reviews.requested`` with its whole checkpoint, for a person."""
+
+    request: ReviewRequested
+    actor: str
+    action: str = "review.requested"
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A person decided a parked task: audit the decision, carry it out, then publish it as done.
+
+    The decision record on ``reviews.decided`` comes last: it says "carried out", so
+    a review index rebuilt from Kafka never carries a decision out twice.
+    """
+
+    decision: ReviewDecided
+    request: ReviewRequested
+    then: HandOff | End
+
+
+@dataclass(frozen=True)
+class End:
+    """End the task with its one ``TaskResult``; any later end of the same task publishes nothing.
+
+    Build it with ``End.of`` from the hop the task ends at.
+    """
+
+    task_id: str
+    workflow: str
+    status: TaskStatus
+    result_id: str
+    actor: str
+    budget: BudgetSnapshot | None = None
+    output: dict[str, Any] | None = None
+    reason: str | None = None
+    error_type: str | None = None
+    context_hash: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        hop: Hop,
+        status: TaskStatus,
+        *,
+        actor: str,
+        reason: str | None = None,
+        error_type: str | None = None,
+        output: dict[str, Any] | None = None,
+        context_hash: str | None = None,
+    ) -> End:
+        """The end of the task at ``hop``: its result's id is derived from the hop, so it is the same on a retry."""
+        return cls(
+            task_id=hop.task_id,
+            workflow=hop.workflow,
+            status=status,
+            result_id=derived_message_id(hop.message_id, "result"),
+            actor=actor,
+            budget=hop.budget,
+            output=output,
+            reason=reason,
+            error_type=error_type,
+            context_hash=hop.context_hash if context_hash is None else context_hash,
+        )
+
+
+Transition = Open | HandOff | Park | Resume | End
+#: What a handler returns: nothing, one transition, or several applied in order.
+Plan = Transition | Sequence[Transition] | None
+
+
+def steps_of(plan: Plan) -> list[Transition]:
+    if plan is None:
+        return []
+    if isinstance(plan, Open | HandOff | Park | Resume | End):
+        return [plan]
+    return list(plan)
+
+
+def describe(transition: Transition) -> str:
+    """A short word for what a transition does to its task: ``handoff:<step>``, ``retry:<step>``, ``completed``..."""
+    if isinstance(transition, Resume):
+        return describe(transition.then)
+    if isinstance(transition, End):
+        return transition.status.value
+    if isinstance(transition, HandOff):
+        message = transition.message
+        if isinstance(message, StepCompleted):
+            return f"step.{message.status}:{message.step}"
+        return f"{'retry' if message.attempt > 1 else 'handoff'}:{message.step}"
+    return "parked" if isinstance(transition, Park) else "opened"
+
+
+# -- the messages of the lifecycle ----------------------------------------------------------------------
+
+
+def first_handoff(
+    *,
+    task_id: str,
+    submission: str,
+    workflow: str,
+    step: str,
+    agent: str,
+    sender: str,
+    goal: str,
+    deadline: datetime,
+    genesis: str,
+    context: dict[str, Any],
+    budget: BudgetSnapshot,
+) -> HandoffEnvelope:
+    """The handoff that starts a task; its id is derived from the submission, so a redelivery sends the same."""
+    return HandoffEnvelope(
+        message_id=derived_message_id(submission, "handoff"),
+        task_id=task_id,
+        workflow=workflow,
+        step=step,
+        step_index=0,
+        sender=sender,
+        receiver=agent,
+        deadline=deadline,
+        goal=goal,
+        context=context,
+        context_hash=context_hash(context),
+        parent_hash=genesis,
+        budget=budget,
+        idempotency_key=f"{task_id}/{step}/1",
+    )
+
+
+def next_handoff(
+    step: StepCompleted, *, to_step: str, agent: str, sender: str, context: dict[str, Any], hash_: str
+) -> HandoffEnvelope:
+    """The handoff of the step after ``step``; its parent is ``step``'s hash, the task's committed head."""
+    return HandoffEnvelope(
+        message_id=derived_message_id(step.message_id, "handoff"),
+        task_id=step.task_id,
+        workflow=step.workflow,
+        step=to_step,
+        step_index=step.step_index + 1,
+        sender=sender,
+        receiver=agent,
+        deadline=step.deadline,
+        goal=step.goal,
+        context=context,
+        context_hash=hash_,
+        parent_hash=step.context_hash,
+        budget=step.budget,
+        idempotency_key=f"{step.task_id}/{to_step}/1",
+    )
+
+
+def retry_handoff(
+    halted: HandoffEnvelope, *, message_id: str, sender: str, context: dict[str, Any] | None = None
+) -> HandoffEnvelope:
+    """A halted step handed to its agent again, from the same head (``attempt`` + 1)."""
+    new_context = halted.context if context is None else context
+    return halted.model_copy(
+        update={
+            "message_id": message_id,
+            "attempt": halted.attempt + 1,
+            "sender": sender,
+            "context": new_context,
+            "context_hash": context_hash(new_context),
+            "parent_hash": halted.context_hash,
+            "signature": None,
+        }
+    )
+
+
+def halted_handoff(step: StepCompleted, *, sender: str) -> HandoffEnvelope:
+    """The handoff a step its agent reported halted stopped in, as approving it would hand it over again."""
+    return HandoffEnvelope(
+        message_id=step.message_id,
+        task_id=step.task_id,
+        workflow=step.workflow,
+        step=step.step,
+        step_index=step.step_index,
+        attempt=step.attempt,
+        sender=sender,
+        receiver=step.agent,
+        deadline=step.deadline,
+        goal=step.goal,
+        context=step.context,
+        context_hash=step.context_hash,
+        parent_hash=step.parent_hash,
+        budget=step.budget,
+        idempotency_key=f"{step.task_id}/{step.step}/{step.attempt}",
+    )
+
+
+def spent_budget(envelope: HandoffEnvelope, spent: Usage) -> BudgetSnapshot:
+    """The envelope's budget with what the task has spent so far (from the budget store)."""
+    return envelope.budget.model_copy(
+        update={"steps_used": spent.steps, "tokens_used": spent.tokens, "cost_usd_used": spent.cost_usd}
+    )
+
+
+def step_completed(
+    envelope: HandoffEnvelope,
+    *,
+    agent: str,
+    output: dict[str, Any],
+    context: dict[str, Any],
+    patch: list[dict[str, Any]],
+    budget: BudgetSnapshot,
+    **outcome: Any,
+) -> StepCompleted:
+    """An agent's finished step: its output and the new context (hash and patch) on the envelope's head."""
+    return StepCompleted(
+        message_id=derived_message_id(envelope.message_id, "step-completed"),
+        task_id=envelope.task_id,
+        workflow=envelope.workflow,
+        step=envelope.step,
+        step_index=envelope.step_index,
+        attempt=envelope.attempt,
+        agent=agent,
+        goal=envelope.goal,
+        deadline=envelope.deadline,
+        output=output,
+        context=context,
+        context_hash=context_hash(context),
+        parent_hash=envelope.context_hash,
+        patch=patch,
+        budget=budget,
+        finished_at=utcnow(),
+        **outcome,
+    )
+
+
+def step_report(
+    envelope: HandoffEnvelope,
+    *,
+    agent: str,
+    status: str,
+    reason: str,
+    error_type: str,
+    head: str,
+    context: dict[str, Any],
+    budget: BudgetSnapshot,
+) -> StepCompleted:
+    """An agent's report that a step halted or failed; the validator decides what becomes of the task."""
+    return StepCompleted(
+        message_id=derived_message_id(envelope.message_id, f"step-{status}"),
+        status=status,
+        reason=reason,
+        error_type=error_type,
+        task_id=envelope.task_id,
+        workflow=envelope.workflow,
+        step=envelope.step,
+        step_index=envelope.step_index,
+        attempt=envelope.attempt,
+        agent=agent,
+        goal=envelope.goal,
+        deadline=envelope.deadline,
+        output={},
+        context=context,
+        context_hash=context_hash(context),
+        parent_hash=head,
+        patch=[],
+        budget=budget,
+        finished_at=utcnow(),
+    )
+
+
+# -- applying them --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """Applies transitions: the one place a task's state, audit trail and outputs change together.
+
+    ``service`` is the service applying them; what a task spent before it had a budget is charged to it.
+    """
+
+    service: str
+    store: TaskStore
+    budgets: BudgetStore
+    publisher: Publisher
+    topics: Topics
+    audit: AuditLog
+
+    async def apply(self, plan: Plan) -> None:
+        """Apply ``plan`` in order; an ``Open`` of an id another submission owns stops it there."""
+        for transition in steps_of(plan):
+            if not await self._apply(transition):
+                return
+
+    async def _apply(self, transition: Transition) -> bool:
+        match transition:
+            case Open():
+                return await self._open(transition)
+            case HandOff(message=message):
+                await self._hand_off(message)
+            case Park():
+                await self._park(transition)
+            case Resume():
+                await self._resume(transition)
+            case End():
+                await self.end(transition)
+        return True
+
+    async def _open(self, opening: Open) -> bool:
+        now = utcnow()
+        outcome = await self.store.open(
+            opening.task_id, opening.workflow, opening.submission, opening.genesis, now.isoformat()
+        )
+        if outcome == Opening.DUPLICATE:
+            log.info("task %s was already submitted; this resubmission is ignored", opening.task_id)
+            return False
+        budget = opening.budget
+        if budget is not None and await self.budgets.open(
+            opening.task_id, budget.caps, int(budget.deadline.timestamp() * 1000)
+        ):
+            await self._charge(opening, budget.caps)
+        if opening.audited:
+            first = opening.first
+            details: dict[str, Any] = {"handed_to": first.receiver if first else None}
+            if budget is not None:
+                caps = budget.caps
+                details["deadline"] = budget.deadline.isoformat()
+                details["budget"] = {"max_steps": caps.steps, "max_tokens": caps.tokens, "max_cost_usd": caps.cost_usd}
+            if opening.routing is not None:
+                details["routing"] = opening.routing
+            spent = opening.spent
+            await self.audit.record(
+                opening.task_id,
+                dedupe_key=opening.submission,
+                actor=opening.actor,
+                action="task.opened",
+                reason=f"submitted by {opening.submitted_by or 'an anonymous caller'}",
+                workflow=opening.workflow,
+                step=first.step if first else None,
+                input_hash=opening.genesis,
+                output_hash=first.context_hash if first else None,
+                details=details,
+                cost_usd=spent.cost_usd,
+                tokens=spent.tokens,
+            )
+        if opening.first is not None:
+            await self._hand_off(opening.first)
+        return True
+
+    async def _charge(self, opening: Open, caps: Caps) -> None:
+        """Charge what the task spent before it had a budget (the routing call) to its fresh budget.
+
+        The call was made before the workflow (and so the caps) were known, so it is
+        charged, not reserved: an empty reservation settled with what it cost.
+        """
+        spent = opening.spent
+        if not spent.tokens and not spent.cost_usd:
+            return
+        reservation_id = derived_message_id(opening.submission, "routing")
+        now_ms = int(utcnow().timestamp() * 1000)
+        held = await self.budgets.reserve(opening.task_id, reservation_id, self.service, Amount(), caps, now_ms)
+        if held.ok:
+            await self.budgets.settle(opening.task_id, reservation_id, spent, self.service)
+
+    async def _hand_off(self, message: Hop) -> None:
+        topic = self.topics.agent(message.receiver) if isinstance(message, HandoffEnvelope) else self.topics.steps
+        await self.publisher.publish(topic, message, key=message.task_id)
+
+    async def _park(self, park: Park) -> None:
+        request = park.request
+        await self.audit.record(
+            request.task_id,
+            dedupe_key=request.message_id,
+            actor=park.actor,
+            action=park.action,
+            reason=park.reason or request.reason,
+            workflow=request.workflow,
+            step=request.step,
+            input_hash=request.context_hash,
+            details={
+                "review_id": request.review_id,
+                "trigger": request.trigger.value,
+                "rule": request.rule,
+                "role": request.role,
+                "level": request.level,
+                "approvals_required": request.approvals_required,
+            },
+        )
+        await self.publisher.publish(self.topics.reviews_requested, request, key=request.task_id)
+
+    async def _resume(self, resume: Resume) -> None:
+        decision, request = resume.decision, resume.request
+        await self.audit.record(
+            request.task_id,
+            dedupe_key=decision.message_id,
+            actor=decision.by,
+            action=f"review.{decision.decision}",
+            reason=decision.reason,
+            workflow=request.workflow,
+            step=request.step,
+            input_hash=request.context_hash,
+            output_hash=decision.context_hash,
+            details={
+                "review_id": request.review_id,
+                "trigger": request.trigger.value,
+                "rule": request.rule,
+                "level": decision.level,
+                "role": request.role,
+                "approvals": decision.approvals,
+                "edit": decision.edit,
+            },
+        )
+        await self._apply(resume.then)
+        await self.publisher.publish(self.topics.reviews_decided, decision, key=request.task_id)
+
+    async def end(self, end: End) -> bool:
+        """Record the task as ended and publish its result; False when it had ended before.
+
+        A redelivery of what ended the task (same ``result_id``) publishes the same
+        result again with the same id, so a crash between the two steps cannot lose
+        it - unless the result is known to be on the topic already; any other late
+        comer publishes nothing.
+        """
+        now = utcnow()
+        finished = await self.store.finish(end.task_id, end.workflow, end.status.value, end.result_id, now.isoformat())
+        if not finished.first and (finished.result_id != end.result_id or finished.published):
+            return False
+        budget = end.budget or BudgetSnapshot()
+        result = TaskResult(
+            message_id=end.result_id,
+            task_id=end.task_id,
+            workflow=end.workflow,
+            status=end.status,
+            output=end.output,
+            reason=end.reason,
+            error_type=end.error_type,
+            steps=budget.steps_used,
+            tokens=budget.tokens_used,
+            cost_usd=round(budget.cost_usd_used, 6),
+            context_hash=end.context_hash,
+            finished_at=now,
+        )
+        await self.audit.record(
+            end.task_id,
+            dedupe_key=end.result_id,
+            actor=end.actor,
+            action=f"task.{end.status.value}",
+            reason=end.reason,
+            workflow=end.workflow,
+            input_hash=end.context_hash,
+            details={"error_type": end.error_type, "steps": result.steps, "output": end.output},
+            cost_usd=result.cost_usd,
+            tokens=result.tokens,
+        )
+        await self.publisher.publish(self.topics.results, result, key=end.task_id)
+        await self.store.mark_published(end.task_id)
+        if finished.first:
+            TASKS_FINISHED.labels(end.workflow, end.status.value).inc()
+            TASK_STEPS.labels(end.workflow, end.status.value).observe(result.steps)
+            TASK_TOKENS.labels(end.workflow).observe(result.tokens)
+            TASK_COST_USD.labels(end.workflow).observe(result.cost_usd)
+        return True
+
+    async def accepted(self, hop: Hop, *, by: str) -> None:
+        """The audit record of a verified hop: the handoff an agent took on, or the step it completed."""
+        if isinstance(hop, StepCompleted):
+            await self.audit.record(
+                hop.task_id,
+                dedupe_key=hop.message_id,
+                actor=f"agent:{hop.agent}",
+                action=f"step.{hop.status}",
+                reason=hop.reason,
+                workflow=hop.workflow,
+                step=hop.step,
+                input_hash=hop.parent_hash,
+                output_hash=hop.context_hash,
+                details={
+                    "patch": hop.patch,
+                    "decisions": [d.model_dump(mode="json", exclude_none=True) for d in hop.decisions],
+                    "tools_chosen": [d.name for d in hop.decisions if d.kind == "tool_call"],
+                    "budget": hop.budget.model_dump(mode="json"),
+                    "verified_by": by,
+                },
+                cost_usd=hop.usage.cost_usd,
+                tokens=hop.usage.tokens,
+            )
+        else:
+            await self.audit.record(
+                hop.task_id,
+                dedupe_key=hop.message_id,
+                actor=f"agent:{hop.receiver}",
+                action="handoff.accepted",
+                reason=f"handed over by {hop.sender}",
+                workflow=hop.workflow,
+                step=hop.step,
+                input_hash=hop.parent_hash,
+                output_hash=hop.context_hash,
+                details={"sender": hop.sender, "budget": hop.budget.model_dump(mode="json")},
+            )
+
+
+def end_on_rejection(actor: str) -> Callable[[Rejected, Delivery, Any], Awaitable[End | None]]:
+    """An ``on_rejected`` hook for handoff consumers: a rejected handoff ends its task.
+
+    A handoff that cannot be verified or processed must never be processed on
+    partial state, so its task ends ``failed`` (``rejected`` for input errors),
+    carrying what it had spent.
+    """
+
+    async def hook(error: Rejected, delivery: Delivery, payload: Any) -> End | None:
+        if not isinstance(payload, HandoffEnvelope | StepCompleted):
+            return None  # undecodable: the dead letter is the record; the task's deadline ends it
+        return End.of(
+            payload, TaskStatus(error.task_status), actor=actor, reason=error.reason, error_type=error.error_type
+        )
+
+    return hook
