@@ -66,6 +66,11 @@ IN_FLIGHT = Gauge(
 POISON_MESSAGES = Counter(
     "handrail_poison_messages_total", "Messages dead-lettered after failing the same way again and again.", ["service"]
 )
+FENCED = Counter(
+    "handrail_fenced_messages_total",
+    "Messages dropped unapplied because their partition moved to another consumer meanwhile (a woken zombie).",
+    ["service"],
+)
 STATE_REBUILDS = Counter(
     "handrail_state_rebuilds_total",
     "Rebuilds of Redis from Kafka after it lost its state, by outcome (done, failed).",

@@ -4,7 +4,9 @@ Fetches in batches, hands each record to a ``KeyedScheduler`` (one task's messag
 order, many tasks at once), commits each partition up to its lowest unfinished
 offset, pauses every partition while the cap is reached (backpressure: memory stays
 bounded), waits for running messages before a rebalance takes partitions away, and
-drains on shutdown within a grace period.
+drains on shutdown within a grace period. On each assignment it claims the partition
+(``claim``: a fresh fencing token, ``handrail.state.fences``) and every delivery
+fetched from it carries that token.
 
 FastStream's subscribers run one message at a time per process (or, with workers,
 without per-key order or a safe commit), so the services consume through this.
@@ -17,7 +19,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -37,6 +39,11 @@ _POLL_MS = 50
 _COMMIT_INTERVAL_S = 0.2
 #: Resume fetching once in-flight work falls to this share of the cap (hysteresis: no pause/resume flapping).
 _RESUME_AT = 0.75
+#: How long claiming an assigned partition may take before its deliveries go unfenced.
+_CLAIM_TIMEOUT_S = 2.0
+
+#: Takes an assigned partition over and returns its fencing token.
+Claim = Callable[[TopicPartition], Awaitable[str]]
 
 
 class ConcurrentConsumer:
@@ -52,8 +59,11 @@ class ConcurrentConsumer:
         max_in_flight: int,
         retry_backoff_s: float,
         shutdown_grace_s: float,
+        claim: Claim | None = None,
     ) -> None:
         self._make_consumer = make_consumer
+        self._claim = claim
+        self._fences: dict[TopicPartition, str | None] = {}
         self._topics = topics
         self._name = name
         self._max_in_flight = max_in_flight
@@ -119,8 +129,9 @@ class ConcurrentConsumer:
                 offsets = self._partitions.get(tp)
                 if offsets is None:  # revoked while the batch was in the air
                     continue
+                fence = self._fences.get(tp)
                 for record in records:
-                    self.scheduler.submit(Delivery.from_record(record), offsets)
+                    self.scheduler.submit(Delivery.from_record(record, fence), offsets)
             self.peak_in_flight = max(self.peak_in_flight, self.scheduler.in_flight)
             IN_FLIGHT.labels(self._name).set(self.scheduler.in_flight)
             await self._commit()
@@ -155,10 +166,21 @@ class ConcurrentConsumer:
         await self._commit(force=True, only=gone)
         for tp in gone:
             del self._partitions[tp]
+            self._fences.pop(tp, None)
 
-    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._partitions[tp] = PartitionOffsets()
+            self._fences[tp] = await self._claim_partition(tp)
+
+    async def _claim_partition(self, tp: TopicPartition) -> str | None:
+        if self._claim is None:
+            return None
+        try:
+            return await asyncio.wait_for(self._claim(tp), _CLAIM_TIMEOUT_S)
+        except Exception as exc:  # Redis away: the state checks fail closed anyway; only the fence is missing
+            log.warning("%s: could not fence %s (%s); its messages run unfenced", self._name, tp, exc)
+            return None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -169,4 +191,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._owner._on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        self._owner._on_assigned(set(assigned))
+        await self._owner._on_assigned(set(assigned))

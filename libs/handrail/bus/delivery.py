@@ -17,6 +17,8 @@ class Delivery:
     value: bytes
     #: Kafka headers as sent (W3C trace context among them).
     headers: tuple[tuple[str, bytes], ...] = ()
+    #: The ownership token of the partition when this was fetched (``handrail.state.fences``); None: unfenced.
+    fence: str | None = None
 
     @property
     def ref(self) -> str:
@@ -24,9 +26,9 @@ class Delivery:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
     @classmethod
-    def from_record(cls, record: Any) -> Delivery:
+    def from_record(cls, record: Any, fence: str | None = None) -> Delivery:
         """From an aiokafka ``ConsumerRecord`` (a key that is not UTF-8 is kept, with replacement characters)."""
         key = record.key.decode(errors="replace") if isinstance(record.key, bytes) else record.key
         return cls(
-            record.topic, record.partition, record.offset, key, record.value or b"", tuple(record.headers or ())
+            record.topic, record.partition, record.offset, key, record.value or b"", tuple(record.headers or ()), fence
         )

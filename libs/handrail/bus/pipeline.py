@@ -4,7 +4,10 @@ For each message: decode into the handler's payload model; for handoffs,
 verify the context hash and the parent hash, skip redeliveries and audit the
 hop; run the handler, which decides what becomes of the task and returns it as
 transitions (``handrail.lifecycle``); apply them (state, audit record, outputs);
-record the message as done; only then may the offset be committed. Many messages run at once, each task's in order
+record the message as done; only then may the offset be committed. Before the
+transitions are applied, the pipeline checks that this process still owns the
+message's partition (``handrail.state.fences``): a process that woke up after its
+partitions moved drops what it was doing, publishing nothing. Many messages run at once, each task's in order
 (``handrail.bus.consumer``). The outcome of every error is decided here, once:
 
 - ``RetryableError`` (Redis down, ...): tried again in place after a back-off, for
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic_core
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from handrail.bus.consumer import ConcurrentConsumer
@@ -57,9 +60,10 @@ from handrail.errors import (
 )
 from handrail.hashing import context_hash
 from handrail.messages import DeadLetter, HandoffEnvelope, Payload, StepCompleted, derived_message_id, utcnow
-from handrail.metrics import DEAD_LETTERS, HANDLE_SECONDS, HANDOFFS, MESSAGES, POISON_MESSAGES
+from handrail.metrics import DEAD_LETTERS, FENCED, HANDLE_SECONDS, HANDOFFS, MESSAGES, POISON_MESSAGES
 from handrail.observability.tracing import consume_span
 from handrail.state import Acceptance, TaskStore
+from handrail.state.fences import Fences
 
 if TYPE_CHECKING:
     from handrail.audit import AuditLog  # the audit log publishes through this package
@@ -123,6 +127,7 @@ class Pipeline:
         dlq_topic: str,
         audit: AuditLog | None = None,
         lifecycle: Lifecycle | None = None,
+        fences: Fences | None = None,
         handoffs: HandoffVerifier | None = None,
         retry_backoff_s: float = 1.0,
         traced: bool = True,
@@ -136,6 +141,7 @@ class Pipeline:
         self.dlq_topic = dlq_topic
         self.audit = audit
         self.lifecycle = lifecycle
+        self.fences = fences
         self.handoffs = handoffs
         self.retry_backoff_s = retry_backoff_s
         self.traced = traced
@@ -168,6 +174,10 @@ class Pipeline:
             async def process(delivery: Delivery, attempt: int, sub: Subscription = sub) -> None:
                 await self.process(sub, delivery, attempt)
 
+            async def claim(tp: TopicPartition, group: str = sub.group_id) -> str:
+                assert self.fences is not None
+                return await self.fences.claim(group, tp.topic, tp.partition)
+
             consumer = ConcurrentConsumer(
                 functools.partial(make_consumer, sub.group_id),
                 [sub.topic],
@@ -176,6 +186,7 @@ class Pipeline:
                 max_in_flight=self.max_in_flight,
                 retry_backoff_s=self.retry_backoff_s,
                 shutdown_grace_s=self.shutdown_grace_s,
+                claim=claim if self.fences is not None else None,
             )
             await consumer.start()
             self.consumers.append(consumer)
@@ -196,9 +207,7 @@ class Pipeline:
         )
         try:
             with span:
-                outcome = await self._process(
-                    delivery, sub.payload_type, sub.handler, sub.on_rejected, sub.on_halted, sub.is_handoff
-                )
+                outcome = await self._process(sub, delivery)
         except RetryableError:
             raise  # a dependency is down, not the message: tried again until it is back (fail closed)
         except Exception as exc:
@@ -227,25 +236,18 @@ class Pipeline:
             )
         POISON_MESSAGES.labels(self.service).inc()
         try:
-            await self._apply(await sub.on_rejected(error, delivery, None))
+            await self._apply(sub, delivery, await sub.on_rejected(error, delivery, None))
         except RetryableError:
             raise
         except Exception:  # what failed may be this very hook: the dead letter is the record
             log.exception("%s: could not end the task of poison message %s", self.service, delivery.ref)
         return "poison"
 
-    async def _process(
-        self,
-        delivery: Delivery,
-        payload_type: type[P],
-        handler: Handler[P],
-        on_rejected: OnRejected,
-        on_halted: OnHalted,
-        is_handoff: bool,
-    ) -> str:
-        payload: P | None = None
+    async def _process(self, sub: Subscription, delivery: Delivery) -> str:
+        payload: Payload | None = None
+        is_handoff, on_rejected = sub.is_handoff, sub.on_rejected
         try:
-            payload = decode(payload_type, delivery.value)
+            payload = decode(sub.payload_type, delivery.value)
             task_id = getattr(payload, "task_id", None)
             if isinstance(task_id, str):
                 check_key(task_id, delivery)
@@ -256,7 +258,8 @@ class Pipeline:
                     return "skipped"
                 if self.lifecycle is not None:
                     await self.lifecycle.accepted(payload, by=self.service)  # type: ignore[arg-type]
-            await self._apply(await handler(payload, delivery))
+            if not await self._apply(sub, delivery, await sub.handler(payload, delivery)):
+                return "fenced"
             if is_handoff:
                 await self.store.mark_done(payload.task_id, self.service, payload.message_id)  # type: ignore[attr-defined]
             return "ok"
@@ -264,13 +267,16 @@ class Pipeline:
             raise
         except TaskHalted as exc:
             log.info("%s: task %s halted: %s", self.service, exc.task_id, exc.reason)
-            await self._apply(await on_halted(exc, delivery, payload))
+            if not await self._apply(sub, delivery, await sub.on_halted(exc, delivery, payload)):
+                return "fenced"
             if is_handoff and payload is not None:
                 await self.store.mark_done(payload.task_id, self.service, payload.message_id)  # type: ignore[attr-defined]
             return "halted"
         except Rejected as exc:
+            if not await self._still_owner(sub, delivery):
+                return "fenced"  # e.g. a model call that timed out while this process was frozen
             await self.dead_letter(delivery, exc.reason, exc.error_type, exc.task_id or task_id_of(payload, delivery))
-            await self._apply(await on_rejected(exc, delivery, payload))
+            await self._apply(sub, delivery, await on_rejected(exc, delivery, payload))
             return exc.error_type
         except Exception as exc:  # a bug: park the message with what went wrong, keep consuming
             log.exception("%s: internal error on %s", self.service, delivery.ref)
@@ -278,15 +284,32 @@ class Pipeline:
             await self.dead_letter(delivery, reason, "internal_error", task_id_of(payload, delivery))
             # The task cannot go on from a message its service could not handle: it ends, with the reason.
             internal = InternalError(reason, task_id=task_id_of(payload, delivery))
-            await self._apply(await on_rejected(internal, delivery, payload))
+            await self._apply(sub, delivery, await on_rejected(internal, delivery, payload))
             return "internal_error"
 
-    async def _apply(self, plan: Plan) -> None:
+    async def _apply(self, sub: Subscription, delivery: Delivery, plan: Plan) -> bool:
+        """Apply what a handler decided, unless this process no longer owns the partition: then False."""
         if plan is None or plan == []:
-            return
+            return True
         if self.lifecycle is None:
             raise RuntimeError(f"{self.service}: a handler returned transitions, but the pipeline has no lifecycle")
+        if not await self._still_owner(sub, delivery):
+            return False
         await self.lifecycle.apply(plan)
+        return True
+
+    async def _still_owner(self, sub: Subscription, delivery: Delivery) -> bool:
+        if self.fences is None or delivery.fence is None:
+            return True
+        if await self.fences.holds(sub.group_id, delivery.topic, delivery.partition, delivery.fence):
+            return True
+        FENCED.labels(self.service).inc()
+        log.warning(
+            "%s: %s moved to another consumer while this one was away; dropping what it did (the new owner redoes it)",
+            self.service,
+            delivery.ref,
+        )
+        return False
 
     def _check_signature(self, payload: HandoffEnvelope | StepCompleted, delivery: Delivery) -> None:
         if self.handoffs is None:

@@ -31,6 +31,7 @@ from handrail.signing import HandoffVerifier, Signer, TrustStore, Verifier, load
 from handrail.state import TaskStore, connect_redis
 from handrail.state.budgets import BudgetStore
 from handrail.state.controls import ControlStore
+from handrail.state.fences import Fences
 from handrail.tools import ToolRegistry, default_registry
 from handrail.topics import Topics
 
@@ -98,6 +99,7 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         dlq_topic=topics.dlq,
         audit=audit,
         lifecycle=lifecycle,
+        fences=Fences(redis, settings.redis_prefix),
         handoffs=handoffs,
         retry_backoff_s=settings.retry_backoff_s,
         traced=provider is not None,
