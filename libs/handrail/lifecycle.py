@@ -9,10 +9,11 @@ and its output, in the order that keeps them durable:
 
 1. the state change that decides (open, finish) first: a second writer learns it is
    second before it publishes anything;
-2. the audit record next (idempotent, keyed by what caused it): whoever sees the
-   output can already trace it;
-3. the output last. Every id is derived from the message that caused it, so a
-   retry after a crash publishes the very same message and the next hop skips it.
+2. the audit record next (sealed in Redis: idempotent, keyed by what caused it);
+3. the audit record and the outputs sent in that order and acknowledged together
+   before the offset can be committed, so a crash before both are on Kafka redoes
+   the hop. Every id is derived from the message that caused it, so a retry
+   publishes the very same messages and the next hop skips them.
 
 The messages of the lifecycle (the first handoff, the next one, a retry, a step's
 report, a result) are built here and nowhere else: a change to what a
@@ -34,6 +35,7 @@ from handrail.hashing import context_hash
 from handrail.messages import (
     BudgetSnapshot,
     HandoffEnvelope,
+    Payload,
     ReviewDecided,
     ReviewRequested,
     StepCompleted,
@@ -48,7 +50,7 @@ from handrail.state.budgets import Amount, BudgetStore, Caps, Usage
 from handrail.topics import Topics
 
 if TYPE_CHECKING:
-    from handrail.audit import AuditLog
+    from handrail.audit import AuditLog, AuditRecord
 
 log = logging.getLogger(__name__)
 
@@ -428,7 +430,7 @@ class Lifecycle:
             if opening.routing is not None:
                 details["routing"] = opening.routing
             spent = opening.spent
-            await self.audit.record(
+            sealed = await self.audit.seal(
                 opening.task_id,
                 dedupe_key=opening.submission,
                 actor=opening.actor,
@@ -442,9 +444,16 @@ class Lifecycle:
                 cost_usd=spent.cost_usd,
                 tokens=spent.tokens,
             )
-        if opening.first is not None:
+            outputs = [self._hand_off_message(first)] if first is not None else []
+            await self._publish(opening.task_id, sealed, *outputs)
+        elif opening.first is not None:
             await self._hand_off(opening.first)
         return True
+
+    async def _publish(self, task_id: str, sealed: AuditRecord | None, *outputs: tuple[str, Payload]) -> None:
+        """A transition's audit record and its outputs, sent in that order and acknowledged together."""
+        records = [(self.audit.topic, sealed, task_id)] if sealed is not None else []
+        await self.publisher.publish_all([*records, *((topic, payload, task_id) for topic, payload in outputs)])
 
     async def _charge(self, opening: Open, caps: Caps) -> None:
         """Charge what the task spent before it had a budget (the routing call) to its fresh budget.
@@ -461,13 +470,17 @@ class Lifecycle:
         if held.ok:
             await self.budgets.settle(opening.task_id, reservation_id, spent, self.service)
 
-    async def _hand_off(self, message: Hop) -> None:
+    def _hand_off_message(self, message: Hop) -> tuple[str, Payload]:
         topic = self.topics.agent(message.receiver) if isinstance(message, HandoffEnvelope) else self.topics.steps
-        await self.publisher.publish(topic, message, key=message.task_id)
+        return topic, message
+
+    async def _hand_off(self, message: Hop) -> None:
+        topic, payload = self._hand_off_message(message)
+        await self.publisher.publish(topic, payload, key=message.task_id)
 
     async def _park(self, park: Park) -> None:
         request = park.request
-        await self.audit.record(
+        sealed = await self.audit.seal(
             request.task_id,
             dedupe_key=request.message_id,
             actor=park.actor,
@@ -485,7 +498,7 @@ class Lifecycle:
                 "approvals_required": request.approvals_required,
             },
         )
-        await self.publisher.publish(self.topics.reviews_requested, request, key=request.task_id)
+        await self._publish(request.task_id, sealed, (self.topics.reviews_requested, request))
 
     async def _resume(self, resume: Resume) -> None:
         decision, request = resume.decision, resume.request
@@ -539,7 +552,7 @@ class Lifecycle:
             context_hash=end.context_hash,
             finished_at=now,
         )
-        await self.audit.record(
+        sealed = await self.audit.seal(
             end.task_id,
             dedupe_key=end.result_id,
             actor=end.actor,
@@ -551,7 +564,7 @@ class Lifecycle:
             cost_usd=result.cost_usd,
             tokens=result.tokens,
         )
-        await self.publisher.publish(self.topics.results, result, key=end.task_id)
+        await self._publish(end.task_id, sealed, (self.topics.results, result))
         await self.store.mark_published(end.task_id)
         if finished.first:
             TASKS_FINISHED.labels(end.workflow, end.status.value).inc()

@@ -106,6 +106,11 @@ return 1
 """
 
 
+def reserve_script() -> str:
+    """The reserve script's Lua, for a script that checks more before it reserves (it must come last: it returns)."""
+    return _RESERVE
+
+
 class Verdict(StrEnum):
     """What a reservation found."""
 
@@ -182,7 +187,8 @@ class BudgetStore:
         self._reserve = GuardedScript(redis, _RESERVE, prefix)
         self._settle = GuardedScript(redis, _SETTLE, prefix)
 
-    def _keys(self, task_id: str) -> list[str]:
+    def keys(self, task_id: str) -> list[str]:
+        """The task's budget and reservations keys (``KEYS[1]``, ``KEYS[2]`` of every budget script)."""
         base = f"{self._prefix}{{{task_id}}}"
         return [f"{base}:budget", f"{base}:reservations"]
 
@@ -190,17 +196,22 @@ class BudgetStore:
         """Create the task's budget; False when it already exists (a redelivery)."""
         args = [caps.tokens, math.floor(caps.cost_usd * MICROS_PER_USD + 1e-9), caps.steps, deadline_ms]
         async with unavailable_as_retryable(f"open the budget of task {task_id}"):
-            return bool(await self._open(keys=self._keys(task_id), args=args))
+            return bool(await self._open(keys=self.keys(task_id), args=args))
 
     async def reserve(
         self, task_id: str, reservation_id: str, agent: str, amount: Amount, agent_caps: Caps, now_ms: int
     ) -> Reservation:
         """Hold ``amount`` against the task's and the agent's caps, or say which cap it would pass."""
-        agent_args = Amount(agent_caps.tokens, agent_caps.cost_usd, agent_caps.steps).as_args()
-        args: list[str | int] = [reservation_id, agent, now_ms, *amount.as_args(), *agent_args]
+        args = self.reserve_args(reservation_id, agent, amount, agent_caps, now_ms)
         async with unavailable_as_retryable(f"reserve budget for task {task_id}"):
-            verdict, scope, dimension, used, cap = await self._reserve(keys=self._keys(task_id), args=args)
+            verdict, scope, dimension, used, cap = await self._reserve(keys=self.keys(task_id), args=args)
         return Reservation(Verdict(verdict), scope, dimension, used, cap)
+
+    @staticmethod
+    def reserve_args(reservation_id: str, agent: str, amount: Amount, agent_caps: Caps, now_ms: int) -> list[str | int]:
+        """``ARGV[1..9]`` of the reserve script (here and in ``handrail.state.admission``)."""
+        agent_args = Amount(agent_caps.tokens, agent_caps.cost_usd, agent_caps.steps).as_args()
+        return [reservation_id, agent, now_ms, *amount.as_args(), *agent_args]
 
     async def settle(self, task_id: str, reservation_id: str, actual: Amount, agent: str = "") -> None:
         """Release the reservation and charge what was actually used; a second settle is a no-op.
@@ -214,7 +225,7 @@ class BudgetStore:
         while True:
             try:
                 async with unavailable_as_retryable(f"settle budget for task {task_id}"):
-                    await self._settle(keys=self._keys(task_id), args=[reservation_id, *actual.as_args(), agent])
+                    await self._settle(keys=self.keys(task_id), args=[reservation_id, *actual.as_args(), agent])
                 return
             except RetryableError as exc:
                 log.warning("settling %s of task %s: %s; trying again in %.1fs", reservation_id, task_id, exc, delay_s)
@@ -246,7 +257,7 @@ class BudgetStore:
             for dimension, value in zip(_DIMENSIONS, amount.as_args(), strict=True):
                 fields[f"{scope}used:{dimension}"] = value
                 fields[f"{scope}rsv:{dimension}"] = 0
-        keys = self._keys(task_id)
+        keys = self.keys(task_id)
         pipe.delete(*keys)
         pipe.hset(keys[0], mapping=fields)
 
@@ -254,6 +265,6 @@ class BudgetStore:
         """What the task has spent so far (settled amounts only)."""
         async with unavailable_as_retryable(f"read the budget of task {task_id}"):
             tokens, cost, steps = await self._redis.hmget(
-                self._keys(task_id)[0], ["used:tokens", "used:cost", "used:steps"]
+                self.keys(task_id)[0], ["used:tokens", "used:cost", "used:steps"]
             )
         return Usage(int(tokens or 0), int(cost or 0) / MICROS_PER_USD, int(steps or 0))

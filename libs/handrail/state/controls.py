@@ -16,26 +16,41 @@ from redis.asyncio.client import Pipeline
 
 from handrail.state.client import unavailable_as_retryable
 
-_LOOP = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return redis.call('ZCARD', KEYS[1]) end
-local count = redis.call('ZCARD', KEYS[1])
-if count + 1 > tonumber(ARGV[4]) then return -(count + 1) end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return count + 1
+#: Lua functions shared by the scripts here and by ``handrail.state.admission`` (one home for each check).
+#: ``loop_count``: record one identical call in the window; its count, negative when it is one too many.
+LOOP_FN = """
+local function loop_count(key, call_id, now, window, limit)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZSCORE', key, call_id) then return redis.call('ZCARD', key) end
+  local count = redis.call('ZCARD', key)
+  if count + 1 > limit then return -(count + 1) end
+  redis.call('ZADD', key, now, call_id)
+  redis.call('PEXPIRE', key, window)
+  return count + 1
+end
 """
 
-_ALLOW = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == 'closed' then return 'closed' end
-if state == 'open' then
-  local since = tonumber(ARGV[1]) - tonumber(redis.call('HGET', KEYS[1], 'opened_at_ms'))
-  if since < tonumber(redis.call('HGET', KEYS[1], 'cooldown_ms')) then return 'open' end
-  redis.call('HSET', KEYS[1], 'state', 'half_open')
-  return 'half_open'
+#: ``breaker_allow``: the breaker's state for a call now; an open one past its cool-down turns half-open.
+ALLOW_FN = """
+local function breaker_allow(key, now)
+  local state = redis.call('HGET', key, 'state')
+  if not state or state == 'closed' then return 'closed' end
+  if state == 'open' then
+    local since = now - tonumber(redis.call('HGET', key, 'opened_at_ms'))
+    if since < tonumber(redis.call('HGET', key, 'cooldown_ms')) then return 'open' end
+    redis.call('HSET', key, 'state', 'half_open')
+    return 'half_open'
+  end
+  return state
 end
-return state
+"""
+
+_LOOP = LOOP_FN + """
+return loop_count(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+"""
+
+_ALLOW = ALLOW_FN + """
+return breaker_allow(KEYS[1], tonumber(ARGV[1]))
 """
 
 _RECORD = """
@@ -96,6 +111,11 @@ class Halt:
     reason: str
     by: str
 
+    @classmethod
+    def of(cls, what: str, by: str, reason: str) -> Halt:
+        """The halt of ``what`` (``task <id>``, ``agent <name>``) as a person reads it."""
+        return cls(f"{what} halted by {by}: {reason}", by)
+
 
 class ControlStore:
     """Halts, loop windows and breakers."""
@@ -112,6 +132,9 @@ class ControlStore:
 
     def breaker_key(self, scope: str, name: str) -> str:
         return f"{self._prefix}breaker:{scope}:{name}"
+
+    def loop_key(self, task_id: str, tool: str, args_hash: str) -> str:
+        return f"{self._prefix}{{{task_id}}}:loop:{tool}:{args_hash}"
 
     async def halt(self, scope: str, name: str, reason: str, by: str) -> None:
         """Halt a task (``scope="task"``) or an agent (``scope="agent"``)."""
@@ -136,7 +159,7 @@ class ControlStore:
             task_halt, agent_halt = await pipe.execute()
         for found, what in ((task_halt, f"task {task_id}"), (agent_halt, f"agent {agent}")):
             if found:
-                return Halt(f"{what} halted by {found.get('by', '?')}: {found.get('reason', '')}", found.get("by", "?"))
+                return Halt.of(what, found.get("by", "?"), found.get("reason", ""))
         return None
 
     async def count_repeat(
@@ -146,7 +169,7 @@ class ControlStore:
 
         The same ``call_id`` counts once, so a redelivered step does not count its calls twice.
         """
-        key = f"{self._prefix}{{{task_id}}}:loop:{tool}:{args_hash}"
+        key = self.loop_key(task_id, tool, args_hash)
         async with unavailable_as_retryable(f"check the loop window of task {task_id}"):
             count = int(await self._loop(keys=[key], args=[call_id, now_ms, int(window_s * 1000), limit]))
         return abs(count), count > 0
@@ -160,17 +183,27 @@ class ControlStore:
         self, scope: str, name: str, ok: bool, policy: BreakerPolicy, now_ms: int
     ) -> BreakerState | None:
         """Count one call's outcome; return the breaker's new state when it changed."""
-        args = [
-            now_ms,
-            int(ok),
-            policy.failure_ratio,
-            policy.min_calls,
-            int(policy.window_s * 1000),
-            int(policy.cooldown_s * 1000),
-        ]
-        async with unavailable_as_retryable(f"record an outcome on the {scope} breaker of {name}"):
-            changed = await self._record(keys=[self.breaker_key(scope, name)], args=args)
-        return BreakerState(changed) if changed else None
+        [changed] = await self.record_outcomes([(scope, name, ok, now_ms)], policy)
+        return changed
+
+    async def record_outcomes(
+        self, outcomes: list[tuple[str, str, bool, int]], policy: BreakerPolicy
+    ) -> list[BreakerState | None]:
+        """``record_outcome`` for each ``(scope, name, ok, now_ms)``, in order, in one round trip."""
+        async with unavailable_as_retryable(f"record {len(outcomes)} outcomes on the breakers"):
+            pipe = self._redis.pipeline(transaction=False)
+            for scope, name, ok, now_ms in outcomes:
+                args = [
+                    now_ms,
+                    int(ok),
+                    policy.failure_ratio,
+                    policy.min_calls,
+                    int(policy.window_s * 1000),
+                    int(policy.cooldown_s * 1000),
+                ]
+                await self._record(keys=[self.breaker_key(scope, name)], args=args, client=pipe)
+            changed = await pipe.execute()
+        return [BreakerState(c) if c else None for c in changed]
 
     async def breaker_state(self, scope: str, name: str) -> BreakerState:
         """The stored state, without side effects."""

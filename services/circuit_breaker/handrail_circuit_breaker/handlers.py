@@ -12,6 +12,7 @@ from handrail.messages import ControlRecord, DecisionEvent, derived_message_id, 
 from handrail.metrics import BREAKER_STATE
 from handrail.service import Runtime
 from handrail.state.controls import BreakerPolicy
+from handrail_circuit_breaker.batching import OutcomeBatcher
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class BreakerHandlers:
     def __init__(self, runtime: Runtime, policy: BreakerPolicy) -> None:
         self.rt = runtime
         self.policy = policy
+        self.outcomes = OutcomeBatcher(runtime.controls, policy)
 
     async def on_event(self, event: DecisionEvent, delivery: Delivery) -> None:
         """Count an ok/error outcome on the agent's and the tool's or model's breakers; announce changes."""
@@ -52,8 +54,8 @@ class BreakerHandlers:
         ok = event.outcome == "ok"
         now_ms = int(time.time() * 1000)
         scopes = [("agent", event.agent), ("tool" if event.kind == "tool_call" else "model", event.name)]
-        for scope, name in scopes:
-            changed = await self.rt.controls.record_outcome(scope, name, ok, self.policy, now_ms)
+        changes = await self.outcomes.record([(scope, name, ok, now_ms) for scope, name in scopes])
+        for (scope, name), changed in zip(scopes, changes, strict=True):
             if changed is None:
                 continue
             TRIPS.labels(scope, changed.value).inc()

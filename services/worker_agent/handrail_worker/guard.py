@@ -1,9 +1,10 @@
 """What the platform checks around every model and tool call of a step.
 
-Before a call: halts (task or agent), open breakers, the step's wall clock,
-the loop window (tools), and a budget reservation. After it: the budget is
-settled with what the call really used, and a decision event goes to
-``<prefix>events`` for the circuit-breaker service. A check that fails stops
+Before a call: the step's wall clock, then in one Redis round trip
+(``handrail.state.admission``) halts (task or agent), open breakers, the loop
+window (tools), and a budget reservation. After it: the budget is settled with
+what the call really used, and a decision event goes to ``<prefix>events`` for
+the circuit-breaker service. A check that fails stops
 the task before the call (``TaskHalted``), except an open tool breaker, which
 the model sees as a structured error.
 """
@@ -18,8 +19,9 @@ from handrail.contracts import AgentSpec
 from handrail.errors import TaskHalted
 from handrail.messages import DecisionEvent, HandoffEnvelope, derived_message_id, utcnow
 from handrail.metrics import CALL_SECONDS, MODEL_COST_USD, MODEL_TOKENS
+from handrail.state.admission import Admission, Admissions, Admit, LoopWindow
 from handrail.state.budgets import Amount, BudgetStore, Caps, Verdict
-from handrail.state.controls import BreakerState, ControlStore
+from handrail.state.controls import Halt
 from handrail.tools import ToolCallError, ToolSpec
 
 #: Characters per token when estimating a prompt before the provider has counted it.
@@ -53,13 +55,13 @@ class StepGuard:
         agent: AgentSpec,
         envelope: HandoffEnvelope,
         budgets: BudgetStore,
-        controls: ControlStore,
+        admissions: Admissions,
         events: EventSink,
     ) -> None:
         self.agent = agent
         self.env = envelope
         self.budgets = budgets
-        self.controls = controls
+        self.admissions = admissions
         self.events = events
         self.started = time.monotonic()
         limits = agent.limits
@@ -69,48 +71,84 @@ class StepGuard:
         return TaskHalted(reason, error_type=error_type, task_id=self.env.task_id)
 
     async def start(self) -> None:
-        """Count the step against the task's and the agent's step budgets."""
-        await self._check_halts()
+        """Count the step against the task's and the agent's step budgets (unless a halt stops it first)."""
         reservation_id = f"{self.env.message_id}/step"
-        granted = await self.budgets.reserve(
-            self.env.task_id, reservation_id, self.agent.name, Amount(steps=1), self.agent_caps, _now_ms()
-        )
-        self._raise_unless_granted(granted.verdict, granted.describe())
+        admitted = await self._admit(reservation_id, Amount(steps=1))
+        self._raise_unless_granted(admitted)
         await self.budgets.settle(self.env.task_id, reservation_id, Amount(steps=1), self.agent.name)
 
     async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket:
         """Check and reserve for model call ``index`` of this step."""
-        await self._check_halts()
         self._check_wall_clock()
+        estimate = Amount(tokens=prompt_chars // _CHARS_PER_TOKEN + self.agent.limits.max_output_tokens)
+        reservation_id = f"{self.env.message_id}/{index}/model_call"
         # An open model breaker is the chain's business (it fails over); an open agent breaker stops the task.
-        if await self.controls.breaker_allows("agent", self.agent.name, _now_ms()) == BreakerState.OPEN:
+        admitted = await self._admit(reservation_id, estimate, breaker=("agent", self.agent.name))
+        if admitted.outcome == Admit.BREAKER_OPEN:
             await self._emit_stop("model_call", model, None, "halted", "agent_breaker_open")
             raise self._halted(f"the agent breaker of {self.agent.name!r} is open", "agent_breaker_open")
-        estimate = Amount(tokens=prompt_chars // _CHARS_PER_TOKEN + self.agent.limits.max_output_tokens)
-        return await self._reserve("model_call", model, None, index, estimate)
+        if admitted.outcome == Admit.REFUSED:
+            await self._emit_stop("model_call", model, None, "halted", self._refusal(admitted))
+        self._raise_unless_granted(admitted)
+        return Ticket(reservation_id, "model_call", model, None, time.perf_counter())
 
     async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError:
         """Check and reserve for a tool call; an open tool breaker is an error the model sees."""
-        await self._check_halts()
         self._check_wall_clock()
         limits = self.agent.limits
-        call_id = f"{self.env.message_id}/{index}"
-        count, allowed = await self.controls.count_repeat(
-            self.env.task_id, call_id, spec.name, args_hash, limits.loop_window_s, limits.loop_max_repeats, _now_ms()
+        loop = LoopWindow(
+            spec.name, args_hash, f"{self.env.message_id}/{index}", limits.loop_window_s, limits.loop_max_repeats
         )
-        if not allowed:
+        reservation_id = f"{self.env.message_id}/{index}/tool_call"
+        admitted = await self._admit(
+            reservation_id, Amount(cost_usd=spec.cost_usd), breaker=("tool", spec.name), loop=loop
+        )
+        if admitted.outcome == Admit.LOOP_DETECTED:
             await self._emit_stop("tool_call", spec.name, args_hash, "halted", "loop_detected")
             raise self._halted(
-                f"loop detected: {spec.name} called {count} times with the same arguments within "
+                f"loop detected: {spec.name} called {admitted.repeats} times with the same arguments within "
                 f"{limits.loop_window_s:g}s (limit {limits.loop_max_repeats})",
                 "loop_detected",
             )
-        if await self.controls.breaker_allows("tool", spec.name, _now_ms()) == BreakerState.OPEN:
+        if admitted.outcome == Admit.SHORT_CIRCUITED:
             await self._emit_stop("tool_call", spec.name, args_hash, "short_circuited", "tool_breaker_open")
             return ToolCallError(
                 "tool_unavailable", spec.name, f"{spec.name} is failing and its breaker is open; try later"
             )
-        return await self._reserve("tool_call", spec.name, args_hash, index, Amount(cost_usd=spec.cost_usd))
+        if admitted.outcome == Admit.REFUSED:
+            await self._emit_stop("tool_call", spec.name, args_hash, "halted", self._refusal(admitted))
+        self._raise_unless_granted(admitted)
+        return Ticket(reservation_id, "tool_call", spec.name, args_hash, time.perf_counter())
+
+    async def _admit(
+        self,
+        reservation_id: str,
+        amount: Amount,
+        *,
+        breaker: tuple[str, str] | None = None,
+        loop: LoopWindow | None = None,
+    ) -> Admission:
+        admitted = await self.admissions.admit(
+            self.env.task_id,
+            self.agent.name,
+            reservation_id,
+            amount,
+            self.agent_caps,
+            _now_ms(),
+            breaker=breaker,
+            loop=loop,
+        )
+        if admitted.outcome == Admit.HALTED:
+            raise self._operator_halt(admitted.halt)
+        return admitted
+
+    def _operator_halt(self, halt: Halt | None) -> TaskHalted:
+        assert halt is not None
+        return self._halted(halt.reason, "halted_by_operator" if halt.by.startswith("operator") else "halted")
+
+    @staticmethod
+    def _refusal(admitted: Admission) -> str:
+        return _error_type(admitted.reservation.verdict if admitted.reservation else Verdict.EXHAUSTED)
 
     async def after_call(
         self,
@@ -145,24 +183,13 @@ class StepGuard:
             )
         )
 
-    async def _reserve(self, kind: str, name: str, args_hash: str | None, index: int, amount: Amount) -> Ticket:
-        reservation_id = f"{self.env.message_id}/{index}/{kind}"
-        granted = await self.budgets.reserve(
-            self.env.task_id, reservation_id, self.agent.name, amount, self.agent_caps, _now_ms()
-        )
-        if not granted.ok:
-            await self._emit_stop(kind, name, args_hash, "halted", _error_type(granted.verdict))
-        self._raise_unless_granted(granted.verdict, granted.describe())
-        return Ticket(reservation_id, kind, name, args_hash, time.perf_counter())
-
-    def _raise_unless_granted(self, verdict: Verdict, description: str) -> None:
-        if verdict != Verdict.OK:
-            raise self._halted(f"halted before the call that would break a limit: {description}", _error_type(verdict))
-
-    async def _check_halts(self) -> None:
-        halt = await self.controls.halts(self.env.task_id, self.agent.name)
-        if halt is not None:
-            raise self._halted(halt.reason, "halted_by_operator" if halt.by.startswith("operator") else "halted")
+    def _raise_unless_granted(self, admitted: Admission) -> None:
+        reservation = admitted.reservation
+        if reservation is not None and not reservation.ok:
+            raise self._halted(
+                f"halted before the call that would break a limit: {reservation.describe()}",
+                _error_type(reservation.verdict),
+            )
 
     def _check_wall_clock(self) -> None:
         elapsed_s = time.monotonic() - self.started

@@ -13,6 +13,7 @@ from handrail.lifecycle import HandOff, spent_budget, step_completed
 from handrail.messages import DecisionEvent, HandoffEnvelope
 from handrail.patch import diff
 from handrail.service import Runtime
+from handrail.state.admission import Admissions
 from handrail_worker.guard import StepGuard
 from handrail_worker.runner import StepRunner
 from handrail_worker.settings import WorkerSettings
@@ -49,6 +50,7 @@ class WorkerHandlers:
         self.settings = settings
         self.runner = runner
         self.agent = runner.agent
+        self.admissions = Admissions(runtime.redis, runtime.budgets, runtime.controls, settings.redis_prefix)
 
     async def on_envelope(self, envelope: HandoffEnvelope, delivery: Delivery) -> HandOff:
         """Run the step; hand its output on to the validator with the new context, its hash and the patch."""
@@ -58,7 +60,7 @@ class WorkerHandlers:
                 task_id=envelope.task_id,
             )
         events = EventPublisher(self.rt)
-        guard = StepGuard(self.agent, envelope, self.rt.budgets, self.rt.controls, events)
+        guard = StepGuard(self.agent, envelope, self.rt.budgets, self.admissions, events)
         try:
             outcome = await self.runner.run(envelope, guard)
         finally:
