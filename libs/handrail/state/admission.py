@@ -8,8 +8,9 @@ per call; here it is one script, so the answer is also one consistent moment: no
 reservation is taken for a call that a halt, a breaker or the loop window stops.
 
 The checks themselves are the ones ``ControlStore`` and ``BudgetStore`` run alone
-(their Lua is shared, not copied): the reservation is ``BudgetStore``'s, and is
-settled there.
+(their Lua is shared, not copied). The previous call's settlement rides along and is
+applied first, so a step's calls cost one round trip each, and the last one is
+settled with the read of what the task spent (``BudgetStore.settle_and_usage``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ from enum import StrEnum
 
 import redis.asyncio as aioredis
 
-from handrail.state.budgets import Amount, BudgetStore, Caps, Reservation, Verdict, reserve_script
+from handrail.errors import RetryableError
+from handrail.state.budgets import (
+    SETTLE_FN,
+    Amount,
+    BudgetStore,
+    Caps,
+    Reservation,
+    Settlement,
+    Verdict,
+    reserve_script,
+)
 from handrail.state.client import unavailable_as_retryable
 from handrail.state.controls import ALLOW_FN, LOOP_FN, ControlStore, Halt
 from handrail.state.generation import GuardedScript
@@ -27,11 +38,17 @@ from handrail.state.generation import GuardedScript
 # KEYS: 1 budget, 2 reservations (BudgetStore's), 3 task halt, 4 agent halt, 5 breaker, 6 loop window (tools).
 # ARGV: 1-9 as BudgetStore's reserve (reservation id, agent, now, amount, agent caps),
 #       10 the breaker's role ('halts': an open agent breaker stops the task; 'short_circuits': an open tool
-#       breaker is an error the model sees), 11 loop call id ('' for none), 12 loop window ms, 13 loop limit.
+#       breaker is an error the model sees), 11 loop call id ('' for none), 12 loop window ms, 13 loop limit,
+#       14-18 the previous call's settlement (reservation id or '', tokens, cost, steps, agent): applied first,
+#       whatever the checks find, so this call is judged on what the last one really spent.
 _ADMIT = (
     ALLOW_FN
     + LOOP_FN
+    + SETTLE_FN
     + """
+if ARGV[14] ~= '' then
+  settle(KEYS[1], KEYS[2], ARGV[14], tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17]), ARGV[18])
+end
 for i = 3, 4 do
   local by = redis.call('HGET', KEYS[i], 'by')
   if by then return {'halted', tostring(i - 2), by, redis.call('HGET', KEYS[i], 'reason') or '', ''} end
@@ -101,9 +118,14 @@ class Admissions:
         *,
         breaker: tuple[str, str] | None = None,
         loop: LoopWindow | None = None,
+        settle: Settlement | None = None,
     ) -> Admission:
-        """Check the halts, the ``breaker`` (``("agent", name)`` halts, ``("tool", name)`` short-circuits),
-        the ``loop`` window, then reserve ``amount``: all in one atomic step."""
+        """Settle the previous call (``settle``), check the halts, the ``breaker`` (``("agent", name)``
+        halts, ``("tool", name)`` short-circuits), the ``loop`` window, then reserve ``amount``: one atomic step.
+
+        A settlement is never lost: when Redis cannot take the script, it is settled alone (waiting
+        for Redis, ``BudgetStore.settle``) before the error goes up.
+        """
         scope, name = breaker or ("agent", agent)
         role = "" if breaker is None else "halts" if scope == "agent" else "short_circuits"
         keys = [
@@ -119,9 +141,15 @@ class Admissions:
             loop.call_id if loop else "",
             int(loop.window_s * 1000) if loop else 0,
             loop.limit if loop else 0,
+            *(settle.as_args() if settle else ["", 0, 0, 0, ""]),
         ]
-        async with unavailable_as_retryable(f"admit a call of task {task_id}"):
-            verdict, first, second, third, fourth = await self._admit(keys=keys, args=args)
+        try:
+            async with unavailable_as_retryable(f"admit a call of task {task_id}"):
+                verdict, first, second, third, fourth = await self._admit(keys=keys, args=args)
+        except RetryableError:
+            if settle is not None:
+                await self._budgets.settle(task_id, settle.reservation_id, settle.actual, settle.agent)
+            raise
         match verdict:
             case "halted":
                 what = f"task {task_id}" if first == "1" else f"agent {agent}"

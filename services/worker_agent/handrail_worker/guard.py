@@ -2,9 +2,11 @@
 
 Before a call: the step's wall clock, then in one Redis round trip
 (``handrail.state.admission``) halts (task or agent), open breakers, the loop
-window (tools), and a budget reservation. After it: the budget is settled with
-what the call really used, and a decision event goes to ``<prefix>events`` for
-the circuit-breaker service. A check that fails stops
+window (tools), and a budget reservation. After it: a decision event goes to
+``<prefix>events`` for the circuit-breaker service, and the budget is settled with
+what the call really used - in the same round trip as the next call's admission,
+or, for the step's last call, with the read of what the task spent (``spent``).
+Whatever ends the step, ``settle_pending`` settles what is left. A check that fails stops
 the task before the call (``TaskHalted``), except an open tool breaker, which
 the model sees as a structured error.
 """
@@ -16,11 +18,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from handrail.contracts import AgentSpec
-from handrail.errors import TaskHalted
+from handrail.errors import RetryableError, TaskHalted
 from handrail.messages import DecisionEvent, HandoffEnvelope, derived_message_id, utcnow
 from handrail.metrics import CALL_SECONDS, MODEL_COST_USD, MODEL_TOKENS
 from handrail.state.admission import Admission, Admissions, Admit, LoopWindow
-from handrail.state.budgets import Amount, BudgetStore, Caps, Verdict
+from handrail.state.budgets import Amount, BudgetStore, Caps, Settlement, Usage, Verdict
 from handrail.state.controls import Halt
 from handrail.tools import ToolCallError, ToolSpec
 
@@ -63,6 +65,7 @@ class StepGuard:
         self.budgets = budgets
         self.admissions = admissions
         self.events = events
+        self._unsettled: Settlement | None = None
         self.started = time.monotonic()
         limits = agent.limits
         self.agent_caps = Caps(tokens=limits.max_tokens, cost_usd=limits.max_cost_usd, steps=limits.max_steps)
@@ -75,7 +78,7 @@ class StepGuard:
         reservation_id = f"{self.env.message_id}/step"
         admitted = await self._admit(reservation_id, Amount(steps=1))
         self._raise_unless_granted(admitted)
-        await self.budgets.settle(self.env.task_id, reservation_id, Amount(steps=1), self.agent.name)
+        self._unsettled = Settlement(reservation_id, Amount(steps=1), self.agent.name)
 
     async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket:
         """Check and reserve for model call ``index`` of this step."""
@@ -128,16 +131,24 @@ class StepGuard:
         breaker: tuple[str, str] | None = None,
         loop: LoopWindow | None = None,
     ) -> Admission:
-        admitted = await self.admissions.admit(
-            self.env.task_id,
-            self.agent.name,
-            reservation_id,
-            amount,
-            self.agent_caps,
-            _now_ms(),
-            breaker=breaker,
-            loop=loop,
-        )
+        settle, self._unsettled = self._unsettled, None
+        try:
+            admitted = await self.admissions.admit(
+                self.env.task_id,
+                self.agent.name,
+                reservation_id,
+                amount,
+                self.agent_caps,
+                _now_ms(),
+                breaker=breaker,
+                loop=loop,
+                settle=settle,
+            )
+        except RetryableError:
+            raise  # the admission settled it alone before giving up
+        except Exception:
+            self._unsettled = settle
+            raise
         if admitted.outcome == Admit.HALTED:
             raise self._operator_halt(admitted.halt)
         return admitted
@@ -162,7 +173,8 @@ class StepGuard:
     ) -> None:
         """Settle the reservation with what the call used, and emit its decision event."""
         actual = Amount(tokens=input_tokens + output_tokens, cost_usd=cost_usd)
-        await self.budgets.settle(self.env.task_id, ticket.reservation_id, actual, self.agent.name)
+        await self.settle_pending()  # a call that never asked for the next admission (should not happen)
+        self._unsettled = Settlement(ticket.reservation_id, actual, self.agent.name)
         CALL_SECONDS.labels(ticket.kind, ticket.name, outcome).observe(time.perf_counter() - ticket.started)
         if ticket.kind == "model_call":
             MODEL_TOKENS.labels(self.agent.name, ticket.name, "input").inc(input_tokens)
@@ -182,6 +194,17 @@ class StepGuard:
                 ticket.reservation_id,
             )
         )
+
+    async def settle_pending(self) -> None:
+        """Settle the last call's spend if nothing has yet (the step ended on an error or a halt)."""
+        pending, self._unsettled = self._unsettled, None
+        if pending is not None:
+            await self.budgets.settle(self.env.task_id, pending.reservation_id, pending.actual, pending.agent)
+
+    async def spent(self) -> Usage:
+        """Settle the last call and read what the task has spent: one round trip at the end of the step."""
+        pending, self._unsettled = self._unsettled, None
+        return await self.budgets.settle_and_usage(self.env.task_id, pending)
 
     def _raise_unless_granted(self, admitted: Admission) -> None:
         reservation = admitted.reservation

@@ -63,7 +63,9 @@ class WorkerHandlers:
         guard = StepGuard(self.agent, envelope, self.rt.budgets, self.admissions, events)
         try:
             outcome = await self.runner.run(envelope, guard)
+            spent = await guard.spent()
         finally:
+            await guard.settle_pending()  # a step that ended on a halt or an error still pays for its calls
             await events.flush()
         steps = {**envelope.context.get("steps", {}), envelope.step: outcome.output}
         context = {**envelope.context, "steps": steps}
@@ -73,7 +75,7 @@ class WorkerHandlers:
             output=outcome.output,
             context=context,
             patch=diff(envelope.context, context),
-            budget=spent_budget(envelope, await self.rt.budgets.usage(envelope.task_id)),
+            budget=spent_budget(envelope, spent),
             confidence=outcome.confidence,
             decisions=outcome.decisions,
             usage=outcome.usage,

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from handrail.state import generation
 from handrail.state.admission import Admissions, Admit, LoopWindow
-from handrail.state.budgets import Amount, BudgetStore, Caps, Verdict
+from handrail.state.budgets import Amount, BudgetStore, Caps, Settlement, Verdict
 from handrail.state.controls import BreakerPolicy, ControlStore
 
 pytestmark = pytest.mark.bus
@@ -101,3 +101,26 @@ async def test_a_call_the_budget_cannot_hold_is_refused_with_the_cap_it_would_pa
         "task",
         "tokens",
     )
+
+
+async def test_the_previous_call_is_settled_in_the_next_admission_and_the_last_with_the_read(
+    stores: Stores,
+) -> None:
+    first = await stores.admissions.admit("task", "agent-a", "r1", Amount(tokens=300), CAPS, now_ms())
+    assert first.outcome == Admit.RESERVED
+    # 300 reserved + 800 would pass the cap of 1000, but the first call really used 40: settled first, it fits.
+    settled = Settlement("r1", Amount(tokens=40), "agent-a")
+    second = await stores.admissions.admit("task", "agent-a", "r2", Amount(tokens=800), CAPS, now_ms(), settle=settled)
+    assert second.outcome == Admit.RESERVED
+    assert await reserved_tokens(stores) == 800
+    usage = await stores.budgets.settle_and_usage("task", Settlement("r2", Amount(tokens=500), "agent-a"))
+    assert (usage.tokens, await reserved_tokens(stores)) == (540, 0)
+
+
+async def test_a_halted_call_still_settles_the_one_before(stores: Stores) -> None:
+    await stores.admissions.admit("task", "agent-a", "r1", Amount(tokens=300), CAPS, now_ms())
+    await stores.controls.halt("task", "task", "stop", "operator:ana")
+    settled = Settlement("r1", Amount(tokens=70), "agent-a")
+    halted = await stores.admissions.admit("task", "agent-a", "r2", Amount(tokens=10), CAPS, now_ms(), settle=settled)
+    assert halted.outcome == Admit.HALTED
+    assert (await stores.budgets.usage("task")).tokens == 70 and await reserved_tokens(stores) == 0
