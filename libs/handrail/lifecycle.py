@@ -314,25 +314,10 @@ def step_completed(
     **outcome: Any,
 ) -> StepCompleted:
     """An agent's finished step: its output and the new context (hash and patch) on the envelope's head."""
-    return StepCompleted(
-        message_id=derived_message_id(envelope.message_id, "step-completed"),
-        task_id=envelope.task_id,
-        workflow=envelope.workflow,
-        step=envelope.step,
-        step_index=envelope.step_index,
-        attempt=envelope.attempt,
-        agent=agent,
-        goal=envelope.goal,
-        deadline=envelope.deadline,
-        output=output,
-        context=context,
-        context_hash=context_hash(context),
-        parent_hash=envelope.context_hash,
-        patch=patch,
-        budget=budget,
-        finished_at=utcnow(),
-        **outcome,
-    )
+    return _step(
+        envelope, "completed", agent=agent, output=output, context=context, head=envelope.context_hash,
+        patch=patch, budget=budget, **outcome,
+    )  # fmt: skip
 
 
 def step_report(
@@ -347,11 +332,28 @@ def step_report(
     budget: BudgetSnapshot,
 ) -> StepCompleted:
     """An agent's report that a step halted or failed; the validator decides what becomes of the task."""
+    return _step(
+        envelope, status, agent=agent, output={}, context=context, head=head, patch=[], budget=budget,
+        reason=reason, error_type=error_type,
+    )  # fmt: skip
+
+
+def _step(
+    envelope: HandoffEnvelope,
+    status: str,
+    *,
+    agent: str,
+    output: dict[str, Any],
+    context: dict[str, Any],
+    head: str,
+    patch: list[dict[str, Any]],
+    budget: BudgetSnapshot,
+    **fields: Any,
+) -> StepCompleted:
+    """A ``StepCompleted`` of ``envelope``'s step, chained to ``head``; its id is derived from the envelope."""
     return StepCompleted(
         message_id=derived_message_id(envelope.message_id, f"step-{status}"),
         status=status,
-        reason=reason,
-        error_type=error_type,
         task_id=envelope.task_id,
         workflow=envelope.workflow,
         step=envelope.step,
@@ -360,13 +362,14 @@ def step_report(
         agent=agent,
         goal=envelope.goal,
         deadline=envelope.deadline,
-        output={},
+        output=output,
         context=context,
         context_hash=context_hash(context),
         parent_hash=head,
-        patch=[],
+        patch=patch,
         budget=budget,
         finished_at=utcnow(),
+        **fields,
     )
 
 
