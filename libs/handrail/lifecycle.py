@@ -9,11 +9,12 @@ and its output, in the order that keeps them durable:
 
 1. the state change that decides (open, finish) first: a second writer learns it is
    second before it publishes anything;
-2. the audit record next (sealed in Redis: idempotent, keyed by what caused it);
-3. the audit record and the outputs sent in that order and acknowledged together
-   before the offset can be committed, so a crash before both are on Kafka redoes
-   the hop. Every id is derived from the message that caused it, so a retry
-   publishes the very same messages and the next hop skips them.
+2. the audit record next (sealed in Redis: idempotent, keyed by what caused it),
+   acknowledged by Kafka before any output it describes: rebuilding Redis reads
+   the audit topic as the record, so nothing may be on Kafka that it lacks;
+3. the outputs last (several are acknowledged together). Every id is derived from
+   the message that caused it, so a retry after a crash publishes the very same
+   messages and the next hop skips them.
 
 The messages of the lifecycle (the first handoff, the next one, a retry, a step's
 report, a result) are built here and nowhere else: a change to what a
@@ -454,9 +455,16 @@ class Lifecycle:
         return True
 
     async def _publish(self, task_id: str, sealed: AuditRecord | None, *outputs: tuple[str, Payload]) -> None:
-        """A transition's audit record and its outputs, sent in that order and acknowledged together."""
-        records = [(self.audit.topic, sealed, task_id)] if sealed is not None else []
-        await self.publisher.publish_all([*records, *((topic, payload, task_id) for topic, payload in outputs)])
+        """A transition's audit record, acknowledged, then its outputs.
+
+        Not sent together: Kafka orders nothing across topics, and a rebuild of Redis reads the
+        audit topic as the record. An output on Kafka before its audit record (a broker restart
+        retrying one and not the other) is a hop the rebuilt state does not know: its task would
+        be refused (``parent_hash_mismatch``) and its chain forked.
+        """
+        if sealed is not None:
+            await self.publisher.publish(self.audit.topic, sealed, key=task_id)
+        await self.publisher.publish_all([(topic, payload, task_id) for topic, payload in outputs])
 
     async def _charge(self, opening: Open, caps: Caps) -> None:
         """Charge what the task spent before it had a budget (the routing call) to its fresh budget.

@@ -36,6 +36,14 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
+#: Take the lock only while there is no generation: a process that saw the marker gone just before
+#: another one committed must not rebuild again (its older snapshot would roll the state back).
+_TRY_LOCK = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
@@ -82,9 +90,10 @@ async def current(redis: aioredis.Redis, prefix: str) -> str | None:
 
 
 async def try_lock(redis: aioredis.Redis, prefix: str, ttl_s: float) -> str | None:
-    """Take the rebuild lock for ``ttl_s``; its token, or None when another process holds it."""
+    """Take the rebuild lock for ``ttl_s``; its token, or None when another process holds it or the state
+    has a generation again (rebuilt meanwhile)."""
     token = uuid.uuid4().hex
-    taken = await redis.set(lock_key(prefix), token, nx=True, px=int(ttl_s * 1000))
+    taken = await redis.eval(_TRY_LOCK, 2, lock_key(prefix), marker_key(prefix), token, int(ttl_s * 1000))
     return token if taken else None
 
 

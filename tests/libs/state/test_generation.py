@@ -41,3 +41,12 @@ async def test_a_rebuild_commits_only_while_it_holds_the_lock(state_redis: aiore
     committed = await generation.commit(redis, prefix, token)
     assert committed is not None and await generation.current(redis, prefix) == committed
     assert await redis.get(generation.lock_key(prefix)) is None
+
+
+async def test_no_lock_is_given_while_a_generation_is_there(state_redis: aioredis.Redis) -> None:
+    """A process that saw the marker gone just before another committed must not rebuild a second time."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    token = await generation.try_lock(state_redis, prefix, 30)
+    assert token is not None, "no generation, no lock held: the lock is given"
+    assert await generation.commit(state_redis, prefix, token) is not None
+    assert await generation.try_lock(state_redis, prefix, 30) is None, "rebuilt meanwhile: nothing to rebuild"
