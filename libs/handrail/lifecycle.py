@@ -9,10 +9,11 @@ and its output, in the order that keeps them durable:
 
 1. the state change that decides (open, finish) first: a second writer learns it is
    second before it publishes anything;
-2. the audit record next (sealed in Redis: idempotent, keyed by what caused it),
-   acknowledged by Kafka before any output it describes: rebuilding Redis reads
-   the audit topic as the record, so nothing may be on Kafka that it lacks;
-3. the outputs last (several are acknowledged together). Every id is derived from
+2. the audit record next (idempotent, keyed by what caused it), acknowledged by
+   Kafka before any output it describes: Kafka orders nothing across topics, and
+   rebuilding Redis reads the audit topic as the record, so no output may be on
+   Kafka before its record;
+3. the outputs last. Every id is derived from
    the message that caused it, so a retry after a crash publishes the very same
    messages and the next hop skips them.
 
@@ -36,7 +37,6 @@ from handrail.hashing import context_hash
 from handrail.messages import (
     BudgetSnapshot,
     HandoffEnvelope,
-    Payload,
     ReviewDecided,
     ReviewRequested,
     StepCompleted,
@@ -51,7 +51,7 @@ from handrail.state.budgets import Amount, BudgetStore, Caps, Usage
 from handrail.topics import Topics
 
 if TYPE_CHECKING:
-    from handrail.audit import AuditLog, AuditRecord
+    from handrail.audit import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +434,7 @@ class Lifecycle:
             if opening.routing is not None:
                 details["routing"] = opening.routing
             spent = opening.spent
-            sealed = await self.audit.seal(
+            await self.audit.record(
                 opening.task_id,
                 dedupe_key=opening.submission,
                 actor=opening.actor,
@@ -448,23 +448,9 @@ class Lifecycle:
                 cost_usd=spent.cost_usd,
                 tokens=spent.tokens,
             )
-            outputs = [self._hand_off_message(first)] if first is not None else []
-            await self._publish(opening.task_id, sealed, *outputs)
-        elif opening.first is not None:
+        if opening.first is not None:
             await self._hand_off(opening.first)
         return True
-
-    async def _publish(self, task_id: str, sealed: AuditRecord | None, *outputs: tuple[str, Payload]) -> None:
-        """A transition's audit record, acknowledged, then its outputs.
-
-        Not sent together: Kafka orders nothing across topics, and a rebuild of Redis reads the
-        audit topic as the record. An output on Kafka before its audit record (a broker restart
-        retrying one and not the other) is a hop the rebuilt state does not know: its task would
-        be refused (``parent_hash_mismatch``) and its chain forked.
-        """
-        if sealed is not None:
-            await self.publisher.publish(self.audit.topic, sealed, key=task_id)
-        await self.publisher.publish_all([(topic, payload, task_id) for topic, payload in outputs])
 
     async def _charge(self, opening: Open, caps: Caps) -> None:
         """Charge what the task spent before it had a budget (the routing call) to its fresh budget.
@@ -481,17 +467,13 @@ class Lifecycle:
         if held.ok:
             await self.budgets.settle(opening.task_id, reservation_id, spent, self.service)
 
-    def _hand_off_message(self, message: Hop) -> tuple[str, Payload]:
-        topic = self.topics.agent(message.receiver) if isinstance(message, HandoffEnvelope) else self.topics.steps
-        return topic, message
-
     async def _hand_off(self, message: Hop) -> None:
-        topic, payload = self._hand_off_message(message)
-        await self.publisher.publish(topic, payload, key=message.task_id)
+        topic = self.topics.agent(message.receiver) if isinstance(message, HandoffEnvelope) else self.topics.steps
+        await self.publisher.publish(topic, message, key=message.task_id)
 
     async def _park(self, park: Park) -> None:
         request = park.request
-        sealed = await self.audit.seal(
+        await self.audit.record(
             request.task_id,
             dedupe_key=request.message_id,
             actor=park.actor,
@@ -509,7 +491,7 @@ class Lifecycle:
                 "approvals_required": request.approvals_required,
             },
         )
-        await self._publish(request.task_id, sealed, (self.topics.reviews_requested, request))
+        await self.publisher.publish(self.topics.reviews_requested, request, key=request.task_id)
 
     async def _resume(self, resume: Resume) -> None:
         decision, request = resume.decision, resume.request
@@ -563,7 +545,7 @@ class Lifecycle:
             context_hash=end.context_hash,
             finished_at=now,
         )
-        sealed = await self.audit.seal(
+        await self.audit.record(
             end.task_id,
             dedupe_key=end.result_id,
             actor=end.actor,
@@ -575,7 +557,7 @@ class Lifecycle:
             cost_usd=result.cost_usd,
             tokens=result.tokens,
         )
-        await self._publish(end.task_id, sealed, (self.topics.results, result))
+        await self.publisher.publish(self.topics.results, result, key=end.task_id)
         await self.store.mark_published(end.task_id)
         if finished.first:
             TASKS_FINISHED.labels(end.workflow, end.status.value).inc()

@@ -41,10 +41,6 @@ class CapturingPublisher:
     async def publish(self, topic: str, payload: Payload, *, key: str | None) -> None:
         self.published.append((topic, payload))
 
-    async def publish_all(self, messages: list[tuple[str, Payload, str | None]]) -> None:
-        for topic, payload, key in messages:
-            await self.publish(topic, payload, key=key)
-
     def kinds(self) -> list[str]:
         """What was published, as ``topic`` or ``topic:action`` for audit records."""
         return [

@@ -73,25 +73,14 @@ class AuditLog:
         self.enabled = enabled
         self._redis = redis
         self._publisher = publisher
-        self.topic = topic
+        self._topic = topic
         self._prefix = prefix
         self._append = GuardedScript(redis, _APPEND, prefix)
 
     def _keys(self, task_id: str) -> list[str]:
         return chain_keys(self._prefix, task_id)
 
-    async def record(self, task_id: str, **decision: Any) -> AuditRecord | None:
-        """Append one decision to the task's chain and publish it; idempotent per ``dedupe_key`` and action.
-
-        ``decision`` is ``seal``'s. Returns None, and records nothing, only when the log was built
-        disabled (benchmarks).
-        """
-        sealed = await self.seal(task_id, **decision)
-        if sealed is not None:
-            await self._publisher.publish(self.topic, sealed, key=task_id)
-        return sealed
-
-    async def seal(
+    async def record(
         self,
         task_id: str,
         *,
@@ -107,10 +96,9 @@ class AuditLog:
         cost_usd: float = 0.0,
         tokens: int = 0,
     ) -> AuditRecord | None:
-        """Append one decision to the task's chain, to be published by the caller (with its outputs).
+        """Append one decision to the task's chain and publish it; idempotent per ``dedupe_key`` and action.
 
-        Idempotent per ``dedupe_key`` and action: sealing again returns the record sealed before, to be
-        published again with the same id. None when the log was built disabled.
+        Returns None, and records nothing, only when the log was built disabled (benchmarks).
         """
         if not self.enabled:
             return None
@@ -151,4 +139,5 @@ class AuditLog:
                 head, seq = str(found), int(found_seq)
             else:
                 raise RetryableError(f"audit chain of task {task_id} kept moving; gave up after {_MAX_RACES} tries")
+        await self._publisher.publish(self._topic, sealed, key=task_id)
         return sealed

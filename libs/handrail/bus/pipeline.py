@@ -7,8 +7,9 @@ transitions (``handrail.lifecycle``); apply them (state, audit record, outputs);
 record the message as done; only then may the offset be committed. Before the
 transitions are applied, the pipeline checks that this process still owns the
 message's partition (``handrail.state.fences``): a process that woke up after its
-partitions moved drops what it was doing, publishing nothing. Many messages run at once, each task's in order
-(``handrail.bus.consumer``). The outcome of every error is decided here, once:
+partitions moved drops what it was doing, publishing nothing. Many messages run
+at once, each task's in order (``handrail.bus.consumer``). The outcome of every
+error is decided here, once:
 
 - ``RetryableError`` (Redis down, ...): tried again in place after a back-off, for
   as long as it takes; the task's later messages wait behind it. Nothing is lost.
@@ -276,7 +277,7 @@ class Pipeline:
             if not await self._still_owner(sub, delivery):
                 return "fenced"  # e.g. a model call that timed out while this process was frozen
             await self.dead_letter(delivery, exc.reason, exc.error_type, exc.task_id or task_id_of(payload, delivery))
-            await self._apply(sub, delivery, await on_rejected(exc, delivery, payload))
+            await self._apply(sub, delivery, await on_rejected(exc, delivery, payload), owner_checked=True)
             return exc.error_type
         except Exception as exc:  # a bug: park the message with what went wrong, keep consuming
             log.exception("%s: internal error on %s", self.service, delivery.ref)
@@ -287,13 +288,13 @@ class Pipeline:
             await self._apply(sub, delivery, await on_rejected(internal, delivery, payload))
             return "internal_error"
 
-    async def _apply(self, sub: Subscription, delivery: Delivery, plan: Plan) -> bool:
+    async def _apply(self, sub: Subscription, delivery: Delivery, plan: Plan, *, owner_checked: bool = False) -> bool:
         """Apply what a handler decided, unless this process no longer owns the partition: then False."""
         if plan is None or plan == []:
             return True
         if self.lifecycle is None:
             raise RuntimeError(f"{self.service}: a handler returned transitions, but the pipeline has no lifecycle")
-        if not await self._still_owner(sub, delivery):
+        if not owner_checked and not await self._still_owner(sub, delivery):
             return False
         await self.lifecycle.apply(plan)
         return True

@@ -31,22 +31,14 @@ class Publisher:
         A broker that cannot be reached or does not acknowledge in time is ``BusUnavailable``: the
         message is tried again once it is back, and that never counts towards ``poison``.
         """
-        await self.publish_all([(topic, payload, key)])
-
-    async def publish_all(self, messages: list[tuple[str, Payload, str | None]]) -> None:
-        """Publish each ``(topic, payload, key)``, sent in order and acknowledged together: one wait, not one each.
-
-        Kafka keeps the order only within a partition; what must be on the log before
-        another message is sent needs ``publish`` first. Errors are ``publish``'s.
-        """
         try:
-            acknowledged = [await self.send(topic, payload, key=key) for topic, payload, key in messages]
-            await asyncio.gather(*(a for a in acknowledged if a is not None))
+            acknowledged = await self.send(topic, payload, key=key)
+            if acknowledged is not None:
+                await acknowledged
         except KafkaError as exc:
             if not exc.retriable and not isinstance(exc, _UNAVAILABLE):
                 raise
-            topics = ", ".join(sorted({topic for topic, _, _ in messages}))
-            raise BusUnavailable(f"Kafka did not take a message for {topics}: {type(exc).__name__}: {exc}") from exc
+            raise BusUnavailable(f"Kafka did not take a message for {topic}: {type(exc).__name__}: {exc}") from exc
 
     async def send(self, topic: str, payload: Payload, *, key: str | None) -> asyncio.Future[Any] | None:
         """Hand ``payload`` to the producer and return the future of its acknowledgement.
