@@ -1,7 +1,7 @@
 """``python -m tools.chaos`` (``make chaos``): the soak; exits non-zero when any promise was broken.
 
-    python -m tools.chaos --tasks 2000 --faults 30     # the default
-    python -m tools.chaos --tasks 300 --faults 8       # the short run `make test` includes
+python -m tools.chaos --tasks 2000 --faults 30     # the default
+python -m tools.chaos --tasks 300 --faults 8       # the short run `make test` includes
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ async def soak(args: argparse.Namespace, cluster: Cluster, faults: Faults) -> tu
     return found, drain_s
 
 
-def report(args: argparse.Namespace, seed: int, faults: Faults, found: judging.Verdict, drain_s: float) -> str:
+def report(
+    args: argparse.Namespace, seed: int, faults: Faults, found: judging.Verdict, drain_s: float, services_dir: Path
+) -> str:
     kinds: dict[str, int] = {}
     for fault in faults.injected:
         kinds[fault.kind] = kinds.get(fault.kind, 0) + 1
@@ -103,7 +105,21 @@ def report(args: argparse.Namespace, seed: int, faults: Faults, found: judging.V
     ]
     violations = found.violations + [f"fault not recovered from: {f}" for f in faults.failed]
     lines.append("VIOLATIONS: " + "; ".join(violations) if violations else "every promise held")
+    for task_id, trail in found.trails.items():
+        lines.append(f"where {task_id} stopped, by its audit trail ({len(trail)} records):")
+        lines += [f"  {entry}" for entry in trail] or ["  (no records)"]
+        lines.append("  and by the services' logs:")
+        lines += [f"  {line}" for line in _logged(services_dir, task_id)] or ["  (no lines)"]
     return "\n".join(lines)
+
+
+def _logged(services_dir: Path, task_id: str, most: int = 40) -> list[str]:
+    """The services' log lines that name ``task_id`` (the last ``most``), in time order."""
+    found: list[str] = []
+    for path in sorted(services_dir.glob("*.log")):
+        found += [f"{path.stem}: {line}" for line in path.read_text(errors="replace").splitlines() if task_id in line]
+    found.sort(key=lambda line: line.split(": ", 1)[1][:23])
+    return found[-most:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         found, drain_s = asyncio.run(soak(args, cluster, faults))
     finally:
         cluster.stop()
-    print(report(args, seed, faults, found, drain_s), flush=True)
+    print(report(args, seed, faults, found, drain_s, cluster.services_dir), flush=True)
     return 1 if found.violations or faults.failed else 0
 
 

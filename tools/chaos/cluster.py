@@ -57,6 +57,11 @@ class Cluster:
         return f"http://127.0.0.1:{self.processes['human-review'].http_port}"
 
     @property
+    def services_dir(self) -> Path:
+        """Where the services write their logs, one file each."""
+        return self.run_dir / "services"
+
+    @property
     def ledger(self) -> Path:
         return self.run_dir / "data" / "expense-ledger.jsonl"
 

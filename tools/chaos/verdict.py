@@ -16,6 +16,9 @@ from handrail.messages import DeadLetter, TaskResult
 from handrail.recovery.rebuild import read_topic
 from handrail.topics import Topics
 
+#: Lost tasks whose trails the verdict shows.
+_TRAILS = 3
+
 
 @dataclass
 class Verdict:
@@ -36,6 +39,8 @@ class Verdict:
     poison_dead_lettered: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     dead_letters_republished: int = 0
+    #: For each lost task (a few), the audit trail it left: where it stopped.
+    trails: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def violations(self) -> list[str]:
@@ -110,6 +115,11 @@ async def judge(
             verdict.chains_checked += 1
             if not verify_chain([(None, r) for r in chains[task_id]]).intact:
                 verdict.broken_chains.append(task_id)
+    for task_id in sorted(verdict.lost)[:_TRAILS]:
+        verdict.trails[task_id] = [
+            f"{r.at.time().isoformat()} #{r.seq} {r.actor} {r.action}" + (f" ({r.step})" if r.step else "")
+            for r in chains[task_id]
+        ]
 
     dead = await _read_all(bootstrap, topics.dlq)
     poisoned = set(poison_keys)
