@@ -45,8 +45,8 @@ from urllib.parse import urlsplit
 import model_replay  # bench/, beside this file
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
+from handrail.bus import make_admin, make_producer
 from handrail.client import follow, open_reader
 from handrail.contracts import load_contracts
 from handrail.dev import services
@@ -210,7 +210,7 @@ class Driver:
         self.bootstrap = bootstrap
         self.tasks_topic, self.results_topic, self.detours = prefix + STAGES[0], prefix + STAGES[-1], detours
         self.make_task = make_task
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+        self.producer = make_producer(bootstrap, "bench-driver")
         self.reader: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> Driver:
@@ -329,7 +329,7 @@ async def redis_commands(url: str) -> Counter[str]:
 
 async def records_by_topic(bootstrap: str, prefix: str) -> Counter[str]:
     """How many records each topic under ``prefix`` holds (its partitions' end offsets: the topics are fresh)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(bootstrap, "bench")
     await admin.start()
     try:
         topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
@@ -620,7 +620,7 @@ def _wait_logged(process: services.ServiceProcess, run_dir: Path, line: str, tim
 
 async def cleanup(bootstrap: str, redis_url: str, topic_prefixes: tuple[str, ...], redis_prefix: str) -> None:
     """Delete the run's topics and Redis keys (finished tasks would otherwise linger for a week)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(bootstrap, "bench")
     await admin.start()
     try:
         ours = [t for t in await admin.list_topics() if t.startswith(topic_prefixes)]
@@ -836,7 +836,10 @@ def _teardown(args: argparse.Namespace, run_dir: Path, started: list[services.Se
         print(f"stopped: {', '.join(stopped)}", file=sys.stderr)
     if not args.keep:
         prefixes = (
-            f"bench{args.run_id}.", f"bench{args.run_id}off.", f"bench{args.run_id}model.", f"relay{args.run_id}."
+            f"bench{args.run_id}.",
+            f"bench{args.run_id}off.",
+            f"bench{args.run_id}model.",
+            f"relay{args.run_id}.",
         )
         try:
             # Redis keys of both Handrail runs: bench<id>: and bench<id>off:

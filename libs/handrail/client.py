@@ -1,6 +1,6 @@
 """A small Python client: publish tasks, await their results, follow their progress.
 
-async with HandrailClient("127.0.0.1:9092") as client:
+async with HandrailClient("127.0.0.1:9092") as client:   # credentials=SaslCredentials(...) on a SASL cluster
     task_id = await client.submit("expense-approval", {"employee_id": "E100", ...})
     result = await client.wait_for_result(task_id, timeout_s=30)
 """
@@ -17,6 +17,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from handrail.bus.broker import make_producer, make_reader, partitions_of
+from handrail.deploy.kafka_security import SaslCredentials
 from handrail.errors import HandrailError
 from handrail.messages import TaskResult, TaskSubmitted
 from handrail.topics import Topics
@@ -36,8 +38,11 @@ class ResultTimeout(HandrailError):
 class HandrailClient:
     """Publishes ``TaskSubmitted`` and reads ``TaskResult`` back."""
 
-    def __init__(self, bootstrap: str, topic_prefix: str = "handrail.") -> None:
+    def __init__(
+        self, bootstrap: str, topic_prefix: str = "handrail.", *, credentials: SaslCredentials | None = None
+    ) -> None:
         self.bootstrap = bootstrap
+        self.credentials = credentials
         self.topics = Topics(topic_prefix)
         self._producer: AIOKafkaProducer | None = None
         self._results: AIOKafkaConsumer | None = None
@@ -45,7 +50,7 @@ class HandrailClient:
         self._seen: dict[str, TaskResult] = {}
 
     async def __aenter__(self) -> HandrailClient:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all")
+        self._producer = make_producer(self.bootstrap, "handrail-client", self.credentials)
         try:
             await self._producer.start()
         except KafkaConnectionError as exc:
@@ -105,12 +110,14 @@ class HandrailClient:
         raise ResultTimeout(f"no result for task {task_id} within {timeout_s:g}s")
 
     async def _consumer_at(self, topic: str, from_time_ms: int | None) -> AIOKafkaConsumer:
-        return await open_reader(self.bootstrap, [topic], from_time_ms)
+        return await open_reader(self.bootstrap, [topic], from_time_ms, self.credentials)
 
 
-async def open_reader(bootstrap: str, topics: list[str], from_time_ms: int | None) -> AIOKafkaConsumer:
+async def open_reader(
+    bootstrap: str, topics: list[str], from_time_ms: int | None, credentials: SaslCredentials | None = None
+) -> AIOKafkaConsumer:
     """A group-less consumer over every partition of ``topics``, at ``from_time_ms`` (None: the end)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = make_reader(bootstrap, "handrail-client", credentials)
     try:
         await consumer.start()
     except KafkaConnectionError as exc:
@@ -119,8 +126,7 @@ async def open_reader(bootstrap: str, topics: list[str], from_time_ms: int | Non
     try:
         partitions: list[TopicPartition] = []
         for topic in topics:
-            ids = consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
-            partitions += [TopicPartition(topic, p) for p in sorted(ids)]
+            partitions += [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
         consumer.assign(partitions)
         if from_time_ms is None:
             await consumer.seek_to_end(*partitions)
@@ -136,14 +142,6 @@ async def open_reader(bootstrap: str, topics: list[str], from_time_ms: int | Non
         await consumer.stop()
         raise
     return consumer
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()
-    ids = consumer.partitions_for_topic(topic)
-    if not ids:
-        raise HandrailError(f"topic {topic!r} does not exist: run `handrail topics ensure`")
-    return set(ids)
 
 
 async def follow(consumer: AIOKafkaConsumer, idle_timeout_s: float) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:

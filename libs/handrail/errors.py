@@ -48,6 +48,10 @@ class TaskHalted(HandrailError):
         self.task_id = task_id
 
 
+class KafkaAdminError(HandrailError):
+    """The broker refused an admin request: creating topics or ACLs (not allowed, authorizer off, ...)."""
+
+
 class RetryableError(HandrailError):
     """A dependency is unavailable; the message is redelivered later and nothing is lost."""
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from handrail.errors import HandrailError
+from handrail.bus.broker import make_admin
+from handrail.deploy.kafka_security import SaslCredentials
+from handrail.errors import KafkaAdminError
 
 #: A week: long enough to replay a task after a weekend incident.
 _WEEK_MS = 7 * 24 * 3600 * 1000
@@ -94,9 +96,14 @@ class Topics:
         return specs
 
 
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication_factor: int = 1) -> list[str]:
-    """Create the topics in ``specs`` that do not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def ensure_topics(
+    bootstrap: str,
+    specs: list[TopicSpec],
+    replication_factor: int = 1,
+    credentials: SaslCredentials | None = None,
+) -> list[str]:
+    """Create the topics in ``specs`` that do not exist yet (as ``credentials``); return the names created."""
+    admin = make_admin(bootstrap, "handrail-topics", credentials)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -113,9 +120,9 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication_fact
             if code == 0:
                 created.append(topic)
             elif code != TopicAlreadyExistsError.errno:  # another process created it meanwhile: fine
-                failures.append(f"{topic}: error {code} {rest[0] if rest else ''}".strip())
+                failures.append(f"{topic}: {for_code(code).__name__} {rest[0] if rest and rest[0] else ''}".strip())
         if failures:
-            raise HandrailError(f"could not create topics: {'; '.join(failures)}")
+            raise KafkaAdminError(f"could not create topics: {'; '.join(failures)}")
         return created
     finally:
         await admin.close()

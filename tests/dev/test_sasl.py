@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,14 +49,15 @@ from handrail.deploy.acl import (
 )
 from handrail.deploy.acl import bindings as acl_bindings
 from handrail.deploy.acl_formats import parse_json
-from handrail.deploy.kafka_admin import KafkaAdminError, apply_acls, create_topics
+from handrail.deploy.kafka_admin import apply_acls
 from handrail.deploy.kafka_security import SaslCredentials
 from handrail.dev import DevInfraError, DevSettings, services
 from handrail.dev.kafka import _run_sync
 from handrail.dev.sasl import SaslKafka, sasl_files, start_sasl_kafka, stop_sasl_kafka
+from handrail.errors import KafkaAdminError
 from handrail.messages import TaskResult, TaskStatus, TaskSubmitted
 from handrail.tools import default_registry
-from handrail.topics import Topics
+from handrail.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -104,7 +108,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory, topics: Topics, rendered: l
         agents = load_contracts(PROJECT_ROOT / "config", default_registry().names()).agents
         _run_sync(apply_acls(kafka.bootstrap, kafka.admin, rendered))
         # handrail-admin can create the topics only because the ACLs just applied allow it.
-        _run_sync(create_topics(kafka.bootstrap, kafka.credentials(ADMIN), topics.specs(agents)))
+        _run_sync(ensure_topics(kafka.bootstrap, topics.specs(agents), credentials=kafka.credentials(ADMIN)))
         yield kafka
     finally:
         stop_sasl_kafka(settings, wipe=True)
@@ -217,7 +221,7 @@ async def test_an_agent_cannot_grant_itself_rights(
     with pytest.raises(KafkaAdminError, match="ClusterAuthorizationFailedError"):
         await apply_acls(broker.bootstrap, broker.credentials(INTAKE), [grab])
     with pytest.raises(KafkaAdminError, match="TopicAuthorizationFailedError"):
-        await create_topics(broker.bootstrap, broker.credentials(INTAKE), Topics("grab.").specs([]))
+        await ensure_topics(broker.bootstrap, Topics("grab.").specs([]), credentials=broker.credentials(INTAKE))
 
 
 async def test_a_wrong_password_is_refused(broker: SaslKafka, topics: Topics) -> None:
@@ -286,6 +290,35 @@ async def test_the_services_run_end_to_end_as_their_own_principals(
     result = TaskResult.model_validate(await consume(broker, SUBMITTER, topics.results, None, task.task_id))
     assert result.status == TaskStatus.COMPLETED, result.reason
     assert result.output is not None and result.output["decision"] == "approved"
+
+
+def test_the_cli_connects_as_the_principal_its_settings_name(
+    broker: SaslKafka, topics: Topics, sasl_stack: None
+) -> None:
+    """`handrail submit --wait` opens Kafka (producer and reader) with the HANDRAIL_KAFKA_* credentials."""
+    submitter = broker.credentials(SUBMITTER)
+    env = {
+        **os.environ,
+        "HANDRAIL_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "HANDRAIL_TOPIC_PREFIX": topics.prefix,
+        "HANDRAIL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "HANDRAIL_KAFKA_USERNAME": submitter.username,
+        "HANDRAIL_KAFKA_PASSWORD": submitter.password,
+    }
+    claim = json.dumps({"employee_id": "E100", "amount": 80, "currency": "USD", "description": "books"})
+
+    def handrail(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "handrail.cli", *args],
+            env={**env, **extra}, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    submitted = handrail("submit", "-w", "expense-approval", "-i", claim, "--wait", "--timeout-s", "90")
+    assert submitted.returncode == 0, submitted.stderr
+    assert json.loads(submitted.stdout.split("\n", 1)[1])["status"] == "completed"
+    # Without its password the same command is refused by the broker, and says so.
+    refused = handrail("submit", "-w", "expense-approval", "-i", claim, HANDRAIL_KAFKA_PASSWORD="wrong")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
 
 
 async def test_handrail_dev_sasl_up_applies_the_acls_and_down_wipes(tmp_path: Path) -> None:

@@ -17,11 +17,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaProducer
 from tests.fixtures.model_server import Reply, hang, status, text
 from tools.chaos.cluster import Cluster
 
-from handrail.bus import make_reader
+from handrail.bus import make_producer, make_reader
 from handrail.recovery.rebuild import read_topic
 
 log = logging.getLogger("chaos")
@@ -188,7 +187,7 @@ class Faults:
         return found
 
     async def _produce(self, topic: str, key: str, value: bytes) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.cluster.bootstrap, acks="all", enable_idempotence=True)
+        producer = make_producer(self.cluster.bootstrap, "chaos-faults")
         await producer.start()
         try:
             await producer.send_and_wait(topic, value, key=key.encode())

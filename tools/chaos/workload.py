@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from tools.chaos.cluster import Cluster
 
+from handrail.bus import make_producer
 from handrail.messages import TaskSubmitted
 
 log = logging.getLogger("chaos")
@@ -39,9 +39,7 @@ class Submitter:
     submitted: dict[str, float] = field(default_factory=dict)
 
     async def run(self) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.cluster.bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=60000
-        )
+        producer = make_producer(self.cluster.bootstrap, "chaos-submitter", request_timeout_ms=60000)
         await producer.start()
         started = time.monotonic()
         try:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from handrail.bus.broker import make_reader, partitions_of
 from handrail.client import BrokerUnreachable
+from handrail.deploy.kafka_security import SaslCredentials
 from handrail.errors import HandrailError
 
 #: Stop reading once the partition's end (as of the start of the read) is reached, or after this long.
 _READ_TIMEOUT_S = 30.0
 
 
-async def read_key(bootstrap: str, topic: str, key: str) -> list[tuple[int, int, bytes]]:
+async def read_key(
+    bootstrap: str, topic: str, key: str, credentials: SaslCredentials | None = None
+) -> list[tuple[int, int, bytes]]:
     """Every (offset, timestamp_ms, value) keyed ``key`` on ``topic``, in log order.
 
     Producers place a key by murmur2 over all partitions (Kafka's default), so
@@ -20,17 +24,14 @@ async def read_key(bootstrap: str, topic: str, key: str) -> list[tuple[int, int,
     """
     from aiokafka.errors import KafkaConnectionError
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = make_reader(bootstrap, "handrail-audit-reader", credentials)
     try:
         await consumer.start()
     except KafkaConnectionError as exc:
         await consumer.stop()
         raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {exc}") from None
     try:
-        cluster = await consumer._client.fetch_all_metadata()
-        partitions = sorted(cluster.partitions_for_topic(topic) or ())
-        if not partitions:
-            raise HandrailError(f"topic {topic!r} does not exist")
+        partitions = await partitions_of(consumer, topic)
         partition = DefaultPartitioner()(key.encode(), partitions, partitions)
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])

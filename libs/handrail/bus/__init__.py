@@ -2,9 +2,18 @@
 consumer pipeline that verifies handoffs, dedupes redeliveries and dead-letters
 what cannot be processed."""
 
-from handrail.bus.broker import make_broker, make_consumer, make_reader
+from handrail.bus.broker import make_admin, make_broker, make_consumer, make_producer, make_reader
 from handrail.bus.delivery import Delivery
 from handrail.bus.pipeline import Pipeline
 from handrail.bus.publisher import Publisher
 
-__all__ = ["Delivery", "Pipeline", "Publisher", "make_broker", "make_consumer", "make_reader"]
+__all__ = [
+    "Delivery",
+    "Pipeline",
+    "Publisher",
+    "make_admin",
+    "make_broker",
+    "make_consumer",
+    "make_producer",
+    "make_reader",
+]

@@ -1,14 +1,20 @@
-"""The one place Kafka clients are opened: the FastStream broker (publishing) and the group
-consumers every service runs, each with the process's credentials."""
+"""The one place Kafka clients are opened, each with the process's credentials: the FastStream
+broker the services publish through, their group consumers, readers outside any group (the
+review projector, the state rebuild, the CLI, the client), plain producers (the client, tools)
+and admin clients (topics, ACLs)."""
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 
 from handrail.deploy.kafka_security import SaslCredentials
+from handrail.errors import HandrailError
 
 
 def make_broker(
@@ -63,3 +69,39 @@ def make_consumer(
 def make_reader(bootstrap: str, client_id: str, credentials: SaslCredentials | None = None) -> AIOKafkaConsumer:
     """A consumer outside any group, for reading topics back from the start (assign, then seek)."""
     return make_consumer(bootstrap, None, client_id, credentials)
+
+
+async def partitions_of(client: AIOKafkaConsumer, topic: str) -> list[int]:
+    """The partitions of ``topic``, asked of the cluster (a consumer's own metadata knows only what it
+    subscribed to); raises if the topic does not exist."""
+    cluster = await client._client.fetch_all_metadata()
+    partitions = sorted(cluster.partitions_for_topic(topic) or ())
+    if not partitions:
+        raise HandrailError(f"topic {topic!r} does not exist: run `handrail topics ensure`")
+    return partitions
+
+
+def make_producer(
+    bootstrap: str, client_id: str, credentials: SaslCredentials | None = None, **options: Any
+) -> AIOKafkaProducer:
+    """A producer outside FastStream (the client, tools) that, like the broker's, cannot lose or duplicate a send."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        **options,
+        **(credentials.client_options() if credentials else {}),
+    )
+
+
+def make_admin(
+    bootstrap: str, client_id: str, credentials: SaslCredentials | None = None, **options: Any
+) -> AIOKafkaAdminClient:
+    """An admin client: creating topics, applying ACLs, reading the cluster's metadata."""
+    return AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        **options,
+        **(credentials.client_options() if credentials else {}),
+    )

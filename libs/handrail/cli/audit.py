@@ -31,7 +31,7 @@ def verify(
     """Say "intact", or name the first record that was changed, removed or reordered."""
     settings = CliSettings()
     source = topic or Topics(settings.topic_prefix).audit
-    raw = run(read_key(bootstrap or settings.kafka_bootstrap, source, task_id))
+    raw = run(read_key(bootstrap or settings.kafka_bootstrap, source, task_id, settings.kafka_credentials()))
     report = _verify(raw)
     if report.records == 0:
         console.print(f"no audit records for task {task_id} on {source}")
@@ -60,10 +60,12 @@ def trace(
     settings = CliSettings()
     topics = Topics(settings.topic_prefix)
     address = bootstrap or settings.kafka_bootstrap
+    credentials = settings.kafka_credentials()
 
     async def gather() -> tuple[list[tuple[int, int, bytes]], list[tuple[int, int, bytes]]]:
         audit, events = await asyncio.gather(
-            read_key(address, topics.audit, task_id), read_key(address, topics.events, task_id)
+            read_key(address, topics.audit, task_id, credentials),
+            read_key(address, topics.events, task_id, credentials),
         )
         return audit, events
 

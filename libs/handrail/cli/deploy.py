@@ -19,13 +19,13 @@ from handrail.cli.settings import CliSettings
 from handrail.contracts import Contracts, load_contracts
 from handrail.deploy import acl, acl_formats
 from handrail.deploy.inventory import inventory
-from handrail.deploy.kafka_admin import apply_acls, create_topics
+from handrail.deploy.kafka_admin import apply_acls
 from handrail.deploy.kafka_security import SaslCredentials
 from handrail.deploy.render import render_files, stale_files, write_files
 from handrail.errors import ContractError, HandrailError
 from handrail.signing import SigningKey, TrustStore
 from handrail.tools import default_registry
-from handrail.topics import Topics
+from handrail.topics import Topics, ensure_topics
 
 k8s_app = typer.Typer(no_args_is_help=True, help="Kubernetes manifests rendered from the contracts.")
 acl_app = typer.Typer(no_args_is_help=True, help="Kafka principals and least-privilege ACLs from the contracts.")
@@ -207,7 +207,7 @@ def sasl_up(
         raise typer.Exit(1) from None
     # ACLs first: handrail-admin may create the topics only once its ACLs exist.
     count = run(apply_acls(bootstrap, broker.admin, acl.bindings(principals)))
-    created = run(create_topics(bootstrap, broker.credentials(acl.ADMIN), topics.specs(contracts.agents)))
+    created = run(ensure_topics(bootstrap, topics.specs(contracts.agents), credentials=broker.credentials(acl.ADMIN)))
     console.print(f"SASL Kafka at {bootstrap} (pid {broker.pid}): {len(created)} topics created, {count} ACLs applied")
     console.print(f"credentials (SCRAM-SHA-512): {broker.files.root / 'credentials.json'}")
 

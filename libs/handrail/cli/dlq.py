@@ -28,7 +28,12 @@ def list_(
     topic = Topics(settings.topic_prefix).dlq
 
     async def go() -> list[DeadLetter]:
-        reader = await open_reader(bootstrap or settings.kafka_bootstrap, [topic], int((time.time() - since_s) * 1000))
+        reader = await open_reader(
+            bootstrap or settings.kafka_bootstrap,
+            [topic],
+            int((time.time() - since_s) * 1000),
+            settings.kafka_credentials(),
+        )
         letters: list[DeadLetter] = []
         try:
             async for record in follow(reader, idle_timeout_s=1.0):

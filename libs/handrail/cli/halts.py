@@ -27,7 +27,7 @@ async def _apply(scope: str, name: str, state: str, reason: str) -> None:
     settings = CliSettings()
     redis = connect_redis(settings.redis_url)
     operator = f"operator:{getpass.getuser()}"
-    broker = make_broker(settings.kafka_bootstrap, client_id="handrail-cli")
+    broker = make_broker(settings.kafka_bootstrap, client_id="handrail-cli", credentials=settings.kafka_credentials())
     await broker.connect()
     try:
         controls = ControlStore(redis, settings.redis_prefix)

@@ -29,7 +29,9 @@ def submit(
     data = parse_json_object(task_input, "--input")
 
     async def go() -> TaskResult | None:
-        async with HandrailClient(bootstrap or settings.kafka_bootstrap, settings.topic_prefix) as client:
+        async with HandrailClient(
+            bootstrap or settings.kafka_bootstrap, settings.topic_prefix, credentials=settings.kafka_credentials()
+        ) as client:
             tid = await client.submit(workflow, data, task_id=task_id, submitted_by=submitted_by, deadline_s=deadline_s)
             console.print(tid, highlight=False)
             return await client.wait_for_result(tid, timeout_s) if wait else None
@@ -60,7 +62,12 @@ def watch(
     names = [topics.tasks, topics.steps, topics.results, topics.dlq] + [topics.agent(a) for a in agents]
 
     async def go() -> str | None:
-        reader = await open_reader(bootstrap or settings.kafka_bootstrap, names, int((time.time() - since_s) * 1000))
+        reader = await open_reader(
+            bootstrap or settings.kafka_bootstrap,
+            names,
+            int((time.time() - since_s) * 1000),
+            settings.kafka_credentials(),
+        )
         try:
             async for record in follow(reader, idle_timeout_s):
                 if record.key != task_id.encode():

@@ -27,7 +27,7 @@ def ensure(
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     specs = Topics(prefix or settings.topic_prefix).specs(contracts.agents)
-    created = run(ensure_topics(bootstrap or settings.kafka_bootstrap, specs))
+    created = run(ensure_topics(bootstrap or settings.kafka_bootstrap, specs, credentials=settings.kafka_credentials()))
     for spec in specs:
         mark = "[green]created[/green]" if spec.name in created else "exists"
         console.print(f"{spec.name:40} {spec.partitions:>2} partitions  {mark}")

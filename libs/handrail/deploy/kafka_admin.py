@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
 from aiokafka.protocol.admin import CreateAclsRequest
 
+from handrail.bus.broker import make_admin
 from handrail.deploy.acl import AclBinding, Operation, PatternType, ResourceType
 from handrail.deploy.kafka_security import SaslCredentials
-from handrail.errors import HandrailError
-from handrail.topics import TopicSpec
+from handrail.errors import KafkaAdminError
 
 #: Kafka's wire codes (``org.apache.kafka.common.acl`` / ``resource`` enums).
 _RESOURCE_CODES = {ResourceType.TOPIC: 2, ResourceType.GROUP: 3}
@@ -31,13 +30,9 @@ _OPERATION_CODES = {
 _ALLOW = 3
 
 
-class KafkaAdminError(HandrailError):
-    """The broker refused an admin request: creating ACLs or topics (not allowed, authorizer off, ...)."""
-
-
 async def apply_acls(bootstrap: str, admin: SaslCredentials, rules: Iterable[AclBinding]) -> int:
     """Create every ACL in ``rules`` as ``admin``; return how many were sent."""
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **admin.client_options())
+    client = make_admin(bootstrap, "handrail-acls", admin)
     await client.start()
     try:
         count = 0
@@ -57,26 +52,5 @@ async def apply_acls(bootstrap: str, admin: SaslCredentials, rules: Iterable[Acl
                     raise KafkaAdminError(f"Kafka refused ACL {rule}: {for_code(code).__name__}: {message or ''}")
             count += 1
         return count
-    finally:
-        await client.close()
-
-
-async def create_topics(bootstrap: str, credentials: SaslCredentials, specs: Iterable[TopicSpec]) -> list[str]:
-    """Create the topics in ``specs`` that are missing, as ``credentials`` (``handrail-admin``); return them."""
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **credentials.client_options())
-    await client.start()
-    try:
-        existing = set(await client.list_topics())
-        missing = [s for s in specs if s.name not in existing]
-        if not missing:
-            return []
-        new = [
-            NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, topic_configs=s.config) for s in missing
-        ]
-        response = await client.create_topics(new)
-        failures = [f"{topic}: {for_code(code).__name__}" for topic, code, *_ in response.topic_errors if code != 0]
-        if failures:
-            raise KafkaAdminError(f"could not create topics: {'; '.join(failures)}")
-        return [s.name for s in missing]
     finally:
         await client.close()

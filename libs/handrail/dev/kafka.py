@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from handrail.bus.broker import make_admin
+from handrail.deploy.kafka_security import SaslCredentials
 from handrail.dev.errors import PortConflictError, ServiceStartError
 from handrail.dev.kafka_jars import kafka_libs, require_java, tools_file
 from handrail.dev.process import exit_code, is_alive, is_local, live_pid, log_tail, spawn, stop, tcp_open
@@ -90,10 +91,12 @@ def _run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
         return pool.submit(asyncio.run, coro).result()
 
 
-async def kafka_answers_async(bootstrap: str, timeout_s: float = _PROBE_TIMEOUT_S) -> bool:
-    """True when a metadata request to ``bootstrap`` returns at least one broker."""
+async def kafka_answers_async(
+    bootstrap: str, timeout_s: float = _PROBE_TIMEOUT_S, credentials: SaslCredentials | None = None
+) -> bool:
+    """True when a metadata request to ``bootstrap`` (as ``credentials``, if given) returns at least one broker."""
     token = _probing.set(True)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = make_admin(bootstrap, "handrail-probe", credentials, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)

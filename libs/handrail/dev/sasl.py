@@ -18,7 +18,6 @@ passwords are kept in ``credentials.json`` (mode 0600) next to the broker's file
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -29,9 +28,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-
 from handrail.deploy.kafka_security import SaslCredentials
 from handrail.dev.errors import PortConflictError, ServiceStartError
 from handrail.dev.kafka import (
@@ -41,8 +37,8 @@ from handrail.dev.kafka import (
     _broker_argv,
     _cluster_id,
     _java_base,
-    _probing,
     _run_sync,
+    kafka_answers_async,
     parse_bootstrap,
     server_properties,
 )
@@ -151,23 +147,6 @@ def _format_storage(java: str, libs: Path, files: KafkaFiles, passwords: dict[st
         raise ServiceStartError(f"formatting SASL Kafka storage failed (exit {out.returncode}):\n{out.stderr.strip()}")
 
 
-async def sasl_kafka_answers_async(bootstrap: str, credentials: SaslCredentials, timeout_s: float) -> bool:
-    """True when ``credentials`` authenticate and a metadata request returns a broker."""
-    token = _probing.set(True)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **credentials.client_options()
-    )
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
-        return bool(cluster.get("brokers"))
-    except (KafkaError, OSError, TimeoutError):
-        return False
-    finally:
-        await admin.close()
-        _probing.reset(token)
-
-
 def _wait_ready(bootstrap: str, admin: SaslCredentials, pid: int, files: KafkaFiles, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -177,7 +156,7 @@ def _wait_ready(bootstrap: str, admin: SaslCredentials, pid: int, files: KafkaFi
                 f"SASL Kafka (pid {pid}) exited during start-up (exit code {exit_code(pid)}); "
                 f"see {files.log}:\n{log_tail(files.log)}"
             )
-        if _run_sync(sasl_kafka_answers_async(bootstrap, admin, _PROBE_TIMEOUT_S)):
+        if _run_sync(kafka_answers_async(bootstrap, _PROBE_TIMEOUT_S, admin)):
             return
         time.sleep(_POLL_INTERVAL_S)
     stop(pid, name="SASL Kafka", term_timeout_s=STOP_TIMEOUT_S, log_path=files.log)

@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from handrail.audit.log import restore_chain
-from handrail.errors import HandrailError, RetryableError
+from handrail.bus.broker import partitions_of
+from handrail.errors import RetryableError
 from handrail.messages import ControlRecord
 from handrail.recovery.facts import Facts
 from handrail.state import TaskStore
@@ -55,18 +56,9 @@ class RebuildReport:
         )
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    # The consumer's own metadata knows only what it subscribed to; ask the cluster (as audit.reader does).
-    cluster = await consumer._client.fetch_all_metadata()
-    return set(cluster.partitions_for_topic(topic) or ())
-
-
 async def read_topic(consumer: AIOKafkaConsumer, topic: str) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from the start up to its end as of now, partition by partition."""
-    partitions = await _partitions(consumer, topic)
-    if not partitions:
-        raise HandrailError(f"topic {topic!r} does not exist: run `handrail topics ensure`")
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    tps = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     ends = await consumer.end_offsets(tps)
@@ -84,7 +76,7 @@ async def topics_are_empty(consumer: AIOKafkaConsumer, topics: list[str]) -> boo
     """Whether nothing was ever written to ``topics`` (a first start: nothing to wait for)."""
     tps: list[TopicPartition] = []
     for topic in topics:
-        tps += [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+        tps += [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
     ends = await consumer.end_offsets(tps)
     return all(offset == 0 for offset in ends.values())
 

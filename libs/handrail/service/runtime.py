@@ -20,7 +20,7 @@ from prometheus_client import make_asgi_app
 from handrail.audit import AuditLog
 from handrail.bus import Pipeline, Publisher, make_broker, make_consumer, make_reader
 from handrail.contracts import Contracts, load_contracts
-from handrail.deploy.kafka_security import SaslCredentials, credentials_from_settings
+from handrail.deploy.kafka_security import SaslCredentials
 from handrail.errors import ContractError
 from handrail.lifecycle import Lifecycle
 from handrail.metrics import WORKFLOW_MIN_STEPS
@@ -73,14 +73,7 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     for workflow in contracts.workflows.values():
         WORKFLOW_MIN_STEPS.labels(workflow.name).set(len(workflow.steps))
     provider = setup_tracing(service, settings.otel_exporter, settings.otel_endpoint)
-    password = settings.kafka_password.get_secret_value() if settings.kafka_password else None
-    credentials = credentials_from_settings(
-        settings.kafka_security_protocol,
-        settings.kafka_sasl_mechanism,
-        settings.kafka_username,
-        password,
-        settings.kafka_ssl_cafile,
-    )
+    credentials = settings.kafka_credentials()
     broker = make_broker(
         settings.kafka_bootstrap, client_id=f"handrail-{service}", tracer_provider=provider, credentials=credentials
     )

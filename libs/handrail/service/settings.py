@@ -11,9 +11,11 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from handrail.deploy.kafka_security import SaslCredentials, credentials_from_settings
 
-class ServiceSettings(BaseSettings):
-    """Where the bus, the state and the contracts are; read from ``HANDRAIL_*``."""
+
+class KafkaSettings(BaseSettings):
+    """Where Kafka is and who this process is to it: every service, the CLI and the client tools read these."""
 
     model_config = SettingsConfigDict(env_prefix="HANDRAIL_", frozen=True, extra="ignore")
 
@@ -24,6 +26,22 @@ class ServiceSettings(BaseSettings):
     kafka_username: str | None = None
     kafka_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
+
+    def kafka_credentials(self) -> SaslCredentials | None:
+        """The SASL credentials these settings describe; None for ``PLAINTEXT``."""
+        password = self.kafka_password.get_secret_value() if self.kafka_password else None
+        return credentials_from_settings(
+            self.kafka_security_protocol,
+            self.kafka_sasl_mechanism,
+            self.kafka_username,
+            password,
+            self.kafka_ssl_cafile,
+        )
+
+
+class ServiceSettings(KafkaSettings):
+    """Where the bus, the state and the contracts are; read from ``HANDRAIL_*``."""
+
     redis_url: str = "redis://127.0.0.1:6379/0"
     topic_prefix: str = "handrail."
     redis_prefix: str = "hr:"

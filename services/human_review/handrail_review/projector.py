@@ -18,7 +18,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from handrail.errors import HandrailError, RetryableError
+from handrail.bus.broker import partitions_of
+from handrail.errors import RetryableError
 from handrail.messages import ReviewDecided, ReviewRequested
 from handrail_review.handlers import ReviewDesk
 
@@ -99,13 +100,7 @@ class Projector:
         try:
             partitions = []
             for topic in (self.requested_topic, self.decided_topic):
-                ids = consumer.partitions_for_topic(topic)
-                if not ids:
-                    await consumer._client.force_metadata_update()
-                    ids = consumer.partitions_for_topic(topic)
-                if not ids:
-                    raise HandrailError(f"topic {topic!r} does not exist: run `handrail topics ensure`")
-                partitions += [TopicPartition(topic, i) for i in sorted(ids)]
+                partitions += [TopicPartition(topic, i) for i in await partitions_of(consumer, topic)]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
         except BaseException:
