@@ -251,7 +251,8 @@ async def test_k_distinct_approvers_are_needed_and_the_same_person_counts_once(
     assert first.status_code == 200 and first.json()["status"] == "pending", first.text
     assert first.json()["approvals"] == ["reviewer:dan"]
     twice = await http.post(url, headers=auth("dan"), json={"reason": "fine"})
-    assert twice.status_code == 200 and twice.json()["approvals"] == ["reviewer:dan"], twice.text
+    assert twice.status_code == 409 and twice.json()["error"] == "unchanged", "a repeat changes nothing"
+    assert "dan's approval" in twice.json()["detail"] and "1 of 2" in twice.json()["detail"]
     assert await stack.results_for(task_id, settle_s=1) == [], "one approver is not enough"
 
     second = await http.post(url, headers=auth("dora"), json={})
@@ -261,6 +262,36 @@ async def test_k_distinct_approvers_are_needed_and_the_same_person_counts_once(
     assert result.output["review"]["approved_by"] == ["reviewer:dan", "reviewer:dora"]
     actions = [(d.action, d.decision) for d in await decisions_for(stack, task_id)]
     assert actions == [("approve", None), ("approve", "approved")]
+
+
+async def test_an_edit_that_drops_approvals_says_whose_and_their_next_vote_counts(
+    client: HandrailClient, stack: Stack, http: httpx.AsyncClient
+) -> None:
+    task_id = await client.submit("expense-approval", claim(8500, "GBP"), task_id=new_id("reset"))
+    review = await pending_review(http, task_id)
+    rid = review["review_id"]
+    first = await http.post(f"/api/reviews/{rid}/approve", headers=auth("dan"), json={})
+    assert first.status_code == 200 and first.json()["approvals"] == ["reviewer:dan"], first.text
+
+    patch = [{"op": "add", "path": "/input/note", "value": "receipt checked"}]
+    edited = await http.post(f"/api/reviews/{rid}/edit", headers=auth("dora"), json={"patch": patch})
+    assert edited.status_code == 200, edited.text
+    body = edited.json()
+    assert body["status"] == "pending" and body["approvals"] == ["reviewer:dora"], "dan approved another context"
+    reset = body["approvals_reset"]
+    assert reset["by"] == "reviewer:dora" and reset["dropped"] == ["reviewer:dan"]
+    assert "no longer count" in reset["reason"]
+    assert (await show(http, rid))["approvals_reset"] == reset, "the review says so too, not only the response"
+
+    again = await http.post(f"/api/reviews/{rid}/approve", headers=auth("dan"), json={})
+    assert again.status_code == 200 and again.json()["status"] == "approved", again.text
+    result = await client.wait_for_result(task_id, timeout_s=30)
+    assert result.status == TaskStatus.COMPLETED and result.output is not None
+    assert result.output["review"]["approved_by"] == ["reviewer:dan", "reviewer:dora"]
+    assert result.output["review"]["edited"] is True
+    audit = [json.loads(v) for v in await stack.read(stack.topics.audit, task_id)]
+    [edit_record] = [a for a in audit if a["action"] == "review.approval" and a["details"]["edit"]]
+    assert edit_record["details"]["approvals_dropped"] == ["reviewer:dan"]
 
 
 async def test_a_review_past_its_deadline_escalates_then_takes_the_default_action(

@@ -159,6 +159,9 @@ def new_token() -> None:
 
 def _report(review: dict[str, Any]) -> None:
     status = review["status"]
+    reset = review.get("approvals_reset")
+    if reset:
+        console.print(f"[yellow]approvals reset:[/yellow] {reset['reason']}", highlight=False)
     if status == "pending":
         console.print(f"{review['review_id']}: {len(review['approvals'])} of {review['approvals_required']} approvals")
     else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -36,6 +36,15 @@ class Me(BaseModel):
     roles: list[str]
 
 
+class ApprovalsReset(BaseModel):
+    """An edit changed what is approved, so the approvals given before it no longer count."""
+
+    by: str = Field(description="Who edited the context.")
+    at: datetime
+    dropped: list[str] = Field(description="Whose approvals were dropped; they must approve again.")
+    reason: str
+
+
 class ReviewSummary(BaseModel):
     """One review in the queue."""
 
@@ -57,6 +66,9 @@ class ReviewSummary(BaseModel):
     age_s: float
     decided_by: str | None = None
     outcome: str | None = Field(default=None, description="What the decision did: `completed`, `handoff:<step>`, ...")
+    approvals_reset: ApprovalsReset | None = Field(
+        default=None, description="The last edit that dropped approvals, if any: whose, by whom, why."
+    )
 
 
 class ReviewDetail(ReviewSummary):
@@ -237,6 +249,20 @@ def _summary(item: Item) -> ReviewSummary:
         age_s=round(time.time() - item.requested_ms / 1000, 1),
         decided_by=item.fields.get("decided_by"),
         outcome=item.fields.get("outcome"),
+        approvals_reset=_reset(item),
+    )
+
+
+def _reset(item: Item) -> ApprovalsReset | None:
+    reset = item.reset
+    if reset is None:
+        return None
+    return ApprovalsReset(
+        by=reset.by,
+        at=datetime.fromtimestamp(reset.at_ms / 1000, UTC),
+        dropped=list(reset.dropped),
+        reason=f"{reset.by} edited the context, which changes what is approved: "
+        f"the approvals of {', '.join(reset.dropped)} no longer count and must be given again",
     )
 
 

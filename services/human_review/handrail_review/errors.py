@@ -5,6 +5,7 @@ ReviewError              root of the errors a reviewer's request gets back as a 
 ├── NotAllowed           the reviewer's roles may not decide this review -> 403
 ├── ReviewNotFound       no review with this id -> 404
 ├── AlreadyDecided       the review was decided (or escalated) meanwhile -> 409
+├── NothingChanged       the action is already counted (a repeat): it changes nothing -> 409
 ├── InvalidEdit          edit-and-approve with a patch that does not apply -> 422
 └── NotReady             the index is still being rebuilt from Kafka -> 503
 """
@@ -43,6 +44,11 @@ class ReviewNotFound(ReviewError):
 class AlreadyDecided(ReviewError):
     status = 409
     code = "already_decided"
+
+
+class NothingChanged(ReviewError):
+    status = 409
+    code = "unchanged"
 
 
 class InvalidEdit(ReviewError):

@@ -29,7 +29,7 @@ from handrail.messages import (
 from handrail.orchestration import deadline_after
 from handrail.patch import diff
 from handrail.service import Runtime
-from handrail_review.errors import AlreadyDecided, InvalidEdit, NotAllowed, ReviewNotFound
+from handrail_review.errors import AlreadyDecided, InvalidEdit, NotAllowed, NothingChanged, ReviewNotFound
 from handrail_review.index import Item, ReviewIndex, Vote, VoteOutcome
 from handrail_review.outcomes import Outcomes, final_record_id
 from handrail_review.reviewers import Directory, Reviewer
@@ -133,7 +133,10 @@ class ReviewDesk:
         if item.status != "pending":
             raise AlreadyDecided(f"review {review_id} was already {item.status} by {item.fields.get('decided_by')}")
         edit, edit_hash = self._edit(item, edit_context, edit_patch) if action == ReviewAction.APPROVE else (None, "")
-        message_id = derived_message_id(review_id, f"{item.level}/{reviewer.id}/{action.value}/{edit_hash}")
+        # The resets so far are part of the id: an approval given again after an edit dropped it is a new vote.
+        message_id = derived_message_id(
+            review_id, f"{item.level}/{item.resets}/{reviewer.id}/{action.value}/{edit_hash}"
+        )
         result = await self.index.vote(
             review_id,
             Vote(
@@ -154,6 +157,17 @@ class ReviewDesk:
             raise AlreadyDecided(f"review {review_id} was escalated to {result.detail!r} meanwhile; reload it")
         if result.outcome == VoteOutcome.UNKNOWN:
             raise ReviewNotFound(f"no review {review_id!r}")
+        if result.outcome in (VoteOutcome.DUPLICATE, VoteOutcome.UNCHANGED):
+            raise NothingChanged(
+                f"{reviewer.id}'s approval of review {review_id} is already counted "
+                f"({len(result.approvers)} of {item.request.approvals_required}: {', '.join(result.approvers)}); "
+                "nothing changed"
+            )
+        if result.dropped:
+            log.info(
+                "review %s: %s edited the context; the approvals of %s no longer count",
+                review_id, reviewer.actor, ", ".join(result.dropped),
+            )  # fmt: skip
         if result.outcome == VoteOutcome.PENDING:
             record = ReviewDecided(
                 message_id=message_id,
@@ -185,6 +199,7 @@ class ReviewDesk:
                     "approvals": result.approvers,
                     "approvals_required": item.request.approvals_required,
                     "edit": edit,
+                    "approvals_dropped": result.dropped,
                 },
             )
         elif result.outcome in (VoteOutcome.APPROVED, VoteOutcome.REJECTED):

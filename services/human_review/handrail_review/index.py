@@ -46,12 +46,15 @@ return 'stored'
 
 _VOTE = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'unknown', '', ''} end
+if not status then return {'unknown', '', '', ''} end
 local seen = redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1
-if seen then return {'duplicate', status, ''} end
-if status ~= 'pending' then return {'decided', status, redis.call('HGET', KEYS[1], 'decided_by') or ''} end
+if seen then return {'duplicate', status, cjson.encode(redis.call('HKEYS', KEYS[2])), ''} end
+if status ~= 'pending' then return {'decided', status, redis.call('HGET', KEYS[1], 'decided_by') or '', ''} end
 if redis.call('HGET', KEYS[1], 'level') ~= ARGV[2] then
-  return {'stale', status, redis.call('HGET', KEYS[1], 'role')}
+  return {'stale', status, redis.call('HGET', KEYS[1], 'role'), ''}
+end
+if ARGV[4] == 'approve' and ARGV[5] == '' and ARGV[11] == '' and redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then
+  return {'unchanged', status, cjson.encode(redis.call('HKEYS', KEYS[2])), ''}
 end
 redis.call('SADD', KEYS[3], ARGV[1])
 local function decide(decision, approvers)
@@ -63,11 +66,22 @@ local function decide(decision, approvers)
 end
 if ARGV[4] == 'reject' then
   decide('rejected', '[]')
-  return {'rejected', 'rejected', '[]'}
+  return {'rejected', 'rejected', '[]', ''}
 end
+local dropped = ''
 if ARGV[5] ~= '' then
+  -- An edit changes what is approved: approvals given before it no longer count, and the item says whose.
+  local before = {}
+  for _, who in ipairs(redis.call('HKEYS', KEYS[2])) do
+    if who ~= ARGV[3] then table.insert(before, who) end
+  end
   redis.call('DEL', KEYS[2])
+  redis.call('HINCRBY', KEYS[1], 'resets', 1)
   redis.call('HSET', KEYS[1], 'edit', ARGV[5], 'edit_hash', ARGV[6], 'edited_by', ARGV[3])
+  if #before > 0 then
+    dropped = cjson.encode(before)
+    redis.call('HSET', KEYS[1], 'reset_by', ARGV[3], 'reset_ms', ARGV[7], 'reset_dropped', dropped)
+  end
 end
 if ARGV[11] ~= '' then
   for _, who in ipairs(cjson.decode(ARGV[12])) do redis.call('HSET', KEYS[2], who, ARGV[7]) end
@@ -76,9 +90,9 @@ redis.call('HSET', KEYS[2], ARGV[3], ARGV[7])
 local approvers = redis.call('HKEYS', KEYS[2])
 if ARGV[11] == 'approved' or #approvers >= tonumber(redis.call('HGET', KEYS[1], 'approvals_required')) then
   decide('approved', cjson.encode(approvers))
-  return {'approved', 'approved', cjson.encode(approvers)}
+  return {'approved', 'approved', cjson.encode(approvers), dropped}
 end
-return {'pending', 'pending', cjson.encode(approvers)}
+return {'pending', 'pending', cjson.encode(approvers), dropped}
 """
 
 
@@ -89,6 +103,7 @@ class VoteOutcome(StrEnum):
     APPROVED = "approved"  # this action decided it: approved
     REJECTED = "rejected"  # this action decided it: rejected
     DUPLICATE = "duplicate"  # this very action was recorded before: nothing changed
+    UNCHANGED = "unchanged"  # this reviewer's approval already counts at this level: nothing changed
     DECIDED = "decided"  # the review was already decided by someone else
     STALE = "stale"  # the review was escalated to another level meanwhile
     UNKNOWN = "unknown"  # no such review (yet)
@@ -116,10 +131,25 @@ class VoteResult:
     outcome: VoteOutcome
     status: str
     detail: str
+    #: The approvals this action's edit dropped (JSON list; empty when it dropped none).
+    dropped_json: str = ""
 
     @property
     def approvers(self) -> list[str]:
         return sorted(json.loads(self.detail)) if self.detail.startswith("[") else []
+
+    @property
+    def dropped(self) -> list[str]:
+        return sorted(json.loads(self.dropped_json)) if self.dropped_json else []
+
+
+@dataclass(frozen=True)
+class Reset:
+    """The last time an edit dropped approvals: who edited, when, and whose approvals no longer count."""
+
+    by: str
+    at_ms: int
+    dropped: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -154,6 +184,18 @@ class Item:
     @property
     def finished(self) -> bool:
         return self.fields.get("finalized") == "1"
+
+    @property
+    def resets(self) -> int:
+        """How many edits so far started the approvals again (part of a vote's id: a vote after one counts)."""
+        return int(self.fields.get("resets") or 0)
+
+    @property
+    def reset(self) -> Reset | None:
+        dropped = self.fields.get("reset_dropped")
+        if not dropped:
+            return None
+        return Reset(self.fields.get("reset_by", ""), int(self.fields.get("reset_ms") or 0), tuple(json.loads(dropped)))
 
 
 class ReviewIndex:
@@ -221,8 +263,8 @@ class ReviewIndex:
             json.dumps(list(vote.approvers)),
         ]
         async with unavailable_as_retryable(f"record a decision on review {review_id}"):
-            outcome, status, detail = await self._vote(keys=keys, args=args)
-        return VoteResult(VoteOutcome(outcome), str(status), str(detail))
+            outcome, status, detail, dropped = await self._vote(keys=keys, args=args)
+        return VoteResult(VoteOutcome(outcome), str(status), str(detail), str(dropped))
 
     async def add_record(self, record: ReviewDecided) -> bool:
         """Keep a decision record (the trail, comments); False when it was kept before."""

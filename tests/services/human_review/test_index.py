@@ -73,7 +73,8 @@ async def test_k_distinct_approvers_decide_and_the_same_one_twice_counts_once(in
     assert (first.outcome, first.approvers) == (VoteOutcome.PENDING, ["reviewer:dan"])
     assert (await index.vote("r-1", approve("reviewer:dan"))).outcome == VoteOutcome.DUPLICATE
     same_person_again = Vote(message_id="other-id", level=0, by="reviewer:dan", action="approve", now_ms=2)
-    assert (await index.vote("r-1", same_person_again)).approvers == ["reviewer:dan"]
+    unchanged = await index.vote("r-1", same_person_again)
+    assert (unchanged.outcome, unchanged.approvers) == (VoteOutcome.UNCHANGED, ["reviewer:dan"])
     second = await index.vote("r-1", approve("reviewer:dora"))
     assert (second.outcome, second.approvers) == (VoteOutcome.APPROVED, ["reviewer:dan", "reviewer:dora"])
     late = await index.vote("r-1", Vote(message_id="x", level=0, by="reviewer:eve", action="reject", now_ms=3))
@@ -92,11 +93,23 @@ async def test_an_edit_restarts_the_count_and_an_escalation_makes_older_votes_st
     assert (edited.outcome, edited.approvers) == (VoteOutcome.PENDING, ["reviewer:dora"]), (
         "dan approved another context"
     )
+    assert edited.dropped == ["reviewer:dan"]
+    item = await index.get("r-1")
+    assert item is not None and item.resets == 1 and item.reset is not None
+    assert (item.reset.by, item.reset.dropped) == ("reviewer:dora", ("reviewer:dan",))
     assert await index.upsert(request(approvals=2, level=1, role="ceo"))
     stale = await index.vote("r-1", Vote(message_id="late", level=0, by="reviewer:dan", action="approve", now_ms=4))
     assert (stale.outcome, stale.detail) == (VoteOutcome.STALE, "ceo")
     item = await index.get("r-1")
     assert item is not None and (item.level, item.role, item.approvers) == (1, "ceo", [])
+
+
+async def test_a_vote_given_again_after_an_edit_dropped_it_counts(index: ReviewIndex) -> None:
+    await index.upsert(request(approvals=2))
+    await index.vote("r-1", approve("reviewer:dan"))
+    await index.vote("r-1", approve("reviewer:dora", edit=[{"op": "add", "path": "/x", "value": 1}]))
+    again = await index.vote("r-1", Vote(message_id="0/1/dan", level=0, by="reviewer:dan", action="approve", now_ms=3))
+    assert (again.outcome, again.approvers) == (VoteOutcome.APPROVED, ["reviewer:dan", "reviewer:dora"])
 
 
 async def test_a_replayed_final_record_decides_even_without_the_partial_votes(index: ReviewIndex) -> None:
