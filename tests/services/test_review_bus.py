@@ -237,6 +237,15 @@ async def test_unauthenticated_forbidden_and_conflicting_requests_get_json_error
     assert (await client.wait_for_result(task_id, timeout_s=30)).status == TaskStatus.REJECTED
     openapi = await http.get("/api/openapi.json")
     assert openapi.status_code == 200 and "/api/reviews/{review_id}/approve" in openapi.json()["paths"]
+    declared = openapi.json()["paths"]["/api/reviews/{review_id}/approve"]["post"]["responses"]
+    assert {"401", "403", "404", "409", "422", "503"} <= set(declared)
+    assert declared["409"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    # The API's docs page works offline: Swagger UI is served from the service, not a CDN.
+    docs = await http.get("/api/docs")
+    assert docs.status_code == 200 and "/api/docs/assets/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()
+    bundle = await http.get("/api/docs/assets/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and len(bundle.content) > 100_000
 
 
 async def test_k_distinct_approvers_are_needed_and_the_same_person_counts_once(

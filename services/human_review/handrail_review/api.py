@@ -15,9 +15,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from swagger_ui_bundle import swagger_ui_path
 
 from handrail.errors import RetryableError
 from handrail.messages import BudgetSnapshot, Decision, ReviewAction, ReviewDecided
@@ -28,6 +31,26 @@ from handrail_review.reviewers import Reviewer
 
 #: How long a request waits for the index to be rebuilt after a start before answering 503.
 _READY_WAIT_S = 10.0
+
+
+class ErrorBody(BaseModel):
+    """Every error: a code for programs, a sentence for people."""
+
+    error: str = Field(description="unauthenticated, forbidden, not_found, already_decided, unchanged, ...")
+    detail: str = Field(description="What is wrong, for a person.")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error responses a route declares in the OpenAPI document (401 and 503 apply to every route)."""
+    meaning = {
+        401: "No token, or an unknown one.",
+        403: "The caller's roles may not decide this review.",
+        404: "No such review.",
+        409: "Already decided, escalated meanwhile, or nothing to change (`unchanged`).",
+        422: "The request body or a parameter is invalid.",
+        503: "The index is being rebuilt from Kafka, or Redis is away: try again (Retry-After).",
+    }
+    return {code: {"model": ErrorBody, "description": meaning[code]} for code in sorted({401, 503, *codes})}
 
 
 class Me(BaseModel):
@@ -136,9 +159,10 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
         version="1",
         description="The approval queue: list, inspect and decide reviews; a decision resumes the task.",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served below from the bundled assets, not a CDN
         redoc_url=None,
     )
+    api.mount("/api/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
     api.state.desk = desk
     api.state.ready = ready
     page = resources.files("handrail_review").joinpath("static/index.html").read_text()
@@ -161,11 +185,21 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
     async def index_page() -> str:
         return page
 
-    @api.get("/api/me", response_model=Me, summary="Who the token belongs to")
+    @api.get("/api/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/api/openapi.json",
+            title="Handrail human review: API",
+            swagger_js_url="/api/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/api/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/api/docs/assets/favicon-32x32.png",
+        )
+
+    @api.get("/api/me", response_model=Me, summary="Who the token belongs to", responses=_errors())
     async def me(who: Authenticated) -> Me:
         return Me(id=who.id, name=who.name, roles=list(who.roles))
 
-    @api.get("/api/reviews", response_model=list[ReviewSummary], summary="List reviews")
+    @api.get("/api/reviews", response_model=list[ReviewSummary], summary="List reviews", responses=_errors(422))
     async def list_reviews(
         who: Authenticated,
         status: Annotated[Literal["pending", "decided"], Query(description="The queue, or recent decisions.")] = (
@@ -189,7 +223,7 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
             and (max_age_s is None or s.age_s <= max_age_s)
         ]
 
-    @api.get("/api/reviews/{review_id}", response_model=ReviewDetail, summary="Show one review")
+    @api.get("/api/reviews/{review_id}", response_model=ReviewDetail, summary="Show one review", responses=_errors(404))
     async def show(review_id: str, who: Authenticated) -> ReviewDetail:
         item = await desk.get(review_id)
         return _detail(item, await desk.index.records(review_id), desk.directory.deciding_role(who, item.role))
@@ -197,17 +231,32 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
     async def decided(review_id: str, who: Reviewer, item: Item) -> ReviewDetail:
         return _detail(item, await desk.index.records(review_id), desk.directory.deciding_role(who, item.role))
 
-    @api.post("/api/reviews/{review_id}/approve", response_model=ReviewDetail, summary="Approve")
+    @api.post(
+        "/api/reviews/{review_id}/approve",
+        response_model=ReviewDetail,
+        summary="Approve",
+        responses=_errors(403, 404, 409, 422),
+    )
     async def approve(review_id: str, who: Authenticated, body: DecisionBody | None = None) -> ReviewDetail:
         item = await desk.decide(who, review_id, ReviewAction.APPROVE, body.reason if body else None)
         return await decided(review_id, who, item)
 
-    @api.post("/api/reviews/{review_id}/reject", response_model=ReviewDetail, summary="Reject: the task ends")
+    @api.post(
+        "/api/reviews/{review_id}/reject",
+        response_model=ReviewDetail,
+        summary="Reject: the task ends",
+        responses=_errors(403, 404, 409, 422),
+    )
     async def reject(review_id: str, who: Authenticated, body: RejectBody) -> ReviewDetail:
         item = await desk.decide(who, review_id, ReviewAction.REJECT, body.reason)
         return await decided(review_id, who, item)
 
-    @api.post("/api/reviews/{review_id}/edit", response_model=ReviewDetail, summary="Edit the context and approve")
+    @api.post(
+        "/api/reviews/{review_id}/edit",
+        response_model=ReviewDetail,
+        summary="Edit the context and approve",
+        responses=_errors(403, 404, 409, 422),
+    )
     async def edit(review_id: str, who: Authenticated, body: EditBody) -> ReviewDetail:
         if (body.context is None) == (body.patch is None):
             raise _InvalidBody("send exactly one of `context` and `patch`")
@@ -216,7 +265,12 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
         )
         return await decided(review_id, who, item)
 
-    @api.post("/api/reviews/{review_id}/comments", response_model=ReviewDecided, summary="Comment")
+    @api.post(
+        "/api/reviews/{review_id}/comments",
+        response_model=ReviewDecided,
+        summary="Comment",
+        responses=_errors(404, 422),
+    )
     async def comment(review_id: str, who: Authenticated, body: CommentBody) -> ReviewDecided:
         return await desk.comment(who, review_id, body.text)
 
