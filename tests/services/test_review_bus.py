@@ -417,7 +417,12 @@ async def test_the_cli_lists_shows_approves_and_rejects(
     assert shown.returncode == 0 and json.loads(shown.stdout)["task_id"] == approve_id
     assert review_cli(stack, "approve", to_approve, who="ops").returncode == 1, "ops may not approve a manager's review"
 
-    approved = review_cli(stack, "approve", to_approve, "--reason", "ok")
+    table = review_cli(stack, "list", "--workflow", "expense-approval")
+    assert table.returncode == 0 and to_approve in table.stdout, "ids in full, to copy"
+    unknown = review_cli(stack, "approve", "zzzz")
+    assert unknown.returncode == 2 and "no pending or recent review starts with 'zzzz'" in unknown.stderr
+
+    approved = review_cli(stack, "approve", to_approve[:8], "--reason", "ok")  # a unique prefix will do
     assert approved.returncode == 0 and "approved → completed" in approved.stdout, approved.stderr
     rejected = review_cli(stack, "reject", to_reject, "--reason", "over budget")
     assert rejected.returncode == 0 and "rejected → rejected" in rejected.stdout, rejected.stderr

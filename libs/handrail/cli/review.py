@@ -16,7 +16,7 @@ import httpx
 import typer
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from rich.table import Table
+from rich.table import Column, Table
 
 from handrail.cli.common import console, err_console
 
@@ -97,7 +97,19 @@ def list_reviews(
         for review in reviews:
             print(json.dumps(review))
         return
-    table = Table("review", "task", "workflow · step", "why", "role", "approvals", "age", "status")
+    # Ids in full, never elided: they are what `approve` and `reject` take (a unique prefix will do too).
+    id_width = max((len(r["review_id"]) for r in reviews), default=6)
+    task_width = max((len(r["task_id"]) for r in reviews), default=4)
+    table = Table(
+        Column("review", no_wrap=True, min_width=id_width),
+        Column("task", no_wrap=True, min_width=task_width),
+        "workflow · step",
+        "why",
+        "role",
+        "approvals",
+        "age",
+        "status",
+    )
     for r in reviews:
         table.add_row(
             r["review_id"],
@@ -115,6 +127,7 @@ def list_reviews(
 @app.command("show")
 def show(review_id: str, url: str = UrlOption, token: str = TokenOption) -> None:
     """One review as JSON: context, diff from the previous step, decision trail, budget, approvals."""
+    review_id = _resolve(review_id, url, token)
     print(json.dumps(_call("GET", f"/api/reviews/{review_id}", url, token), indent=2))
 
 
@@ -127,6 +140,7 @@ def approve(
     token: str = TokenOption,
 ) -> None:
     """Approve: the task resumes from its checkpoint once enough people approved."""
+    review_id = _resolve(review_id, url, token)
     if edit is not None:
         text = Path(edit[1:]).read_text() if edit.startswith("@") else edit
         try:
@@ -147,6 +161,7 @@ def reject(
     token: str = TokenOption,
 ) -> None:
     """Reject: the task ends with a ``rejected`` result carrying your reason."""
+    review_id = _resolve(review_id, url, token)
     _report(_call("POST", f"/api/reviews/{review_id}/reject", url, token, {"reason": reason}))
 
 
@@ -155,6 +170,30 @@ def new_token() -> None:
     """Print a fresh reviewer token and the sha256 to put in reviewers.yaml as ``token_sha256``."""
     token = secrets.token_urlsafe(32)
     print(f"token:        {token}\ntoken_sha256: {hashlib.sha256(token.encode()).hexdigest()}")
+
+
+#: A review id in full (a uuid): used as it is, without looking it up.
+_FULL_ID_LENGTH = 36
+
+
+def _resolve(review_id: str, url: str | None, token: str | None) -> str:
+    """The review a unique prefix names (pending or recently decided); a full id as it is."""
+    if len(review_id) >= _FULL_ID_LENGTH:
+        return review_id
+    known = {
+        r["review_id"]
+        for status in ("pending", "decided")
+        for r in _call("GET", "/api/reviews", url, token, params={"status": status})
+    }
+    matches = sorted(i for i in known if i.startswith(review_id))
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise typer.BadParameter(f"no pending or recent review starts with {review_id!r}", param_hint="REVIEW_ID")
+    raise typer.BadParameter(
+        f"{review_id!r} is the start of {len(matches)} reviews ({', '.join(matches[:5])}); give more of the id",
+        param_hint="REVIEW_ID",
+    )
 
 
 def _report(review: dict[str, Any]) -> None:
