@@ -434,6 +434,36 @@ async def test_the_cli_lists_shows_approves_and_rejects(
     ).reason == "rejected in review by reviewer:ana: over budget"
 
 
+async def test_watch_says_the_task_waits_for_a_person_and_follows_it_to_its_end(
+    client: HandrailClient, stack: Stack, http: httpx.AsyncClient
+) -> None:
+    task_id = await client.submit("expense-approval", claim(7000, "GBP"), task_id=new_id("watch"))
+    env = {**os.environ, "HANDRAIL_KAFKA_BOOTSTRAP": stack.bootstrap, "HANDRAIL_TOPIC_PREFIX": stack.topics.prefix}
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "handrail.cli", "watch", task_id, "--idle-timeout-s", "1",
+        env=env, cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        review = await pending_review(http, task_id)
+        await asyncio.sleep(3)  # longer than the idle timeout: a review is not "no news"
+        url = f"/api/reviews/{review['review_id']}/approve"
+        assert (await http.post(url, headers=auth("dan"), json={})).status_code == 200
+        await asyncio.sleep(1.5)
+        assert (await http.post(url, headers=auth("dora"), json={})).status_code == 200
+        out, err = await asyncio.wait_for(watcher.communicate(), 60)
+    finally:
+        if watcher.returncode is None:
+            watcher.kill()
+    text = out.decode()
+    assert watcher.returncode == 0, (text, err.decode())
+    assert "waiting for review: rule" in text and "role director, 0 of 2 approvals" in text, text
+    assert f"still waiting for review {review['review_id']}" in text
+    assert "approval     by reviewer:dan: 1 of 2 approvals" in text
+    # The decision's own record follows its effects (the result): the result line is the last word.
+    last = text.splitlines()[-1]
+    assert last.startswith("result       completed") and '"approved_by": ["reviewer:dan", "reviewer:dora"]' in last
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 HAVE_CHROMIUM = CHROMIUM.exists()
 #: Debian's chromium, headless, and nothing that reaches out to the network on its own.

@@ -47,11 +47,15 @@ def watch(
     task_id: str = typer.Argument(..., help="The task to follow."),
     since_s: float = typer.Option(3600.0, "--since-s", min=0, help="Look this far back for the task's messages."),
     idle_timeout_s: float = typer.Option(
-        30.0, "--idle-timeout-s", min=0.1, help="Give up after this long without news."
+        30.0, "--idle-timeout-s", min=0.1, help="Give up after this long without news (not while a person decides)."
     ),
     bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP)."),
 ) -> None:
-    """Follow a task live, hop by hop, until its result (or a dead letter) arrives."""
+    """Follow a task live, hop by hop, until its result (or a dead letter) arrives.
+
+    While the task waits for a person it says so (rule, role, approvals so far) and keeps
+    following, however long the review takes.
+    """
     settings = CliSettings()
     from handrail.contracts import load_contracts
     from handrail.tools import default_registry
@@ -59,7 +63,8 @@ def watch(
 
     topics = Topics(settings.topic_prefix)
     agents = load_contracts(settings.config_dir, default_registry().names()).agents
-    names = [topics.tasks, topics.steps, topics.results, topics.dlq] + [topics.agent(a) for a in agents]
+    names = [topics.tasks, topics.steps, topics.results, topics.dlq, topics.reviews_requested, topics.reviews_decided]
+    names += [topics.agent(a) for a in agents]
 
     async def go() -> str | None:
         reader = await open_reader(
@@ -68,15 +73,24 @@ def watch(
             int((time.time() - since_s) * 1000),
             settings.kafka_credentials(),
         )
+        in_review: str | None = None  # the review the task waits on, if any
+        required = 0  # and how many approvals it needs
         try:
-            async for record in follow(reader, idle_timeout_s):
-                if record.key != task_id.encode():
-                    continue
-                body: dict[str, Any] = json.loads(record.value or b"{}")
-                console.print(_describe(record.topic, body, topics), highlight=False)
-                if record.topic == topics.results:
-                    return str(body.get("status"))
-            return None
+            while True:
+                async for record in follow(reader, idle_timeout_s):
+                    if record.key != task_id.encode():
+                        continue
+                    body: dict[str, Any] = json.loads(record.value or b"{}")
+                    if record.topic == topics.reviews_requested:
+                        in_review, required = str(body.get("review_id")), int(body.get("approvals_required") or 1)
+                    console.print(_describe(record.topic, body, topics, required), highlight=False)
+                    if record.topic == topics.results:
+                        return str(body.get("status"))
+                    if record.topic == topics.reviews_decided and body.get("decision"):
+                        in_review = None
+                if in_review is None:
+                    return None
+                console.print(f"still waiting for review {in_review}", highlight=False)
         finally:
             await reader.stop()
 
@@ -88,7 +102,7 @@ def watch(
         raise typer.Exit(3)
 
 
-def _describe(topic: str, body: dict[str, Any], topics: Any) -> str:
+def _describe(topic: str, body: dict[str, Any], topics: Any, required: int = 0) -> str:
     if topic == topics.tasks:
         return f"submitted    workflow={body.get('workflow')}"
     if topic == topics.steps:
@@ -103,4 +117,17 @@ def _describe(topic: str, body: dict[str, Any], topics: Any) -> str:
         return f"result       {body.get('status')}  {extra}"
     if topic == topics.dlq:
         return f"dead letter  {body.get('error_type')}: {body.get('reason')}"
+    if topic == topics.reviews_requested:
+        return (
+            f"waiting for review: rule {body.get('rule') or body.get('trigger')}, role {body.get('role')}, "
+            f"0 of {body.get('approvals_required')} approvals  (review {body.get('review_id')}: {body.get('reason')})"
+        )
+    if topic == topics.reviews_decided:
+        approvals = body.get("approvals") or []
+        if body.get("action") == "comment":
+            return f"review note  {body.get('by')}: {body.get('reason')}"
+        if body.get("decision"):
+            return f"reviewed     {body.get('decision')} by {', '.join(approvals) or body.get('by')}"
+        review = body.get("review_id")
+        return f"approval     by {body.get('by')}: {len(approvals)} of {required} approvals  (review {review})"
     return f"handoff      {body.get('step')} -> {body.get('receiver')}  context={str(body.get('context_hash'))[:12]}"
