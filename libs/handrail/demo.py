@@ -11,8 +11,6 @@ started. Exits 0 only when every task ended where it should.
 from __future__ import annotations
 
 import asyncio
-import json
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from handrail.contracts import load_contracts
 from handrail.dev import DevSettings, services
 from handrail.dev import down as infra_down
 from handrail.dev import up as infra_up
+from handrail.dev.reviewer_tokens import dev_tokens
 from handrail.messages import DeadLetter, ReviewRequested, StepCompleted, TaskResult
 from handrail.tools import default_registry
 from handrail.topics import Topics, ensure_topics
@@ -79,14 +78,15 @@ def run_demo(project_dir: Path) -> int:
     processes = services.plan(agents)
     already = {name for name, pid in services.running(processes, settings.run_dir).items() if pid is not None}
     console.print(f"starting services: {', '.join(p.name for p in processes if p.name not in already) or 'none'}")
-    # The demo plays the reviewers with tokens made for this run; a review service already running has its own.
-    tokens = {name: secrets.token_urlsafe(24) for names in _DEMO_REVIEWERS.values() for name in names}
-    env = {"HANDRAIL_REVIEWER_TOKENS": json.dumps(tokens)}
+    # The demo plays the reviewers with the local stack's tokens (the same ones `make up` gives the review
+    # service, so it can decide on a service already running too).
+    tokens, _ = dev_tokens(settings.run_dir, project_dir / "config" / "reviewers.yaml")
+    processes = [services.with_reviewer_tokens(p, tokens) for p in processes]
     review = next(p for p in processes if p.name == "human-review")
-    reviewers = None if review.name in already else Reviewers(f"http://127.0.0.1:{review.http_port}", tokens)
-    services.up(processes, settings.run_dir, env, project_dir)
+    review_url = f"http://127.0.0.1:{review.http_port}"
+    services.up(processes, settings.run_dir, {}, project_dir)
     try:
-        return asyncio.run(_scenario(settings.kafka_bootstrap, topics, reviewers))
+        return asyncio.run(_scenario(settings.kafka_bootstrap, topics, Reviewers(review_url, tokens)))
     finally:
         stopped = services.down([p for p in processes if p.name not in already], settings.run_dir)
         console.print(f"stopped services: {', '.join(stopped) or 'none'}")
@@ -121,7 +121,7 @@ class Reviewers:
                 )
 
 
-async def _scenario(bootstrap: str, topics: Topics, reviewers: Reviewers | None = None) -> int:
+async def _scenario(bootstrap: str, topics: Topics, reviewers: Reviewers) -> int:
     run = uuid.uuid4().hex[:6]
     demo_cases = cases()
     ids = {f"demo-{run}-{i}": case for i, case in enumerate(demo_cases, 1)}
@@ -158,9 +158,6 @@ async def _scenario(bootstrap: str, topics: Topics, reviewers: Reviewers | None 
                     f"[cyan]{key}[/cyan]   [magenta]parked for review[/magenta] by rule {request.rule} "
                     f"({request.approvals_required} x {request.role}): {request.reason}"
                 )
-                if reviewers is None:
-                    console.print("      the review service was already running: decide it with `handrail review`")
-                    return 1
                 await reviewers.approve(request)
             elif record.topic == topics.dlq:
                 letter = DeadLetter.model_validate_json(body)

@@ -10,6 +10,8 @@ from rich.table import Table
 from handrail.cli.common import console, err_console
 from handrail.contracts import load_contracts
 from handrail.dev import DevInfraError, DevSettings, services
+from handrail.dev.reviewer_tokens import dev_tokens, login_hint
+from handrail.dev.services import with_reviewer_tokens
 from handrail.errors import ContractError
 from handrail.tools import default_registry
 
@@ -36,15 +38,26 @@ def _table(processes: list[services.ServiceProcess], run_dir: Path) -> None:
 
 @app.command("up")
 def up_command() -> None:
-    """Start every service that is not running and wait until each is healthy."""
+    """Start every service that is not running and wait until each is healthy.
+
+    The human-review service gets a token for every reviewer of ``config/reviewers.yaml``
+    (kept in the run dir, reused across restarts); how to log in is printed at the end.
+    """
     settings = DevSettings()
-    processes = _plan(settings)
+    try:
+        tokens, tokens_file = dev_tokens(settings.run_dir, Path("config") / "reviewers.yaml")
+    except ContractError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    processes = [with_reviewer_tokens(p, tokens) for p in _plan(settings)]
     try:
         services.up(processes, settings.run_dir, {}, Path.cwd())
     except DevInfraError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     _table(processes, settings.run_dir)
+    review = next(p for p in processes if p.name == "human-review")
+    console.print(login_hint(f"http://127.0.0.1:{review.http_port}", tokens, tokens_file), highlight=False)
 
 
 @app.command("down")

@@ -10,7 +10,7 @@ import hashlib
 import json
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.table import Column, Table
 
 from handrail.cli.common import console, err_console
+from handrail.dev import DevSettings
+from handrail.dev.reviewer_tokens import dev_tokens
+from handrail.errors import ContractError
 
 #: A person is waiting on the answer; a slow service is reported rather than waited on.
 _TIMEOUT_S = 30.0
@@ -165,6 +168,27 @@ def reject(
     _report(_call("POST", f"/api/reviews/{review_id}/reject", url, token, {"reason": reason}))
 
 
+@app.command("tokens")
+def tokens(
+    reviewers_file: Annotated[Path, typer.Option("--reviewers", help="Who the reviewers are.")] = Path(
+        "config/reviewers.yaml"
+    ),
+) -> None:
+    """A token for every reviewer, kept in <run dir>/reviewer-tokens.json (0600, reused; delete it for new ones).
+
+    `make up` and `make demo` use it; docker-compose mounts it as a secret; for Kubernetes:
+    kubectl create secret generic handrail-reviewer-tokens --from-file=tokens.json=.run/reviewer-tokens.json
+    """
+    try:
+        found, path = dev_tokens(DevSettings().run_dir, reviewers_file)
+    except ContractError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for reviewer_id, token in found.items():
+        print(f"{reviewer_id:12} {token}")
+    err_console.print(f"kept in {path}")
+
+
 @app.command("new-token")
 def new_token() -> None:
     """Print a fresh reviewer token and the sha256 to put in reviewers.yaml as ``token_sha256``."""
@@ -181,7 +205,7 @@ def _resolve(review_id: str, url: str | None, token: str | None) -> str:
     if len(review_id) >= _FULL_ID_LENGTH:
         return review_id
     known = {
-        r["review_id"]
+        str(r["review_id"])
         for status in ("pending", "decided")
         for r in _call("GET", "/api/reviews", url, token, params={"status": status})
     }

@@ -109,6 +109,11 @@ def _env(w: Workload) -> list[dict[str, Any]]:
     ]
     if w.agent is not None:
         env.insert(0, {"name": "HANDRAIL_AGENT", "value": w.agent.name})
+    if w.name == "human-review":
+        # Reviewers log in with these (a JSON object id -> token): `handrail review tokens`, then
+        # `kubectl create secret generic handrail-reviewer-tokens --from-file=tokens.json=.run/reviewer-tokens.json`.
+        secret = {"name": "handrail-reviewer-tokens", "key": "tokens.json", "optional": True}
+        env.append({"name": "HANDRAIL_REVIEWER_TOKENS", "valueFrom": {"secretKeyRef": secret}})
     return env
 
 

@@ -7,12 +7,13 @@ and a log file under ``<run_dir>/services/``; settings reach it as ``HANDRAIL_*`
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from handrail.dev.errors import ServiceStartError
@@ -55,6 +56,13 @@ def plan(agents: list[str], base_port: int = 8081) -> list[ServiceProcess]:
             ServiceProcess(f"worker-{agent}", (python, "-m", "handrail_worker", "--agent", agent), base_port + 10 + i)
         )
     return processes
+
+
+def with_reviewer_tokens(process: ServiceProcess, tokens: Mapping[str, str]) -> ServiceProcess:
+    """``process`` with the reviewers' tokens in its environment, if it is the human-review service."""
+    if process.name != "human-review":
+        return process
+    return replace(process, env={**process.env, "HANDRAIL_REVIEWER_TOKENS": json.dumps(dict(tokens))})
 
 
 def start(process: ServiceProcess, run_dir: Path, env: Mapping[str, str], cwd: Path) -> int:

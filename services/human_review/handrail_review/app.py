@@ -20,7 +20,7 @@ def create(settings: ReviewSettings | None = None) -> tuple[Runtime, AsgiFastStr
     """Build the human-review app."""
     settings = settings or ReviewSettings()
     runtime = build_runtime(SERVICE, settings)
-    directory = load_directory(settings.reviewers_path(), settings.reviewer_tokens, runtime.contracts)
+    directory = load_directory(settings.reviewers_path(), settings.tokens(), runtime.contracts)
     desk = ReviewDesk(runtime, directory, ReviewIndex(runtime.redis, settings.redis_prefix))
     projector = Projector(
         lambda: make_reader(settings.kafka_bootstrap, f"handrail-{SERVICE}-projector", runtime.credentials),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
+from handrail.errors import ContractError
 from handrail.service import ServiceSettings
 
 
@@ -16,8 +17,23 @@ class ReviewSettings(ServiceSettings):
     reviewers_file: Path | None = Field(default=None, description="Default: `<config_dir>/reviewers.yaml`.")
     #: JSON object reviewer id -> token, e.g. from a Kubernetes secret; hashed at start-up, never kept.
     reviewer_tokens: SecretStr | None = None
+    #: The same JSON object in a file (a docker-compose or Kubernetes secret mounted as a file).
+    reviewer_tokens_file: Path | None = None
     #: How often reviews past their deadline, and decisions whose effects did not finish, are handled.
     review_sweep_interval_s: float = Field(default=1.0, gt=0)
 
     def reviewers_path(self) -> Path:
         return self.reviewers_file or self.config_dir / "reviewers.yaml"
+
+    def tokens(self) -> SecretStr | None:
+        """The reviewers' tokens: HANDRAIL_REVIEWER_TOKENS, or the file HANDRAIL_REVIEWER_TOKENS_FILE names."""
+        if self.reviewer_tokens_file is None:
+            return self.reviewer_tokens
+        if self.reviewer_tokens is not None:
+            raise ContractError("set HANDRAIL_REVIEWER_TOKENS or HANDRAIL_REVIEWER_TOKENS_FILE, not both")
+        try:
+            return SecretStr(self.reviewer_tokens_file.read_text())
+        except OSError as exc:
+            raise ContractError(
+                f"HANDRAIL_REVIEWER_TOKENS_FILE: cannot read {self.reviewer_tokens_file}: {exc}"
+            ) from None
