@@ -59,12 +59,15 @@ async def soak(args: argparse.Namespace, cluster: Cluster, faults: Faults) -> tu
     log.info("all %d tasks submitted and %d faults injected; draining", args.tasks, len(faults.injected))
     wanted = set(submitter.submitted)
     deadline = last + args.drain_timeout_s
+    # Everything promised must show up: a result for every task, a dead letter for every poison message
+    # (which may still wait for a rebuild of the state when the last fault was a Redis loss).
     while time.monotonic() < deadline:
         results = await judging.results_by_task(cluster.bootstrap, cluster.topics)
         missing = wanted - set(results)
-        if not missing:
+        unlettered = set(faults.poison_keys) - await judging.dead_lettered_keys(cluster.bootstrap, cluster.topics)
+        if not missing and not unlettered:
             break
-        log.info("waiting for %d results", len(missing))
+        log.info("waiting for %d results and %d dead letters", len(missing), len(unlettered))
         await asyncio.sleep(5.0)
     drain_s = time.monotonic() - last
     await asyncio.sleep(3.0)  # anything late would be a duplicate: give it the chance to show

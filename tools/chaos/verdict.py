@@ -76,6 +76,11 @@ async def results_by_task(bootstrap: str, topics: Topics) -> dict[str, list[Task
     return found
 
 
+async def dead_lettered_keys(bootstrap: str, topics: Topics) -> set[str]:
+    """The keys of every record on the dead-letter topic."""
+    return {key for key, _ in await _read_all(bootstrap, topics.dlq)}
+
+
 async def judge(
     bootstrap: str,
     topics: Topics,
