@@ -2,14 +2,25 @@
 
 Canonical JSON makes the hash independent of key order, whitespace and number
 formatting, so a producer in any language computes the same digest.
+
+Every hop hashes its context and every audit record hashes itself, so this is on
+the hot path: values made of plain JSON types are encoded by orjson (C) - floats
+in their RFC 8785 form, given as preformatted fragments, and keys sorted by code
+point, which for keys without characters above U+FFFF is the UTF-16 order RFC 8785
+asks for. Anything else (a key with such a character, a number with no RFC 8785
+form, a subclass of a JSON type) goes to the reference implementation, ``rfc8785``,
+whose output the fast path matches byte for byte (``tests/libs/test_hashing.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
+from io import BytesIO
 from typing import Any
 
+import orjson
 import rfc8785
+from rfc8785._impl import _serialize_float
 
 from handrail.errors import NotCanonical
 
@@ -17,12 +28,63 @@ from handrail.errors import NotCanonical
 GENESIS = "0" * 64
 
 
+_INT_MAX = 2**53 - 1
+#: Between these, Python's shortest float repr is plain decimal (it uses exponents below 1e-4 and from
+#: 1e16), as ECMAScript's is (below 1e-6, from 1e21): the digits are the same shortest round trip, so
+#: only a trailing ".0" differs.
+_PLAIN_FLOATS = (1e-4, 1e16)
+
+
+class _Reference(Exception):
+    """The value needs the reference implementation (or has no canonical form: it will say so)."""
+
+
 def canonical_json(value: Any) -> bytes:
     """Return the RFC 8785 canonical JSON encoding of ``value``; ``NotCanonical`` when it has none."""
+    try:
+        return orjson.dumps(_prepared(value), option=orjson.OPT_SORT_KEYS)
+    except (_Reference, orjson.JSONEncodeError):
+        pass
     try:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:
         raise NotCanonical(f"a number has no RFC 8785 encoding (NaN, infinity or |n| > 2^53): {exc}") from None
+
+
+def _prepared(value: Any) -> Any:
+    """``value`` with its floats as RFC 8785 fragments; ``_Reference`` when orjson cannot encode it canonically."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        if -_INT_MAX <= value <= _INT_MAX:
+            return value
+        raise _Reference
+    if kind is float:
+        return orjson.Fragment(_float(value))
+    if kind is dict:
+        prepared = {}
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
+                raise _Reference  # code point order is UTF-16 order only within the BMP
+            prepared[key] = _prepared(item)
+        return prepared
+    if kind is list or kind is tuple:
+        return [_prepared(item) for item in value]
+    raise _Reference
+
+
+def _float(number: float) -> str:
+    magnitude = abs(number)
+    if _PLAIN_FLOATS[0] <= magnitude < _PLAIN_FLOATS[1]:
+        text = repr(number)
+        if "e" not in text:
+            return text[:-2] if text.endswith(".0") else text
+    if number != number or magnitude == float("inf"):
+        raise _Reference  # no canonical form: the reference implementation raises
+    sink = BytesIO()
+    _serialize_float(number, sink)
+    return sink.getvalue().decode()
 
 
 def sha256_hex(data: bytes) -> str:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import random
+from typing import Any
 
+import pytest
+import rfc8785
+
+from handrail.errors import NotCanonical
 from handrail.hashing import GENESIS, canonical_json, context_hash
 
 
@@ -35,3 +41,39 @@ def test_context_hash_ignores_key_order_but_not_values() -> None:
 def test_genesis_is_not_a_possible_digest_of_common_input() -> None:
     assert len(GENESIS) == 64
     assert context_hash({}) != GENESIS
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(9 if depth < 4 else 6)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.choice([0, 1, -1, 2**53 - 1, -(2**53) + 1, rng.randrange(-(10**12), 10**12)])
+    if kind == 2:  # floats across every magnitude, where the number formats differ
+        return rng.choice([-1.0, 1.0]) * rng.random() * 10.0 ** rng.randrange(-30, 30)
+    if kind == 3:
+        edges = [0.0, -0.0, 1.0, 1e21, 1e-7, 5e-05, 0.0001, 1e16, 9999999999999998.0, 123456789012345680000.0]
+        return rng.choice(edges)
+    if kind in (4, 5):
+        return "".join(chr(rng.choice([rng.randrange(0, 0x80), rng.randrange(0x80, 0xD800), 0x2028, 0x1F600]))
+                       for _ in range(rng.randrange(6)))  # fmt: skip
+    if kind == 6:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["a", "B", "é", "\u20ac", "\ufb01", "\U0001f600", "", "a\U0001f600", "10", "2"]
+    return {rng.choice(keys) + str(rng.randrange(3)): _random_value(rng, depth + 1) for _ in range(rng.randrange(5))}
+
+
+def test_the_fast_encoding_is_the_reference_implementation_byte_for_byte() -> None:
+    rng = random.Random(8785)
+    for _ in range(20_000):
+        value = _random_value(rng)
+        assert canonical_json(value) == rfc8785.dumps(value), value
+
+
+def test_values_without_a_canonical_form_are_refused_as_the_reference_refuses_them() -> None:
+    for value in (float("nan"), {"x": float("inf")}, [2**53], {"y": -(2**60)}):
+        with pytest.raises(NotCanonical):
+            canonical_json(value)
+    # What orjson would encode differently goes to the reference implementation: the same bytes.
+    assert canonical_json({"\U0001f600": 1, "\ufb01": 2}) == rfc8785.dumps({"\U0001f600": 1, "\ufb01": 2})
+    assert canonical_json(("a", 1.5)) == b'["a",1.5]'
