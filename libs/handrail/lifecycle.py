@@ -31,9 +31,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handrail.bus.delivery import Delivery
-from handrail.bus.publisher import Publisher
+from handrail.bus.publisher import AUDIT_HEAD_HEADER, Publisher
 from handrail.errors import Rejected
-from handrail.hashing import context_hash
+from handrail.hashing import GENESIS, context_hash
 from handrail.messages import (
     BudgetSnapshot,
     HandoffEnvelope,
@@ -419,6 +419,8 @@ class Lifecycle:
         if outcome == Opening.DUPLICATE:
             log.info("task %s was already submitted; this resubmission is ignored", opening.task_id)
             return False
+        if outcome == Opening.OPENED:
+            self.audit.hint(opening.task_id, f"{GENESIS}:0")  # a new task's chain is empty (the append checks)
         budget = opening.budget
         if budget is not None and await self.budgets.open(
             opening.task_id, budget.caps, int(budget.deadline.timestamp() * 1000)
@@ -469,7 +471,9 @@ class Lifecycle:
 
     async def _hand_off(self, message: Hop) -> None:
         topic = self.topics.agent(message.receiver) if isinstance(message, HandoffEnvelope) else self.topics.steps
-        await self.publisher.publish(topic, message, key=message.task_id)
+        head = self.audit.head_of(message.task_id)  # the next service's audit append needs no read of it
+        headers = {AUDIT_HEAD_HEADER: head} if head is not None else None
+        await self.publisher.publish(topic, message, key=message.task_id, headers=headers)
 
     async def _park(self, park: Park) -> None:
         request = park.request

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from handrail.audit import AuditLog, AuditRecord
+from handrail.bus.publisher import AUDIT_HEAD_HEADER
 from handrail.lifecycle import End, HandOff, Lifecycle, Open, Resume, TaskBudget, first_handoff, step_completed
 from handrail.messages import (
     BudgetSnapshot,
@@ -37,9 +38,13 @@ class CapturingPublisher:
 
     def __init__(self) -> None:
         self.published: list[tuple[str, Payload]] = []
+        self.headers: list[dict[str, str]] = []
 
-    async def publish(self, topic: str, payload: Payload, *, key: str | None) -> None:
+    async def publish(
+        self, topic: str, payload: Payload, *, key: str | None, headers: dict[str, str] | None = None
+    ) -> None:
         self.published.append((topic, payload))
+        self.headers.append(headers or {})
 
     def kinds(self) -> list[str]:
         """What was published, as ``topic`` or ``topic:action`` for audit records."""
@@ -98,6 +103,10 @@ async def test_open_records_the_task_audits_it_then_hands_the_first_step_on(
     plan = opening("task-1", "tasks/0/7")
     await life.apply(plan)
     assert sink.kinds() == ["t.audit:task.opened", "t.agent.agent-a"]
+    opened_record = sink.published[0][1]
+    assert isinstance(opened_record, AuditRecord)
+    # The handoff tells the next service where the audit chain stands, so its append needs no read.
+    assert sink.headers[1] == {AUDIT_HEAD_HEADER: f"{opened_record.record_hash}:1"}
     assert (await life.store.get("task-1"))["status"] == "running"
     assert (await life.budgets.usage("task-1")).tokens == 10, "the routing call is charged to the fresh budget"
 

@@ -9,10 +9,17 @@ decision's source message and action), so a redelivered message gets the very
 same record back to publish: a failed publish never leaves a hole. Both the
 head and the sealed records are rebuilt from the audit topic when Redis loses
 them (``handrail.recovery``).
+
+An append is one round trip when the writer knows the task's head: each log
+remembers the heads it wrote, and a handoff carries its writer's in a header
+(``AUDIT_HEAD_HEADER``) for the next service. A head is only a guess: the
+compare-and-set checks it, and a wrong one costs the round trip that reading the
+head would have.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -32,6 +39,8 @@ _TTL_S = 30 * 24 * 3600
 #: Appends racing on one task; each retry means another writer appended meanwhile. A task has a
 #: handful of writers at most; past this the message is redelivered later (nothing is lost).
 _MAX_RACES = 64
+#: The chain heads a log remembers (the tasks it wrote to last); the oldest are forgotten first.
+_KNOWN_HEADS = 50_000
 
 _APPEND = """
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
@@ -76,9 +85,30 @@ class AuditLog:
         self._topic = topic
         self._prefix = prefix
         self._append = GuardedScript(redis, _APPEND, prefix)
+        self._heads: OrderedDict[str, tuple[str, int]] = OrderedDict()
 
     def _keys(self, task_id: str) -> list[str]:
         return chain_keys(self._prefix, task_id)
+
+    def head_of(self, task_id: str) -> str | None:
+        """The task's chain head as this log last saw it, as ``AUDIT_HEAD_HEADER`` carries it."""
+        known = self._heads.get(task_id)
+        return f"{known[0]}:{known[1]}" if known is not None else None
+
+    def hint(self, task_id: str, value: str | bytes | None) -> None:
+        """Take a head a message carried (or GENESIS for a task just opened) as the next append's guess."""
+        if not value:
+            return
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        head, _, seq = text.partition(":")
+        if len(head) == len(GENESIS) and seq.isdigit():
+            self._remember(task_id, head, int(seq))
+
+    def _remember(self, task_id: str, head: str, seq: int) -> None:
+        self._heads[task_id] = (head, seq)
+        self._heads.move_to_end(task_id)
+        if len(self._heads) > _KNOWN_HEADS:
+            self._heads.popitem(last=False)
 
     async def record(
         self,
@@ -122,8 +152,12 @@ class AuditLog:
             "at": utcnow(),
         }
         async with unavailable_as_retryable(f"append to the audit trail of task {task_id}"):
-            stored_head, stored_seq = await self._redis.hmget(keys[0], ["head", "seq"])
-            head, seq = str(stored_head or GENESIS), int(stored_seq or 0)
+            known = self._heads.get(task_id)
+            if known is not None:
+                head, seq = known  # a guess: if the chain moved on, the script says where it is now
+            else:
+                stored_head, stored_seq = await self._redis.hmget(keys[0], ["head", "seq"])
+                head, seq = str(stored_head or GENESIS), int(stored_seq or 0)
             for _ in range(_MAX_RACES):
                 draft = AuditRecord(seq=seq + 1, prev_hash=head, record_hash=GENESIS, **fields)
                 sealed = draft.model_copy(update={"record_hash": draft.computed_hash()})
@@ -132,9 +166,11 @@ class AuditLog:
                     args=[slot, GENESIS, head, sealed.record_hash, sealed.seq, sealed.model_dump_json(), _TTL_S],
                 )
                 if outcome == "ok":
+                    self._remember(task_id, sealed.record_hash, sealed.seq)
                     break
                 if outcome == "exists":
                     sealed = AuditRecord.model_validate_json(found)
+                    self._heads.pop(task_id, None)  # the chain may be further on than this record
                     break
                 head, seq = str(found), int(found_seq)
             else:

@@ -118,9 +118,7 @@ class ConcurrentConsumer:
                 consumer.resume(*consumer.paused())
                 paused = False
             try:
-                batch = await consumer.getmany(
-                    timeout_ms=_POLL_MS, max_records=max(self._max_in_flight - in_flight, 1)
-                )
+                batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=max(self._max_in_flight - in_flight, 1))
             except KafkaError as exc:  # the broker went away: the client reconnects by itself
                 log.warning("%s: fetch failed: %s", self._name, exc)
                 await asyncio.sleep(_POLL_MS / 1000)

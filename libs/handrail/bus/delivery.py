@@ -32,3 +32,11 @@ class Delivery:
         return cls(
             record.topic, record.partition, record.offset, key, record.value or b"", tuple(record.headers or ()), fence
         )
+
+    def header(self, name: str) -> bytes | None:
+        """The value of the header ``name`` (the last one, if sent twice), or None."""
+        found = None
+        for key, value in self.headers:
+            if key == name:
+                found = value
+        return found

@@ -47,7 +47,7 @@ from pydantic import ValidationError
 from handrail.bus.consumer import ConcurrentConsumer
 from handrail.bus.delivery import Delivery
 from handrail.bus.identity import check_key, task_id_of
-from handrail.bus.publisher import Publisher
+from handrail.bus.publisher import AUDIT_HEAD_HEADER, Publisher
 from handrail.errors import (
     ContextHashMismatch,
     InternalError,
@@ -252,6 +252,8 @@ class Pipeline:
             task_id = getattr(payload, "task_id", None)
             if isinstance(task_id, str):
                 check_key(task_id, delivery)
+                if self.audit is not None:
+                    self.audit.hint(task_id, delivery.header(AUDIT_HEAD_HEADER))
             if is_handoff:
                 # The signature first: a forged hop must not move the task's hash chain.
                 self._check_signature(payload, delivery)  # type: ignore[arg-type]

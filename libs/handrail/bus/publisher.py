@@ -16,6 +16,9 @@ from handrail.signing import SIGNATURE_FIELD, Signer
 _UNAVAILABLE = (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError)
 #: Header naming the payload model, so a consumer of a mixed topic can tell them apart.
 TYPE_HEADER = "handrail-type"
+#: Header with the task's audit chain head as the message's writer left it, ``<record hash>:<seq>``: the
+#: next writer's guess (``handrail.audit.log``), never trusted (the append's compare-and-set checks it).
+AUDIT_HEAD_HEADER = "handrail-audit-head"
 
 
 class Publisher:
@@ -25,14 +28,16 @@ class Publisher:
         self._broker = broker
         self._signer = signer
 
-    async def publish(self, topic: str, payload: Payload, *, key: str | None) -> None:
+    async def publish(
+        self, topic: str, payload: Payload, *, key: str | None, headers: dict[str, str] | None = None
+    ) -> None:
         """Publish ``payload`` on ``topic`` keyed by ``key`` (the task id); returns once acknowledged.
 
         A broker that cannot be reached or does not acknowledge in time is ``BusUnavailable``: the
         message is tried again once it is back, and that never counts towards ``poison``.
         """
         try:
-            acknowledged = await self.send(topic, payload, key=key)
+            acknowledged = await self.send(topic, payload, key=key, headers=headers)
             if acknowledged is not None:
                 await acknowledged
         except KafkaError as exc:
@@ -40,7 +45,9 @@ class Publisher:
                 raise
             raise BusUnavailable(f"Kafka did not take a message for {topic}: {type(exc).__name__}: {exc}") from exc
 
-    async def send(self, topic: str, payload: Payload, *, key: str | None) -> asyncio.Future[Any] | None:
+    async def send(
+        self, topic: str, payload: Payload, *, key: str | None, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[Any] | None:
         """Hand ``payload`` to the producer and return the future of its acknowledgement.
 
         For many small messages (decision events): send them all, then await the
@@ -53,7 +60,7 @@ class Publisher:
             payload.to_bytes(),
             topic,
             key=key.encode() if key is not None else None,
-            headers={TYPE_HEADER: type(payload).__name__},
+            headers={**(headers or {}), TYPE_HEADER: type(payload).__name__},
             no_confirm=True,
         )
         return future

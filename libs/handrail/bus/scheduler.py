@@ -86,8 +86,12 @@ class KeyedScheduler:
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("%s: %d messages did not finish within %.0fs; they will be redelivered",
-                            self._name, len(pending), timeout_s)
+                log.warning(
+                    "%s: %d messages did not finish within %.0fs; they will be redelivered",
+                    self._name,
+                    len(pending),
+                    timeout_s,
+                )
                 await asyncio.gather(*pending, return_exceptions=True)
 
     async def _run_chain(self, key: Hashable) -> None:
@@ -118,8 +122,14 @@ class KeyedScheduler:
                     raise
                 except Exception as exc:
                     backoff_s = min(self._retry_backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
-                    log.warning("%s: will retry %s in %.1fs (attempt %d failed): %s",
-                                self._name, delivery.ref, backoff_s, attempt, exc)
+                    log.warning(
+                        "%s: will retry %s in %.1fs (attempt %d failed): %s",
+                        self._name,
+                        delivery.ref,
+                        backoff_s,
+                        attempt,
+                        exc,
+                    )
                     await asyncio.sleep(backoff_s)
                     if offsets.revoked or self._stopping:
                         return False

@@ -22,7 +22,9 @@ class CapturingPublisher:
     def __init__(self) -> None:
         self.published: list[AuditRecord] = []
 
-    async def publish(self, topic: str, payload: Payload, *, key: str | None) -> None:
+    async def publish(
+        self, topic: str, payload: Payload, *, key: str | None, headers: dict[str, str] | None = None
+    ) -> None:
         assert isinstance(payload, AuditRecord)
         self.published.append(payload)
 
@@ -93,3 +95,35 @@ async def test_a_record_published_twice_is_one_record_but_a_fork_breaks_the_chai
     fork = chain[1][1].model_copy(update={"reason": "another decision"})
     forked = [chain[0], chain[1], (5, fork.model_copy(update={"record_hash": fork.computed_hash()})), chain[2]]
     assert verify_chain(forked).bad_seq == 2 and "expected seq 3" in verify_chain(forked).problem
+
+
+async def test_a_known_head_saves_the_read_and_a_stale_or_wrong_one_still_chains(redis_url: str) -> None:
+    redis = connect_redis(redis_url)
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    await generation.stamp(redis, prefix)
+    sink = CapturingPublisher()
+    first, second = (AuditLog(redis, sink, "audit", prefix=prefix) for _ in range(2))  # type: ignore[arg-type]
+    reads = 0
+    real_hmget = redis.hmget
+
+    async def counting_hmget(*args: object, **kwargs: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await real_hmget(*args, **kwargs)  # type: ignore[arg-type]
+
+    redis.hmget = counting_hmget  # type: ignore[method-assign]
+    try:
+        one = await first.record("t", dedupe_key="m1", actor="service:a", action="x")
+        assert reads == 1, "nothing known yet: the head is read"
+        second.hint("t", first.head_of("t"))  # as a handoff's header carries it
+        two = await second.record("t", dedupe_key="m2", actor="service:b", action="y")
+        assert reads == 1 and two.prev_hash == one.record_hash, "the hinted head needs no read"
+        three = await first.record("t", dedupe_key="m3", actor="service:a", action="z")  # first's head is stale
+        second.hint("t", f"{'f' * 64}:7")  # a wrong (or forged) hint
+        four = await second.record("t", dedupe_key="m4", actor="service:b", action="w")
+        second.hint("t", "not a head")  # ignored
+        assert (three.seq, three.prev_hash, four.seq, four.prev_hash) == (3, two.record_hash, 4, three.record_hash)
+        assert reads == 1, "a wrong guess is corrected by the compare-and-set itself"
+        assert verify_chain([(None, r) for r in sink.published]).intact
+    finally:
+        await redis.aclose()
