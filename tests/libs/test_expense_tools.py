@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from handrail.tools import ToolFailure, default_registry
-from handrail.tools.expenses import check_policy, convert_currency, lookup_employee
+from handrail.tools import ToolContext, ToolFailure, default_registry
+from handrail.tools.expenses import check_policy, convert_currency, ledger_tool, lookup_employee
+
+LEDGER = "expense-ledger.jsonl"
 
 
 @pytest.mark.parametrize(
@@ -49,3 +53,15 @@ def test_registry_rejects_unknown_forbidden_and_ill_typed_calls() -> None:
     not_object = registry.check_call("lookup_employee", "E1", allowed)
     assert not_object is not None and not_object.code == "invalid_arguments"
     assert unknown.as_observation()["error"]["code"] == "unknown_tool"
+
+
+async def test_the_ledger_records_a_key_once_whichever_process_asks(tmp_path: Path) -> None:
+    first, second = ledger_tool(tmp_path), ledger_tool(tmp_path)  # two workers sharing the ledger file
+    args = {"employee_id": "E100", "amount_usd": 12.0, "decision": "approved"}
+    assert await first.run(args, ToolContext("t-1", "decide", "key-1")) == {"recorded": True, "ledger": LEDGER}
+    again = await second.run(args, ToolContext("t-1", "decide", "key-1"))
+    assert again.get("duplicate") is True, "the other process sees the entry the first appended"
+    assert await second.run(args, ToolContext("t-2", "decide", "key-2")) == {"recorded": True, "ledger": LEDGER}
+    assert first.lookup is not None and await first.lookup(ToolContext("t-2", "decide", "key-2")) is not None
+    assert await first.lookup(ToolContext("t-3", "decide", "key-3")) is None
+    assert len((tmp_path / LEDGER).read_text().splitlines()) == 2

@@ -153,6 +153,7 @@ TOOLS = [
 def ledger_tool(data_dir: Path) -> Tool:
     """``record_decision``: append the decision to the expense ledger - a real, once-only side effect."""
     ledger = data_dir / "expense-ledger.jsonl"
+    index = _LedgerIndex()
 
     async def record_decision(args: dict[str, Any], ctx: ToolContext | None = None) -> dict[str, Any]:
         entry = {
@@ -162,14 +163,14 @@ def ledger_tool(data_dir: Path) -> Tool:
         }
         # As a payments or ledger API does: one entry per idempotency key, whoever asks and how often.
         with _locked(ledger) as out:
-            if entry["idempotency_key"] is not None and _entry_for(out, entry["idempotency_key"]) is not None:
+            if entry["idempotency_key"] is not None and index.entry_for(out, entry["idempotency_key"]) is not None:
                 return {"recorded": True, "ledger": ledger.name, "duplicate": True}
             out.write(json.dumps(entry, sort_keys=True) + "\n")
         return {"recorded": True, "ledger": ledger.name}
 
     async def was_recorded(ctx: ToolContext) -> dict[str, Any] | None:
         with _locked(ledger) as out:
-            found = _entry_for(out, ctx.idempotency_key)
+            found = index.entry_for(out, ctx.idempotency_key)
         return None if found is None else {"recorded": True, "ledger": ledger.name}
 
     return Tool(
@@ -206,11 +207,23 @@ def _locked(ledger: Path) -> Iterator[TextIO]:
             fcntl.flock(out, fcntl.LOCK_UN)
 
 
-def _entry_for(out: TextIO, idempotency_key: str) -> dict[str, Any] | None:
-    """The entry recorded under ``idempotency_key`` (a scan: the demo's ledger is small)."""
-    out.seek(0)
-    for line in out:
-        entry = json.loads(line)
-        if entry.get("idempotency_key") == idempotency_key:
-            return dict(entry)
-    return None
+class _LedgerIndex:
+    """The ledger's entries by idempotency key, read incrementally: each look-up (under the file's lock)
+    first reads only the lines appended since the last one, by any process."""
+
+    def __init__(self) -> None:
+        self._read_to = 0
+        self._entries: dict[str, dict[str, Any]] = {}
+
+    def entry_for(self, out: TextIO, idempotency_key: str) -> dict[str, Any] | None:
+        out.seek(0, 2)
+        if out.tell() < self._read_to:  # the file was replaced (a fresh run dir): read it again
+            self._read_to, self._entries = 0, {}
+        out.seek(self._read_to)
+        for line in out:
+            entry = json.loads(line)
+            if isinstance(entry.get("idempotency_key"), str):
+                self._entries.setdefault(entry["idempotency_key"], entry)
+        self._read_to = out.tell()
+        found = self._entries.get(idempotency_key)
+        return dict(found) if found is not None else None
