@@ -10,23 +10,18 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
-from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
-from opentelemetry.sdk.trace import TracerProvider
 
 from handrail.deploy.kafka_security import SaslCredentials
 from handrail.errors import HandrailError
 
 
-def make_broker(
-    bootstrap: str,
-    client_id: str,
-    tracer_provider: TracerProvider | None = None,
-    credentials: SaslCredentials | None = None,
-) -> KafkaBroker:
+def make_broker(bootstrap: str, client_id: str, credentials: SaslCredentials | None = None) -> KafkaBroker:
     """A broker whose producer cannot lose or duplicate a send.
 
     Idempotence and ``acks=all`` are set explicitly rather than trusted to
-    defaults: a publish returns only when every in-sync replica has it.
+    defaults: a publish returns only when every in-sync replica has it. The
+    trace context goes into each message's headers where it is published
+    (``handrail.bus.publisher``): no producer span per message.
     """
     return KafkaBroker(
         bootstrap,
@@ -36,8 +31,6 @@ def make_broker(
         # Topics are created by `handrail topics ensure`, never by a typo in a publish.
         allow_auto_create_topics=False,
         logger=None,
-        # W3C trace context in Kafka headers: one task, one trace, across every service.
-        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider)] if tracer_provider else [],
         # Each service and agent connects as its own principal, limited by its ACLs.
         security=credentials.faststream_security() if credentials else None,
     )

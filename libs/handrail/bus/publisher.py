@@ -7,6 +7,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, RequestTimedOutError
 from faststream.kafka import KafkaBroker
+from opentelemetry import propagate
 
 from handrail.errors import BusUnavailable
 from handrail.messages import Payload
@@ -56,11 +57,14 @@ class Publisher:
         """
         if self._signer is not None and SIGNATURE_FIELD in type(payload).model_fields:
             payload = self._signer.sign(payload)  # last: nothing may change the payload after it is signed
+        carrier = {**(headers or {}), TYPE_HEADER: type(payload).__name__}
+        # W3C trace context of the span this runs in (none when tracing is off): one task, one trace.
+        propagate.inject(carrier)
         future: asyncio.Future[Any] | None = await self._broker.publish(
             payload.to_bytes(),
             topic,
             key=key.encode() if key is not None else None,
-            headers={**(headers or {}), TYPE_HEADER: type(payload).__name__},
+            headers=carrier,
             no_confirm=True,
         )
         return future

@@ -11,9 +11,10 @@ path. The exporter is chosen by ``HANDRAIL_OTEL_EXPORTER``:
 - ``file:<path>``: one JSON object per span per line, appended to ``<path>`` (offline debugging, tests);
   ``{service}`` in the path is replaced by the service's name, so services sharing the setting write apart.
 
-W3C trace context travels in Kafka headers (FastStream's telemetry middleware
-injects it on publish, ``consume_span`` picks it up on consume), so one task is one trace
-across every service it passes through.
+W3C trace context travels in Kafka headers (``Publisher`` injects the current one on
+publish, ``consume_span`` picks it up on consume), so one task is one trace across every
+service it passes through. There is no span per published message: a message's consume
+span is the child of the span that published it.
 """
 
 from __future__ import annotations
@@ -134,8 +135,8 @@ def tracer() -> trace.Tracer:
 def consume_span(topic: str, group_id: str, key: str | None, headers: Sequence[tuple[str, bytes]]) -> Iterator[None]:
     """The span of processing one consumed message, a child of the trace its headers carry.
 
-    What is published inside it carries this trace on (the broker's telemetry middleware injects
-    the current context into the outgoing headers), so one task is one trace across services.
+    What is published inside it carries this trace on (``Publisher`` injects the current context
+    into the outgoing headers), so one task is one trace across services.
     """
     carrier = {name: value.decode("latin-1") for name, value in headers if name in _TRACE_HEADERS}
     parent = propagate.extract(carrier) if carrier else None

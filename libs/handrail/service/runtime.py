@@ -74,9 +74,7 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         WORKFLOW_MIN_STEPS.labels(workflow.name).set(len(workflow.steps))
     provider = setup_tracing(service, settings.otel_exporter, settings.otel_endpoint)
     credentials = settings.kafka_credentials()
-    broker = make_broker(
-        settings.kafka_bootstrap, client_id=f"handrail-{service}", tracer_provider=provider, credentials=credentials
-    )
+    broker = make_broker(settings.kafka_bootstrap, client_id=f"handrail-{service}", credentials=credentials)
     redis = connect_redis(settings.redis_url)
     store = TaskStore(redis, settings.redis_prefix)
     signer, handoffs = _signing(service, settings, contracts)
