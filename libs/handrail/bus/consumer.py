@@ -74,6 +74,8 @@ class ConcurrentConsumer:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_commit = 0.0
+        #: Fetching is paused because the cap is reached (``_RESUME_AT`` resumes it).
+        self._backpressure = False
         #: The most messages this consumer ever had in flight (the benchmark reads it).
         self.peak_in_flight = 0
 
@@ -108,15 +110,14 @@ class ConcurrentConsumer:
     async def _run(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
-        paused = False
         while not self._stopping:
             in_flight = self.scheduler.in_flight
-            if not paused and in_flight >= self._max_in_flight:
+            if not self._backpressure and in_flight >= self._max_in_flight:
                 consumer.pause(*consumer.assignment())
-                paused = True
-            elif paused and in_flight <= self._max_in_flight * _RESUME_AT:
-                consumer.resume(*consumer.paused())
-                paused = False
+                self._backpressure = True
+            elif self._backpressure and in_flight <= self._max_in_flight * _RESUME_AT:
+                consumer.resume(*(tp for tp in consumer.paused() if tp in self._partitions))
+                self._backpressure = False
             try:
                 batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=max(self._max_in_flight - in_flight, 1))
             except KafkaError as exc:  # the broker went away: the client reconnects by itself
@@ -125,7 +126,8 @@ class ConcurrentConsumer:
                 continue
             for tp, records in batch.items():
                 offsets = self._partitions.get(tp)
-                if offsets is None:  # revoked while the batch was in the air
+                if offsets is None:
+                    self._not_yet_ours(consumer, tp, records[0].offset)
                     continue
                 fence = self._fences.get(tp)
                 for record in records:
@@ -166,10 +168,27 @@ class ConcurrentConsumer:
             del self._partitions[tp]
             self._fences.pop(tp, None)
 
+    def _not_yet_ours(self, consumer: AIOKafkaConsumer, tp: TopicPartition, first_offset: int) -> None:
+        """Records of a partition this consumer does not run (yet): never drop them unseen.
+
+        Revoked while the batch was in the air: its next owner reads them from the committed offset.
+        Assigned, but the assignment is still being taken over (``_on_assigned`` claiming its fence):
+        fetch them again once it is done - the fetch position has already moved past them.
+        """
+        if tp in consumer.assignment():
+            consumer.seek(tp, first_offset)
+            consumer.pause(tp)  # resumed when the assignment is taken over
+
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        for tp in assigned:
+        # The fences first, all at once (a slow Redis delays the take-over once, not once per partition);
+        # until the partitions are registered below, what the fetcher returns for them is fetched again.
+        partitions = sorted(assigned)
+        fences = await asyncio.gather(*(self._claim_partition(tp) for tp in partitions))
+        for tp, fence in zip(partitions, fences, strict=True):
             self._partitions[tp] = PartitionOffsets()
-            self._fences[tp] = await self._claim_partition(tp)
+            self._fences[tp] = fence
+        if self._consumer is not None and not self._backpressure:
+            self._consumer.resume(*partitions)
 
     async def _claim_partition(self, tp: TopicPartition) -> str | None:
         if self._claim is None:

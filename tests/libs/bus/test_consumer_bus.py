@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from tests.fixtures.infra import TopicFactory
 
 from handrail.bus import make_consumer
-from handrail.bus.consumer import ConcurrentConsumer
+from handrail.bus.consumer import Claim, ConcurrentConsumer
 from handrail.bus.delivery import Delivery
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(120)]
@@ -63,7 +63,9 @@ class Recorder:
         return len(self.seen) == KEYS and all(set(s) == set(range(PER_KEY)) for s in self.seen.values())
 
 
-def consumer(bootstrap: str, topic: str, group: str, record: Recorder, max_in_flight: int = 256) -> ConcurrentConsumer:
+def consumer(
+    bootstrap: str, topic: str, group: str, record: Recorder, max_in_flight: int = 256, claim: Claim | None = None
+) -> ConcurrentConsumer:
     return ConcurrentConsumer(
         lambda: make_consumer(bootstrap, group, "test"),
         [topic],
@@ -72,6 +74,7 @@ def consumer(bootstrap: str, topic: str, group: str, record: Recorder, max_in_fl
         max_in_flight=max_in_flight,
         retry_backoff_s=0.05,
         shutdown_grace_s=10,
+        claim=claim,
     )
 
 
@@ -116,6 +119,30 @@ async def test_many_keys_run_at_once_each_in_order_and_all_is_committed(
     assert await committed(kafka_bootstrap, topic, group, 3) == KEYS * PER_KEY
 
 
+async def test_records_fetched_while_partitions_are_still_being_claimed_are_not_lost(
+    kafka_bootstrap: str, new_topic: TopicFactory
+) -> None:
+    """Fencing claims each assigned partition in Redis; aiokafka fetches meanwhile (a slow Redis: seconds)."""
+    topic = await new_topic(6)
+    await produce(kafka_bootstrap, topic)  # already there: the first fetch returns records at once
+    claimed: list[int] = []
+
+    async def slow_claim(tp: TopicPartition) -> str:
+        await asyncio.sleep(0.3)
+        claimed.append(tp.partition)
+        return f"token-{tp.partition}"
+
+    record = Recorder(delay_s=0.0)
+    running = consumer(kafka_bootstrap, topic, f"g-{uuid.uuid4().hex}", record, claim=slow_claim)
+    await running.start()
+    try:
+        await wait_until(record.complete, timeout_s=30)
+    finally:
+        await running.stop()
+    assert sorted(claimed) == list(range(6))
+    assert all(s == list(range(PER_KEY)) for s in record.seen.values())
+
+
 async def test_the_cap_bounds_what_is_in_flight(kafka_bootstrap: str, new_topic: TopicFactory) -> None:
     topic = await new_topic(3)
     await produce(kafka_bootstrap, topic)
@@ -149,10 +176,12 @@ async def test_a_consumer_killed_mid_batch_loses_nothing(kafka_bootstrap: str, n
     survivor = consumer(kafka_bootstrap, topic, group, second)
     await survivor.start()
     try:
-        await wait_until(lambda: all(
-            set(first.seen.get(f"k{k}", [])) | set(second.seen.get(f"k{k}", [])) == set(range(PER_KEY))
-            for k in range(KEYS)
-        ))
+        await wait_until(
+            lambda: all(
+                set(first.seen.get(f"k{k}", [])) | set(second.seen.get(f"k{k}", [])) == set(range(PER_KEY))
+                for k in range(KEYS)
+            )
+        )
     finally:
         await survivor.stop()
     for k in range(KEYS):
