@@ -45,7 +45,7 @@ from handrail.messages import (
     derived_message_id,
     utcnow,
 )
-from handrail.metrics import TASK_COST_USD, TASK_STEPS, TASK_TOKENS, TASKS_FINISHED
+from handrail.metrics import REVIEWS_REQUESTED, TASK_COST_USD, TASK_STEPS, TASK_TOKENS, TASKS_FINISHED
 from handrail.state import Opening, TaskStore
 from handrail.state.budgets import Amount, BudgetStore, Caps, Usage
 from handrail.topics import Topics
@@ -496,6 +496,7 @@ class Lifecycle:
             },
         )
         await self.publisher.publish(self.topics.reviews_requested, request, key=request.task_id)
+        REVIEWS_REQUESTED.labels(request.workflow, request.rule or request.trigger.value, request.role).inc()
 
     async def _resume(self, resume: Resume) -> None:
         decision, request = resume.decision, resume.request

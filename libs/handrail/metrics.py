@@ -76,3 +76,8 @@ STATE_REBUILDS = Counter(
     "Rebuilds of Redis from Kafka after it lost its state, by outcome (done, failed).",
     ["outcome"],
 )
+REVIEWS_REQUESTED = Counter(
+    "handrail_reviews_requested_total",
+    "Tasks parked for a person (and escalations to a higher role), by the rule (or trigger) and role.",
+    ["workflow", "rule", "role"],
+)

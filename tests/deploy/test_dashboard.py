@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY
 from tests.deploy.helpers import PROJECT_ROOT
 
 import handrail.metrics  # noqa: F401 - registers the handrail_* metrics
+import handrail_review.metrics  # noqa: F401 - and the review service's
 
 DASHBOARD = PROJECT_ROOT / "deploy" / "grafana" / "dashboards" / "handrail.json"
 #: Suffixes Prometheus adds to a metric family's samples.

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from tests.fixtures.metrics import scrape, total
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 from handrail.audit import AuditLog
@@ -432,6 +433,44 @@ async def test_the_cli_lists_shows_approves_and_rejects(
     assert (
         await client.wait_for_result(reject_id, timeout_s=30)
     ).reason == "rejected in review by reviewer:ana: over budget"
+
+
+async def test_review_kpis_count_escalations_outcomes_and_time_to_decision(
+    client: HandrailClient, stack: Stack, http: httpx.AsyncClient
+) -> None:
+    before_review, before_validator = await scrape(stack, "human-review"), await scrape(stack, "validator")
+    tasks = {
+        how: await client.submit("expense-approval", claim(amount), task_id=new_id(f"kpi-{how}"))
+        for how, amount in (("plain", 1400), ("edited", 1600), ("rejected", 1800))
+    }
+    reviews = {how: (await pending_review(http, task_id))["review_id"] for how, task_id in tasks.items()}
+    assert (await scrape(stack, "human-review"))["handrail_reviews_pending{}"] >= 3
+    await asyncio.sleep(1.5)  # the sweep measures the oldest one's wait
+    assert (await scrape(stack, "human-review"))["handrail_review_oldest_pending_seconds{}"] >= 1.0
+    patch = [{"op": "add", "path": "/input/note", "value": "checked"}]
+    answers = [
+        await http.post(f"/api/reviews/{reviews['plain']}/approve", headers=auth("ana"), json={}),
+        await http.post(f"/api/reviews/{reviews['edited']}/edit", headers=auth("ana"), json={"patch": patch}),
+        await http.post(f"/api/reviews/{reviews['rejected']}/reject", headers=auth("ana"), json={"reason": "no"}),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+    for task_id in tasks.values():
+        await client.wait_for_result(task_id, timeout_s=30)
+
+    after = await scrape(stack, "human-review")
+
+    def grew(metric: str, samples: dict[str, float], old: dict[str, float], **labels: str) -> float:
+        return total(samples, metric, **labels) - total(old, metric, **labels)
+
+    for outcome in ("approved_unchanged", "edited", "rejected"):
+        assert (
+            grew("handrail_review_outcomes_total", after, before_review, outcome=outcome, agent="expense-approver") == 1
+        )
+    assert grew("handrail_review_decision_seconds_count", after, before_review, workflow="expense-approval") == 3
+    escalated = grew(
+        "handrail_reviews_requested_total", await scrape(stack, "validator"), before_validator, rule="manager-approval"
+    )
+    assert escalated == 3, "each parked task counted once, by its rule"
 
 
 async def test_watch_says_the_task_waits_for_a_person_and_follows_it_to_its_end(

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from tests.fixtures.metrics import scrape, total
 from tests.fixtures.stack import Stack
 
 from handrail.client import HandrailClient
@@ -92,25 +92,6 @@ async def test_a_task_is_one_trace_across_all_services(client: HandrailClient, s
     roots = [s for s in in_trace if s["parent_id"] is None]
     assert len(roots) == 1 and roots[0]["service"] == "router"
     assert all(s["parent_id"] in by_id for s in in_trace if s["parent_id"] is not None)
-
-
-async def scrape(stack: Stack, service: str) -> dict[str, float]:
-    """Every sample a running service exposes on /metrics, as ``name{labels}`` -> value."""
-    port = stack.processes[service].http_port
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
-    assert response.status_code == 200
-    samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}"] = sample.value
-    return samples
-
-
-def total(samples: dict[str, float], metric: str, **labels: str) -> float:
-    wanted = [f'{k}="{v}"' for k, v in labels.items()]
-    return sum(v for k, v in samples.items() if k.split("{")[0] == metric and all(w in k for w in wanted))
 
 
 async def test_services_serve_the_agent_metrics(client: HandrailClient, stack: Stack) -> None:

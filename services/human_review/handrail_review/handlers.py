@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import jsonpatch
-from prometheus_client import Counter, Gauge
 
 from handrail.hashing import context_hash
 from handrail.lifecycle import Park
@@ -31,6 +30,7 @@ from handrail.patch import diff
 from handrail.service import Runtime
 from handrail_review.errors import AlreadyDecided, InvalidEdit, NotAllowed, NothingChanged, ReviewNotFound
 from handrail_review.index import Item, ReviewIndex, Vote, VoteOutcome
+from handrail_review.metrics import DECISION_SECONDS, DECISIONS, OLDEST_PENDING_SECONDS, OUTCOMES, PENDING
 from handrail_review.outcomes import Outcomes, final_record_id
 from handrail_review.reviewers import Directory, Reviewer
 
@@ -40,11 +40,6 @@ SERVICE = "human-review"
 ACTOR = f"service:{SERVICE}"
 #: A decision younger than this is left to the request that made it; older unfinished ones were interrupted.
 _FINISH_GRACE_MS = 5_000
-
-DECISIONS = Counter(
-    "handrail_review_decisions_total", "Reviews decided, by workflow and decision.", ["workflow", "decision"]
-)
-PENDING = Gauge("handrail_reviews_pending", "Reviews waiting for a person.")
 
 
 def now_ms() -> int:
@@ -254,9 +249,14 @@ class ReviewDesk:
 
     async def finish(self, review_id: str) -> None:
         """Publish the decision, audit it, and resume or end the task; idempotent."""
-        outcome = await self.outcomes.finish(review_id)
-        if outcome is not None:
-            DECISIONS.labels(*outcome).inc()
+        item = await self.outcomes.finish(review_id)
+        if item is None:
+            return  # carried out before
+        workflow, decision = item.request.workflow, item.status
+        DECISIONS.labels(workflow, decision).inc()
+        OUTCOMES.labels(workflow, item.request.agent, _outcome(item)).inc()
+        waited_s = (int(item.fields.get("decided_ms") or now_ms()) - item.requested_ms) / 1000
+        DECISION_SECONDS.labels(workflow, decision).observe(max(0.0, waited_s))
 
     # -- deadlines and interrupted decisions ----------------------------------------------------------
 
@@ -272,6 +272,8 @@ class ReviewDesk:
             if item is not None and now - int(item.fields.get("decided_ms") or 0) > _FINISH_GRACE_MS:
                 await self.finish(review_id)
         PENDING.set(await self.index.count_pending())
+        oldest = await self.index.oldest_pending_ms()
+        OLDEST_PENDING_SECONDS.set(max(0.0, (now - oldest) / 1000) if oldest is not None else 0.0)
 
     async def _time_out(self, item: Item) -> None:
         request = item.request
@@ -308,3 +310,12 @@ class ReviewDesk:
         )
         if result.outcome == VoteOutcome.REJECTED:
             await self.finish(request.review_id)
+
+
+def _outcome(item: Item) -> str:
+    """How a decided review ended, for the autonomy measure: approved_unchanged, edited, rejected, timed_out."""
+    if item.fields.get("decided_by") == ACTOR:
+        return "timed_out"  # nobody decided in time: the service took the default action
+    if item.status == "rejected":
+        return "rejected"
+    return "edited" if item.edit else "approved_unchanged"

@@ -286,6 +286,18 @@ class ReviewIndex:
         """Every pending review, soonest deadline first."""
         return await self._items("pending", 0, -1)
 
+    async def oldest_pending_ms(self) -> int | None:
+        """When the longest-waiting pending review was requested (ms), or None when none is pending."""
+        async with unavailable_as_retryable("find the oldest pending review"):
+            ids = await self._redis.zrange(self._key("pending"), 0, -1)
+            if not ids:
+                return None
+            pipe = self._redis.pipeline(transaction=False)
+            for rid in ids:
+                pipe.hget(self._key("item", str(rid)), "requested_ms")
+            found = [int(ms) for ms in await pipe.execute() if ms]
+        return min(found) if found else None
+
     async def count_pending(self) -> int:
         async with unavailable_as_retryable("count pending reviews"):
             return int(await self._redis.zcard(self._key("pending")))

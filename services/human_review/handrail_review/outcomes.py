@@ -36,8 +36,8 @@ class Outcomes:
         self.actor = f"service:{service}"
         self.orchestrator = Orchestrator(service, runtime.contracts)
 
-    async def finish(self, review_id: str) -> tuple[str, str] | None:
-        """Publish the decision, audit it, resume or end the task; the workflow and decision, or None if done before."""
+    async def finish(self, review_id: str) -> Item | None:
+        """Publish the decision, audit it, resume or end the task; the review carried out, or None if done before."""
         item = await self.index.get(review_id)
         if item is None or item.status == "pending" or item.finished:
             return None
@@ -69,7 +69,7 @@ class Outcomes:
         await self.index.add_record(final)
         await self.index.mark_finished(review_id, outcome)
         log.info("review %s %s by %s: task %s -> %s", review_id, final.decision, final.by, request.task_id, outcome)
-        return request.workflow, final.decision or ""
+        return item
 
     def _resume(self, item: Item, final: ReviewDecided) -> HandOff | End:
         request = item.request
