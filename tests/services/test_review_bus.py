@@ -444,9 +444,14 @@ async def test_review_kpis_count_escalations_outcomes_and_time_to_decision(
         for how, amount in (("plain", 1400), ("edited", 1600), ("rejected", 1800))
     }
     reviews = {how: (await pending_review(http, task_id))["review_id"] for how, task_id in tasks.items()}
-    assert (await scrape(stack, "human-review"))["handrail_reviews_pending{}"] >= 3
-    await asyncio.sleep(1.5)  # the sweep measures the oldest one's wait
-    assert (await scrape(stack, "human-review"))["handrail_review_oldest_pending_seconds{}"] >= 1.0
+    # The gauges are the sweep's (every 0.2 s here): wait for one that saw the three and their wait.
+    for _ in range(100):
+        gauges = await scrape(stack, "human-review")
+        if gauges["handrail_reviews_pending{}"] >= 3 and gauges["handrail_review_oldest_pending_seconds{}"] >= 1.0:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError(f"the review gauges never showed the three pending reviews: {gauges}")
     patch = [{"op": "add", "path": "/input/note", "value": "checked"}]
     answers = [
         await http.post(f"/api/reviews/{reviews['plain']}/approve", headers=auth("ana"), json={}),
