@@ -37,9 +37,11 @@ from handrail.hashing import GENESIS, context_hash
 from handrail.messages import (
     BudgetSnapshot,
     HandoffEnvelope,
+    ProposedCall,
     ReviewDecided,
     ReviewRequested,
     StepCompleted,
+    StepProgress,
     TaskResult,
     TaskStatus,
     derived_message_id,
@@ -339,6 +341,22 @@ def step_report(
     )  # fmt: skip
 
 
+def step_awaiting_approval(
+    envelope: HandoffEnvelope,
+    *,
+    agent: str,
+    proposal: ProposedCall,
+    progress: StepProgress,
+    budget: BudgetSnapshot,
+) -> StepCompleted:
+    """An agent's report that its step stopped before a call a person must approve; nothing of the call ran."""
+    return _step(
+        envelope, "awaiting_approval", agent=agent, output={}, context=envelope.context, head=envelope.context_hash,
+        patch=[], budget=budget, reason=proposal.why, error_type="approval_required", proposal=proposal,
+        progress=progress, decisions=progress.decisions, usage=progress.usage,
+    )  # fmt: skip
+
+
 def _step(
     envelope: HandoffEnvelope,
     status: str,
@@ -493,6 +511,7 @@ class Lifecycle:
                 "role": request.role,
                 "level": request.level,
                 "approvals_required": request.approvals_required,
+                **_proposal_details(request),
             },
         )
         await self.publisher.publish(self.topics.reviews_requested, request, key=request.task_id)
@@ -518,6 +537,7 @@ class Lifecycle:
                 "role": request.role,
                 "approvals": decision.approvals,
                 "edit": decision.edit,
+                **_proposal_details(request),
             },
         )
         await self._apply(resume.then)
@@ -625,3 +645,11 @@ def end_on_rejection(actor: str) -> Callable[[Rejected, Delivery, Any], Awaitabl
         )
 
     return hook
+
+
+def _proposal_details(request: ReviewRequested) -> dict[str, Any]:
+    """The audit details of a review of a proposed call: which call, under which key (nothing for other reviews)."""
+    proposal = request.proposal
+    if proposal is None:
+        return {}
+    return {"tool": proposal.tool, "args_hash": proposal.args_hash, "idempotency_key": proposal.idempotency_key}

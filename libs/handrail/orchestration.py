@@ -1,7 +1,9 @@
 """Deterministic orchestration, shared by the validator and human review.
 
-- ``escalation_for``: does a finished step need a person? (rules, approval tools,
-  confidence floor, approval gates)
+- ``escalation_for``: does a finished step need a person? (rules, confidence floor,
+  approval gates)
+- ``approval_for_call``: must a person approve a proposed call before it runs?
+  (rules bound to the tool, tools flagged for approval, side effects on approval gates)
 - ``Orchestrator.advance``: move a task on from an accepted step: a ``HandOff``
   of the next step, or its ``End``.
 - ``Orchestrator.request_review``: ``Park`` a task on ``reviews.requested`` with its
@@ -33,17 +35,20 @@ from handrail.contracts import (
 )
 from handrail.errors import TaskHalted
 from handrail.hashing import context_hash
-from handrail.lifecycle import End, HandOff, Park, next_handoff, retry_handoff
+from handrail.lifecycle import End, HandOff, Park, halted_handoff, next_handoff, retry_handoff
 from handrail.messages import (
     HandoffEnvelope,
+    ProposedCall,
     ReviewRequested,
     ReviewTrigger,
     StepCompleted,
+    StepProgress,
+    StepResume,
     TaskStatus,
     derived_message_id,
     utcnow,
 )
-from handrail.tools import ToolRegistry
+from handrail.tools import ToolSpec
 
 #: Halts a person cannot usefully overrule: an operator decided it, or the task's wall clock ran out.
 NOT_REVIEWED_HALTS = frozenset({"halted_by_operator", "deadline_exceeded"})
@@ -63,13 +68,12 @@ class Escalation:
     rule: EscalationRule | None = None
 
 
-def escalation_for(
-    step: StepCompleted, workflow: WorkflowSpec, agent: AgentSpec | None, tools: ToolRegistry
-) -> Escalation | None:
+def escalation_for(step: StepCompleted, workflow: WorkflowSpec, agent: AgentSpec | None) -> Escalation | None:
     """The first reason ``step`` needs a person (rules first, in order), or None when it may move on.
 
     A rule that cannot be evaluated (a missing field, a type error) fails closed:
-    a person decides.
+    a person decides. Calls that need approval were approved before they ran
+    (``approval_for_call``): a finished step is not sent back for them.
     """
     scope = {"output": step.output, "context": step.context}
     for rule in workflow.rules_for(step.step):
@@ -80,19 +84,6 @@ def escalation_for(
             return Escalation(ReviewTrigger.RULE, reason, rule, rule)
         if held:
             return Escalation(ReviewTrigger.RULE, rule.reason, rule, rule)
-    flagged = sorted(
-        {
-            d.name
-            for d in step.decisions
-            if d.kind == "tool_call"
-            and d.outcome == "ok"
-            and (tool := tools.get(d.name))
-            and tool.spec.requires_approval
-        }
-    )
-    if flagged:
-        reason = f"the step used {', '.join(flagged)}, flagged for approval"
-        return Escalation(ReviewTrigger.TOOL_APPROVAL, reason, workflow.review)
     if agent is None:
         return None
     confidence = _confidence(step)
@@ -102,6 +93,37 @@ def escalation_for(
     if agent.autonomy == Autonomy.APPROVAL_GATES:
         reason = f"agent {agent.name} runs on approval gates: a person approves every step"
         return Escalation(ReviewTrigger.APPROVAL_GATE, reason, workflow.review)
+    return None
+
+
+def approval_for_call(
+    workflow: WorkflowSpec | None,
+    agent: AgentSpec,
+    step: str,
+    tool: ToolSpec,
+    args: dict[str, Any],
+    context: dict[str, Any],
+) -> Escalation | None:
+    """Why a person must approve this call before it runs (rules bound to the tool first), or None.
+
+    A rule over ``args`` and ``context`` that cannot be evaluated fails closed. The policy
+    here is only what the worker reports; the validator parks the call under the named rule's.
+    """
+    scope = {"args": args, "context": context}
+    review = workflow.review if workflow is not None else ReviewPolicy()
+    for rule in workflow.rules_before(step, tool.name) if workflow is not None else []:
+        try:
+            held = evaluate(rule.when, scope)
+        except ExpressionError as exc:
+            reason = f"rule {rule.name!r} could not be evaluated, so a person decides: {exc}"
+            return Escalation(ReviewTrigger.RULE, reason, rule, rule)
+        if held:
+            return Escalation(ReviewTrigger.RULE, rule.reason, rule, rule)
+    if tool.requires_approval:
+        return Escalation(ReviewTrigger.TOOL_APPROVAL, f"{tool.name} is flagged: a person approves each call", review)
+    if tool.side_effect and agent.autonomy == Autonomy.APPROVAL_GATES:
+        reason = f"agent {agent.name} runs on approval gates: a person approves each side effect before it runs"
+        return Escalation(ReviewTrigger.APPROVAL_GATE, reason, review)
     return None
 
 
@@ -166,9 +188,18 @@ class Orchestrator:
             context_hash=new_hash,
         )
 
-    def retry(self, halted: HandoffEnvelope, *, message_id: str, context: dict[str, Any] | None = None) -> HandOff:
-        """Hand a halted step to its agent again, from the same head (``attempt`` + 1)."""
-        return HandOff(retry_handoff(halted, message_id=message_id, sender=self.service, context=context))
+    def retry(
+        self,
+        halted: HandoffEnvelope,
+        *,
+        message_id: str,
+        context: dict[str, Any] | None = None,
+        resume: StepResume | None = None,
+    ) -> HandOff:
+        """Hand a halted step to its agent again, from the same head (``attempt`` + 1); with ``resume``,
+        the step carries on from where it stopped for a proposed call."""
+        handoff = retry_handoff(halted, message_id=message_id, sender=self.service, context=context)
+        return HandOff(handoff if resume is None else handoff.model_copy(update={"resume": resume}))
 
     def request_review(
         self,
@@ -177,8 +208,10 @@ class Orchestrator:
         checkpoint: StepCompleted | None = None,
         halted: HandoffEnvelope | None = None,
         halt_error_type: str | None = None,
+        proposal: ProposedCall | None = None,
+        progress: StepProgress | None = None,
     ) -> Park:
-        """Park the task: its review request, with the whole checkpoint."""
+        """Park the task: its review request, with the whole checkpoint (and the call it waits on, if any)."""
         source: StepCompleted | HandoffEnvelope
         if checkpoint is not None:
             source, agent = checkpoint, checkpoint.agent
@@ -208,10 +241,28 @@ class Orchestrator:
             checkpoint=checkpoint,
             halted=halted,
             halt_error_type=halt_error_type,
+            proposal=proposal,
+            progress=progress,
             requested_at=now,
             deadline=deadline_after(now, policy.timeout_s),
         )
         return Park(request, actor=f"service:{self.service}")
+
+    def request_approval(self, step: StepCompleted) -> Park:
+        """Park a step that stopped before a call a person must approve: the proposal, with the step's progress.
+
+        The review's policy is that of the rule the worker found held (the workflow's default
+        review policy when no rule did, or when the rule is gone from the config since).
+        """
+        proposal, progress = step.proposal, step.progress
+        assert proposal is not None, "an awaiting_approval step carries its proposal"
+        assert progress is not None, "and its progress"
+        workflow = self.contracts.workflows[step.workflow]
+        rule = next((r for r in workflow.escalations if r.name == proposal.rule), None)
+        policy = workflow.review if rule is None else rule
+        escalation = Escalation(ReviewTrigger(proposal.trigger), proposal.why, policy, rule)
+        handoff = halted_handoff(step, sender=self.service)
+        return self.request_review(escalation, halted=handoff, proposal=proposal, progress=progress)
 
     def review_halt(self, halt: TaskHalted, handoff: HandoffEnvelope) -> Park | None:
         """Park a halted task for a person when its agent's autonomy asks for one; None to end it ``halted``.

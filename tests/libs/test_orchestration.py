@@ -13,9 +13,9 @@ from handrail.contracts import AgentSpec, Autonomy, WorkflowSpec, evaluate, load
 from handrail.contracts.expressions import ExpressionError
 from handrail.errors import ContractError
 from handrail.hashing import context_hash
-from handrail.messages import Decision, ReviewTrigger, StepCompleted, utcnow
-from handrail.orchestration import escalation_for
-from handrail.tools import Tool, ToolRegistry, ToolSpec, default_registry
+from handrail.messages import ReviewTrigger, StepCompleted, utcnow
+from handrail.orchestration import approval_for_call, escalation_for
+from handrail.tools import ToolSpec, default_registry
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 CONTRACTS = load_contracts(CONFIG, default_registry().names())
@@ -53,49 +53,67 @@ def decide_step(amount_usd: float, **changes: Any) -> StepCompleted:
     return StepCompleted(**fields)
 
 
-@pytest.mark.parametrize(
-    ("amount_usd", "rule", "role", "approvals"),
-    [
-        (120.0, None, None, None),
-        (500.0, "manager-approval", "manager", 1),
-        (5000.01, "director-approval", "director", 2),
-    ],
-)
-def test_the_demo_rules_send_500_to_5000_to_a_manager_and_above_to_two_directors(
-    amount_usd: float, rule: str | None, role: str | None, approvals: int | None
-) -> None:
-    escalation = escalation_for(decide_step(amount_usd), EXPENSES, APPROVER, default_registry())
+@pytest.mark.parametrize(("amount_usd", "rule"), [(120.0, None), (500.0, "manager-approval")])
+def test_the_demo_rules_send_500_to_5000_to_a_manager_once_decided(amount_usd: float, rule: str | None) -> None:
+    escalation = escalation_for(decide_step(amount_usd), EXPENSES, APPROVER)
     if rule is None:
         assert escalation is None
         return
     assert escalation is not None and escalation.rule is not None
-    assert (escalation.trigger, escalation.rule.name, escalation.policy.role) == (ReviewTrigger.RULE, rule, role)
-    assert escalation.policy.approvals_required == approvals
+    assert (escalation.trigger, escalation.rule.name, escalation.policy.role) == (ReviewTrigger.RULE, rule, "manager")
+    assert escalation_for(decide_step(5000.01), EXPENSES, APPROVER) is None, "two directors approved it beforehand"
+
+
+RECORD = default_registry().get("record_decision")
+
+
+@pytest.mark.parametrize(
+    ("amount_usd", "decision", "needs_directors"),
+    [(5000.01, "needs_approval", True), (5000.0, "needs_approval", False), (9000.0, "approved", False)],
+)
+def test_the_director_rule_holds_a_ledger_entry_above_5000_for_two_directors(
+    amount_usd: float, decision: str, needs_directors: bool
+) -> None:
+    assert RECORD is not None
+    args = {"employee_id": "E1", "amount_usd": amount_usd, "decision": decision}
+    escalation = approval_for_call(EXPENSES, APPROVER, "decide", RECORD.spec, args, {})
+    assert (escalation is not None) == needs_directors
+    if escalation is not None:
+        assert escalation.rule is not None and escalation.rule.name == "director-approval"
+        assert escalation.policy.role == "director" and escalation.policy.approvals_required == 2
+    assert approval_for_call(EXPENSES, APPROVER, "intake", RECORD.spec, args, {}) is None, "bound to its step"
+
+
+def test_flagged_tools_and_side_effects_on_approval_gates_need_a_person_before_the_call() -> None:
+    wire = ToolSpec("wire_money", "pay", {"type": "object"}, requires_approval=True)
+    escalation = approval_for_call(EXPENSES, APPROVER, "decide", wire, {}, {})
+    assert escalation is not None and escalation.trigger == ReviewTrigger.TOOL_APPROVAL
+    assert escalation.policy == EXPENSES.review and "wire_money" in escalation.reason
+    gated = AgentSpec.model_validate({**APPROVER.model_dump(), "autonomy": Autonomy.APPROVAL_GATES})
+    effect = ToolSpec("send_mail", "mail", {"type": "object"}, side_effect=True)
+    lookup = ToolSpec("look_up", "read", {"type": "object"})
+    assert approval_for_call(EXPENSES, APPROVER, "decide", effect, {}, {}) is None
+    gate = approval_for_call(EXPENSES, gated, "decide", effect, {}, {})
+    assert gate is not None and gate.trigger == ReviewTrigger.APPROVAL_GATE
+    assert approval_for_call(EXPENSES, gated, "decide", lookup, {}, {}) is None, "no side effect, no gate"
+
+
+def test_a_tool_rule_that_cannot_be_evaluated_fails_closed() -> None:
+    assert RECORD is not None
+    escalation = approval_for_call(EXPENSES, APPROVER, "decide", RECORD.spec, {"employee_id": "E1"}, {})
+    assert escalation is not None and "could not be evaluated" in escalation.reason
 
 
 def test_rules_apply_after_their_own_step_only() -> None:
     intake = decide_step(9000.0, step="intake", agent="expense-intake")
-    assert escalation_for(intake, EXPENSES, CONTRACTS.agents["expense-intake"], default_registry()) is None
+    assert escalation_for(intake, EXPENSES, CONTRACTS.agents["expense-intake"]) is None
 
 
 def test_a_rule_that_cannot_be_evaluated_fails_closed() -> None:
     workflow = _with_rules(EXPENSES, [{"name": "typo", "when": "output.amount_ust > 1.0", "reason": "r"}])
-    escalation = escalation_for(decide_step(10.0), workflow, APPROVER, default_registry())
+    escalation = escalation_for(decide_step(10.0), workflow, APPROVER)
     assert escalation is not None and "rule 'typo' could not be evaluated" in escalation.reason
     assert "amount_ust" in escalation.reason
-
-
-def test_a_tool_flagged_for_approval_sends_the_step_to_a_person() -> None:
-    async def wire(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
-        return {}
-
-    tools = ToolRegistry([Tool(ToolSpec("wire_money", "pay", {"type": "object"}, requires_approval=True), wire)])
-    used = Decision(kind="tool_call", name="wire_money", outcome="ok", latency_ms=1)
-    refused = Decision(kind="tool_call", name="wire_money", outcome="rejected", latency_ms=1)
-    escalation = escalation_for(decide_step(10.0, decisions=[used]), EXPENSES, APPROVER, tools)
-    assert escalation is not None and escalation.trigger == ReviewTrigger.TOOL_APPROVAL
-    assert escalation.policy == EXPENSES.review and "wire_money" in escalation.reason
-    assert escalation_for(decide_step(10.0, decisions=[refused]), EXPENSES, APPROVER, tools) is None, "it never ran"
 
 
 @pytest.mark.parametrize(
@@ -109,7 +127,7 @@ def test_a_tool_flagged_for_approval_sends_the_step_to_a_person() -> None:
     ],
 )
 def test_confidence_below_the_agents_floor_sends_the_step_to_a_person(changes: dict[str, Any], low: bool) -> None:
-    escalation = escalation_for(decide_step(10.0, **changes), EXPENSES, APPROVER, default_registry())
+    escalation = escalation_for(decide_step(10.0, **changes), EXPENSES, APPROVER)
     assert (escalation is not None and escalation.trigger == ReviewTrigger.LOW_CONFIDENCE) == low
     if low:
         assert escalation is not None and "below agent expense-approver's floor 0.70" in escalation.reason
@@ -117,7 +135,7 @@ def test_confidence_below_the_agents_floor_sends_the_step_to_a_person(changes: d
 
 def test_an_agent_on_approval_gates_has_every_step_reviewed() -> None:
     gated = AgentSpec.model_validate({**APPROVER.model_dump(), "autonomy": Autonomy.APPROVAL_GATES})
-    escalation = escalation_for(decide_step(10.0), EXPENSES, gated, default_registry())
+    escalation = escalation_for(decide_step(10.0), EXPENSES, gated)
     assert escalation is not None and escalation.trigger == ReviewTrigger.APPROVAL_GATE
 
 

@@ -129,7 +129,8 @@ def list_reviews(
 
 @app.command("show")
 def show(review_id: str, url: str = UrlOption, token: str = TokenOption) -> None:
-    """One review as JSON: context, diff from the previous step, decision trail, budget, approvals."""
+    """One review as JSON: context, diff from the previous step, decision trail, budget, approvals, and the
+    proposed call (tool, arguments, the model's reason) when a call waits for it."""
     review_id = _resolve(review_id, url, token)
     print(json.dumps(_call("GET", f"/api/reviews/{review_id}", url, token), indent=2))
 
@@ -138,7 +139,11 @@ def show(review_id: str, url: str = UrlOption, token: str = TokenOption) -> None
 def approve(
     review_id: str,
     reason: str = typer.Option(None, "--reason", help="Why; kept on the review and the audit trail."),
-    edit: str = typer.Option(None, "--edit", help="Approve with this JSON Patch of the context (or @file)."),
+    edit: str = typer.Option(
+        None,
+        "--edit",
+        help="Approve with this JSON Patch of the context, or of a proposed call's arguments (or @file).",
+    ),
     url: str = UrlOption,
     token: str = TokenOption,
 ) -> None:

@@ -65,6 +65,11 @@ def load_contracts(config_dir: Path, known_tools: set[str]) -> Contracts:
                     f"{workflows_file}: workflow {workflow.name!r}: field 'escalations.{i}.step': "
                     f"unknown step {rule.step!r} (the workflow has {names})"
                 )
+            if rule.tool is not None and rule.tool not in known_tools:
+                raise ContractError(
+                    f"{workflows_file}: workflow {workflow.name!r}: field 'escalations.{i}.tool': "
+                    f"unknown tool {rule.tool!r} (registered tools: {sorted(known_tools)})"
+                )
         rule_names = [r.name for r in workflow.escalations]
         if len(set(rule_names)) != len(rule_names):
             raise ContractError(f"{workflows_file}: workflow {workflow.name!r}: field 'escalations': rule names repeat")

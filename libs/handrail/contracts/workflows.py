@@ -39,10 +39,15 @@ class ReviewPolicy(BaseModel):
 
 
 class EscalationRule(ReviewPolicy):
-    """When a step's output needs a person: a CEL expression over ``output`` and ``context``."""
+    """When a person must decide: a CEL expression over a step's ``output`` and ``context``, or, for a
+    rule bound to a ``tool``, over a proposed call's ``args`` and ``context`` before the call runs."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     step: str | None = Field(default=None, description="The step whose output is checked; default: the last step.")
+    tool: str | None = Field(
+        default=None,
+        description="Check the rule before each call to this tool (in `step`, or any step), not after the step.",
+    )
     when: Expression
     reason: str
 
@@ -94,7 +99,11 @@ class WorkflowSpec(BaseModel):
     def rules_for(self, step: str) -> list[EscalationRule]:
         """The escalation rules checked after ``step``, in declaration order."""
         last = self.steps[-1].name
-        return [r for r in self.escalations if (r.step or last) == step]
+        return [r for r in self.escalations if r.tool is None and (r.step or last) == step]
+
+    def rules_before(self, step: str, tool: str) -> list[EscalationRule]:
+        """The escalation rules checked before a call to ``tool`` in ``step``, in declaration order."""
+        return [r for r in self.escalations if r.tool == tool and r.step in (None, step)]
 
     def allows(self, submitter: str | None) -> bool:
         """Whether ``submitter`` may submit tasks to this workflow."""

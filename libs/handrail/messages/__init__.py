@@ -5,11 +5,13 @@ fields may be added, never renamed or repurposed.
 """
 
 from handrail.messages.base import Payload, derived_message_id, new_message_id, utcnow
+from handrail.messages.calls import BudgetSnapshot, Decision, Usage
 from handrail.messages.dead_letter import DeadLetter
-from handrail.messages.envelope import BudgetSnapshot, HandoffEnvelope
+from handrail.messages.envelope import HandoffEnvelope
 from handrail.messages.events import ControlRecord, DecisionEvent
+from handrail.messages.proposals import ProposedCall, StepProgress, StepResume
 from handrail.messages.reviews import ReviewAction, ReviewDecided, ReviewRequested, ReviewTrigger
-from handrail.messages.steps import Decision, StepCompleted, Usage
+from handrail.messages.steps import StepCompleted
 from handrail.messages.tasks import TaskResult, TaskStatus, TaskSubmitted
 
 __all__ = [
@@ -20,11 +22,14 @@ __all__ = [
     "DecisionEvent",
     "HandoffEnvelope",
     "Payload",
+    "ProposedCall",
     "ReviewAction",
     "ReviewDecided",
     "ReviewRequested",
     "ReviewTrigger",
     "StepCompleted",
+    "StepProgress",
+    "StepResume",
     "TaskResult",
     "TaskStatus",
     "TaskSubmitted",

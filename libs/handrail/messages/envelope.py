@@ -8,17 +8,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from handrail.messages.base import Payload
-
-
-class BudgetSnapshot(Payload):
-    """What the task has spent so far, and its caps, as the sender saw them."""
-
-    steps_used: int = Field(default=0, ge=0)
-    tokens_used: int = Field(default=0, ge=0)
-    cost_usd_used: float = Field(default=0.0, ge=0)
-    max_steps: int | None = Field(default=None, ge=0)
-    max_tokens: int | None = Field(default=None, ge=0)
-    max_cost_usd: float | None = Field(default=None, ge=0)
+from handrail.messages.calls import BudgetSnapshot
+from handrail.messages.proposals import StepResume
 
 
 class HandoffEnvelope(Payload):
@@ -45,4 +36,8 @@ class HandoffEnvelope(Payload):
     parent_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     budget: BudgetSnapshot = Field(default_factory=BudgetSnapshot)
     idempotency_key: str
+    resume: StepResume | None = Field(
+        default=None,
+        description="Set when the step stopped for a person to approve a call: the decision and where the step stood.",
+    )
     signature: str | None = Field(default=None, description="The sender's signature, when signing is on.")

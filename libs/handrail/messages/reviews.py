@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from handrail.messages.base import Payload
 from handrail.messages.envelope import HandoffEnvelope
+from handrail.messages.proposals import ProposedCall, StepProgress
 from handrail.messages.steps import StepCompleted
 
 
@@ -23,9 +24,9 @@ class ReviewTrigger(StrEnum):
     """Why a task went to a person."""
 
     RULE = "rule"  # an escalation rule of the workflow held for the step's output
-    TOOL_APPROVAL = "tool_approval"  # the step used a tool flagged for approval
+    TOOL_APPROVAL = "tool_approval"  # the model proposed a call to a tool flagged for approval
     LOW_CONFIDENCE = "low_confidence"  # the output's confidence is below the agent's floor
-    APPROVAL_GATE = "approval_gate"  # the agent's autonomy is approval gates: every step is reviewed
+    APPROVAL_GATE = "approval_gate"  # approval gates: every step, and every side effect before it runs
     HALT = "halt"  # a budget, loop or breaker stopped the task before a call
 
 
@@ -34,7 +35,11 @@ class ReviewRequested(Payload):
 
     Exactly one of ``checkpoint`` (a finished step the validator accepted: approving
     moves the task on from it) and ``halted`` (a handoff a limit stopped: approving
-    runs that step again) is set. A request for a ``review_id`` already seen, with a
+    runs that step again) is set. A request with a ``proposal`` is a call the model
+    proposed and nobody made yet: ``halted`` is its step, ``progress`` where the step
+    stands; approving runs the call (with any edit applied to its arguments) and the
+    step carries on, rejecting ends the task or refuses the call (the tool's
+    ``on_reject``). A request for a ``review_id`` already seen, with a
     higher ``level``, replaces it: the review was escalated to ``role`` after a timeout.
     """
 
@@ -59,6 +64,8 @@ class ReviewRequested(Payload):
     checkpoint: StepCompleted | None = None
     halted: HandoffEnvelope | None = None
     halt_error_type: str | None = Field(default=None, description="What stopped the task, for a halt.")
+    proposal: ProposedCall | None = Field(default=None, description="The call waiting for approval, before it runs.")
+    progress: StepProgress | None = Field(default=None, description="With a proposal: where its step stands.")
     requested_at: datetime
     deadline: datetime = Field(description="When the default action is taken if nobody decided.")
 
@@ -66,6 +73,8 @@ class ReviewRequested(Payload):
     def _one_checkpoint(self) -> ReviewRequested:
         if (self.checkpoint is None) == (self.halted is None):
             raise ValueError("exactly one of `checkpoint` and `halted` must be set")
+        if (self.proposal is None) != (self.progress is None) or (self.proposal is not None and self.halted is None):
+            raise ValueError("a `proposal` comes with its step's `progress` and the `halted` step it stopped")
         return self
 
     @property
@@ -101,10 +110,18 @@ class ReviewDecided(Payload):
     reason: str | None = Field(default=None, description="The reviewer's reason or comment.")
     level: int = Field(default=0, ge=0, description="The request level this action was taken on.")
     edit: list[dict[str, Any]] | None = Field(
-        default=None, description="Edit-and-approve: the RFC 6902 JSON Patch applied to the checkpoint's context."
+        default=None,
+        description=(
+            "Edit-and-approve: the RFC 6902 JSON Patch applied to the checkpoint's context "
+            "(for a proposed call: to the call's arguments)."
+        ),
     )
     context_hash: str | None = Field(
-        default=None, description="On an approval: the hash of the context the task resumes with (new after an edit)."
+        default=None,
+        description=(
+            "On an approval: the hash of the context the task resumes with (new after an edit). On a partial "
+            "approval of a proposed call with an edit: the hash of the edited arguments."
+        ),
     )
     approvals: list[str] = Field(default_factory=list, description="Distinct approvers at this level so far.")
     decided_at: datetime

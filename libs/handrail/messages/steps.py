@@ -8,36 +8,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from handrail.messages.base import Payload
-from handrail.messages.envelope import BudgetSnapshot
-
-
-class Usage(Payload):
-    """What one step consumed."""
-
-    model_calls: int = Field(default=0, ge=0)
-    tool_calls: int = Field(default=0, ge=0)
-    input_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-    cost_usd: float = Field(default=0.0, ge=0)
-
-    @property
-    def tokens(self) -> int:
-        """Input plus output tokens."""
-        return self.input_tokens + self.output_tokens
-
-
-class Decision(Payload):
-    """One action the agent took inside a step: a model call or a tool call."""
-
-    kind: Literal["model_call", "tool_call"]
-    name: str = Field(description="The model or tool name.")
-    outcome: Literal["ok", "error", "rejected", "short_circuited"]
-    args_hash: str | None = None
-    error: str | None = None
-    latency_ms: float = Field(ge=0)
-    input_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-    prompt: str | None = Field(default=None, description="For a model call: the prompt name@version it was made with.")
+from handrail.messages.calls import BudgetSnapshot, Decision, Usage
+from handrail.messages.proposals import ProposedCall, StepProgress
 
 
 class StepCompleted(Payload):
@@ -48,12 +20,14 @@ class StepCompleted(Payload):
     A step that a limit stopped (``status="halted"``) or that could not be run
     (``"failed"``) is reported here too, with ``reason`` and ``error_type``: an
     agent only ever reports on its own step, and the validator decides what
-    becomes of the task.
+    becomes of the task. A step that stopped before a call a person must approve
+    (``"awaiting_approval"``) carries the ``proposal`` and the step's ``progress``
+    (``handrail.messages.proposals``).
     """
 
     envelope_version: Literal[1] = 1
     message_id: str
-    status: Literal["completed", "halted", "failed"] = "completed"
+    status: Literal["completed", "halted", "failed", "awaiting_approval"] = "completed"
     reason: str | None = Field(default=None, description="Why the step did not complete, for a person.")
     error_type: str | None = Field(default=None, description="Why the step did not complete, for a machine.")
     task_id: str
@@ -76,4 +50,6 @@ class StepCompleted(Payload):
     usage: Usage = Field(default_factory=Usage)
     budget: BudgetSnapshot = Field(default_factory=BudgetSnapshot)
     finished_at: datetime
+    proposal: ProposedCall | None = Field(default=None, description="For `awaiting_approval`: the call to approve.")
+    progress: StepProgress | None = Field(default=None, description="For `awaiting_approval`: where the step stands.")
     signature: str | None = Field(default=None, description="The agent's signature, when signing is on.")

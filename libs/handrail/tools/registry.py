@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 
@@ -45,7 +45,9 @@ class ToolSpec:
     args_schema: dict[str, Any]
     result_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
     side_effect: bool = False
-    requires_approval: bool = False
+    requires_approval: bool = False  # a person approves each call before it runs
+    #: What a reviewer's rejection of a call does: ``end`` the task, or ``refuse`` the call (the model is told).
+    on_reject: Literal["end", "refuse"] = "end"
     cost_usd: float = 0.0  # what one call costs, reserved against the budget before it runs
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from swagger_ui_bundle import swagger_ui_path
 
 from handrail.errors import RetryableError
-from handrail.messages import BudgetSnapshot, Decision, ReviewAction, ReviewDecided
+from handrail.messages import BudgetSnapshot, Decision, ProposedCall, ReviewAction, ReviewDecided
 from handrail_review.errors import NotAuthenticated, NotReady, ReviewError
 from handrail_review.handlers import ReviewDesk
 from handrail_review.index import Item
@@ -104,6 +104,11 @@ class ReviewDetail(ReviewSummary):
     decisions: list[Decision] = Field(description="The step's decision trail: every model and tool call.")
     budget: BudgetSnapshot = Field(description="What the task had used at the checkpoint, and its caps.")
     halt_error_type: str | None
+    proposal: ProposedCall | None = Field(
+        default=None,
+        description="A call the model proposed that waits for this review before it runs: tool, arguments, "
+        "the model's stated reason, and what a rejection does (an edit applies to its arguments).",
+    )
     edit: list[dict[str, Any]] | None = Field(description="The pending or applied edit, as a JSON Patch.")
     records: list[ReviewDecided] = Field(description="Approvals, comments and the decision, oldest first.")
     may_decide: bool = Field(description="Whether the caller's roles may decide it.")
@@ -118,9 +123,14 @@ class RejectBody(BaseModel):
 
 
 class EditBody(BaseModel):
-    """Edit-and-approve: the whole new context, or a JSON Patch against the checkpoint's context."""
+    """Edit-and-approve: the whole new context, or a JSON Patch against the checkpoint's context.
+
+    For a review of a proposed call, what is edited is the call's arguments: send the whole new
+    ``arguments`` (or a ``patch`` against them); they are checked against the tool's schema.
+    """
 
     context: dict[str, Any] | None = None
+    arguments: dict[str, Any] | None = Field(default=None, description="A proposed call's new arguments.")
     patch: list[dict[str, Any]] | None = None
     reason: str | None = Field(default=None, max_length=2000)
 
@@ -258,10 +268,16 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
         responses=_errors(403, 404, 409, 422),
     )
     async def edit(review_id: str, who: Authenticated, body: EditBody) -> ReviewDetail:
-        if (body.context is None) == (body.patch is None):
-            raise _InvalidBody("send exactly one of `context` and `patch`")
+        sent = [name for name in ("context", "arguments", "patch") if getattr(body, name) is not None]
+        if len(sent) != 1:
+            raise _InvalidBody(f"send exactly one of `context`, `arguments` and `patch` (got {sent or 'none'})")
+        proposal = (await desk.get(review_id)).request.proposal
+        if (body.arguments is not None and proposal is None) or (body.context is not None and proposal is not None):
+            what = "a proposed call's `arguments`" if proposal is not None else "the checkpoint's `context`"
+            raise _InvalidBody(f"review {review_id} edits {what}")
+        document = body.context if body.context is not None else body.arguments
         item = await desk.decide(
-            who, review_id, ReviewAction.APPROVE, body.reason, edit_context=body.context, edit_patch=body.patch
+            who, review_id, ReviewAction.APPROVE, body.reason, edit_context=document, edit_patch=body.patch
         )
         return await decided(review_id, who, item)
 
@@ -329,9 +345,10 @@ def _detail(item: Item, records: list[ReviewDecided], role: str | None) -> Revie
         context_hash=request.context_hash,
         diff=step.patch if step is not None else [],
         output=step.output if step is not None else None,
-        decisions=step.decisions if step is not None else [],
+        decisions=step.decisions if step is not None else (request.progress.decisions if request.progress else []),
         budget=step.budget if step is not None else (halted.budget if halted is not None else BudgetSnapshot()),
         halt_error_type=request.halt_error_type,
+        proposal=request.proposal,
         edit=item.edit,
         records=records,
         may_decide=role is not None and item.status == "pending",

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import jsonpatch
+import jsonschema
 
 from handrail.hashing import context_hash
 from handrail.lifecycle import Park
@@ -204,21 +205,38 @@ class ReviewDesk:
     def _edit(
         self, item: Item, context: dict[str, Any] | None, patch: list[dict[str, Any]] | None
     ) -> tuple[list[dict[str, Any]] | None, str]:
-        """The JSON Patch of an edit-and-approve (against the checkpoint) and the new context's hash."""
+        """The JSON Patch of an edit-and-approve (against the checkpoint) and the edited document's hash.
+
+        For a proposed call the edit is of the call's arguments (``context`` is then the new arguments),
+        and they must satisfy the tool's argument schema: what a person approves is what runs.
+        """
         if context is None and patch is None:
             return None, ""
-        base = item.request.context
+        proposal = item.request.proposal
+        what = "the checkpoint's context" if proposal is None else f"the arguments of the call to {proposal.tool}"
+        base = item.request.context if proposal is None else proposal.arguments
         if patch is not None:
             try:
                 context = jsonpatch.apply_patch(base, patch, in_place=False)
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
-                raise InvalidEdit(f"the patch does not apply to the checkpoint's context: {exc}") from None
+                raise InvalidEdit(f"the patch does not apply to {what}: {exc}") from None
         if not isinstance(context, dict):
-            raise InvalidEdit("the edited context must be a JSON object")
+            raise InvalidEdit(f"the edited {what.removeprefix('the ')} must be a JSON object")
+        if proposal is not None:
+            self._check_arguments(proposal.tool, context)
         ops = diff(base, context)
         if not ops:
             return None, ""
         return ops, context_hash(context)
+
+    def _check_arguments(self, tool: str, arguments: dict[str, Any]) -> None:
+        spec = self.rt.tools.get(tool)
+        if spec is None:
+            raise InvalidEdit(f"the tool {tool!r} is not registered here, so its edited arguments cannot be checked")
+        errors = sorted(jsonschema.Draft202012Validator(spec.spec.args_schema).iter_errors(arguments), key=str)
+        if errors:
+            detail = "; ".join(f"arguments/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:3])
+            raise InvalidEdit(f"the edited arguments of {tool} break its schema: {detail}")
 
     async def comment(self, reviewer: Reviewer, review_id: str, text: str) -> ReviewDecided:
         """Add a comment to the review's trail (any reviewer, any time)."""

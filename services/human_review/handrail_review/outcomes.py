@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import jsonpatch
 
 from handrail.lifecycle import End, HandOff, Resume, describe
-from handrail.messages import ReviewAction, ReviewDecided, TaskStatus, derived_message_id
+from handrail.messages import ReviewAction, ReviewDecided, StepResume, TaskStatus, derived_message_id
 from handrail.orchestration import Orchestrator
 from handrail.service import Runtime
 from handrail_review.index import Item, ReviewIndex
@@ -57,7 +57,7 @@ class Outcomes:
             reason=item.fields.get("decision_reason") or None,
             level=item.level,
             edit=edit,
-            context_hash=(item.fields.get("edit_hash") or request.context_hash) if approved else None,
+            context_hash=_resumed_hash(item) if approved else None,
             approvals=item.approvers,
             decided_at=datetime.fromtimestamp(decided_ms / 1000, UTC),
         )
@@ -73,6 +73,8 @@ class Outcomes:
 
     def _resume(self, item: Item, final: ReviewDecided) -> HandOff | End:
         request = item.request
+        if request.proposal is not None:
+            return self._decide_call(item, final, approved=True)
         edited = jsonpatch.apply_patch(request.context, final.edit, in_place=False) if final.edit else None
         if request.checkpoint is None:
             assert request.halted is not None
@@ -97,8 +99,40 @@ class Outcomes:
             }
         return self.orchestrator.advance(step, context=edited, output=output, actor=final.by)
 
-    def _end(self, item: Item, final: ReviewDecided) -> End:
+    def _decide_call(self, item: Item, final: ReviewDecided, *, approved: bool) -> HandOff:
+        """Hand a proposed call's step back to its agent: run the call as approved (with any edit), or refuse it."""
         request = item.request
+        proposal, progress, halted = request.proposal, request.progress, request.halted
+        assert proposal is not None
+        assert progress is not None
+        assert halted is not None
+        arguments = proposal.arguments
+        if approved and final.edit:
+            arguments = jsonpatch.apply_patch(proposal.arguments, final.edit, in_place=False)
+        resume = StepResume(
+            review_id=request.review_id,
+            decision="approved" if approved else "refused",
+            arguments=arguments,
+            by=final.approvals if approved else [final.by],
+            reason=final.reason,
+            progress=progress,
+        )
+        return self.orchestrator.retry(halted, message_id=derived_message_id(request.review_id, "retry"), resume=resume)
+
+    def _end(self, item: Item, final: ReviewDecided) -> End | HandOff:
+        request = item.request
+        if request.proposal is not None:
+            if request.proposal.on_reject == "refuse":
+                return self._decide_call(item, final, approved=False)  # the model hears no, and carries on
+            assert request.halted is not None
+            return End.of(
+                request.halted,
+                TaskStatus.REJECTED,
+                actor=final.by,
+                reason=f"the call to {request.proposal.tool} was rejected in review by {final.by}: "
+                f"{final.reason or 'no reason given'}; it never ran",
+                error_type="review_rejected",
+            )
         source = request.checkpoint if request.checkpoint is not None else request.halted
         assert source is not None
         checkpoint = request.checkpoint is not None
@@ -109,3 +143,12 @@ class Outcomes:
             reason=f"rejected in review by {final.by}: {final.reason or 'no reason given'}",
             error_type="review_rejected" if checkpoint else request.halt_error_type,
         )
+
+
+def _resumed_hash(item: Item) -> str:
+    """The context an approved review resumes with: the edited one's, or the checkpoint's (a proposed
+    call's edit changes its arguments, not the context)."""
+    request = item.request
+    if request.proposal is not None:
+        return request.context_hash
+    return item.fields.get("edit_hash") or request.context_hash

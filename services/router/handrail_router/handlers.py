@@ -19,7 +19,7 @@ from handrail.errors import InputRejected, Rejected
 from handrail.hashing import context_hash
 from handrail.lifecycle import End, Open, Plan, TaskBudget, first_handoff
 from handrail.messages import TaskStatus, TaskSubmitted, derived_message_id, utcnow
-from handrail.messages.envelope import BudgetSnapshot
+from handrail.messages.calls import BudgetSnapshot
 from handrail.service import Runtime
 from handrail.state.budgets import Amount, Caps
 from handrail_router.decisions import DecisionStore

@@ -1,10 +1,11 @@
 """Deterministic orchestration: check a ``StepCompleted`` and decide what happens next.
 
 The step's output must satisfy its schema (else it is dead-lettered and the task
-fails). Then, when a person must decide (an escalation rule holds, the step used
-a tool flagged for approval, the confidence is below the agent's floor, or the
-agent runs on approval gates), the task is parked on ``reviews.requested`` with
-its checkpoint; otherwise it moves on: the next step, or its result.
+fails). Then, when a person must decide (an escalation rule holds, the confidence
+is below the agent's floor, or the agent runs on approval gates), the task is
+parked on ``reviews.requested`` with its checkpoint; otherwise it moves on: the
+next step, or its result. A step its agent stopped before a call that needs
+approval is parked with the proposed call, before anything ran.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class ValidatorHandlers:
 
     async def on_step(self, step: StepCompleted, delivery: Delivery) -> Plan:
         """Check the output, then park the task for review, hand the next step on, or end the task."""
+        if step.status == "awaiting_approval":
+            return self._awaiting_approval(step)
         if step.status != "completed":
             return self._not_completed(step)
         workflow = self.rt.contracts.workflows.get(step.workflow)
@@ -60,7 +63,7 @@ class ValidatorHandlers:
                 f"step {step.step!r} of task {step.task_id} produced an output that breaks its schema: {detail}",
                 task_id=step.task_id,
             )
-        escalation = escalation_for(step, workflow, self.rt.contracts.agents.get(step.agent), self.rt.tools)
+        escalation = escalation_for(step, workflow, self.rt.contracts.agents.get(step.agent))
         if escalation is not None:
             park = self.orchestrator.request_review(escalation, checkpoint=step)
             ESCALATIONS.labels(step.workflow, escalation.trigger.value).inc()
@@ -74,6 +77,22 @@ class ValidatorHandlers:
             )
             return park
         return self.orchestrator.advance(step)
+
+    def _awaiting_approval(self, step: StepCompleted) -> Plan:
+        """A step stopped before a call a person must approve: park it with the proposal, nothing has run."""
+        if step.proposal is None or step.progress is None or step.workflow not in self.rt.contracts.workflows:
+            raise StepFailed(
+                f"step {step.step!r} of task {step.task_id} awaits approval but carries no proposal and progress, "
+                f"or its workflow {step.workflow!r} is unknown",
+                task_id=step.task_id,
+            )
+        park = self.orchestrator.request_approval(step)
+        ESCALATIONS.labels(step.workflow, park.request.trigger.value).inc()
+        log.info(
+            "task %s: call to %s in step %r parked for approval, review %s (role %s)",
+            step.task_id, step.proposal.tool, step.step, park.request.review_id, park.request.role,
+        )  # fmt: skip
+        return park
 
     def _not_completed(self, step: StepCompleted) -> Plan:
         """A step its agent reported halted (maybe for a person, per its autonomy) or failed: the task ends."""

@@ -32,7 +32,16 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
     prompts = PromptStore(PromptLibrary(settings.config_dir / "prompts"), runtime.redis, settings.redis_prefix)
     prompts.library.load(*parse_ref(agent.prompt))  # the declared prompt must load: stop now, not at 3 a.m.
     provider = build_provider(agent, catalogue, breakers=SharedModelBreakers(runtime.controls))
-    runner = StepRunner(agent, provider, runtime.tools, effects, _chaos_hook(settings), prompts=prompts)
+    runner = StepRunner(
+        agent,
+        provider,
+        runtime.tools,
+        effects,
+        _chaos_hook(settings.chaos_exit_after_tool, "right after {tool} ran, before the step's output is published"),
+        prompts=prompts,
+        workflows=runtime.contracts.workflows,
+        before_effect=_chaos_hook(settings.chaos_exit_before_tool, "right before {tool} runs"),
+    )
     handlers = WorkerHandlers(runtime, settings, runner)
     reporter = StepReporter(runtime, agent.name)
     runtime.pipeline.subscribe(
@@ -49,15 +58,14 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
     return runtime, asgi_app(runtime)
 
 
-def _chaos_hook(settings: WorkerSettings) -> Callable[[str], None] | None:
-    """Fault injection for crash drills: exit right after the named tool's side effect is recorded."""
-    target = settings.chaos_exit_after_tool
+def _chaos_hook(target: str | None, when: str) -> Callable[[str], None] | None:
+    """Fault injection for crash drills: exit the process at a side effect of the tool ``target``."""
     if not target:
         return None
 
-    def exit_after(tool: str) -> None:
+    def exit_at(tool: str) -> None:
         if tool == target:
-            log.critical("chaos: exiting right after %s ran, before the step's output is published", tool)
+            log.critical("chaos: exiting %s", when.format(tool=tool))
             os._exit(17)
 
-    return exit_after
+    return exit_at

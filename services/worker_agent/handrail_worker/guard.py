@@ -74,11 +74,15 @@ class StepGuard:
         return TaskHalted(reason, error_type=error_type, task_id=self.env.task_id)
 
     async def start(self) -> None:
-        """Count the step against the task's and the agent's step budgets (unless a halt stops it first)."""
+        """Count the step against the task's and the agent's step budgets (unless a halt stops it first).
+
+        A step that carries on after a person decided on a call it proposed was counted when it began.
+        """
+        steps = 0 if self.env.resume is not None else 1
         reservation_id = f"{self.env.message_id}/step"
-        admitted = await self._admit(reservation_id, Amount(steps=1))
+        admitted = await self._admit(reservation_id, Amount(steps=steps))
         self._raise_unless_granted(admitted)
-        self._unsettled = Settlement(reservation_id, Amount(steps=1), self.agent.name)
+        self._unsettled = Settlement(reservation_id, Amount(steps=steps), self.agent.name)
 
     async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket:
         """Check and reserve for model call ``index`` of this step."""

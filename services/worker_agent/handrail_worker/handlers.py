@@ -9,13 +9,13 @@ from typing import Any
 
 from handrail.bus import Delivery
 from handrail.errors import HandoffError
-from handrail.lifecycle import HandOff, spent_budget, step_completed
+from handrail.lifecycle import HandOff, spent_budget, step_awaiting_approval, step_completed
 from handrail.messages import DecisionEvent, HandoffEnvelope
 from handrail.patch import diff
 from handrail.service import Runtime
 from handrail.state.admission import Admissions
 from handrail_worker.guard import StepGuard
-from handrail_worker.runner import StepRunner
+from handrail_worker.runner import Proposal, StepRunner
 from handrail_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,10 @@ class WorkerHandlers:
         self.admissions = Admissions(runtime.redis, runtime.budgets, runtime.controls, settings.redis_prefix)
 
     async def on_envelope(self, envelope: HandoffEnvelope, delivery: Delivery) -> HandOff:
-        """Run the step; hand its output on to the validator with the new context, its hash and the patch."""
+        """Run the step; hand its output on to the validator with the new context, its hash and the patch.
+
+        A step that stopped before a call a person must approve goes to the validator too, with the proposal.
+        """
         if envelope.receiver != self.agent.name:
             raise HandoffError(
                 f"envelope for agent {envelope.receiver!r} arrived at agent {self.agent.name!r}",
@@ -67,6 +70,16 @@ class WorkerHandlers:
         finally:
             await guard.settle_pending()  # a step that ended on a halt or an error still pays for its calls
             await events.flush()
+        if isinstance(outcome, Proposal):
+            waiting = step_awaiting_approval(
+                envelope,
+                agent=self.agent.name,
+                proposal=outcome.call,
+                progress=outcome.progress,
+                budget=spent_budget(envelope, spent),
+            )
+            log.info("task %s: step %r waits for approval of %s", envelope.task_id, envelope.step, outcome.call.tool)
+            return HandOff(waiting)
         steps = {**envelope.context.get("steps", {}), envelope.step: outcome.output}
         context = {**envelope.context, "steps": steps}
         completed = step_completed(

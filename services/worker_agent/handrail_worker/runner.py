@@ -3,8 +3,11 @@
 Every call goes through the step's guard (halts, breakers, loop window,
 budget). Every model-proposed tool call is checked against the registry and
 the agent's allowed tools before it runs; a rejected call becomes a structured
-error the model sees, and too many of them fail the step. Side-effecting tools
-run at most once per idempotency key (task, step, tool, canonical arguments).
+error the model sees, and too many of them fail the step. A call a person must
+approve first (``handrail.orchestration.approval_for_call``) is not made: the step
+stops with a ``Proposal`` of it and its progress, and carries on from there when
+the decision comes back (``HandoffEnvelope.resume``). Side-effecting tools run at
+most once per idempotency key (task, step, tool, canonical arguments).
 """
 
 from __future__ import annotations
@@ -12,20 +15,21 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from handrail.contracts import AgentSpec
+from handrail.contracts import AgentSpec, WorkflowSpec
 from handrail.errors import TaskHalted
 from handrail.hashing import canonical_json, sha256_hex
 from handrail.llm import Attempt, ChatMessage, ModelProvider, ModelRequest, ToolCall
 from handrail.llm.chain import as_chain
 from handrail.llm.corrections import arguments_correction, reply_correction
 from handrail.llm.observers import Outcome, TracingObserver, observing
-from handrail.messages import Decision, HandoffEnvelope, Usage
+from handrail.messages import Decision, HandoffEnvelope, ProposedCall, StepProgress, StepResume, Usage
 from handrail.metrics import TOOL_CALLS
 from handrail.observability import tracer
+from handrail.orchestration import approval_for_call
 from handrail.prompts import PromptStore, step_scope
 from handrail.state.effects import Claim, EffectStore
 from handrail.tools import Tool, ToolCallError, ToolContext, ToolFailure, ToolRegistry, ToolSpec
@@ -60,6 +64,14 @@ class StepOutcome:
     usage: Usage = field(default_factory=Usage)
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """A step stopped before a call a person must approve: the call, and where the step stands."""
+
+    call: ProposedCall
+    progress: StepProgress
+
+
 @dataclass
 class _Tally:
     model_calls: int = 0
@@ -76,6 +88,45 @@ class _Tally:
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             cost_usd=self.cost_usd,
+        )
+
+    @classmethod
+    def of(cls, usage: Usage, corrections: int) -> _Tally:
+        return cls(**usage.model_dump(), corrections=corrections)
+
+
+@dataclass
+class _Step:
+    """A step's running state: the conversation, its decisions and spend, the calls people approved."""
+
+    messages: list[ChatMessage]
+    prompt_ref: str
+    decisions: list[Decision] = field(default_factory=list)
+    tally: _Tally = field(default_factory=_Tally)
+    turns: int = 0
+    approved: set[str] = field(default_factory=set)
+
+    @classmethod
+    def resumed(cls, progress: StepProgress) -> _Step:
+        return cls(
+            messages=[_message(m) for m in progress.messages],
+            prompt_ref=progress.prompt,
+            decisions=list(progress.decisions),
+            tally=_Tally.of(progress.usage, progress.corrections),
+            turns=progress.turns,
+            approved=set(progress.approved_keys),
+        )
+
+    def progress(self, pending: list[ToolCall]) -> StepProgress:
+        return StepProgress(
+            messages=[_message_dict(m) for m in self.messages],
+            pending_calls=[_call_dict(c) for c in pending],
+            decisions=self.decisions,
+            usage=self.tally.usage(),
+            turns=self.turns,
+            corrections=self.tally.corrections,
+            approved_keys=sorted(self.approved),
+            prompt=self.prompt_ref,
         )
 
 
@@ -124,6 +175,8 @@ class StepRunner:
         on_effect_recorded: Callable[[str], None] | None = None,
         *,
         prompts: PromptStore | None = None,
+        workflows: Mapping[str, WorkflowSpec] | None = None,
+        before_effect: Callable[[str], None] | None = None,
     ) -> None:
         self.agent = agent
         # A lone provider runs as a one-model chain, so every call is observed and listed the same way.
@@ -131,11 +184,14 @@ class StepRunner:
         self.prompts = prompts
         self.tools = tools
         self.effects = effects
-        # Fault injection for crash drills: called with the tool's name once its effect is recorded.
+        self.workflows = workflows or {}  # their escalation rules bound to tools are checked before each call
+        # Fault injection for crash drills: called with the tool's name before its effect runs / once it is recorded.
+        self.before_effect = before_effect
         self.on_effect_recorded = on_effect_recorded
 
-    async def run(self, envelope: HandoffEnvelope, guard: Guard) -> StepOutcome:
-        """Run the step ``envelope`` hands over; ``StepFailed`` or ``TaskHalted`` if it cannot finish."""
+    async def run(self, envelope: HandoffEnvelope, guard: Guard) -> StepOutcome | Proposal:
+        """Run the step ``envelope`` hands over (or carry it on after a decision); ``StepFailed`` or
+        ``TaskHalted`` if it cannot finish, a ``Proposal`` when it stopped before a call a person must approve."""
         attributes = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": self.agent.name,
@@ -150,6 +206,9 @@ class StepRunner:
             except TaskHalted as exc:
                 span.set_attribute("error.type", exc.error_type)
                 raise
+            except _Stopped as stopped:
+                span.set_attribute("handrail.awaiting_approval", stopped.proposal.call.tool)
+                return stopped.proposal
             span.set_attribute("gen_ai.usage.input_tokens", outcome.usage.input_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", outcome.usage.output_tokens)
             return outcome
@@ -157,20 +216,24 @@ class StepRunner:
     async def _run_step(self, envelope: HandoffEnvelope, guard: Guard) -> StepOutcome:
         agent = self.agent
         await guard.start()
-        system, prompt_ref = await self._system_prompt(envelope)
-        messages = [
-            ChatMessage("system", system),
-            ChatMessage(
-                "user", json.dumps({"goal": envelope.goal, "step": envelope.step, "context": envelope.context})
-            ),
-        ]
-        specs = self.tools.specs(agent.tools)
-        decisions: list[Decision] = []
-        tally = _Tally()
-        model = agent.model_chain[0]
         next_index = itertools.count(1).__next__  # one index per model attempt and tool call: reservation ids
-        span = {"handrail.prompt": prompt_ref, "handrail.task_id": envelope.task_id, "handrail.step": envelope.step}
-        for _ in range(agent.limits.max_turns):
+        resume = envelope.resume
+        if resume is None:
+            system, prompt_ref = await self._system_prompt(envelope)
+            user = json.dumps({"goal": envelope.goal, "step": envelope.step, "context": envelope.context})
+            step = _Step([ChatMessage("system", system), ChatMessage("user", user)], prompt_ref)
+        else:
+            step = _Step.resumed(resume.progress)
+            decided, *rest = [_call(c) for c in resume.progress.pending_calls]
+            await self._carry_out(envelope, guard, next_index, step, decided, resume)
+            await self._run_calls(envelope, guard, next_index, step, rest, model_text=None)
+        specs = self.tools.specs(agent.tools)
+        model = agent.model_chain[0]
+        span = {"handrail.prompt": step.prompt_ref, "handrail.task_id": envelope.task_id}
+        span["handrail.step"] = envelope.step
+        messages, tally = step.messages, step.tally
+        while step.turns < agent.limits.max_turns:
+            step.turns += 1
             attempts = _GuardAttempts(guard, next_index, sum(len(m.content) for m in messages))
             with observing(attempts, TracingObserver(span)):
                 reply = await self.provider.complete(ModelRequest(model=model, messages=messages, tools=specs))
@@ -179,9 +242,9 @@ class StepRunner:
                 tally.input_tokens += attempt.input_tokens
                 tally.output_tokens += attempt.output_tokens
                 tally.cost_usd += attempt.cost_usd
-                decisions.append(_model_decision(attempt, prompt_ref))
+                step.decisions.append(_model_decision(attempt, step.prompt_ref))
             if reply.answer is not None:
-                return StepOutcome(reply.answer, reply.confidence, decisions, tally.usage())
+                return StepOutcome(reply.answer, reply.confidence, step.decisions, tally.usage())
             if not reply.tool_calls:
                 correction = reply_correction(reply)
                 self._correct(tally, f"{correction.code}: {correction.message}")
@@ -190,25 +253,122 @@ class StepRunner:
                 messages.append(ChatMessage("user", correction.as_message()))
                 continue
             messages.append(ChatMessage("assistant", tool_calls=reply.tool_calls))
-            for call in reply.tool_calls:
-                with tracer().start_as_current_span(
-                    f"execute_tool {call.name}", attributes=_tool_attributes(call.name, envelope)
-                ) as tool_span:
-                    observation, decision = await self._call_tool(envelope, guard, next_index(), call)
-                    if decision.outcome != "ok":
-                        tool_span.set_attribute("error.type", (decision.error or decision.outcome).split(":")[0])
-                decisions.append(decision)
-                TOOL_CALLS.labels(agent.name, decision.name, decision.outcome).inc()
-                if decision.outcome == "rejected":
-                    self._correct(tally, decision.error or "rejected tool call")
-                elif decision.outcome != "short_circuited":
-                    tally.tool_calls += 1
-                messages.append(ChatMessage("tool", json.dumps(observation), tool_call_id=call.id, name=call.name))
+            await self._run_calls(
+                envelope, guard, next_index, step, list(reply.tool_calls), model_text=reply.raw_text or None
+            )
         raise TaskHalted(
             f"agent {agent.name!r} gave no answer within its {agent.limits.max_turns} model calls per step",
             error_type="turns_exhausted",
             task_id=envelope.task_id,
         )
+
+    async def _run_calls(
+        self,
+        envelope: HandoffEnvelope,
+        guard: Guard,
+        next_index: Callable[[], int],
+        step: _Step,
+        calls: list[ToolCall],
+        *,
+        model_text: str | None,
+    ) -> None:
+        """Run the calls of one model turn in order; stop (``_Stopped``) before one a person must approve."""
+        for position, call in enumerate(calls):
+            proposed = self._needs_approval(envelope, step, call, model_text)
+            if proposed is not None:
+                raise _Stopped(Proposal(proposed, step.progress(calls[position:])))
+            with tracer().start_as_current_span(
+                f"execute_tool {call.name}", attributes=_tool_attributes(call.name, envelope)
+            ) as tool_span:
+                observation, decision = await self._call_tool(envelope, guard, next_index(), call)
+                if decision.outcome != "ok":
+                    tool_span.set_attribute("error.type", (decision.error or decision.outcome).split(":")[0])
+            self._record(step, call, observation, decision)
+
+    def _record(self, step: _Step, call: ToolCall, observation: dict[str, Any], decision: Decision) -> None:
+        step.decisions.append(decision)
+        TOOL_CALLS.labels(self.agent.name, decision.name, decision.outcome).inc()
+        if decision.outcome == "rejected":
+            self._correct(step.tally, decision.error or "rejected tool call")
+        elif decision.outcome != "short_circuited":
+            step.tally.tool_calls += 1
+        step.messages.append(ChatMessage("tool", json.dumps(observation), tool_call_id=call.id, name=call.name))
+
+    def _needs_approval(
+        self, envelope: HandoffEnvelope, step: _Step, call: ToolCall, model_text: str | None
+    ) -> ProposedCall | None:
+        """The proposal of ``call`` when a person must approve it first; None to make it now.
+
+        A call that will be rejected (unknown tool, bad arguments) is not proposed: the model
+        hears what is wrong with it first. A call people approved in this step runs.
+        """
+        name, args = call.name, call.arguments
+        if arguments_correction(call) or self.tools.check_call(name, args, self.agent.tools) is not None:
+            return None
+        key = idempotency_key(envelope, name, args)
+        tool = self.tools.get(name)
+        assert tool is not None  # check_call vouched for it
+        if key in step.approved:
+            return None
+        escalation = approval_for_call(
+            self.workflows.get(envelope.workflow), self.agent, envelope.step, tool.spec, args, envelope.context
+        )
+        if escalation is None:
+            return None
+        return ProposedCall(
+            call_id=call.id,
+            tool=name,
+            arguments=args,
+            args_hash=sha256_hex(canonical_json(args)),
+            idempotency_key=key,
+            model_reason=model_text,
+            why=escalation.reason,
+            trigger=escalation.trigger.value,
+            rule=escalation.rule.name if escalation.rule is not None else None,
+            on_reject=tool.spec.on_reject,
+        )
+
+    async def _carry_out(
+        self,
+        envelope: HandoffEnvelope,
+        guard: Guard,
+        next_index: Callable[[], int],
+        step: _Step,
+        call: ToolCall,
+        resume: StepResume,
+    ) -> None:
+        """The call a person decided on: run it as approved (edited arguments included), or tell the model no."""
+        if resume.decision == "refused":
+            refusal = ToolCallError(
+                "refused_by_reviewer",
+                call.name,
+                f"a person refused this call ({', '.join(resume.by)}): {resume.reason or 'no reason given'}; "
+                "do not make it again - answer without it, or propose something else",
+            )
+            decision = Decision(
+                kind="tool_call",
+                name=call.name,
+                outcome="rejected",
+                args_hash=sha256_hex(canonical_json(call.arguments)) if isinstance(call.arguments, dict) else None,
+                error=f"{refusal.code}: {refusal.message}",
+                latency_ms=0.0,
+            )
+            step.decisions.append(decision)
+            TOOL_CALLS.labels(self.agent.name, call.name, "refused").inc()
+            step.messages.append(
+                ChatMessage("tool", json.dumps(refusal.as_observation()), tool_call_id=call.id, name=call.name)
+            )
+            return
+        approved = ToolCall(call.id, call.name, resume.arguments)
+        if resume.arguments != call.arguments:  # edited: the conversation shows the call that really runs
+            step.messages = [_with_arguments(m, approved) for m in step.messages]
+        step.approved.add(idempotency_key(envelope, approved.name, approved.arguments))
+        with tracer().start_as_current_span(
+            f"execute_tool {approved.name}", attributes=_tool_attributes(approved.name, envelope)
+        ) as tool_span:
+            tool_span.set_attribute("handrail.review_id", resume.review_id)
+            observation, decision = await self._call_tool(envelope, guard, next_index(), approved)
+        self._record(step, approved, observation, decision)
 
     async def _system_prompt(self, envelope: HandoffEnvelope) -> tuple[str, str]:
         """The system message and the prompt version it came from (the active one, read at every step)."""
@@ -257,8 +417,7 @@ class StepRunner:
                 error=f"{granted.code}: {granted.message}",
                 latency_ms=_ms_since(started),
             )
-        # The key is the task, the step, the tool and the canonical arguments: nothing that changes on redelivery.
-        key = sha256_hex(canonical_json([envelope.task_id, envelope.step, name, args]))
+        key = idempotency_key(envelope, name, args)
         context = ToolContext(task_id=envelope.task_id, step=envelope.step, idempotency_key=key)
         try:
             result = await self._run(tool, args, context, envelope)
@@ -303,6 +462,8 @@ class StepRunner:
                 error_type="side_effect_in_doubt",
                 task_id=envelope.task_id,
             )
+        if self.before_effect is not None:
+            self.before_effect(spec.name)
         try:
             result = await run(args, context)
         except ToolFailure:
@@ -321,6 +482,46 @@ class StepRunner:
                 f"agent {self.agent.name!r} needed more than {limit} corrections; last: {last}",
                 error_type="too_many_corrections",
             )
+
+
+class _Stopped(Exception):
+    """Unwinds a step that stopped before a call a person must approve."""
+
+    def __init__(self, proposal: Proposal) -> None:
+        super().__init__(proposal.call.tool)
+        self.proposal = proposal
+
+
+def idempotency_key(envelope: HandoffEnvelope, tool: str, args: Any) -> str:
+    """A call's key: the task, the step, the tool and the canonical arguments - nothing that changes on redelivery."""
+    return sha256_hex(canonical_json([envelope.task_id, envelope.step, tool, args]))
+
+
+def _message_dict(message: ChatMessage) -> dict[str, Any]:
+    body = asdict(message)
+    body["tool_calls"] = [_call_dict(c) for c in message.tool_calls]
+    return {k: v for k, v in body.items() if v not in (None, [], "") or k == "content"}
+
+
+def _message(body: dict[str, Any]) -> ChatMessage:
+    calls = tuple(_call(c) for c in body.get("tool_calls", []))
+    return ChatMessage(body["role"], body.get("content", ""), calls, body.get("tool_call_id"), body.get("name"))
+
+
+def _call_dict(call: ToolCall) -> dict[str, Any]:
+    return {k: v for k, v in asdict(call).items() if v is not None}
+
+
+def _call(body: dict[str, Any]) -> ToolCall:
+    return ToolCall(body["id"], body["name"], body.get("arguments"), body.get("arguments_error"))
+
+
+def _with_arguments(message: ChatMessage, call: ToolCall) -> ChatMessage:
+    """``message`` with the tool call of ``call``'s id replaced by ``call``."""
+    if not any(c.id == call.id for c in message.tool_calls):
+        return message
+    calls = tuple(call if c.id == call.id else c for c in message.tool_calls)
+    return ChatMessage(message.role, message.content, calls, message.tool_call_id, message.name)
 
 
 def _tool_attributes(tool: str, envelope: HandoffEnvelope) -> dict[str, str]:

@@ -17,3 +17,5 @@ class WorkerSettings(ServiceSettings):
     chaos_exit_after_publish: bool = False
     #: Fault injection: exit right after this side-effecting tool ran and its result was recorded.
     chaos_exit_after_tool: str | None = None
+    #: Fault injection: exit right before this side-effecting tool runs (its call claimed, nothing done yet).
+    chaos_exit_before_tool: str | None = None

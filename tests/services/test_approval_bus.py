@@ -1,0 +1,124 @@
+"""Approval before the action, on real Kafka, Redis and HTTP: a proposed call runs only once people approved it.
+
+The demo's director rule is bound to ``record_decision``: the ledger entry of a
+claim above 5000 USD is the call two directors must approve before it is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from tests.fixtures.stack import PROJECT_ROOT, Stack
+from tests.services import test_review_bus as review_stack
+from tests.services.test_limits_bus import ledger_entries
+from tests.services.test_review_bus import auth, claim, new_id, pending_review, requests_for, show
+
+from handrail.client import HandrailClient
+from handrail.dev import services
+from handrail.messages import TaskStatus
+
+pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
+
+# The review tests' stack: the demo's contracts, reviewers with tokens, and a fast review sweep.
+stack_config_dir = review_stack.stack_config_dir
+stack_env = review_stack.stack_env
+http = review_stack.http
+
+
+async def _approve(http: httpx.AsyncClient, review_id: str, who: str, reason: str = "ok") -> httpx.Response:
+    return await http.post(f"/api/reviews/{review_id}/approve", headers=auth(who), json={"reason": reason})
+
+
+async def test_no_ledger_entry_before_two_directors_approve_and_exactly_one_after(
+    client: HandrailClient, stack: Stack, http: httpx.AsyncClient
+) -> None:
+    task_id = await client.submit("expense-approval", claim(8000, "GBP"), task_id=new_id("pre-approval"))
+    review = await pending_review(http, task_id)
+    detail = await show(http, review["review_id"])
+    proposal = detail["proposal"]
+    assert proposal["tool"] == "record_decision" and proposal["arguments"]["decision"] == "needs_approval"
+    assert detail["rule"] == "director-approval" and detail["approvals_required"] == 2
+    assert [d["name"] for d in detail["decisions"] if d["kind"] == "tool_call"] == ["check_policy"]
+    assert ledger_entries(stack, task_id) == [], "the call waits for the directors"
+
+    assert (await _approve(http, review["review_id"], "dan")).status_code == 200
+    await asyncio.sleep(1.0)
+    assert ledger_entries(stack, task_id) == [], "one of two directors is not enough"
+    assert await stack.results_for(task_id) == []
+    assert (await _approve(http, review["review_id"], "dora")).status_code == 200
+
+    result = await client.wait_for_result(task_id, timeout_s=60)
+    assert result.status == TaskStatus.COMPLETED, result
+    [entry] = ledger_entries(stack, task_id)
+    assert entry["idempotency_key"] == proposal["idempotency_key"]
+    [request] = await requests_for(stack, task_id)
+    assert request.proposal is not None and request.checkpoint is None, "one review: the call, not the step after it"
+
+
+async def test_a_rejected_call_never_runs_and_the_task_ends_rejected(
+    client: HandrailClient, stack: Stack, http: httpx.AsyncClient
+) -> None:
+    task_id = await client.submit("expense-approval", claim(9500, "GBP"), task_id=new_id("pre-reject"))
+    review = await pending_review(http, task_id)
+    response = await http.post(
+        f"/api/reviews/{review['review_id']}/reject", headers=auth("dan"), json={"reason": "no receipts"}
+    )
+    assert response.status_code == 200, response.text
+    result = await client.wait_for_result(task_id, timeout_s=60)
+    assert result.status == TaskStatus.REJECTED and result.error_type == "review_rejected"
+    assert result.reason is not None and "record_decision" in result.reason and "never ran" in result.reason
+    assert ledger_entries(stack, task_id) == []
+
+
+async def test_edited_arguments_are_checked_against_the_tools_schema_and_what_runs_is_the_edit(
+    client: HandrailClient, stack: Stack, http: httpx.AsyncClient
+) -> None:
+    task_id = await client.submit("expense-approval", claim(7000, "GBP"), task_id=new_id("pre-edit"))
+    review_id = (await pending_review(http, task_id))["review_id"]
+    arguments = (await show(http, review_id))["proposal"]["arguments"]
+    bad = await http.post(
+        f"/api/reviews/{review_id}/edit",
+        headers=auth("dan"),
+        json={"arguments": {**arguments, "amount_usd": "lots"}},
+    )
+    assert bad.status_code == 422 and "amount_usd" in bad.text, bad.text
+    context = await http.post(f"/api/reviews/{review_id}/edit", headers=auth("dan"), json={"context": {}})
+    assert context.status_code == 422 and "arguments" in context.text, context.text
+    edited = {**arguments, "decision": "approved_by_directors"}
+    ok = await http.post(f"/api/reviews/{review_id}/edit", headers=auth("dan"), json={"arguments": edited})
+    assert ok.status_code == 200, ok.text
+    assert (await _approve(http, review_id, "dora")).status_code == 200
+    result = await client.wait_for_result(task_id, timeout_s=60)
+    assert result.status == TaskStatus.COMPLETED, result
+    [entry] = ledger_entries(stack, task_id)
+    assert entry["decision"] == "approved_by_directors"
+
+
+async def test_a_worker_killed_between_approval_and_the_call_makes_it_exactly_once(
+    client: HandrailClient, stack: Stack, http: httpx.AsyncClient
+) -> None:
+    approver = "worker-expense-approver"
+    task_id = await client.submit("expense-approval", claim(8800, "GBP"), task_id=new_id("pre-kill"))
+    review_id = (await pending_review(http, task_id))["review_id"]
+    stack.stop(approver)
+    process = stack.processes[approver]
+    crashing = services.ServiceProcess(
+        process.name,
+        process.argv,
+        process.http_port,
+        {**process.env, "HANDRAIL_CHAOS_EXIT_BEFORE_TOOL": "record_decision"},
+    )
+    services.start(crashing, stack.run_dir, stack.env, PROJECT_ROOT)
+    try:
+        for who in ("dan", "dora"):
+            assert (await _approve(http, review_id, who)).status_code == 200
+        assert await stack.wait_exited(approver, timeout_s=60)
+        assert "chaos: exiting right before record_decision runs" in stack.log(approver)
+        assert ledger_entries(stack, task_id) == []
+    finally:
+        stack.start(approver)  # the approved step is redelivered: the call, claimed and in doubt, is looked up
+    result = await client.wait_for_result(task_id, timeout_s=90)
+    assert result.status == TaskStatus.COMPLETED, result
+    assert len(ledger_entries(stack, task_id)) == 1, "the approved call ran twice, or never"
