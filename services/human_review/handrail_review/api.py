@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import aclosing
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -19,18 +20,22 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from swagger_ui_bundle import swagger_ui_path
 
 from handrail.errors import RetryableError
-from handrail.messages import BudgetSnapshot, Decision, ProposedCall, ReviewAction, ReviewDecided
+from handrail.messages import BudgetSnapshot, Decision, ProposedCall, ReviewAction, ReviewDecided, ReviewTrigger
 from handrail_review.errors import NotAuthenticated, NotReady, ReviewError
 from handrail_review.handlers import ReviewDesk
-from handrail_review.index import Item
+from handrail_review.index import Item, ReviewIndex
 from handrail_review.reviewers import Reviewer
 
 #: How long a request waits for the index to be rebuilt after a start before answering 503.
 _READY_WAIT_S = 10.0
+#: How many decided reviews the history lists when the request does not say: a screenful.
+_HISTORY_LIMIT = 50
+#: How far back a filtered history looks at most: bounds one request's reads (the index keeps a month).
+_HISTORY_SCAN_MAX = 2000
 
 
 class ErrorBody(BaseModel):
@@ -88,10 +93,60 @@ class ReviewSummary(BaseModel):
     deadline: datetime
     age_s: float
     decided_by: str | None = None
+    decided_at: datetime | None = Field(default=None, description="When it was decided.")
+    decision_reason: str | None = Field(default=None, description="The deciding reviewer's reason, if any.")
     outcome: str | None = Field(default=None, description="What the decision did: `completed`, `handoff:<step>`, ...")
     approvals_reset: ApprovalsReset | None = Field(
         default=None, description="The last edit that dropped approvals, if any: whose, by whom, why."
     )
+
+
+class ReviewFilters(BaseModel):
+    """The query of ``GET /api/reviews``: every filter given must hold. An unknown parameter is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["pending", "decided"] = Field(
+        default="pending", description="The queue (soonest deadline first), or the history (latest decision first)."
+    )
+    workflow: str | None = Field(default=None, min_length=1, description="Only this workflow.")
+    rule: str | None = Field(default=None, min_length=1, description="Only reviews this escalation rule asked for.")
+    role: str | None = Field(
+        default=None, min_length=1, description="Only reviews whose current role (after any escalation) is this."
+    )
+    reason: str | None = Field(default=None, min_length=1, description="Reviews whose reason contains this text.")
+    trigger: ReviewTrigger | None = Field(default=None, description="Only reviews raised this way.")
+    min_age_s: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="Requested at least this long ago."
+    )
+    max_age_s: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="Requested at most this long ago."
+    )
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=500,
+        description=f"At most this many; by default every pending one, the {_HISTORY_LIMIT} latest decided.",
+    )
+
+    @model_validator(mode="after")
+    def _ages_can_overlap(self) -> ReviewFilters:
+        if self.min_age_s is not None and self.max_age_s is not None and self.min_age_s > self.max_age_s:
+            raise ValueError(
+                f"min_age_s ({self.min_age_s:g}) is above max_age_s ({self.max_age_s:g}): nothing can match"
+            )
+        return self
+
+    def matches(self, review: ReviewSummary) -> bool:
+        return (
+            (self.workflow is None or review.workflow == self.workflow)
+            and (self.rule is None or review.rule == self.rule)
+            and (self.role is None or review.role == self.role)
+            and (self.reason is None or self.reason.lower() in review.reason.lower())
+            and (self.trigger is None or review.trigger == self.trigger.value)
+            and (self.min_age_s is None or review.age_s >= self.min_age_s)
+            and (self.max_age_s is None or review.age_s <= self.max_age_s)
+        )
 
 
 class ReviewDetail(ReviewSummary):
@@ -210,28 +265,14 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
         return Me(id=who.id, name=who.name, roles=list(who.roles))
 
     @api.get("/api/reviews", response_model=list[ReviewSummary], summary="List reviews", responses=_errors(422))
-    async def list_reviews(
-        who: Authenticated,
-        status: Annotated[Literal["pending", "decided"], Query(description="The queue, or recent decisions.")] = (
-            "pending"
-        ),
-        workflow: str | None = None,
-        reason: Annotated[str | None, Query(description="Reviews whose reason contains this text.")] = None,
-        trigger: str | None = None,
-        min_age_s: Annotated[float | None, Query(ge=0, description="Pending at least this long.")] = None,
-        max_age_s: Annotated[float | None, Query(ge=0, description="Pending at most this long.")] = None,
-    ) -> list[ReviewSummary]:
-        items = await (desk.index.pending() if status == "pending" else desk.index.recently_decided())
-        summaries = [_summary(item) for item in items]
-        return [
-            s
-            for s in summaries
-            if (workflow is None or s.workflow == workflow)
-            and (reason is None or reason.lower() in s.reason.lower())
-            and (trigger is None or s.trigger == trigger)
-            and (min_age_s is None or s.age_s >= min_age_s)
-            and (max_age_s is None or s.age_s <= max_age_s)
-        ]
+    async def list_reviews(who: Authenticated, filters: Annotated[ReviewFilters, Query()]) -> list[ReviewSummary]:
+        """The queue, or the decided history (who decided, the outcome, when), filtered."""
+        if filters.role is not None and filters.role not in desk.directory.roles:
+            known = ", ".join(sorted(desk.directory.roles))
+            raise _InvalidQuery(f"query.role: there is no role {filters.role!r} (roles: {known})")
+        if filters.status == "decided":
+            return await _history(desk.index, filters)
+        return [s for s in map(_summary, await desk.index.pending()) if filters.matches(s)][: filters.limit]
 
     @api.get("/api/reviews/{review_id}", response_model=ReviewDetail, summary="Show one review", responses=_errors(404))
     async def show(review_id: str, who: Authenticated) -> ReviewDetail:
@@ -298,6 +339,23 @@ class _InvalidBody(ReviewError):
     code = "invalid_request"
 
 
+class _InvalidQuery(ReviewError):
+    status = 422
+    code = "invalid_request"
+
+
+async def _history(index: ReviewIndex, filters: ReviewFilters) -> list[ReviewSummary]:
+    """The latest decided reviews that match, looking back a page at a time."""
+    limit = filters.limit or _HISTORY_LIMIT
+    found: list[ReviewSummary] = []
+    async with aclosing(index.decided_history(limit, _HISTORY_SCAN_MAX)) as pages:
+        async for page in pages:
+            found += [s for s in map(_summary, page) if filters.matches(s)]
+            if len(found) >= limit:
+                break
+    return found[:limit]
+
+
 def _summary(item: Item) -> ReviewSummary:
     request = item.request
     return ReviewSummary(
@@ -318,9 +376,16 @@ def _summary(item: Item) -> ReviewSummary:
         deadline=request.deadline,
         age_s=round(time.time() - item.requested_ms / 1000, 1),
         decided_by=item.fields.get("decided_by"),
+        decided_at=_decided_at(item),
+        decision_reason=item.fields.get("decision_reason") or None,
         outcome=item.fields.get("outcome"),
         approvals_reset=_reset(item),
     )
+
+
+def _decided_at(item: Item) -> datetime | None:
+    decided_ms = item.fields.get("decided_ms")
+    return datetime.fromtimestamp(int(decided_ms) / 1000, UTC) if decided_ms else None
 
 
 def _reset(item: Item) -> ApprovalsReset | None:

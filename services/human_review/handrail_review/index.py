@@ -17,6 +17,7 @@ decided it. Keys share the hash tag ``{reviews}``:
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -303,9 +304,26 @@ class ReviewIndex:
             return int(await self._redis.zcard(self._key("pending")))
 
     async def recently_decided(self, limit: int = 50) -> list[Item]:
+        """The ``limit`` latest decided reviews, the latest decision first."""
+        return (await self._decided_page(0, limit))[0]
+
+    async def decided_history(self, page_size: int, max_scanned: int) -> AsyncGenerator[list[Item], None]:
+        """Decided reviews, the latest decision first, a page at a time; at most the ``max_scanned`` latest."""
+        offset = 0
+        while offset < max_scanned:
+            items, scanned = await self._decided_page(offset, min(page_size, max_scanned - offset))
+            if not scanned:
+                return
+            yield items
+            offset += scanned
+
+    async def _decided_page(self, offset: int, limit: int) -> tuple[list[Item], int]:
+        """A page of the decided reviews still kept, and how many ids it read (expired ones load as nothing)."""
+        if limit < 1:
+            return [], 0  # ZREVRANGE 0 -1 would be every one of them
         async with unavailable_as_retryable("list decided reviews"):
-            ids = await self._redis.zrevrange(self._key("decided"), 0, limit - 1)
-        return await self._load(ids)
+            ids = await self._redis.zrevrange(self._key("decided"), offset, offset + limit - 1)
+        return await self._load(ids), len(ids)
 
     async def overdue(self, now_ms: int) -> list[str]:
         """Ids of pending reviews past their deadline."""
