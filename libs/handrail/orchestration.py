@@ -68,8 +68,13 @@ class Escalation:
     rule: EscalationRule | None = None
 
 
-def escalation_for(step: StepCompleted, workflow: WorkflowSpec, agent: AgentSpec | None) -> Escalation | None:
+def escalation_for(
+    step: StepCompleted, workflow: WorkflowSpec, agent: AgentSpec | None, level: Autonomy | None = None
+) -> Escalation | None:
     """The first reason ``step`` needs a person (rules first, in order), or None when it may move on.
+
+    ``level`` is the agent's effective autonomy in the workflow (``handrail.autonomy``);
+    None: its level in agents.yaml.
 
     A rule that cannot be evaluated (a missing field, a type error) fails closed:
     a person decides. Calls that need approval were approved before they ran
@@ -90,7 +95,7 @@ def escalation_for(step: StepCompleted, workflow: WorkflowSpec, agent: AgentSpec
     if confidence is not None and confidence < agent.confidence_floor:
         reason = f"confidence {confidence:.2f} is below agent {agent.name}'s floor {agent.confidence_floor:.2f}"
         return Escalation(ReviewTrigger.LOW_CONFIDENCE, reason, workflow.review)
-    if agent.autonomy == Autonomy.APPROVAL_GATES:
+    if (level or agent.autonomy) == Autonomy.APPROVAL_GATES:
         reason = f"agent {agent.name} runs on approval gates: a person approves every step"
         return Escalation(ReviewTrigger.APPROVAL_GATE, reason, workflow.review)
     return None
@@ -103,8 +108,11 @@ def approval_for_call(
     tool: ToolSpec,
     args: dict[str, Any],
     context: dict[str, Any],
+    level: Autonomy | None = None,
 ) -> Escalation | None:
     """Why a person must approve this call before it runs (rules bound to the tool first), or None.
+
+    ``level``: the agent's effective autonomy in the workflow; None: its level in agents.yaml.
 
     A rule over ``args`` and ``context`` that cannot be evaluated fails closed. The policy
     here is only what the worker reports; the validator parks the call under the named rule's.
@@ -121,7 +129,7 @@ def approval_for_call(
             return Escalation(ReviewTrigger.RULE, rule.reason, rule, rule)
     if tool.requires_approval:
         return Escalation(ReviewTrigger.TOOL_APPROVAL, f"{tool.name} is flagged: a person approves each call", review)
-    if tool.side_effect and agent.autonomy == Autonomy.APPROVAL_GATES:
+    if tool.side_effect and (level or agent.autonomy) == Autonomy.APPROVAL_GATES:
         reason = f"agent {agent.name} runs on approval gates: a person approves each side effect before it runs"
         return Escalation(ReviewTrigger.APPROVAL_GATE, reason, review)
     return None
@@ -264,8 +272,10 @@ class Orchestrator:
         handoff = halted_handoff(step, sender=self.service)
         return self.request_review(escalation, halted=handoff, proposal=proposal, progress=progress)
 
-    def review_halt(self, halt: TaskHalted, handoff: HandoffEnvelope) -> Park | None:
+    def review_halt(self, halt: TaskHalted, handoff: HandoffEnvelope, level: Autonomy | None = None) -> Park | None:
         """Park a halted task for a person when its agent's autonomy asks for one; None to end it ``halted``.
+
+        ``level``: the agent's effective autonomy in the workflow; None: its level in agents.yaml.
 
         Agents on approval gates or exception-based autonomy send halts from budgets,
         loops, breakers and corrections to a person; audit-based agents do not. Operator
@@ -274,7 +284,7 @@ class Orchestrator:
         """
         agent = self.contracts.agents.get(handoff.receiver)
         workflow = self.contracts.workflows.get(handoff.workflow)
-        if agent is None or workflow is None or agent.autonomy == Autonomy.AUDIT_BASED:
+        if agent is None or workflow is None or (level or agent.autonomy) == Autonomy.AUDIT_BASED:
             return None
         if halt.error_type in NOT_REVIEWED_HALTS or handoff.attempt > MAX_HALT_REVIEWS:
             return None

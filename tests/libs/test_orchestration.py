@@ -139,6 +139,19 @@ def test_an_agent_on_approval_gates_has_every_step_reviewed() -> None:
     assert escalation is not None and escalation.trigger == ReviewTrigger.APPROVAL_GATE
 
 
+def test_the_effective_level_overrides_the_agents_configured_one() -> None:
+    """An override (``handrail autonomy set``) is what counts, up or down, whatever agents.yaml says."""
+    effect = ToolSpec("send_mail", "mail", {"type": "object"}, side_effect=True)
+    gates, audit = Autonomy.APPROVAL_GATES, Autonomy.AUDIT_BASED
+    gate = approval_for_call(EXPENSES, APPROVER, "decide", effect, {}, {}, gates)
+    assert gate is not None and gate.trigger == ReviewTrigger.APPROVAL_GATE
+    step = escalation_for(decide_step(10.0), EXPENSES, APPROVER, gates)
+    assert step is not None and step.trigger == ReviewTrigger.APPROVAL_GATE
+    gated = AgentSpec.model_validate({**APPROVER.model_dump(), "autonomy": gates})
+    assert approval_for_call(EXPENSES, gated, "decide", effect, {}, {}, Autonomy.EXCEPTION_BASED) is None
+    assert escalation_for(decide_step(10.0), EXPENSES, gated, audit) is None
+
+
 def test_cel_evaluates_over_output_and_context_and_insists_on_a_boolean() -> None:
     scope = {"output": {"amount_usd": 600}, "context": {"steps": {"intake": {"employee": {"department": "sales"}}}}}
     assert evaluate('output.amount_usd > 500.0 && context.steps.intake.employee.department == "sales"', scope)

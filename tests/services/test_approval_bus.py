@@ -7,6 +7,9 @@ claim above 5000 USD is the call two directors must approve before it is made.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -15,6 +18,9 @@ from tests.services import test_review_bus as review_stack
 from tests.services.test_limits_bus import ledger_entries
 from tests.services.test_review_bus import auth, claim, new_id, pending_review, requests_for, show
 
+from handrail.audit import AuditRecord
+from handrail.audit.reader import read_key
+from handrail.autonomy.levels import DEFAULT_TTL_S
 from handrail.client import HandrailClient
 from handrail.dev import services
 from handrail.messages import TaskStatus
@@ -122,3 +128,45 @@ async def test_a_worker_killed_between_approval_and_the_call_makes_it_exactly_on
     result = await client.wait_for_result(task_id, timeout_s=90)
     assert result.status == TaskStatus.COMPLETED, result
     assert len(ledger_entries(stack, task_id)) == 1, "the approved call ran twice, or never"
+
+
+def _autonomy(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "handrail.cli", "autonomy", *args],
+        capture_output=True, text=True, timeout=90, cwd=PROJECT_ROOT, env={**os.environ, **stack.env}, check=False,
+    )  # fmt: skip
+
+
+async def test_an_autonomy_override_gates_the_agents_side_effects_in_the_running_fleet(
+    client: HandrailClient, stack: Stack, http: httpx.AsyncClient
+) -> None:
+    """`handrail autonomy set` to approval-gates: within the level's cache time, every replica asks first."""
+    agent, workflow = "expense-approver", "expense-approval"
+    changed = _autonomy(stack, "set", agent, workflow, "approval-gates", "--reason", "new ledger system")
+    assert changed.returncode == 0, changed.stderr
+    try:
+        await asyncio.sleep(DEFAULT_TTL_S + 1)  # every process has read the level again
+        task_id = await client.submit("expense-approval", claim(120), task_id=new_id("gated"))
+        review = await pending_review(http, task_id)
+        detail = await show(http, review["review_id"])
+        assert detail["trigger"] == "approval_gate" and detail["proposal"]["tool"] == "record_decision", detail
+        assert ledger_entries(stack, task_id) == [], "a small claim too waits for a person now"
+        assert (await _approve(http, review["review_id"], "ana")).status_code == 200
+        # Approval gates review the finished step as well.
+        step_review = await pending_review(http, task_id)
+        assert step_review["review_id"] != review["review_id"]
+        assert (await _approve(http, step_review["review_id"], "ana")).status_code == 200
+        assert (await client.wait_for_result(task_id, timeout_s=60)).status == TaskStatus.COMPLETED
+        assert len(ledger_entries(stack, task_id)) == 1
+    finally:
+        cleared = _autonomy(stack, "clear", agent, workflow, "--reason", "back to the config")
+        assert cleared.returncode == 0, cleared.stderr
+        await asyncio.sleep(DEFAULT_TTL_S + 1)  # the other tests of this stack see the config's level again
+    ungated = await client.submit("expense-approval", claim(130), task_id=new_id("ungated"))
+    assert (await client.wait_for_result(ungated, timeout_s=60)).status == TaskStatus.COMPLETED
+    [audited_set, audited_clear] = [
+        AuditRecord.model_validate_json(value)
+        for _, _, value in await read_key(stack.bootstrap, stack.topics.audit, f"autonomy/{agent}/{workflow}")
+    ][-2:]
+    assert audited_set.action == "autonomy.changed" and audited_set.details["to"] == "approval-gates"
+    assert audited_clear.action == "autonomy.cleared" and audited_clear.details["to"] == "exception-based"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from handrail.cli import audit, deploy, dev, dlq, halts, prompts, review, tasks, topics
+from handrail.cli import audit, autonomy, deploy, dev, dlq, halts, prompts, review, tasks, topics
 from handrail.cli.common import err_console
 from handrail.errors import HandrailError
 
@@ -28,6 +28,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(audit.app, name="audit")
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(review.app, name="review")
+app.add_typer(autonomy.app, name="autonomy")
 app.add_typer(deploy.k8s_app, name="k8s")
 app.add_typer(deploy.acl_app, name="acl")
 app.add_typer(deploy.keys_app, name="keys")

@@ -6,6 +6,7 @@ message naming the file, the entry and the field.
 
 from handrail.contracts.agents import AgentSpec, Autonomy, Limits
 from handrail.contracts.expressions import ExpressionError, evaluate
+from handrail.contracts.graduation import GraduationRule
 from handrail.contracts.loader import Contracts, load_contracts
 from handrail.contracts.workflows import DefaultAction, EscalationRule, ReviewPolicy, StepSpec, WorkflowSpec
 
@@ -16,6 +17,7 @@ __all__ = [
     "DefaultAction",
     "EscalationRule",
     "ExpressionError",
+    "GraduationRule",
     "Limits",
     "ReviewPolicy",
     "StepSpec",

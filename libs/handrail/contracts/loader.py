@@ -1,4 +1,4 @@
-"""Load and cross-check ``agents.yaml`` and ``workflows.yaml``."""
+"""Load and cross-check ``agents.yaml`` and ``workflows.yaml`` (and the optional ``autonomy.yaml``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from handrail.contracts.agents import AgentSpec
+from handrail.contracts.graduation import GraduationRule, load_graduation
 from handrail.contracts.workflows import WorkflowSpec
 from handrail.errors import ContractError
 
@@ -24,6 +25,8 @@ class Contracts:
 
     agents: Mapping[str, AgentSpec]
     workflows: Mapping[str, WorkflowSpec]
+    #: When an agent earns more autonomy or loses some (``autonomy.yaml``); None: no rule.
+    graduation: GraduationRule | None = None
 
     def agent(self, name: str) -> AgentSpec:
         """Return agent ``name``, or raise ContractError."""
@@ -31,6 +34,10 @@ class Contracts:
             return self.agents[name]
         except KeyError:
             raise ContractError(f"unknown agent {name!r}; agents.yaml declares {sorted(self.agents)}") from None
+
+    def agent_workflows(self) -> list[tuple[str, str]]:
+        """Every (agent, workflow) where the agent runs a step of the workflow, sorted."""
+        return sorted({(step.agent, w.name) for w in self.workflows.values() for step in w.steps})
 
 
 def load_contracts(config_dir: Path, known_tools: set[str]) -> Contracts:
@@ -73,7 +80,7 @@ def load_contracts(config_dir: Path, known_tools: set[str]) -> Contracts:
         rule_names = [r.name for r in workflow.escalations]
         if len(set(rule_names)) != len(rule_names):
             raise ContractError(f"{workflows_file}: workflow {workflow.name!r}: field 'escalations': rule names repeat")
-    return Contracts(agents=agents, workflows=workflows)
+    return Contracts(agents=agents, workflows=workflows, graduation=load_graduation(config_dir))
 
 
 def _load_section(path: Path, section: str, model: type[M], what: str) -> dict[str, M]:

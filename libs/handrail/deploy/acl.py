@@ -139,8 +139,12 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
         ),
         Principal(
             HUMAN_REVIEW, "human-review", reads=(t.reviews_requested, t.reviews_decided, *state), group=HUMAN_REVIEW,
-            # reviews.requested too: a timed-out review is re-requested for a higher role.
-            writes=(t.reviews_requested, t.reviews_decided, *_agent_topics(t, agents), t.results, t.audit, t.dlq),
+            # reviews.requested too: a timed-out review is re-requested for a higher role; control: the
+            # graduation rule's autonomy changes (config/autonomy.yaml, auto: true).
+            writes=(
+                t.reviews_requested, t.reviews_decided, *_agent_topics(t, agents), t.results, t.control, t.audit,
+                t.dlq,
+            ),
         ),
         Principal(SUBMITTER, "task producers (client, CLI submit)", reads=(t.results,), writes=(t.tasks,)),
         Principal(OPERATOR, "operators (CLI watch, trace, dlq list)", read_prefixes=(t.prefix,)),

@@ -11,6 +11,9 @@ it was taken, in the task's partition. Folding them gives back what Redis had:
   chain continues where it stopped and a redelivery gets its record back;
 - the budget: caps and deadline from the opening, spend from every step
   (or the spend the latest step carried, if more).
+
+The control topic adds the halts in force and each (agent, workflow)'s latest
+autonomy change (``handrail.autonomy``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from handrail.audit.record import AuditRecord
+from handrail.autonomy.records import AutonomyChanged
 from handrail.hashing import GENESIS
 from handrail.messages import ControlRecord, TaskStatus
 from handrail.state.budgets import Amount, Caps
@@ -153,6 +157,8 @@ class Facts:
     tasks: dict[str, TaskFacts] = field(default_factory=dict)
     #: (scope, name) -> (reason, by) for every halt still in force.
     halts: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    #: (agent, workflow) -> its latest autonomy change (an override, or the one that cleared it).
+    autonomy: dict[tuple[str, str], AutonomyChanged] = field(default_factory=dict)
     records: int = 0
     unreadable: int = 0
 
@@ -184,3 +190,10 @@ class Facts:
             self.halts[key] = (control.reason, control.by)
         else:
             self.halts.pop(key, None)
+
+    def fold_autonomy(self, change: AutonomyChanged) -> None:
+        """Take in an autonomy change: the newest (by revision, then time) wins, whatever the log order."""
+        pair = (change.agent, change.workflow)
+        known = self.autonomy.get(pair)
+        if known is None or change.order > known.order:
+            self.autonomy[pair] = change

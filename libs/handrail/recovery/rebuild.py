@@ -18,6 +18,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from handrail.audit.log import restore_chain
+from handrail.autonomy.levels import restore_change
+from handrail.autonomy.records import AutonomyChanged
 from handrail.bus.broker import partitions_of
 from handrail.errors import RetryableError
 from handrail.messages import ControlRecord
@@ -48,11 +50,13 @@ class RebuildReport:
     records: int
     halts: int
     seconds: float
+    autonomy: int = 0
 
     def describe(self) -> str:
         return (
             f"state rebuilt from Kafka as generation {self.generation}: {self.tasks} tasks from "
-            f"{self.records} audit records, {self.halts} halts, in {self.seconds:.2f}s"
+            f"{self.records} audit records, {self.halts} halts, {self.autonomy} autonomy changes, "
+            f"in {self.seconds:.2f}s"
         )
 
 
@@ -121,11 +125,7 @@ class Rebuilder:
                 if record.key:
                     facts.fold_result(record.key.decode(errors="replace"))
             async for record in read_topic(reader, self.topics.control):
-                try:
-                    control = ControlRecord.model_validate_json(record.value or b"")
-                except ValueError:
-                    continue
-                facts.fold_control(control)
+                _fold_control(facts, record.value or b"")
         finally:
             await reader.stop()
         await self._write(facts, token)
@@ -138,6 +138,7 @@ class Rebuilder:
             facts.records,
             len(facts.halts),
             time.monotonic() - started,
+            len(facts.autonomy),
         )
         if facts.unreadable:
             log.warning("%d audit records could not be read and were skipped", facts.unreadable)
@@ -166,4 +167,20 @@ class Rebuilder:
         pipe = self.redis.pipeline(transaction=False)
         for (scope, name), (reason, by) in facts.halts.items():
             self.controls.restore_halt(pipe, scope, name, reason, by)
+        for change in facts.autonomy.values():
+            restore_change(pipe, self.prefix, change)
         await pipe.execute()
+
+
+def _fold_control(facts: Facts, value: bytes) -> None:
+    """A control record is a halt or breaker (``ControlRecord``) or an autonomy change; anything else is skipped."""
+    try:
+        control = ControlRecord.model_validate_json(value)
+    except ValueError:
+        try:
+            change = AutonomyChanged.model_validate_json(value)
+        except ValueError:
+            return
+        facts.fold_autonomy(change)
+        return
+    facts.fold_control(control)

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import make_asgi_app
 
 from handrail.audit import AuditLog
+from handrail.autonomy import AutonomyLevels
 from handrail.bus import Pipeline, Publisher, make_broker, make_consumer, make_reader
 from handrail.contracts import Contracts, load_contracts
 from handrail.deploy.kafka_security import SaslCredentials
@@ -63,6 +64,8 @@ class Runtime:
     audit: AuditLog
     lifecycle: Lifecycle
     keeper: StateKeeper
+    #: Each (agent, workflow)'s effective autonomy level: agents.yaml's, or the override in force.
+    autonomy: AutonomyLevels
 
 
 def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
@@ -123,6 +126,7 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         audit=audit,
         lifecycle=lifecycle,
         keeper=StateKeeper(redis, settings.redis_prefix, rebuilder, poll_s=settings.state_poll_s),
+        autonomy=AutonomyLevels(redis, settings.redis_prefix, contracts),
     )
 
 

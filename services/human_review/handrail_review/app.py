@@ -1,12 +1,14 @@
-"""Wiring only: the review service's runtime, reviewers, index, projector, sweeper and HTTP endpoints."""
+"""Wiring only: the review service's runtime, reviewers, index, projector, sweeper, autonomy watch, HTTP endpoints."""
 
 from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
+from handrail.autonomy import Recorder
 from handrail.bus import make_reader
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail_review.api import build_api
+from handrail_review.autonomy import AutonomyWatch
 from handrail_review.background import Background, sweeper
 from handrail_review.handlers import SERVICE, ReviewDesk
 from handrail_review.index import ReviewIndex
@@ -31,7 +33,15 @@ def create(settings: ReviewSettings | None = None) -> tuple[Runtime, AsgiFastStr
         generation=lambda: runtime.keeper.generation,
     )
     app = serve_with(asgi_app(runtime), build_api(desk, projector.ready))
-    background = Background(projector.run, sweeper(desk, projector.ready, settings.review_sweep_interval_s))
+    watch = AutonomyWatch(
+        runtime.autonomy,
+        Recorder(runtime.publisher, runtime.topics.control, runtime.audit),
+        runtime.topics,
+        lambda: make_reader(settings.kafka_bootstrap, f"handrail-{SERVICE}-autonomy", runtime.credentials),
+        interval_s=settings.autonomy_interval_s,
+        backoff_s=settings.retry_backoff_s,
+    )
+    background = Background(projector.run, sweeper(desk, projector.ready, settings.review_sweep_interval_s), watch.run)
     app.after_startup(background.start)
     app.on_shutdown(background.stop)
     return runtime, app

@@ -26,3 +26,31 @@ DECISION_SECONDS = Histogram(
 )
 PENDING = Gauge("handrail_reviews_pending", "Reviews waiting for a person.")
 OLDEST_PENDING_SECONDS = Gauge("handrail_review_oldest_pending_seconds", "How long the oldest pending review waits.")
+
+# -- progressive autonomy (``handrail_review.autonomy``), per agent and workflow ---------------------------------
+#: 0 approval-gates, 1 exception-based, 2 audit-based: the rank on ``handrail.contracts.graduation.LADDER``.
+AUTONOMY_LEVEL = Gauge(
+    "handrail_autonomy_level",
+    "Effective autonomy level: 0 approval-gates, 1 exception-based, 2 audit-based.",
+    ["agent", "workflow"],
+)
+AUTONOMY_REVIEWS = Gauge(
+    "handrail_autonomy_reviews",
+    "Reviews the graduation rule counts: requested since the level took effect, at most its window.",
+    ["agent", "workflow"],
+)
+AUTONOMY_RATIO = Gauge(
+    "handrail_autonomy_outcome_ratio",
+    "Share of the counted reviews by how they ended (approved_unchanged, edited, rejected, timed_out).",
+    ["agent", "workflow", "outcome"],
+)
+AUTONOMY_RECOMMENDATION = Gauge(
+    "handrail_autonomy_recommendation",
+    "What the graduation rule recommends: 1 promote, 0 hold, -1 demote.",
+    ["agent", "workflow"],
+)
+AUTONOMY_CHANGES = Counter(
+    "handrail_autonomy_changes_total",
+    "Autonomy levels the graduation rule changed itself (auto: true), by action (promote, demote).",
+    ["agent", "workflow", "action"],
+)

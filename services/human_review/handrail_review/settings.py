@@ -21,6 +21,9 @@ class ReviewSettings(ServiceSettings):
     reviewer_tokens_file: Path | None = None
     #: How often reviews past their deadline, and decisions whose effects did not finish, are handled.
     review_sweep_interval_s: float = Field(default=1.0, gt=0)
+    #: How often the graduation rule (config/autonomy.yaml) is judged for every agent and workflow. Reviews
+    #: take people minutes to hours, so a few seconds late costs nothing; each round reads one key per pair.
+    autonomy_interval_s: float = Field(default=10.0, gt=0)
 
     def reviewers_path(self) -> Path:
         return self.reviewers_file or self.config_dir / "reviewers.yaml"

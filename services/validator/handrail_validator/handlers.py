@@ -16,6 +16,7 @@ import jsonschema
 from prometheus_client import Counter
 
 from handrail.bus import Delivery
+from handrail.contracts import Autonomy
 from handrail.errors import StepFailed, TaskHalted
 from handrail.lifecycle import End, Plan, halted_handoff
 from handrail.messages import StepCompleted, TaskStatus
@@ -49,7 +50,7 @@ class ValidatorHandlers:
         if step.status == "awaiting_approval":
             return self._awaiting_approval(step)
         if step.status != "completed":
-            return self._not_completed(step)
+            return await self._not_completed(step)
         workflow = self.rt.contracts.workflows.get(step.workflow)
         if workflow is None or step.step not in {s.name for s in workflow.steps}:
             raise StepFailed(f"workflow {step.workflow!r} has no step {step.step!r}", task_id=step.task_id)
@@ -63,7 +64,8 @@ class ValidatorHandlers:
                 f"step {step.step!r} of task {step.task_id} produced an output that breaks its schema: {detail}",
                 task_id=step.task_id,
             )
-        escalation = escalation_for(step, workflow, self.rt.contracts.agents.get(step.agent))
+        agent = self.rt.contracts.agents.get(step.agent)
+        escalation = escalation_for(step, workflow, agent, await self._level(step) if agent else None)
         if escalation is not None:
             park = self.orchestrator.request_review(escalation, checkpoint=step)
             ESCALATIONS.labels(step.workflow, escalation.trigger.value).inc()
@@ -94,13 +96,18 @@ class ValidatorHandlers:
         )  # fmt: skip
         return park
 
-    def _not_completed(self, step: StepCompleted) -> Plan:
+    async def _level(self, step: StepCompleted) -> Autonomy:
+        """The effective autonomy of the step's agent in its workflow (agents.yaml's, or an override)."""
+        return await self.rt.autonomy.level(step.agent, step.workflow)
+
+    async def _not_completed(self, step: StepCompleted) -> Plan:
         """A step its agent reported halted (maybe for a person, per its autonomy) or failed: the task ends."""
         reason = step.reason or f"step {step.step!r} {step.status}"
         error_type = step.error_type or step.status
         if step.status == "halted":
             halt = TaskHalted(reason, error_type=error_type, task_id=step.task_id)
-            park = self.orchestrator.review_halt(halt, halted_handoff(step, sender=SERVICE))
+            level = await self._level(step) if step.agent in self.rt.contracts.agents else None
+            park = self.orchestrator.review_halt(halt, halted_handoff(step, sender=SERVICE), level)
             if park is not None:
                 ESCALATIONS.labels(step.workflow, "halt").inc()
                 return park

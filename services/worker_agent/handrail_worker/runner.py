@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from handrail.contracts import AgentSpec, WorkflowSpec
+from handrail.autonomy import AutonomyLevels
+from handrail.contracts import AgentSpec, Autonomy, WorkflowSpec
 from handrail.errors import TaskHalted
 from handrail.hashing import canonical_json, sha256_hex
 from handrail.llm import Attempt, ChatMessage, ModelProvider, ModelRequest, ToolCall
@@ -177,6 +178,7 @@ class StepRunner:
         prompts: PromptStore | None = None,
         workflows: Mapping[str, WorkflowSpec] | None = None,
         before_effect: Callable[[str], None] | None = None,
+        autonomy: AutonomyLevels | None = None,
     ) -> None:
         self.agent = agent
         # A lone provider runs as a one-model chain, so every call is observed and listed the same way.
@@ -185,6 +187,7 @@ class StepRunner:
         self.tools = tools
         self.effects = effects
         self.workflows = workflows or {}  # their escalation rules bound to tools are checked before each call
+        self.autonomy = autonomy  # the agent's effective level per workflow (None: agents.yaml's)
         # Fault injection for crash drills: called with the tool's name before its effect runs / once it is recorded.
         self.before_effect = before_effect
         self.on_effect_recorded = on_effect_recorded
@@ -273,8 +276,9 @@ class StepRunner:
         model_text: str | None,
     ) -> None:
         """Run the calls of one model turn in order; stop (``_Stopped``) before one a person must approve."""
+        level = await self._level(envelope.workflow) if calls else self.agent.autonomy
         for position, call in enumerate(calls):
-            proposed = self._needs_approval(envelope, step, call, model_text)
+            proposed = self._needs_approval(envelope, step, call, model_text, level)
             if proposed is not None:
                 raise _Stopped(Proposal(proposed, step.progress(calls[position:])))
             with tracer().start_as_current_span(
@@ -294,8 +298,14 @@ class StepRunner:
             step.tally.tool_calls += 1
         step.messages.append(ChatMessage("tool", json.dumps(observation), tool_call_id=call.id, name=call.name))
 
+    async def _level(self, workflow: str) -> Autonomy:
+        """The agent's effective autonomy in ``workflow`` (read at most a few seconds ago)."""
+        if self.autonomy is None:
+            return self.agent.autonomy
+        return await self.autonomy.level(self.agent.name, workflow)
+
     def _needs_approval(
-        self, envelope: HandoffEnvelope, step: _Step, call: ToolCall, model_text: str | None
+        self, envelope: HandoffEnvelope, step: _Step, call: ToolCall, model_text: str | None, level: Autonomy
     ) -> ProposedCall | None:
         """The proposal of ``call`` when a person must approve it first; None to make it now.
 
@@ -311,7 +321,7 @@ class StepRunner:
         if key in step.approved:
             return None
         escalation = approval_for_call(
-            self.workflows.get(envelope.workflow), self.agent, envelope.step, tool.spec, args, envelope.context
+            self.workflows.get(envelope.workflow), self.agent, envelope.step, tool.spec, args, envelope.context, level
         )
         if escalation is None:
             return None
