@@ -49,7 +49,7 @@ from handrail.messages import (
 )
 from handrail.metrics import REVIEWS_REQUESTED, TASK_COST_USD, TASK_STEPS, TASK_TOKENS, TASKS_FINISHED
 from handrail.state import Opening, TaskStore
-from handrail.state.budgets import Amount, BudgetStore, Caps, Usage
+from handrail.state.budgets import Amount, BudgetStore, Caps, Grant, Usage
 from handrail.topics import Topics
 
 if TYPE_CHECKING:
@@ -128,6 +128,8 @@ class Resume:
     decision: ReviewDecided
     request: ReviewRequested
     then: HandOff | End
+    #: More budget granted with the decision, and the parked time given back to the deadline (audited first).
+    grant: Grant | None = None
 
 
 @dataclass(frozen=True)
@@ -540,8 +542,38 @@ class Lifecycle:
                 **_proposal_details(request),
             },
         )
+        if resume.grant is not None:
+            await self._grant(resume.grant, decision, request)
         await self._apply(resume.then)
         await self.publisher.publish(self.topics.reviews_decided, decision, key=request.task_id)
+
+    async def _grant(self, grant: Grant, decision: ReviewDecided, request: ReviewRequested) -> None:
+        """Audit the grant (the record a rebuild folds it from), then raise the caps once."""
+        extra = grant.extra
+        await self.audit.record(
+            grant.task_id,
+            dedupe_key=grant.grant_id,
+            actor=decision.by,
+            action="budget.granted",
+            reason=decision.reason,
+            workflow=request.workflow,
+            step=request.step,
+            details={
+                "review_id": request.review_id,
+                "grant_id": grant.grant_id,
+                "agent": grant.agent,
+                "top_up": {
+                    "tokens": extra.tokens,
+                    "cost_usd": extra.cost_usd,
+                    "steps": extra.steps,
+                    "wall_clock_s": grant.wall_ms / 1000,
+                },
+                "parked_ms": grant.extend_ms - grant.wall_ms,
+                "wall_ms": grant.wall_ms,
+                "extend_ms": grant.extend_ms,
+            },
+        )
+        await self.budgets.grant(grant)
 
     async def end(self, end: End) -> bool:
         """Record the task as ended and publish its result; False when it had ended before.

@@ -279,14 +279,17 @@ class Orchestrator:
 
         Agents on approval gates or exception-based autonomy send halts from budgets,
         loops, breakers and corrections to a person; audit-based agents do not. Operator
-        halts and a run-out wall clock are never reviewed, nor a step that halts again after
-        ``MAX_HALT_REVIEWS`` people sent it back.
+        halts are never reviewed, nor a run-out wall clock unless the workflow's ``max_top_up``
+        grants wall clock, nor a step that halts again after ``MAX_HALT_REVIEWS`` people sent it back.
         """
         agent = self.contracts.agents.get(handoff.receiver)
         workflow = self.contracts.workflows.get(handoff.workflow)
         if agent is None or workflow is None or (level or agent.autonomy) == Autonomy.AUDIT_BASED:
             return None
         if halt.error_type in NOT_REVIEWED_HALTS or handoff.attempt > MAX_HALT_REVIEWS:
-            return None
+            # A run-out wall clock is worth a person's time only where approving can grant more of it.
+            more_time = workflow.max_top_up is not None and workflow.max_top_up.wall_clock_s > 0
+            if not (halt.error_type == "deadline_exceeded" and more_time and handoff.attempt <= MAX_HALT_REVIEWS):
+                return None
         escalation = Escalation(ReviewTrigger.HALT, f"{halt.error_type}: {halt.reason}", workflow.review)
         return self.request_review(escalation, halted=handoff, halt_error_type=halt.error_type)

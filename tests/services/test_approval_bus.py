@@ -95,6 +95,9 @@ async def test_edited_arguments_are_checked_against_the_tools_schema_and_what_ru
     edited = {**arguments, "decision": "approved_by_directors"}
     ok = await http.post(f"/api/reviews/{review_id}/edit", headers=auth("dan"), json={"arguments": edited})
     assert ok.status_code == 200, ok.text
+    shown = await show(http, review_id, "dora")
+    assert shown["arguments"] == edited, "the second director sees what will run, not the model's first try"
+    assert shown["proposal"]["arguments"] == arguments
     assert (await _approve(http, review_id, "dora")).status_code == 200
     result = await client.wait_for_result(task_id, timeout_s=60)
     assert result.status == TaskStatus.COMPLETED, result

@@ -16,7 +16,7 @@ from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 from handrail.client import HandrailClient
 from handrail.dev import services
-from handrail.messages import ControlRecord, DecisionEvent, StepCompleted, TaskStatus
+from handrail.messages import ControlRecord, DecisionEvent, ReviewRequested, StepCompleted, TaskStatus
 from handrail.state import connect_redis
 from handrail.state.controls import BreakerState, ControlStore
 
@@ -158,18 +158,37 @@ async def test_a_failing_tool_opens_its_breaker_which_closes_after_a_successful_
     assert states == ["open", "closed"]
 
 
-async def test_a_task_past_its_deadline_halts(client: HandrailClient, stack: Stack) -> None:
+async def _late(client: HandrailClient, stack: Stack, workflow: str) -> str:
     intake = "worker-expense-intake"
     stack.stop(intake)
     try:
         claim = {"employee_id": "E100", "amount": 10, "currency": "USD", "description": "pens"}
-        task_id = await client.submit("expense-approval", claim, task_id=new_id("late"), deadline_s=0.5)
+        task_id = await client.submit(workflow, claim, task_id=new_id("late"), deadline_s=0.5)
         await asyncio.sleep(1.0)
     finally:
         stack.start(intake)
+    return task_id
+
+
+async def test_a_task_past_its_deadline_halts(client: HandrailClient, stack: Stack) -> None:
+    task_id = await _late(client, stack, "plain-expense")
     result = await client.wait_for_result(task_id, timeout_s=60)
     assert result.status == TaskStatus.HALTED and result.error_type == "deadline_exceeded"
     assert result.steps == 0, "no step ran after the deadline"
+
+
+async def test_a_task_past_its_deadline_waits_for_a_person_where_one_may_grant_more_time(
+    client: HandrailClient, stack: Stack
+) -> None:
+    """The demo workflow's max_top_up grants wall clock: the halt is parked for review, not ended."""
+    task_id = await _late(client, stack, "expense-approval")
+    for _ in range(120):
+        if requests := await stack.read(stack.topics.reviews_requested, task_id):
+            break
+        await asyncio.sleep(0.5)
+    [request] = [ReviewRequested.model_validate_json(v) for v in requests]
+    assert request.halt_error_type == "deadline_exceeded" and request.halted is not None
+    assert await stack.results_for(task_id) == []
 
 
 async def test_an_operator_halt_stops_the_task_and_resume_lifts_it(

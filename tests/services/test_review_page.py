@@ -7,6 +7,7 @@ Redis and HTTP, and the page in a headless Chromium.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.fixtures.stack import Stack
+from tests.services.test_limits_bus import ledger_entries
 from tests.services.test_review_bus import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -26,6 +28,7 @@ from tests.services.test_review_bus import (
     new_id,
     pending_review,
     review_url,
+    show,
     # That module's config (its workflows, reviewers, tokens) as fixtures: imported, they serve this module's stack.
     stack_config_dir,  # noqa: F401
     stack_env,  # noqa: F401
@@ -251,6 +254,8 @@ async def test_the_page_filters_refreshes_by_itself_and_shows_the_decided_histor
             # An open review and a half-typed reason survive the refreshes...
             await row(page, new_task).locator("a.open").click()
             await expect(page.locator("#d-task")).to_have_text(new_task)
+            await expect(page.locator("#d-proposal")).to_be_hidden()  # a step's review, not a call's
+            await expect(page.locator("#edit-toggle")).to_have_text("Edit context…")
             await page.fill("#reason", "half-typed reas")
             seen = await page.locator("#refreshed").text_content()
             await expect(page.locator("#refreshed")).not_to_have_text(seen or "", timeout=REFRESHED_MS)
@@ -325,3 +330,106 @@ async def test_the_page_filters_refreshes_by_itself_and_shows_the_decided_histor
         review = await pending_review(http, task_id)
         done = await http.post(f"/api/reviews/{review['review_id']}/reject", headers=auth("ana"), json={"reason": "x"})
         assert done.status_code == 200, done.text
+
+
+#: What the page says a rejection of a proposed call does, by its `on_reject`.
+ON_REJECT = {
+    "end": "rejecting ends the task; the call never runs",
+    "refuse": "rejecting tells the agent the call was refused",
+}
+
+
+async def test_directors_approve_a_proposed_call_on_the_page_and_it_runs_once(
+    client: HandrailClient,
+    stack: Stack,
+    http: httpx.AsyncClient,
+) -> None:
+    """The ledger entry of a claim above 5000 USD waits for two directors: the page shows the call and its key."""
+    if not HAVE_CHROMIUM:
+        reason = "chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    from playwright.async_api import async_playwright, expect
+
+    task_id = await client.submit("expense-approval", claim(8000, "GBP"), task_id=new_id("p-call"))
+    summary = await pending_review(http, task_id)
+    assert summary["proposed_tool"] == "record_decision", summary
+    review_id = summary["review_id"]
+    proposal = (await show(http, review_id))["proposal"]
+    arguments = proposal["arguments"]
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(review_url(stack) + "/")
+            await page.fill("#token", TOKENS["dan"])
+            await page.click("#login")
+            await expect(page.locator("#whoami")).to_contain_text("Dan Ode (director)")
+
+            # The queue marks it as a call waiting for approval.
+            row = page.locator(f'#queue tr[data-task-id="{task_id}"]')
+            await expect(row).to_have_attribute("data-proposed-tool", "record_decision")
+            await expect(row.locator("td.c-why .badge")).to_have_text("proposed call: record_decision")
+            await row.locator("a.open").click()
+            await expect(page.locator("#d-id")).to_have_text(review_id)
+
+            # The call, before the context: the tool, its arguments, why it waits, its key, what a reject does.
+            await expect(page.locator("#d-proposal")).to_be_visible()
+            assert await page.evaluate(
+                "$('d-proposal').compareDocumentPosition($('d-context')) & Node.DOCUMENT_POSITION_FOLLOWING"
+            ), "the proposed call comes before the context"
+            await expect(page.locator("#d-proposal-tool")).to_have_text("record_decision")
+            shown = json.loads(await page.locator("#d-proposal-args").text_content() or "")
+            assert shown == arguments and shown["decision"] == "needs_approval", shown
+            await expect(page.locator("#d-proposal-why")).to_have_text(proposal["why"])
+            await expect(page.locator("#d-proposal-reason")).to_have_text(
+                proposal["model_reason"] or "(the model gave none)"
+            )
+            await expect(page.locator("#d-proposal-key")).to_have_text(proposal["idempotency_key"])
+            await expect(page.locator("#d-proposal-on-reject")).to_have_text(ON_REJECT[proposal["on_reject"]])
+
+            # An edit is of the call's arguments; ones the tool's schema refuses are shown by the box.
+            await page.click("#edit-toggle")
+            await expect(page.locator("#edit-toggle")).to_have_text("Edit arguments…")
+            assert json.loads(await page.locator("#edit-document").input_value()) == arguments
+            await page.fill("#edit-document", json.dumps({**arguments, "amount_usd": "lots"}))
+            await page.click("#edit-approve")
+            await expect(page.locator("#edit-error")).to_contain_text(
+                "Error 422: the edited arguments of record_decision"
+            )
+            await expect(page.locator("#edit-error")).to_contain_text("amount_usd")
+            await page.fill("#edit-document", "{not json")
+            await page.click("#edit-approve")
+            await expect(page.locator("#edit-error")).to_contain_text("The arguments are not valid JSON")
+            untouched = await show(http, review_id)
+            assert (untouched["status"], untouched["approvals"], untouched["edit"], untouched["records"]) == (
+                "pending",
+                [],
+                None,
+                [],
+            ), "a refused edit changes nothing"
+            await expect(page.locator("#d-approvals")).to_have_text("0 of 2")
+
+            # Dan approves on the page; the call still waits for a second director.
+            await page.fill("#reason", "budget line checked")
+            await page.click("#approve")
+            await expect(page.locator("#status")).to_have_text("Recorded: 1 of 2 approvals.")
+            await expect(page.locator("#edit-error")).to_have_text("")
+            assert ledger_entries(stack, task_id) == [], "one of two directors is not enough"
+
+            # Dora approves over HTTP; the open page follows.
+            by_dora = await http.post(f"/api/reviews/{review_id}/approve", headers=auth("dora"), json={})
+            assert by_dora.status_code == 200, by_dora.text
+            await expect(page.locator("#status")).to_contain_text(
+                "Decided meanwhile by reviewer:dora: approved", timeout=REFRESHED_MS
+            )
+            await expect(page.locator("#d-records")).to_contain_text("reviewer:dan approve: budget line checked")
+        finally:
+            await browser.close()
+
+    result = await client.wait_for_result(task_id, timeout_s=60)
+    assert result.status == TaskStatus.COMPLETED, result
+    [entry] = ledger_entries(stack, task_id)
+    assert entry["idempotency_key"] == proposal["idempotency_key"], "the call that ran is the one approved"

@@ -144,12 +144,23 @@ def approve(
         "--edit",
         help="Approve with this JSON Patch of the context, or of a proposed call's arguments (or @file).",
     ),
+    top_up: str = typer.Option(
+        None,
+        "--top-up",
+        help="Approving a halt: more budget, e.g. 'cost_usd=0.5,tokens=20000,steps=2,wall_clock_s=300' "
+        "(within the workflow's max_top_up and your role's bound).",
+    ),
     url: str = UrlOption,
     token: str = TokenOption,
 ) -> None:
     """Approve: the task resumes from its checkpoint once enough people approved."""
     review_id = _resolve(review_id, url, token)
-    if edit is not None:
+    if top_up is not None:
+        if edit is not None:
+            raise typer.BadParameter("approve a halt with more budget, or edit a step's context: not both")
+        body = {"reason": reason, "top_up": _top_up(top_up)}
+        review = _call("POST", f"/api/reviews/{review_id}/approve", url, token, body)
+    elif edit is not None:
         text = Path(edit[1:]).read_text() if edit.startswith("@") else edit
         try:
             patch = json.loads(text)
@@ -159,6 +170,28 @@ def approve(
     else:
         review = _call("POST", f"/api/reviews/{review_id}/approve", url, token, {"reason": reason})
     _report(review)
+
+
+_TOP_UP_FIELDS = ("tokens", "cost_usd", "steps", "wall_clock_s")
+
+
+def _top_up(text: str) -> dict[str, float]:
+    """``cost_usd=0.5,tokens=2000`` -> ``{"cost_usd": 0.5, "tokens": 2000}``; the service checks the bounds."""
+    found: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() not in _TOP_UP_FIELDS:
+            raise typer.BadParameter(
+                f"{part!r}: expected NAME=AMOUNT with NAME one of {', '.join(_TOP_UP_FIELDS)}", param_hint="--top-up"
+            )
+        try:
+            amount = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{part!r}: {value!r} is not a number", param_hint="--top-up") from None
+        found[name.strip()] = int(amount) if name.strip() in ("tokens", "steps") and amount.is_integer() else amount
+    if not found:
+        raise typer.BadParameter("say how much, e.g. cost_usd=0.5", param_hint="--top-up")
+    return found
 
 
 @app.command("reject")

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from handrail.contracts.expressions import Expression
+from handrail.messages.calls import BudgetTopUp
 
 
 class StepSpec(BaseModel):
@@ -81,6 +82,17 @@ class WorkflowSpec(BaseModel):
     review: ReviewPolicy = Field(
         default_factory=ReviewPolicy,
         description="The policy of reviews no rule asked for: approval tools, low confidence, approval gates, halts.",
+    )
+    max_top_up: BudgetTopUp | None = Field(
+        default=None,
+        description=(
+            "The most budget reviewers may add to one task, all its top-ups together, approving its halts "
+            "(a budget or deadline halt). Absent: no top-up."
+        ),
+    )
+    parked_time_counts: bool = Field(
+        default=False,
+        description="Whether time parked for review counts against the task's wall clock (by default it does not).",
     )
 
     def step(self, name: str) -> StepSpec:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from handrail.messages.base import Payload
+from handrail.messages.calls import BudgetTopUp
 from handrail.messages.envelope import HandoffEnvelope
 from handrail.messages.proposals import ProposedCall, StepProgress
 from handrail.messages.steps import StepCompleted
@@ -124,4 +125,11 @@ class ReviewDecided(Payload):
         ),
     )
     approvals: list[str] = Field(default_factory=list, description="Distinct approvers at this level so far.")
+    top_up: BudgetTopUp | None = Field(
+        default=None,
+        description=(
+            "Approving a halt: the budget granted with it (bounded by the workflow's max_top_up and the "
+            "reviewer's role). A different top-up restarts the approvals, like an edit."
+        ),
+    )
     decided_at: datetime

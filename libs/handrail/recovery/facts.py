@@ -10,7 +10,8 @@ it was taken, in the task's partition. Folding them gives back what Redis had:
 - the audit chain's head and sequence number, and the sealed records, so the
   chain continues where it stopped and a redelivery gets its record back;
 - the budget: caps and deadline from the opening, spend from every step
-  (or the spend the latest step carried, if more).
+  (or the spend the latest step carried, if more), and what people granted
+  approving its halts or gave back for the time it was parked (``budget.granted``).
 
 The control topic adds the halts in force and each (agent, workflow)'s latest
 autonomy change (``handrail.autonomy``).
@@ -25,7 +26,7 @@ from handrail.audit.record import AuditRecord
 from handrail.autonomy.records import AutonomyChanged
 from handrail.hashing import GENESIS
 from handrail.messages import ControlRecord, TaskStatus
-from handrail.state.budgets import Amount, Caps
+from handrail.state.budgets import Amount, Caps, Grant
 
 #: A task whose opening is not on the audit topic (a rejected submission) owns its id all the same.
 UNKNOWN_SUBMISSION = "unknown (rebuilt from the audit topic)"
@@ -61,6 +62,8 @@ class BudgetFacts:
     deadline_ms: int
     used: Spend = field(default_factory=Spend)
     by_agent: dict[str, Spend] = field(default_factory=dict)
+    #: grant id -> what a person granted (or parked time gave back), each applied once.
+    grants: dict[str, Grant] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,6 +129,8 @@ class TaskFacts:
                         float(snapshot.get("cost_usd_used", 0.0)),
                         int(snapshot.get("steps_used", 0)),
                     )
+        elif action == "budget.granted":
+            self._granted(record)
         elif action in _ENDINGS:
             self.status, self.result_id, self.ended_at = _ENDINGS[action], source, record.at.isoformat()
 
@@ -142,6 +147,21 @@ class TaskFacts:
                 int(datetime.fromisoformat(deadline).timestamp() * 1000),
             )
         self._charge(_ROUTER, record, steps=0)
+
+    def _granted(self, record: AuditRecord) -> None:
+        details = record.details
+        grant_id = details.get("grant_id")
+        if self.budget is None or not isinstance(grant_id, str):
+            return
+        top_up = details.get("top_up") or {}
+        self.budget.grants[grant_id] = Grant(
+            task_id=self.task_id,
+            grant_id=grant_id,
+            agent=str(details.get("agent") or ""),
+            extra=Amount(int(top_up.get("tokens", 0)), float(top_up.get("cost_usd", 0.0)), int(top_up.get("steps", 0))),
+            wall_ms=int(details.get("wall_ms", 0)),
+            extend_ms=int(details.get("extend_ms", 0)),
+        )
 
     def _charge(self, agent: str, record: AuditRecord, *, steps: int) -> None:
         if self.budget is None:

@@ -162,6 +162,7 @@ class Rebuilder:
                         task.budget.deadline_ms,
                         task.budget.used.amount(),
                         {agent: spend.amount() for agent, spend in task.budget.by_agent.items()},
+                        list(task.budget.grants.values()),
                     )
             await pipe.execute()
         pipe = self.redis.pipeline(transaction=False)

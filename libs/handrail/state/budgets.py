@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -63,7 +64,7 @@ for i, d in ipairs(dims) do
     if used + want > cap then return {'exhausted', 'task', d, tostring(used), tostring(cap)} end
     local aused = tonumber(redis.call('HGET', KEYS[1], 'a:' .. agent .. ':used:' .. d) or '0')
       + tonumber(redis.call('HGET', KEYS[1], 'a:' .. agent .. ':rsv:' .. d) or '0')
-    local acap = tonumber(ARGV[6 + i])
+    local acap = tonumber(ARGV[6 + i]) + tonumber(redis.call('HGET', KEYS[1], 'a:' .. agent .. ':extra:' .. d) or '0')
     if aused + want > acap then return {'exhausted', 'agent', d, tostring(aused), tostring(acap)} end
   end
 end
@@ -76,6 +77,25 @@ for i, d in ipairs(dims) do
 end
 redis.call('HSET', KEYS[2], ARGV[1], agent .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
 return {'ok', '', '', '', ''}
+"""
+
+#: A person's grant: raise the task's caps (and the halted agent's own, within the task) and push the deadline
+#: back, once per grant id; the totals granted so far are kept against the workflow's ``max_top_up``.
+_GRANT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HSETNX', KEYS[1], 'grant:' .. ARGV[1], '1') == 0 then return 0 end
+local dims = {'tokens', 'cost', 'steps'}
+for i, d in ipairs(dims) do
+  local more = tonumber(ARGV[2 + i])
+  if more > 0 then
+    redis.call('HINCRBY', KEYS[1], 'cap:' .. d, more)
+    redis.call('HINCRBY', KEYS[1], 'granted:' .. d, more)
+    if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[1], 'a:' .. ARGV[2] .. ':extra:' .. d, more) end
+  end
+end
+redis.call('HINCRBY', KEYS[1], 'granted:wall_ms', ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'deadline_ms', ARGV[7])
+return 1
 """
 
 #: ``settle``: release a reservation and charge what the call used (shared with ``handrail.state.admission``).
@@ -107,17 +127,23 @@ local function settle(budget, reservations, rid, tokens, cost, steps, charge_to)
 end
 """
 
-_SETTLE = SETTLE_FN + """
+_SETTLE = (
+    SETTLE_FN
+    + """
 return settle(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
 """
+)
 
 #: Settle (when ``ARGV[1]`` names a reservation), then read what the task has spent.
-_SETTLE_AND_READ = SETTLE_FN + """
+_SETTLE_AND_READ = (
+    SETTLE_FN
+    + """
 if ARGV[1] ~= '' then
   settle(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
 end
 return redis.call('HMGET', KEYS[1], 'used:tokens', 'used:cost', 'used:steps')
 """
+)
 
 
 def reserve_script() -> str:
@@ -204,6 +230,34 @@ class Usage:
     steps: int
 
 
+@dataclass(frozen=True)
+class Grant:
+    """A person's grant to one task: ``extra`` on its caps (and its ``agent``'s own), ``extend_ms`` on its deadline.
+
+    ``wall_ms`` is the part of ``extend_ms`` that was granted (counted against the workflow's
+    ``max_top_up``); the rest gives back the time the task was parked for review.
+    """
+
+    task_id: str
+    grant_id: str
+    agent: str
+    extra: Amount
+    wall_ms: int = 0
+    extend_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Granted:
+    """What people granted one task so far."""
+
+    extra: Amount
+    wall_ms: int
+
+
+class UnknownBudget(RetryableError):
+    """The task has no budget in Redis (not opened yet, or lost with a state a rebuild brings back)."""
+
+
 class BudgetStore:
     """Reserve-and-settle budgets per task and agent, in Redis."""
 
@@ -214,6 +268,7 @@ class BudgetStore:
         self._reserve = GuardedScript(redis, _RESERVE, prefix)
         self._settle = GuardedScript(redis, _SETTLE, prefix)
         self._settle_and_read = GuardedScript(redis, _SETTLE_AND_READ, prefix)
+        self._grant = GuardedScript(redis, _GRANT, prefix)
 
     def keys(self, task_id: str) -> list[str]:
         """The task's budget and reservations keys (``KEYS[1]``, ``KEYS[2]`` of every budget script)."""
@@ -222,7 +277,7 @@ class BudgetStore:
 
     async def open(self, task_id: str, caps: Caps, deadline_ms: int) -> bool:
         """Create the task's budget; False when it already exists (a redelivery)."""
-        args = [caps.tokens, math.floor(caps.cost_usd * MICROS_PER_USD + 1e-9), caps.steps, deadline_ms]
+        args = [*_cap_args(Amount(caps.tokens, caps.cost_usd, caps.steps)), deadline_ms]
         async with unavailable_as_retryable(f"open the budget of task {task_id}"):
             return bool(await self._open(keys=self.keys(task_id), args=args))
 
@@ -260,6 +315,26 @@ class BudgetStore:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, _SETTLE_RETRY_MAX_S)
 
+    async def grant(self, grant: Grant) -> bool:
+        """Apply a person's grant (more budget, a later deadline); False when it was applied before.
+
+        Raises ``UnknownTask`` (retryable: a rebuild may bring it back) when the task has no budget.
+        """
+        args: list[str | int] = [grant.grant_id, grant.agent, *_cap_args(grant.extra), grant.wall_ms, grant.extend_ms]
+        async with unavailable_as_retryable(f"grant budget to task {grant.task_id}"):
+            applied = int(await self._grant(keys=self.keys(grant.task_id), args=args))
+        if applied < 0:
+            raise UnknownBudget(f"task {grant.task_id} has no budget to grant more to")
+        return applied == 1
+
+    async def granted(self, task_id: str) -> Granted:
+        """What people granted the task so far, all grants together."""
+        async with unavailable_as_retryable(f"read the budget of task {task_id}"):
+            tokens, cost, steps, wall_ms = await self._redis.hmget(
+                self.keys(task_id)[0], ["granted:tokens", "granted:cost", "granted:steps", "granted:wall_ms"]
+            )
+        return Granted(Amount(int(tokens or 0), int(cost or 0) / MICROS_PER_USD, int(steps or 0)), int(wall_ms or 0))
+
     def restore(
         self,
         pipe: Pipeline,
@@ -268,19 +343,36 @@ class BudgetStore:
         deadline_ms: int,
         used: Amount,
         used_by_agent: dict[str, Amount],
+        grants: Sequence[Grant] = (),
     ) -> None:
         """Queue on ``pipe`` the writes that put back a task's budget (``handrail.recovery``).
 
+        ``caps`` and ``deadline_ms`` are the opening's; ``grants`` are applied on top, each once.
         Open reservations are not on Kafka: the budget is marked ``rebuilt`` so that a settle of
         one made before the loss still charges its spend.
         """
-        fields: dict[FieldT, EncodableT] = {
-            "cap:tokens": caps.tokens,
-            "cap:cost": math.floor(caps.cost_usd * MICROS_PER_USD + 1e-9),
-            "cap:steps": caps.steps,
-            "deadline_ms": deadline_ms,
-            "rebuilt": "1",
-        }
+        granted = [0, 0, 0]
+        by_agent: dict[str, list[int]] = {}
+        wall_ms = extend_ms = 0
+        fields: dict[FieldT, EncodableT] = {}
+        for one in grants:
+            fields[f"grant:{one.grant_id}"] = "1"
+            for i, more in enumerate(_cap_args(one.extra)):
+                granted[i] += more
+                if one.agent:
+                    by_agent.setdefault(one.agent, [0, 0, 0])[i] += more
+            wall_ms += one.wall_ms
+            extend_ms += one.extend_ms
+        opening = _cap_args(Amount(caps.tokens, caps.cost_usd, caps.steps))
+        for dimension, cap, more in zip(_DIMENSIONS, opening, granted, strict=True):
+            fields[f"cap:{dimension}"] = cap + more
+            fields[f"granted:{dimension}"] = more
+        for agent, extra in by_agent.items():
+            for dimension, more in zip(_DIMENSIONS, extra, strict=True):
+                fields[f"a:{agent}:extra:{dimension}"] = more
+        fields["granted:wall_ms"] = wall_ms
+        fields["deadline_ms"] = deadline_ms + extend_ms
+        fields["rebuilt"] = "1"
         for scope, amount in [("", used), *((f"a:{agent}:", a) for agent, a in used_by_agent.items())]:
             for dimension, value in zip(_DIMENSIONS, amount.as_args(), strict=True):
                 fields[f"{scope}used:{dimension}"] = value
@@ -312,3 +404,8 @@ class BudgetStore:
                 self.keys(task_id)[0], ["used:tokens", "used:cost", "used:steps"]
             )
         return Usage(int(tokens or 0), int(cost or 0) / MICROS_PER_USD, int(steps or 0))
+
+
+def _cap_args(amount: Amount) -> list[int]:
+    """A cap (or more of one) in Redis's units; cost rounded down: a cap must never be more than it says."""
+    return [amount.tokens, math.floor(amount.cost_usd * MICROS_PER_USD + 1e-9), amount.steps]

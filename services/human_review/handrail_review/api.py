@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
 
+import jsonpatch
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -24,7 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from swagger_ui_bundle import swagger_ui_path
 
 from handrail.errors import RetryableError
-from handrail.messages import BudgetSnapshot, Decision, ProposedCall, ReviewAction, ReviewDecided, ReviewTrigger
+from handrail.messages import (
+    BudgetSnapshot,
+    BudgetTopUp,
+    Decision,
+    ProposedCall,
+    ReviewAction,
+    ReviewDecided,
+    ReviewTrigger,
+)
 from handrail_review.errors import NotAuthenticated, NotReady, ReviewError
 from handrail_review.handlers import ReviewDesk
 from handrail_review.index import Item, ReviewIndex
@@ -84,6 +93,11 @@ class ReviewSummary(BaseModel):
     reason: str
     trigger: str
     rule: str | None
+    proposed_tool: str | None = Field(
+        default=None,
+        description="The tool of the call waiting for this review, if it is a proposed call "
+        "(the call itself is the review's `proposal`); none for a review of a step or a halt.",
+    )
     role: str = Field(description="The lowest role that may decide.")
     level: int = Field(description="How many times a timeout escalated it.")
     status: Literal["pending", "approved", "rejected"]
@@ -165,12 +179,24 @@ class ReviewDetail(ReviewSummary):
         "the model's stated reason, and what a rejection does (an edit applies to its arguments).",
     )
     edit: list[dict[str, Any]] | None = Field(description="The pending or applied edit, as a JSON Patch.")
+    arguments: dict[str, Any] | None = Field(
+        default=None,
+        description="For a proposed call: the arguments it runs with if approved now (any pending edit applied).",
+    )
+    top_up: BudgetTopUp | None = Field(
+        default=None, description="The budget approving this halt grants (pending or applied)."
+    )
     records: list[ReviewDecided] = Field(description="Approvals, comments and the decision, oldest first.")
     may_decide: bool = Field(description="Whether the caller's roles may decide it.")
 
 
 class DecisionBody(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
+    top_up: BudgetTopUp | None = Field(
+        default=None,
+        description="Approving a halt: more budget for the task, within the workflow's max_top_up (all top-ups "
+        "of the task together) and your role's bound; audited. A different top-up restarts the approvals.",
+    )
 
 
 class RejectBody(BaseModel):
@@ -289,7 +315,13 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
         responses=_errors(403, 404, 409, 422),
     )
     async def approve(review_id: str, who: Authenticated, body: DecisionBody | None = None) -> ReviewDetail:
-        item = await desk.decide(who, review_id, ReviewAction.APPROVE, body.reason if body else None)
+        item = await desk.decide(
+            who,
+            review_id,
+            ReviewAction.APPROVE,
+            body.reason if body else None,
+            top_up=body.top_up if body else None,
+        )
         return await decided(review_id, who, item)
 
     @api.post(
@@ -367,6 +399,7 @@ def _summary(item: Item) -> ReviewSummary:
         reason=request.reason,
         trigger=request.trigger.value,
         rule=request.rule,
+        proposed_tool=request.proposal.tool if request.proposal is not None else None,
         role=item.role,
         level=item.level,
         status=item.status,
@@ -396,9 +429,19 @@ def _reset(item: Item) -> ApprovalsReset | None:
         by=reset.by,
         at=datetime.fromtimestamp(reset.at_ms / 1000, UTC),
         dropped=list(reset.dropped),
-        reason=f"{reset.by} edited the context, which changes what is approved: "
-        f"the approvals of {', '.join(reset.dropped)} no longer count and must be given again",
+        reason=f"{reset.by} {'edited the context' if reset.why == 'edit' else 'approved with a different top-up'}, "
+        f"which changes what is approved: the approvals of {', '.join(reset.dropped)} no longer count and must be "
+        "given again",
     )
+
+
+def _arguments(item: Item) -> dict[str, Any] | None:
+    """What a proposed call runs with if approved now: what a second approver must see is the edit, not the
+    model's first try."""
+    proposal, edit = item.request.proposal, item.edit
+    if proposal is None:
+        return None
+    return dict(jsonpatch.apply_patch(proposal.arguments, edit, in_place=False)) if edit else proposal.arguments
 
 
 def _detail(item: Item, records: list[ReviewDecided], role: str | None) -> ReviewDetail:
@@ -415,6 +458,8 @@ def _detail(item: Item, records: list[ReviewDecided], role: str | None) -> Revie
         halt_error_type=request.halt_error_type,
         proposal=request.proposal,
         edit=item.edit,
+        arguments=_arguments(item),
+        top_up=item.top_up,
         records=records,
         may_decide=role is not None and item.status == "pending",
     )

@@ -7,6 +7,7 @@ ReviewError              root of the errors a reviewer's request gets back as a 
 ├── AlreadyDecided       the review was decided (or escalated) meanwhile -> 409
 ├── NothingChanged       the action is already counted (a repeat): it changes nothing -> 409
 ├── InvalidEdit          edit-and-approve with a patch that does not apply -> 422
+├── InvalidTopUp         a top-up where none may be granted, or more than the workflow allows -> 422
 └── NotReady             the index is still being rebuilt from Kafka -> 503
 """
 
@@ -54,6 +55,11 @@ class NothingChanged(ReviewError):
 class InvalidEdit(ReviewError):
     status = 422
     code = "invalid_edit"
+
+
+class InvalidTopUp(ReviewError):
+    status = 422
+    code = "invalid_top_up"
 
 
 class NotReady(ReviewError):

@@ -16,9 +16,10 @@ from typing import Any
 import jsonpatch
 import jsonschema
 
-from handrail.hashing import context_hash
+from handrail.hashing import context_hash, sha256_hex
 from handrail.lifecycle import Park
 from handrail.messages import (
+    BudgetTopUp,
     ReviewAction,
     ReviewDecided,
     ReviewRequested,
@@ -29,7 +30,14 @@ from handrail.messages import (
 from handrail.orchestration import deadline_after
 from handrail.patch import diff
 from handrail.service import Runtime
-from handrail_review.errors import AlreadyDecided, InvalidEdit, NotAllowed, NothingChanged, ReviewNotFound
+from handrail_review.errors import (
+    AlreadyDecided,
+    InvalidEdit,
+    InvalidTopUp,
+    NotAllowed,
+    NothingChanged,
+    ReviewNotFound,
+)
 from handrail_review.index import Item, ReviewIndex, Vote, VoteOutcome
 from handrail_review.metrics import DECISION_SECONDS, DECISIONS, OLDEST_PENDING_SECONDS, OUTCOMES, PENDING
 from handrail_review.outcomes import Outcomes, final_record_id
@@ -88,6 +96,7 @@ class ReviewDesk:
                 edit_hash=(record.context_hash or "") if record.edit else "",
                 final=record.decision or "",
                 approvers=tuple(record.approvals),
+                top_up=record.top_up,
             ),
         )
         if result.outcome == VoteOutcome.UNKNOWN:
@@ -118,8 +127,9 @@ class ReviewDesk:
         *,
         edit_context: dict[str, Any] | None = None,
         edit_patch: list[dict[str, Any]] | None = None,
+        top_up: BudgetTopUp | None = None,
     ) -> Item:
-        """Approve (optionally with an edited context) or reject; returns the review as it now stands."""
+        """Approve (optionally with an edited context, or a halt with more budget) or reject; the review now."""
         item = await self.get(review_id)
         role = self.directory.deciding_role(reviewer, item.role)
         if role is None:
@@ -129,9 +139,16 @@ class ReviewDesk:
         if item.status != "pending":
             raise AlreadyDecided(f"review {review_id} was already {item.status} by {item.fields.get('decided_by')}")
         edit, edit_hash = self._edit(item, edit_context, edit_patch) if action == ReviewAction.APPROVE else (None, "")
+        if top_up is not None and top_up.empty:
+            top_up = None
+        if top_up is not None:
+            if action != ReviewAction.APPROVE:
+                raise InvalidTopUp("a top-up is granted by approving, not by rejecting")
+            await self._check_top_up(item, role, top_up)
         # The resets so far are part of the id: an approval given again after an edit dropped it is a new vote.
+        granted = f"/{sha256_hex(top_up.model_dump_json().encode())}" if top_up is not None else ""
         message_id = derived_message_id(
-            review_id, f"{item.level}/{item.resets}/{reviewer.id}/{action.value}/{edit_hash}"
+            review_id, f"{item.level}/{item.resets}/{reviewer.id}/{action.value}/{edit_hash}{granted}"
         )
         result = await self.index.vote(
             review_id,
@@ -145,6 +162,7 @@ class ReviewDesk:
                 role=role,
                 edit=edit,
                 edit_hash=edit_hash,
+                top_up=top_up,
             ),
         )
         if result.outcome == VoteOutcome.DECIDED:
@@ -178,6 +196,7 @@ class ReviewDesk:
                 edit=edit,
                 context_hash=edit_hash or None,
                 approvals=result.approvers,
+                top_up=top_up,
                 decided_at=utcnow(),
             )
             await self.rt.publisher.publish(self.rt.topics.reviews_decided, record, key=record.task_id)
@@ -195,12 +214,44 @@ class ReviewDesk:
                     "approvals": result.approvers,
                     "approvals_required": item.request.approvals_required,
                     "edit": edit,
+                    "top_up": top_up.model_dump() if top_up is not None else None,
                     "approvals_dropped": result.dropped,
                 },
             )
         elif result.outcome in (VoteOutcome.APPROVED, VoteOutcome.REJECTED):
             await self.finish(review_id)
         return await self.get(review_id)
+
+    async def _check_top_up(self, item: Item, role: str, top_up: BudgetTopUp) -> None:
+        """A top-up goes with approving a halt, within the workflow's ``max_top_up`` (all top-ups of the task
+        together) and the role's bound per approval."""
+        request = item.request
+        if request.halted is None or request.checkpoint is not None or request.proposal is not None:
+            raise InvalidTopUp(
+                f"review {request.review_id} is not of a halted step: a top-up is granted only approving a halt"
+            )
+        workflow = self.rt.contracts.workflows.get(request.workflow)
+        bound = workflow.max_top_up if workflow is not None else None
+        if bound is None:
+            raise InvalidTopUp(
+                f"workflow {request.workflow!r} grants no top-up (set max_top_up in workflows.yaml to allow one)"
+            )
+        mine = self.directory.top_up_limit(role)
+        if mine is not None and (over := top_up.beyond(mine)):
+            raise NotAllowed(f"the role {role!r} may grant at most {_amounts(mine)} per approval: {', '.join(over)}")
+        so_far = await self.rt.budgets.granted(request.task_id)
+        before = BudgetTopUp(
+            tokens=so_far.extra.tokens,
+            cost_usd=so_far.extra.cost_usd,
+            steps=so_far.extra.steps,
+            wall_clock_s=so_far.wall_ms / 1000,
+        )
+        if over := before.plus(top_up).beyond(bound):
+            raise InvalidTopUp(
+                f"workflow {request.workflow!r} allows at most {_amounts(bound)} of top-ups per task; "
+                f"task {request.task_id} was granted {_amounts(before)} so far, so this one is too much: "
+                f"{', '.join(over)}"
+            )
 
     def _edit(
         self, item: Item, context: dict[str, Any] | None, patch: list[dict[str, Any]] | None
@@ -337,3 +388,10 @@ def _outcome(item: Item) -> str:
     if item.status == "rejected":
         return "rejected"
     return "edited" if item.edit else "approved_unchanged"
+
+
+def _amounts(top_up: BudgetTopUp) -> str:
+    return (
+        f"{top_up.tokens} tokens, {top_up.cost_usd:g} USD, {top_up.steps} steps, "
+        f"{top_up.wall_clock_s:g} s of wall clock"
+    )

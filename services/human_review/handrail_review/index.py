@@ -24,7 +24,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from handrail.messages import ReviewDecided, ReviewRequested
+from handrail.messages import BudgetTopUp, ReviewDecided, ReviewRequested
 from handrail.state.client import unavailable_as_retryable
 from handrail.state.generation import GuardedScript
 
@@ -54,7 +54,10 @@ if status ~= 'pending' then return {'decided', status, redis.call('HGET', KEYS[1
 if redis.call('HGET', KEYS[1], 'level') ~= ARGV[2] then
   return {'stale', status, redis.call('HGET', KEYS[1], 'role'), ''}
 end
-if ARGV[4] == 'approve' and ARGV[5] == '' and ARGV[11] == '' and redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then
+-- A top-up changes what is approved as an edit does (a halt's grant of more budget).
+local top_up_changed = ARGV[13] ~= '' and ARGV[13] ~= (redis.call('HGET', KEYS[1], 'top_up') or '')
+if ARGV[4] == 'approve' and ARGV[5] == '' and ARGV[11] == '' and not top_up_changed
+    and redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then
   return {'unchanged', status, cjson.encode(redis.call('HKEYS', KEYS[2])), ''}
 end
 redis.call('SADD', KEYS[3], ARGV[1])
@@ -70,7 +73,7 @@ if ARGV[4] == 'reject' then
   return {'rejected', 'rejected', '[]', ''}
 end
 local dropped = ''
-if ARGV[5] ~= '' then
+if ARGV[5] ~= '' or top_up_changed then
   -- An edit changes what is approved: approvals given before it no longer count, and the item says whose.
   local before = {}
   for _, who in ipairs(redis.call('HKEYS', KEYS[2])) do
@@ -78,10 +81,12 @@ if ARGV[5] ~= '' then
   end
   redis.call('DEL', KEYS[2])
   redis.call('HINCRBY', KEYS[1], 'resets', 1)
-  redis.call('HSET', KEYS[1], 'edit', ARGV[5], 'edit_hash', ARGV[6], 'edited_by', ARGV[3])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'edit', ARGV[5], 'edit_hash', ARGV[6], 'edited_by', ARGV[3]) end
+  if top_up_changed then redis.call('HSET', KEYS[1], 'top_up', ARGV[13]) end
   if #before > 0 then
     dropped = cjson.encode(before)
-    redis.call('HSET', KEYS[1], 'reset_by', ARGV[3], 'reset_ms', ARGV[7], 'reset_dropped', dropped)
+    redis.call('HSET', KEYS[1], 'reset_by', ARGV[3], 'reset_ms', ARGV[7], 'reset_dropped', dropped,
+      'reset_why', ARGV[5] ~= '' and 'edit' or 'top_up')
   end
 end
 if ARGV[11] ~= '' then
@@ -125,6 +130,7 @@ class Vote:
     edit_hash: str = ""
     final: str = ""  # a replayed final record: its decision...
     approvers: tuple[str, ...] = ()  # ...and its approvers
+    top_up: BudgetTopUp | None = None  # approving a halt: the budget granted with it
 
 
 @dataclass(frozen=True)
@@ -146,11 +152,12 @@ class VoteResult:
 
 @dataclass(frozen=True)
 class Reset:
-    """The last time an edit dropped approvals: who edited, when, and whose approvals no longer count."""
+    """The last time an edit (or a different top-up) dropped approvals: who, when, whose no longer count, why."""
 
     by: str
     at_ms: int
     dropped: tuple[str, ...]
+    why: str = "edit"  # edit | top_up
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,12 @@ class Item:
         return list(json.loads(raw)) if raw else None
 
     @property
+    def top_up(self) -> BudgetTopUp | None:
+        """The budget approving this halt grants (the latest top-up approved with), if any."""
+        raw = self.fields.get("top_up")
+        return BudgetTopUp.model_validate_json(raw) if raw else None
+
+    @property
     def finished(self) -> bool:
         return self.fields.get("finalized") == "1"
 
@@ -196,7 +209,12 @@ class Item:
         dropped = self.fields.get("reset_dropped")
         if not dropped:
             return None
-        return Reset(self.fields.get("reset_by", ""), int(self.fields.get("reset_ms") or 0), tuple(json.loads(dropped)))
+        return Reset(
+            self.fields.get("reset_by", ""),
+            int(self.fields.get("reset_ms") or 0),
+            tuple(json.loads(dropped)),
+            self.fields.get("reset_why") or "edit",
+        )
 
 
 class ReviewIndex:
@@ -262,6 +280,7 @@ class ReviewIndex:
             review_id,
             vote.final,
             json.dumps(list(vote.approvers)),
+            vote.top_up.model_dump_json() if vote.top_up is not None and not vote.top_up.empty else "",
         ]
         async with unavailable_as_retryable(f"record a decision on review {review_id}"):
             outcome, status, detail, dropped = await self._vote(keys=keys, args=args)

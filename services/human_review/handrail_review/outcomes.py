@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import jsonpatch
 
 from handrail.lifecycle import End, HandOff, Resume, describe
-from handrail.messages import ReviewAction, ReviewDecided, StepResume, TaskStatus, derived_message_id
+from handrail.messages import (
+    HandoffEnvelope,
+    ReviewAction,
+    ReviewDecided,
+    StepResume,
+    TaskStatus,
+    derived_message_id,
+)
 from handrail.orchestration import Orchestrator
 from handrail.service import Runtime
+from handrail.state.budgets import Amount, Grant
 from handrail_review.index import Item, ReviewIndex
 
 log = logging.getLogger(__name__)
@@ -59,17 +67,44 @@ class Outcomes:
             edit=edit,
             context_hash=_resumed_hash(item) if approved else None,
             approvals=item.approvers,
+            top_up=item.top_up if approved else None,
             decided_at=datetime.fromtimestamp(decided_ms / 1000, UTC),
         )
         then = self._resume(item, final) if approved else self._end(item, final)
+        grant = self._grant(item, final, then, decided_ms)
+        if grant is not None and isinstance(then, HandOff):
+            then = _granted(then, grant)
         # The decision record on Kafka comes after its effects: it says "carried out", so that an index
         # rebuilt from Kafka (Redis lost) never carries a review out twice.
-        await self.rt.lifecycle.apply(Resume(final, request, then))
+        await self.rt.lifecycle.apply(Resume(final, request, then, grant))
         outcome = describe(then)
         await self.index.add_record(final)
         await self.index.mark_finished(review_id, outcome)
         log.info("review %s %s by %s: task %s -> %s", review_id, final.decision, final.by, request.task_id, outcome)
         return item
+
+    def _grant(self, item: Item, final: ReviewDecided, then: HandOff | End, decided_ms: int) -> Grant | None:
+        """What the task gets back for going on: the time it was parked (unless its workflow counts it) and
+        the top-up approved with a halt. Nothing for a task that ends here."""
+        if not isinstance(then, HandOff):
+            return None
+        request = item.request
+        workflow = self.rt.contracts.workflows.get(request.workflow)
+        counts = workflow is None or workflow.parked_time_counts
+        parked_ms = 0 if counts else max(0, decided_ms - int(request.requested_at.timestamp() * 1000))
+        top_up = final.top_up
+        wall_ms = round(top_up.wall_clock_s * 1000) if top_up is not None else 0
+        if parked_ms + wall_ms == 0 and (top_up is None or top_up.empty):
+            return None
+        return Grant(
+            task_id=request.task_id,
+            # One grant per review: carrying the decision out again grants nothing more.
+            grant_id=derived_message_id(request.review_id, "grant"),
+            agent=request.agent if top_up is not None else "",
+            extra=Amount(top_up.tokens, top_up.cost_usd, top_up.steps) if top_up is not None else Amount(),
+            wall_ms=wall_ms,
+            extend_ms=parked_ms + wall_ms,
+        )
 
     def _resume(self, item: Item, final: ReviewDecided) -> HandOff | End:
         request = item.request
@@ -143,6 +178,25 @@ class Outcomes:
             reason=f"rejected in review by {final.by}: {final.reason or 'no reason given'}",
             error_type="review_rejected" if checkpoint else request.halt_error_type,
         )
+
+
+def _granted(then: HandOff, grant: Grant) -> HandOff:
+    """The handoff as its receiver should see the task after the grant: the later deadline, the higher caps."""
+    envelope = then.message
+    if not isinstance(envelope, HandoffEnvelope):
+        return then
+    budget, extra = envelope.budget, grant.extra
+    raised = budget.model_copy(
+        update={
+            "max_tokens": None if budget.max_tokens is None else budget.max_tokens + extra.tokens,
+            "max_cost_usd": None if budget.max_cost_usd is None else budget.max_cost_usd + extra.cost_usd,
+            "max_steps": None if budget.max_steps is None else budget.max_steps + extra.steps,
+        }
+    )
+    deadline = envelope.deadline
+    if deadline is not None:
+        deadline += timedelta(milliseconds=grant.extend_ms)
+    return HandOff(envelope.model_copy(update={"deadline": deadline, "budget": raised}))
 
 
 def _resumed_hash(item: Item) -> str:

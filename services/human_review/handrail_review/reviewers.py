@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from handrail.contracts import Contracts
 from handrail.errors import ContractError
+from handrail.messages import BudgetTopUp
 
 
 class RoleSpec(BaseModel):
@@ -25,6 +26,11 @@ class RoleSpec(BaseModel):
 
     rank: int = Field(ge=1, description="Higher ranks may decide what lower ranks may.")
     description: str = ""
+    max_top_up: BudgetTopUp | None = Field(
+        default=None,
+        description="The most budget one approval in this role may grant (within the workflow's max_top_up); "
+        "absent: up to the workflow's.",
+    )
 
 
 class ReviewerSpec(BaseModel):
@@ -84,6 +90,11 @@ class Directory:
         """The reviewer's highest role that may decide a review needing ``required``, or None."""
         able = [r for r in reviewer.roles if self.rank(r) >= self.rank(required)]
         return max(able, key=self.rank) if able else None
+
+    def top_up_limit(self, role: str) -> BudgetTopUp | None:
+        """The most one approval in ``role`` may grant; None: no bound but the workflow's."""
+        spec = self.roles.get(role)
+        return spec.max_top_up if spec is not None else None
 
     def next_role(self, role: str) -> str | None:
         """The lowest role ranked above ``role``: where an escalated review goes."""

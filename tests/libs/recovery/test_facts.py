@@ -9,6 +9,7 @@ from handrail.audit import AuditRecord
 from handrail.hashing import GENESIS
 from handrail.messages import ControlRecord
 from handrail.recovery.facts import UNKNOWN_SUBMISSION, Facts
+from handrail.state.budgets import Amount
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 
@@ -120,3 +121,29 @@ def test_only_halts_still_in_force_come_back() -> None:
             )
         )
     assert facts.halts == {("task", "b"): ("ops", "operator:x")}
+
+
+def test_grants_come_back_each_once_on_top_of_the_opening() -> None:
+    """A top-up and parked time given back (``budget.granted``) are part of the budget a rebuild restores."""
+    facts = Facts()
+    granted = {
+        "source_id": None,
+        "actor": "reviewer:ops",
+        "action": "budget.granted",
+        "details": {
+            "review_id": "rv1",
+            "grant_id": "rv1/grant",
+            "agent": "expense-intake",
+            "top_up": {"tokens": 500, "cost_usd": 0.25, "steps": 1, "wall_clock_s": 30.0},
+            "parked_ms": 12_000,
+            "wall_ms": 30_000,
+            "extend_ms": 42_000,
+        },
+    }
+    for raw in chain("t1", OPENED, granted, granted):  # delivered twice: one grant
+        facts.fold_audit(raw)
+    budget = facts.tasks["t1"].budget
+    assert budget is not None and list(budget.grants) == ["rv1/grant"]
+    grant = budget.grants["rv1/grant"]
+    assert grant.extra == Amount(tokens=500, cost_usd=0.25, steps=1) and grant.agent == "expense-intake"
+    assert (grant.wall_ms, grant.extend_ms) == (30_000, 42_000)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from handrail.state import connect_redis, generation
-from handrail.state.budgets import Amount, BudgetStore, Caps, Verdict
+from handrail.state.budgets import Amount, BudgetStore, Caps, Grant, UnknownBudget, Verdict
 
 pytestmark = pytest.mark.bus
 
@@ -97,3 +97,41 @@ async def test_deadline_and_unknown_task(store: BudgetStore) -> None:
     unknown = await store.reserve("never-opened", "x", "agent", Amount(tokens=1), UNLIMITED, now_ms())
     assert unknown.verdict == Verdict.UNKNOWN_TASK
     assert not await store.open(task_id, Caps(1, 1, 1), now_ms())  # opening twice keeps the first
+
+
+async def test_a_grant_raises_the_caps_and_the_deadline_once(store: BudgetStore) -> None:
+    """A person's top-up: more for the task and for the halted agent within it, a later deadline; applied once."""
+    task_id = await open_task(store, Caps(tokens=100, cost_usd=1, steps=2), deadline_in_s=-1)
+    agent_caps = Caps(tokens=100, cost_usd=1, steps=2)
+    late = await store.reserve(task_id, "r0", "intake", Amount(tokens=10), agent_caps, now_ms())
+    assert late.verdict == Verdict.DEADLINE
+    grant = Grant(
+        task_id, "review-1/grant", "intake", Amount(tokens=50, cost_usd=0.5), wall_ms=30_000, extend_ms=60_000
+    )
+    assert await store.grant(grant)
+    assert not await store.grant(grant), "carrying the decision out again grants nothing more"
+    assert (await store.reserve(task_id, "r1", "intake", Amount(tokens=140), agent_caps, now_ms())).ok
+    over = await store.reserve(task_id, "r2", "intake", Amount(tokens=20), agent_caps, now_ms())
+    assert (over.verdict, over.scope, over.cap) == (Verdict.EXHAUSTED, "task", "150")
+    granted = await store.granted(task_id)
+    assert granted.extra == Amount(tokens=50, cost_usd=0.5) and granted.wall_ms == 30_000
+
+
+async def test_a_grant_to_a_task_without_a_budget_is_retryable(store: BudgetStore) -> None:
+    with pytest.raises(UnknownBudget):
+        await store.grant(Grant("never-opened", "g", "", Amount(tokens=1)))
+
+
+async def test_a_restored_budget_keeps_its_grants_and_never_takes_one_twice(store: BudgetStore) -> None:
+    """What ``handrail.recovery`` writes back after Redis lost it: the opening's caps plus each grant, once."""
+    task_id, deadline_ms = f"budget-{uuid.uuid4().hex[:8]}", now_ms() - 1000
+    grant = Grant(task_id, "review-1/grant", "intake", Amount(tokens=50), wall_ms=0, extend_ms=60_000)
+    pipe = store._redis.pipeline(transaction=False)
+    store.restore(
+        pipe, task_id, Caps(100, 1, 5), deadline_ms, Amount(tokens=100), {"intake": Amount(tokens=100)}, [grant]
+    )
+    await pipe.execute()
+    assert not await store.grant(grant), "the marker came back with the grant"
+    agent_caps = Caps(tokens=100, cost_usd=1, steps=5)
+    assert (await store.reserve(task_id, "r1", "intake", Amount(tokens=50), agent_caps, now_ms())).ok
+    assert not (await store.reserve(task_id, "r2", "intake", Amount(tokens=1), agent_caps, now_ms())).ok
