@@ -26,6 +26,11 @@ TOOL_CALLS = Counter(
     "Tool calls proposed by models, by outcome (ok, error, rejected, short_circuited).",
     ["agent", "tool", "outcome"],
 )
+TOOL_RESULTS_INVALID = Counter(
+    "handrail_tool_results_invalid_total",
+    "Tool results that broke the tool's result schema (the model got an invalid_result error instead).",
+    ["agent", "tool"],
+)
 TASK_STEPS = Histogram(
     "handrail_task_steps",
     "Agent steps per ended task; compare with handrail_workflow_min_steps for step efficiency.",

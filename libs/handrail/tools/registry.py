@@ -85,6 +85,7 @@ class ToolRegistry:
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         self._validators: dict[str, jsonschema.Draft202012Validator] = {}  # compiled once, not per call
+        self._result_validators: dict[str, jsonschema.Draft202012Validator] = {}
         for tool in tools:
             self.register(tool)
 
@@ -96,6 +97,7 @@ class ToolRegistry:
             raise ValueError(f"tool {tool.spec.name!r} is registered twice")
         self._tools[tool.spec.name] = tool
         self._validators[tool.spec.name] = jsonschema.Draft202012Validator(tool.spec.args_schema)
+        self._result_validators[tool.spec.name] = jsonschema.Draft202012Validator(tool.spec.result_schema)
 
     def names(self) -> set[str]:
         """Names of every registered tool."""
@@ -120,9 +122,28 @@ class ToolRegistry:
             return ToolCallError("invalid_arguments", name, "arguments must be a JSON object")
         errors = sorted(self._validators[name].iter_errors(args), key=str)
         if errors:
-            detail = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors)
-            return ToolCallError("invalid_arguments", name, detail)
+            return ToolCallError("invalid_arguments", name, _problems(errors))
         return None
+
+    def check_result(self, name: str, result: Any) -> ToolCallError | None:
+        """Why ``result`` may not reach the model or the next step (it breaks the tool's result schema), or None."""
+        errors = sorted(self._result_validators[name].iter_errors(result), key=str)
+        if errors:
+            return ToolCallError(
+                "invalid_result", name, f"the tool returned a result that breaks its schema: {_problems(errors)}"
+            )
+        return None
+
+
+#: Enough of a schema violation for the model to act on, without echoing a huge result back.
+_MAX_PROBLEMS = 5
+
+
+def _problems(errors: list[jsonschema.ValidationError]) -> str:
+    shown = "; ".join(
+        f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message[:200]}" for e in errors[:_MAX_PROBLEMS]
+    )
+    return shown + (f"; and {len(errors) - _MAX_PROBLEMS} more" if len(errors) > _MAX_PROBLEMS else "")
 
 
 def default_registry(data_dir: Path | None = None) -> ToolRegistry:

@@ -28,7 +28,7 @@ from handrail.llm.chain import as_chain
 from handrail.llm.corrections import arguments_correction, reply_correction
 from handrail.llm.observers import Outcome, TracingObserver, observing
 from handrail.messages import Decision, HandoffEnvelope, ProposedCall, StepProgress, StepResume, Usage
-from handrail.metrics import TOOL_CALLS
+from handrail.metrics import TOOL_CALLS, TOOL_RESULTS_INVALID
 from handrail.observability import tracer
 from handrail.orchestration import approval_for_call
 from handrail.prompts import PromptStore, step_scope
@@ -296,6 +296,8 @@ class StepRunner:
             self._correct(step.tally, decision.error or "rejected tool call")
         elif decision.outcome != "short_circuited":
             step.tally.tool_calls += 1
+            if (decision.error or "").startswith("invalid_result"):
+                self._correct(step.tally, decision.error or "invalid tool result")  # the model must do without it
         step.messages.append(ChatMessage("tool", json.dumps(observation), tool_call_id=call.id, name=call.name))
 
     async def _level(self, workflow: str) -> Autonomy:
@@ -440,6 +442,19 @@ class StepRunner:
                 outcome="error",
                 args_hash=args_hash,
                 error=f"tool_failed: {exc}",
+                latency_ms=_ms_since(started),
+            )
+        invalid = self.tools.check_result(name, result)
+        if invalid is not None:
+            # It ran (and is paid for), but what it said must not reach the model or the next step as if true.
+            await guard.after_call(granted, "error", "invalid_result", cost_usd=tool.spec.cost_usd)
+            TOOL_RESULTS_INVALID.labels(self.agent.name, name).inc()
+            return invalid.as_observation(), Decision(
+                kind="tool_call",
+                name=name,
+                outcome="error",
+                args_hash=args_hash,
+                error=f"invalid_result: {invalid.message}",
                 latency_ms=_ms_since(started),
             )
         await guard.after_call(granted, "ok", cost_usd=tool.spec.cost_usd)

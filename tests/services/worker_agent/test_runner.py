@@ -13,7 +13,7 @@ from handrail.errors import TaskHalted
 from handrail.hashing import GENESIS, context_hash
 from handrail.llm import ScriptedProvider
 from handrail.messages import HandoffEnvelope
-from handrail.tools import ToolCallError, ToolSpec, default_registry
+from handrail.tools import Tool, ToolCallError, ToolContext, ToolRegistry, ToolSpec, default_registry
 from handrail_worker.guard import Ticket
 from handrail_worker.runner import StepRunner
 
@@ -159,3 +159,38 @@ async def test_max_turns_bounds_the_step() -> None:
     plan = [{"call": "lookup_employee", "args": {"employee_id": "E100"}}] * 3 + [{"answer": {}}]
     with pytest.raises(TaskHalted, match="no answer within its 2 model calls"):
         await _runner(_agent(plan, max_turns=2)).run(_envelope({}), OpenGuard())
+
+
+def _garbage_registry() -> ToolRegistry:
+    """One tool whose result breaks its own result schema."""
+
+    async def run(args: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        return {"nmae": "Ada", "id": 7}
+
+    spec = ToolSpec(
+        "find_person",
+        "find a person",
+        {"type": "object"},
+        result_schema={"type": "object", "required": ["name"], "properties": {"id": {"type": "string"}}},
+    )
+    return ToolRegistry([Tool(spec, run)])
+
+
+async def test_a_result_that_breaks_the_tools_schema_never_reaches_the_model_as_true() -> None:
+    agent = _agent([{"call": "find_person", "args": {}}, {"answer": {"ok": True}}], max_tool_corrections=1)
+    agent = agent.model_copy(update={"tools": ["find_person"]})
+    guard = OpenGuard()
+    outcome = await StepRunner(agent, ScriptedProvider(agent.plan), _garbage_registry()).run(_envelope({}), guard)
+    [decision] = [d for d in outcome.decisions if d.kind == "tool_call"]
+    assert decision.outcome == "error" and decision.error is not None
+    assert decision.error.startswith("invalid_result: the tool returned a result that breaks its schema")
+    assert "'name' is a required property" in decision.error and "id: 7 is not of type 'string'" in decision.error
+    assert ("find_person", "error", 0) in guard.settled, "it ran and is paid for, as an error"
+
+
+async def test_invalid_results_count_toward_the_agents_corrections() -> None:
+    plan = [{"call": "find_person", "args": {}}, {"call": "find_person", "args": {}}, {"answer": {}}]
+    agent = _agent(plan, max_tool_corrections=1).model_copy(update={"tools": ["find_person"]})
+    with pytest.raises(TaskHalted, match="more than 1 corrections; last: invalid_result") as halted:
+        await StepRunner(agent, ScriptedProvider(agent.plan), _garbage_registry()).run(_envelope({}), OpenGuard())
+    assert halted.value.error_type == "too_many_corrections"
