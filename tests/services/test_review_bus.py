@@ -64,6 +64,11 @@ def stack_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack_env() -> dict[str, str]:
+    return review_env()
+
+
+def review_env() -> dict[str, str]:
+    """The review tests' settings: the test reviewers' tokens, a fast sweep."""
     return {
         "HANDRAIL_REVIEWER_TOKENS": json.dumps({k: v for k, v in TOKENS.items() if k != "ana"}),
         "HANDRAIL_REVIEW_SWEEP_INTERVAL_S": "0.2",
@@ -453,7 +458,7 @@ async def test_review_kpis_count_escalations_outcomes_and_time_to_decision(
         await asyncio.sleep(0.2)
     else:
         raise AssertionError(f"the review gauges never showed the three pending reviews: {gauges}")
-    patch = [{"op": "add", "path": "/input/note", "value": "checked"}]
+    patch = [{"op": "add", "path": "/steps/decide/note", "value": "checked"}]
     answers = [
         await http.post(f"/api/reviews/{reviews['plain']}/approve", headers=auth("ana"), json={}),
         await http.post(f"/api/reviews/{reviews['edited']}/edit", headers=auth("ana"), json={"patch": patch}),
@@ -647,3 +652,39 @@ async def test_a_restart_on_a_wiped_redis_never_carries_a_decided_review_out_aga
         assert len(await decisions_for(stack, task_id)) == decided_before[task_id]
     listed = (await http.get("/api/reviews", headers=auth("ops"))).json()
     assert not [r for r in listed if r["task_id"] in (approved_id, rejected_id)], "decided reviews are not pending"
+
+
+async def test_edits_keep_the_contract_and_a_refused_request_changes_nothing(
+    client: HandrailClient, stack: Stack, http: httpx.AsyncClient
+) -> None:
+    task_id = await client.submit("edit-expense", claim(1600), task_id=new_id("contract"))
+    review_id = (await pending_review(http, task_id))["review_id"]
+    edit_url = f"/api/reviews/{review_id}/edit"
+
+    async def refused(body: dict[str, Any], status: int, says: str, **kwargs: Any) -> None:
+        response = await http.post(edit_url, headers=auth("ana"), json=body, **kwargs)
+        assert response.status_code == status and says in response.json()["detail"], response.text
+
+    await refused({"patch": [{"op": "remove", "path": "/input"}]}, 422, "the edited context has no 'input'")
+    await refused({"patch": [{"op": "remove", "path": "/steps/intake"}]}, 422, "steps/intake: a finished step")
+    await refused(
+        {"patch": [{"op": "remove", "path": "/steps/intake/amount_usd"}]}, 422, "steps/intake: 'amount_usd' is a"
+    )
+    await refused(
+        {"patch": [{"op": "replace", "path": "/input/employee_id", "value": "E999"}]}, 422, "locks /input/employee_id"
+    )
+    await refused({"patch": [{"op": "replace", "path": "/input", "value": {}}]}, 422, "locks /input/employee_id")
+    await refused({"patch": [], "task_id": "other", "by": "reviewer:dan"}, 422, "Extra inputs are not permitted")
+    huge = {"op": "add", "path": "/steps/intake/notes", "value": "x" * (300 * 1024)}
+    await refused({"patch": [huge]}, 413, "at most 262144")  # under the body limit, over the edit limit
+    await refused({"context": {"blob": "x" * (2 * 1024 * 1024)}}, 413, "at most 1048576 are taken")
+
+    detail = await show(http, review_id)
+    assert detail["status"] == "pending" and detail["approvals"] == [] and detail["edit"] is None
+    assert detail["records"] == [], "nothing was recorded"
+    page = await http.get("/")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src 'self' 'sha256-" in policy
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+    assert (await http.post(f"/api/reviews/{review_id}/approve", headers=auth("ana"), json={})).status_code == 200
+    assert (await client.wait_for_result(task_id, timeout_s=60)).status == TaskStatus.COMPLETED

@@ -1,9 +1,10 @@
-"""Budget top-ups and parked time, on real Kafka, Redis and HTTP.
+"""Budget top-ups, parked time and decisions Kafka refuses, on real Kafka, Redis and HTTP.
 
 Approving a budget halt may grant the task more (bounded by the workflow's
 ``max_top_up`` and the reviewer's role, audited, rebuilt from Kafka); the time a
 task waits for a person is given back to its wall clock unless the workflow
-counts it.
+counts it. A decision that can never be carried out is dead-lettered once, with
+its reason, not retried forever.
 """
 
 from __future__ import annotations
@@ -25,8 +26,17 @@ pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
 
 # The review tests' stack: the demo's contracts and the review test workflows, reviewers with tokens.
 stack_config_dir = review_stack.stack_config_dir
-stack_env = review_stack.stack_env
 http = review_stack.http
+
+
+@pytest.fixture(scope="module")
+def stack_env() -> dict[str, str]:
+    """The review tests' settings, with the edit bounds above what Kafka takes in one record (1 MiB)."""
+    return {
+        **review_stack.review_env(),
+        "HANDRAIL_REVIEW_MAX_EDIT_BYTES": str(4 * 1024 * 1024),
+        "HANDRAIL_REVIEW_MAX_BODY_BYTES": str(8 * 1024 * 1024),
+    }
 
 
 async def audit_of(stack: Stack, task_id: str) -> list[AuditRecord]:
@@ -101,3 +111,19 @@ async def test_time_parked_for_review_does_not_count_against_the_wall_clock_unle
         assert grant.details["parked_ms"] >= 9000 and grant.details["wall_ms"] == 0
     else:
         assert grants == [] and result.error_type == "deadline_exceeded"
+
+
+async def test_a_decision_kafka_refuses_is_dead_lettered_once_with_its_reason(
+    client: HandrailClient, stack: Stack, http: httpx.AsyncClient
+) -> None:
+    task_id = await client.submit("expense-approval", claim(3000), task_id=new_id("too-big"))
+    review = await pending_review(http, task_id)
+    context = (await show(http, review["review_id"]))["context"]
+    context["steps"]["decide"]["notes"] = "x" * (2 * 1024 * 1024)  # over the 1 MiB Kafka takes
+    edited = await http.post(f"/api/reviews/{review['review_id']}/edit", headers=auth("ana"), json={"context": context})
+    assert edited.status_code == 200 and edited.json()["outcome"] == "dead_lettered", edited.text[:500]
+    await asyncio.sleep(2.0)  # a few sweeps (every 0.2 s): none tries again
+    [letter] = await stack.dead_letters_for(task_id)
+    assert letter.error_type == "decision_not_carried_out" and "MessageSizeTooLarge" in letter.reason
+    assert review["review_id"] in letter.reason
+    assert await stack.results_for(task_id) == [], "the task stays parked: nothing was carried out"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -89,6 +89,10 @@ class WorkflowSpec(BaseModel):
             "The most budget reviewers may add to one task, all its top-ups together, approving its halts "
             "(a budget or deadline halt). Absent: no top-up."
         ),
+    )
+    locked_fields: list[Annotated[str, Field(pattern=r"^(/[^/]+)+$")]] = Field(
+        default_factory=list,
+        description="JSON Pointers into the task context reviewers may not edit (e.g. /input/employee_id).",
     )
     parked_time_counts: bool = Field(
         default=False,

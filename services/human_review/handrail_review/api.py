@@ -36,6 +36,7 @@ from handrail.messages import (
 )
 from handrail_review.errors import NotAuthenticated, NotReady, ReviewError
 from handrail_review.handlers import ReviewDesk
+from handrail_review.hardening import BodyLimit, SecurityHeaders, content_security_policy
 from handrail_review.index import Item, ReviewIndex
 from handrail_review.reviewers import Reviewer
 
@@ -61,6 +62,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "The caller's roles may not decide this review.",
         404: "No such review.",
         409: "Already decided, escalated meanwhile, or nothing to change (`unchanged`).",
+        413: "The request body, or the edit it makes, is over its size limit.",
         422: "The request body or a parameter is invalid.",
         503: "The index is being rebuilt from Kafka, or Redis is away: try again (Retry-After).",
     }
@@ -190,7 +192,13 @@ class ReviewDetail(ReviewSummary):
     may_decide: bool = Field(description="Whether the caller's roles may decide it.")
 
 
-class DecisionBody(BaseModel):
+class _Body(BaseModel):
+    """A request body: a field it does not have is refused (422 naming it), never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecisionBody(_Body):
     reason: str | None = Field(default=None, max_length=2000)
     top_up: BudgetTopUp | None = Field(
         default=None,
@@ -199,11 +207,11 @@ class DecisionBody(BaseModel):
     )
 
 
-class RejectBody(BaseModel):
+class RejectBody(_Body):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-class EditBody(BaseModel):
+class EditBody(_Body):
     """Edit-and-approve: the whole new context, or a JSON Patch against the checkpoint's context.
 
     For a review of a proposed call, what is edited is the call's arguments: send the whole new
@@ -216,7 +224,7 @@ class EditBody(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
-class CommentBody(BaseModel):
+class CommentBody(_Body):
     text: str = Field(min_length=1, max_length=4000)
 
 
@@ -243,8 +251,8 @@ async def current_reviewer(
 Authenticated = Annotated[Reviewer, Depends(current_reviewer)]
 
 
-def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
-    """The FastAPI app: reviewers' API and web page."""
+def build_api(desk: ReviewDesk, ready: asyncio.Event, *, max_body_bytes: int = 1024 * 1024) -> FastAPI:
+    """The FastAPI app: reviewers' API and web page; a body over ``max_body_bytes`` is refused (413)."""
     api = FastAPI(
         title="Handrail human review",
         version="1",
@@ -256,7 +264,18 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
     api.mount("/api/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
     api.state.desk = desk
     api.state.ready = ready
+    api.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    api.add_middleware(SecurityHeaders)
     page = resources.files("handrail_review").joinpath("static/index.html").read_text()
+    page_policy = {"Content-Security-Policy": content_security_policy(page)}
+    docs_page = get_swagger_ui_html(
+        openapi_url="/api/openapi.json",
+        title="Handrail human review: API",
+        swagger_js_url="/api/docs/assets/swagger-ui-bundle.js",
+        swagger_css_url="/api/docs/assets/swagger-ui.css",
+        swagger_favicon_url="/api/docs/assets/favicon-32x32.png",
+    )
+    docs_policy = {"Content-Security-Policy": content_security_policy(bytes(docs_page.body).decode())}
 
     @api.exception_handler(ReviewError)
     async def review_error(request: Request, exc: ReviewError) -> JSONResponse:
@@ -273,18 +292,12 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
         return JSONResponse({"error": "unavailable", "detail": str(exc)}, 503, headers={"Retry-After": "1"})
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index_page() -> str:
-        return page
+    async def index_page() -> HTMLResponse:
+        return HTMLResponse(page, headers=page_policy)
 
     @api.get("/api/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/api/openapi.json",
-            title="Handrail human review: API",
-            swagger_js_url="/api/docs/assets/swagger-ui-bundle.js",
-            swagger_css_url="/api/docs/assets/swagger-ui.css",
-            swagger_favicon_url="/api/docs/assets/favicon-32x32.png",
-        )
+        return HTMLResponse(bytes(docs_page.body), headers=docs_policy)
 
     @api.get("/api/me", response_model=Me, summary="Who the token belongs to", responses=_errors())
     async def me(who: Authenticated) -> Me:
@@ -312,7 +325,7 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
         "/api/reviews/{review_id}/approve",
         response_model=ReviewDetail,
         summary="Approve",
-        responses=_errors(403, 404, 409, 422),
+        responses=_errors(403, 404, 409, 413, 422),
     )
     async def approve(review_id: str, who: Authenticated, body: DecisionBody | None = None) -> ReviewDetail:
         item = await desk.decide(
@@ -328,7 +341,7 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
         "/api/reviews/{review_id}/reject",
         response_model=ReviewDetail,
         summary="Reject: the task ends",
-        responses=_errors(403, 404, 409, 422),
+        responses=_errors(403, 404, 409, 413, 422),
     )
     async def reject(review_id: str, who: Authenticated, body: RejectBody) -> ReviewDetail:
         item = await desk.decide(who, review_id, ReviewAction.REJECT, body.reason)
@@ -338,7 +351,7 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
         "/api/reviews/{review_id}/edit",
         response_model=ReviewDetail,
         summary="Edit the context and approve",
-        responses=_errors(403, 404, 409, 422),
+        responses=_errors(403, 404, 409, 413, 422),
     )
     async def edit(review_id: str, who: Authenticated, body: EditBody) -> ReviewDetail:
         sent = [name for name in ("context", "arguments", "patch") if getattr(body, name) is not None]
@@ -358,7 +371,7 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event) -> FastAPI:
         "/api/reviews/{review_id}/comments",
         response_model=ReviewDecided,
         summary="Comment",
-        responses=_errors(404, 422),
+        responses=_errors(404, 413, 422),
     )
     async def comment(review_id: str, who: Authenticated, body: CommentBody) -> ReviewDecided:
         return await desk.comment(who, review_id, body.text)

@@ -23,7 +23,12 @@ def create(settings: ReviewSettings | None = None) -> tuple[Runtime, AsgiFastStr
     settings = settings or ReviewSettings()
     runtime = build_runtime(SERVICE, settings)
     directory = load_directory(settings.reviewers_path(), settings.tokens(), runtime.contracts)
-    desk = ReviewDesk(runtime, directory, ReviewIndex(runtime.redis, settings.redis_prefix))
+    desk = ReviewDesk(
+        runtime,
+        directory,
+        ReviewIndex(runtime.redis, settings.redis_prefix),
+        max_edit_bytes=settings.review_max_edit_bytes,
+    )
     projector = Projector(
         lambda: make_reader(settings.kafka_bootstrap, f"handrail-{SERVICE}-projector", runtime.credentials),
         runtime.topics.reviews_requested,
@@ -32,7 +37,7 @@ def create(settings: ReviewSettings | None = None) -> tuple[Runtime, AsgiFastStr
         settings.retry_backoff_s,
         generation=lambda: runtime.keeper.generation,
     )
-    app = serve_with(asgi_app(runtime), build_api(desk, projector.ready))
+    app = serve_with(asgi_app(runtime), build_api(desk, projector.ready, max_body_bytes=settings.review_max_body_bytes))
     watch = AutonomyWatch(
         runtime.autonomy,
         Recorder(runtime.publisher, runtime.topics.control, runtime.audit),

@@ -8,6 +8,7 @@ ReviewError              root of the errors a reviewer's request gets back as a 
 ├── NothingChanged       the action is already counted (a repeat): it changes nothing -> 409
 ├── InvalidEdit          edit-and-approve with a patch that does not apply -> 422
 ├── InvalidTopUp         a top-up where none may be granted, or more than the workflow allows -> 422
+├── TooLarge             a request body, or the edit it makes, over its size limit -> 413
 └── NotReady             the index is still being rebuilt from Kafka -> 503
 """
 
@@ -60,6 +61,11 @@ class InvalidEdit(ReviewError):
 class InvalidTopUp(ReviewError):
     status = 422
     code = "invalid_top_up"
+
+
+class TooLarge(ReviewError):
+    status = 413
+    code = "too_large"
 
 
 class NotReady(ReviewError):

@@ -13,10 +13,9 @@ import logging
 import time
 from typing import Any
 
-import jsonpatch
-import jsonschema
-
-from handrail.hashing import context_hash, sha256_hex
+from handrail.bus import Delivery
+from handrail.errors import RetryableError
+from handrail.hashing import sha256_hex
 from handrail.lifecycle import Park
 from handrail.messages import (
     BudgetTopUp,
@@ -28,11 +27,10 @@ from handrail.messages import (
     utcnow,
 )
 from handrail.orchestration import deadline_after
-from handrail.patch import diff
 from handrail.service import Runtime
+from handrail_review.edits import EditRules
 from handrail_review.errors import (
     AlreadyDecided,
-    InvalidEdit,
     InvalidTopUp,
     NotAllowed,
     NothingChanged,
@@ -47,6 +45,8 @@ log = logging.getLogger(__name__)
 
 SERVICE = "human-review"
 ACTOR = f"service:{SERVICE}"
+#: An edited context travels on in the resumed handoff: as large as a task the router takes, no larger.
+DEFAULT_MAX_EDIT_BYTES = 256 * 1024
 #: A decision younger than this is left to the request that made it; older unfinished ones were interrupted.
 _FINISH_GRACE_MS = 5_000
 
@@ -58,11 +58,19 @@ def now_ms() -> int:
 class ReviewDesk:
     """The human-review service's logic, bound to its runtime, reviewers and index."""
 
-    def __init__(self, runtime: Runtime, directory: Directory, index: ReviewIndex) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        directory: Directory,
+        index: ReviewIndex,
+        *,
+        max_edit_bytes: int = DEFAULT_MAX_EDIT_BYTES,
+    ) -> None:
         self.rt = runtime
         self.directory = directory
         self.index = index
         self.outcomes = Outcomes(runtime, index, SERVICE)
+        self.rules = EditRules(runtime.contracts, runtime.tools, directory, runtime.budgets, max_edit_bytes)
 
     # -- the projection of the two topics ---------------------------------------------------------
 
@@ -138,13 +146,14 @@ class ReviewDesk:
             )
         if item.status != "pending":
             raise AlreadyDecided(f"review {review_id} was already {item.status} by {item.fields.get('decided_by')}")
-        edit, edit_hash = self._edit(item, edit_context, edit_patch) if action == ReviewAction.APPROVE else (None, "")
+        approving = action == ReviewAction.APPROVE
+        edit, edit_hash = self.rules.edit(item.request, edit_context, edit_patch) if approving else (None, "")
         if top_up is not None and top_up.empty:
             top_up = None
         if top_up is not None:
             if action != ReviewAction.APPROVE:
                 raise InvalidTopUp("a top-up is granted by approving, not by rejecting")
-            await self._check_top_up(item, role, top_up)
+            await self.rules.top_up(item.request, role, top_up)
         # The resets so far are part of the id: an approval given again after an edit dropped it is a new vote.
         granted = f"/{sha256_hex(top_up.model_dump_json().encode())}" if top_up is not None else ""
         message_id = derived_message_id(
@@ -222,73 +231,6 @@ class ReviewDesk:
             await self.finish(review_id)
         return await self.get(review_id)
 
-    async def _check_top_up(self, item: Item, role: str, top_up: BudgetTopUp) -> None:
-        """A top-up goes with approving a halt, within the workflow's ``max_top_up`` (all top-ups of the task
-        together) and the role's bound per approval."""
-        request = item.request
-        if request.halted is None or request.checkpoint is not None or request.proposal is not None:
-            raise InvalidTopUp(
-                f"review {request.review_id} is not of a halted step: a top-up is granted only approving a halt"
-            )
-        workflow = self.rt.contracts.workflows.get(request.workflow)
-        bound = workflow.max_top_up if workflow is not None else None
-        if bound is None:
-            raise InvalidTopUp(
-                f"workflow {request.workflow!r} grants no top-up (set max_top_up in workflows.yaml to allow one)"
-            )
-        mine = self.directory.top_up_limit(role)
-        if mine is not None and (over := top_up.beyond(mine)):
-            raise NotAllowed(f"the role {role!r} may grant at most {_amounts(mine)} per approval: {', '.join(over)}")
-        so_far = await self.rt.budgets.granted(request.task_id)
-        before = BudgetTopUp(
-            tokens=so_far.extra.tokens,
-            cost_usd=so_far.extra.cost_usd,
-            steps=so_far.extra.steps,
-            wall_clock_s=so_far.wall_ms / 1000,
-        )
-        if over := before.plus(top_up).beyond(bound):
-            raise InvalidTopUp(
-                f"workflow {request.workflow!r} allows at most {_amounts(bound)} of top-ups per task; "
-                f"task {request.task_id} was granted {_amounts(before)} so far, so this one is too much: "
-                f"{', '.join(over)}"
-            )
-
-    def _edit(
-        self, item: Item, context: dict[str, Any] | None, patch: list[dict[str, Any]] | None
-    ) -> tuple[list[dict[str, Any]] | None, str]:
-        """The JSON Patch of an edit-and-approve (against the checkpoint) and the edited document's hash.
-
-        For a proposed call the edit is of the call's arguments (``context`` is then the new arguments),
-        and they must satisfy the tool's argument schema: what a person approves is what runs.
-        """
-        if context is None and patch is None:
-            return None, ""
-        proposal = item.request.proposal
-        what = "the checkpoint's context" if proposal is None else f"the arguments of the call to {proposal.tool}"
-        base = item.request.context if proposal is None else proposal.arguments
-        if patch is not None:
-            try:
-                context = jsonpatch.apply_patch(base, patch, in_place=False)
-            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
-                raise InvalidEdit(f"the patch does not apply to {what}: {exc}") from None
-        if not isinstance(context, dict):
-            raise InvalidEdit(f"the edited {what.removeprefix('the ')} must be a JSON object")
-        if proposal is not None:
-            self._check_arguments(proposal.tool, context)
-        ops = diff(base, context)
-        if not ops:
-            return None, ""
-        return ops, context_hash(context)
-
-    def _check_arguments(self, tool: str, arguments: dict[str, Any]) -> None:
-        spec = self.rt.tools.get(tool)
-        if spec is None:
-            raise InvalidEdit(f"the tool {tool!r} is not registered here, so its edited arguments cannot be checked")
-        errors = sorted(jsonschema.Draft202012Validator(spec.spec.args_schema).iter_errors(arguments), key=str)
-        if errors:
-            detail = "; ".join(f"arguments/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:3])
-            raise InvalidEdit(f"the edited arguments of {tool} break its schema: {detail}")
-
     async def comment(self, reviewer: Reviewer, review_id: str, text: str) -> ReviewDecided:
         """Add a comment to the review's trail (any reviewer, any time)."""
         item = await self.get(review_id)
@@ -317,8 +259,18 @@ class ReviewDesk:
         return record
 
     async def finish(self, review_id: str) -> None:
-        """Publish the decision, audit it, and resume or end the task; idempotent."""
-        item = await self.outcomes.finish(review_id)
+        """Publish the decision, audit it, and resume or end the task; idempotent.
+
+        Kafka or Redis away is tried again (the sweep); a decision that can never be carried
+        out (Kafka refuses its record) is dead-lettered with the reason, not retried forever.
+        """
+        try:
+            item = await self.outcomes.finish(review_id)
+        except RetryableError:
+            raise
+        except Exception as exc:
+            await self._dead_letter(review_id, exc)
+            return
         if item is None:
             return  # carried out before
         workflow, decision = item.request.workflow, item.status
@@ -326,6 +278,21 @@ class ReviewDesk:
         OUTCOMES.labels(workflow, item.request.agent, _outcome(item)).inc()
         waited_s = (int(item.fields.get("decided_ms") or now_ms()) - item.requested_ms) / 1000
         DECISION_SECONDS.labels(workflow, decision).observe(max(0.0, waited_s))
+
+    async def _dead_letter(self, review_id: str, exc: Exception) -> None:
+        """Give up on carrying a decision out: dead-letter its request with the reason; the task stays parked."""
+        item = await self.get(review_id)
+        request = item.request
+        reason = (
+            f"review {review_id} was {item.status} by {item.fields.get('decided_by') or ACTOR}, but the decision "
+            f"cannot be carried out: {type(exc).__name__}: {exc}"
+        )
+        delivery = Delivery(self.rt.topics.reviews_requested, -1, -1, request.task_id, request.to_bytes())
+        await self.rt.pipeline.dead_letter(
+            delivery, reason, "decision_not_carried_out", request.task_id, role=f"dead-letter/{review_id}"
+        )
+        await self.index.mark_finished(review_id, "dead_lettered")
+        log.error("%s", reason)
 
     # -- deadlines and interrupted decisions ----------------------------------------------------------
 
@@ -388,10 +355,3 @@ def _outcome(item: Item) -> str:
     if item.status == "rejected":
         return "rejected"
     return "edited" if item.edit else "approved_unchanged"
-
-
-def _amounts(top_up: BudgetTopUp) -> str:
-    return (
-        f"{top_up.tokens} tokens, {top_up.cost_usd:g} USD, {top_up.steps} steps, "
-        f"{top_up.wall_clock_s:g} s of wall clock"
-    )

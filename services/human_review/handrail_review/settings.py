@@ -24,6 +24,10 @@ class ReviewSettings(ServiceSettings):
     #: How often the graduation rule (config/autonomy.yaml) is judged for every agent and workflow. Reviews
     #: take people minutes to hours, so a few seconds late costs nothing; each round reads one key per pair.
     autonomy_interval_s: float = Field(default=10.0, gt=0)
+    #: The largest HTTP request body taken (413 beyond, before anything is read or recorded).
+    review_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: The largest edited context or arguments taken (413 beyond): they travel on in a Kafka record.
+    review_max_edit_bytes: int = Field(default=256 * 1024, gt=0)
 
     def reviewers_path(self) -> Path:
         return self.reviewers_file or self.config_dir / "reviewers.yaml"
