@@ -47,7 +47,14 @@ from handrail.messages import (
     derived_message_id,
     utcnow,
 )
-from handrail.metrics import REVIEWS_REQUESTED, TASK_COST_USD, TASK_STEPS, TASK_TOKENS, TASKS_FINISHED
+from handrail.metrics import (
+    REVIEWS_REQUESTED,
+    TASK_COST_USD,
+    TASK_STEPS,
+    TASK_TOKENS,
+    TASKS_FINISHED,
+    workflow_label,
+)
 from handrail.state import Opening, TaskStore
 from handrail.state.budgets import Amount, BudgetStore, Caps, Grant, Usage
 from handrail.topics import Topics
@@ -517,7 +524,9 @@ class Lifecycle:
             },
         )
         await self.publisher.publish(self.topics.reviews_requested, request, key=request.task_id)
-        REVIEWS_REQUESTED.labels(request.workflow, request.rule or request.trigger.value, request.role).inc()
+        REVIEWS_REQUESTED.labels(
+            workflow_label(request.workflow), request.rule or request.trigger.value, request.role
+        ).inc()
 
     async def _resume(self, resume: Resume) -> None:
         decision, request = resume.decision, resume.request
@@ -617,10 +626,10 @@ class Lifecycle:
         await self.publisher.publish(self.topics.results, result, key=end.task_id)
         await self.store.mark_published(end.task_id)
         if finished.first:
-            TASKS_FINISHED.labels(end.workflow, end.status.value).inc()
-            TASK_STEPS.labels(end.workflow, end.status.value).observe(result.steps)
-            TASK_TOKENS.labels(end.workflow).observe(result.tokens)
-            TASK_COST_USD.labels(end.workflow).observe(result.cost_usd)
+            TASKS_FINISHED.labels(workflow_label(end.workflow), end.status.value).inc()
+            TASK_STEPS.labels(workflow_label(end.workflow), end.status.value).observe(result.steps)
+            TASK_TOKENS.labels(workflow_label(end.workflow)).observe(result.tokens)
+            TASK_COST_USD.labels(workflow_label(end.workflow)).observe(result.cost_usd)
         return True
 
     async def accepted(self, hop: Hop, *, by: str) -> None:

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
+from tests.fixtures.metrics import scrape, total
 from tests.fixtures.stack import Stack
 
 from handrail.client import HandrailClient, follow, open_reader
@@ -222,3 +223,14 @@ async def test_redelivery_after_a_crash_between_publish_and_commit_yields_one_re
     assert len(intake_steps) == 2, "the step ran again after the crash"
     assert intake_steps[0].message_id == intake_steps[1].message_id, "and republished under the same id"
     assert len(await stack.results_for(task_id, settle_s=3)) == 1
+
+
+async def test_a_workflow_nobody_declared_mints_no_time_series(client: HandrailClient, stack: Stack) -> None:
+    """The ``workflow`` label takes only declared names: anything else a submitter sends counts as unknown."""
+    invented = f"wf-{uuid.uuid4().hex[:8]}"
+    task_id = new_id("invented")
+    await client.publish_raw(json.dumps({"task_id": task_id, "workflow": invented, "input": {}}).encode(), key=task_id)
+    assert (await client.wait_for_result(task_id, timeout_s=60)).error_type == "unknown_workflow"
+    samples = await scrape(stack, "router")
+    assert not [name for name in samples if invented in name]
+    assert total(samples, "handrail_tasks_finished_total", workflow="unknown", status="rejected") >= 1

@@ -679,6 +679,13 @@ async def test_edits_keep_the_contract_and_a_refused_request_changes_nothing(
     await refused({"patch": [huge]}, 413, "at most 262144")  # under the body limit, over the edit limit
     await refused({"context": {"blob": "x" * (2 * 1024 * 1024)}}, 413, "at most 1048576 are taken")
 
+    not_utf8 = await http.post(
+        edit_url, headers={**auth("ana"), "content-type": "application/json"}, content=b'{"context": "\xff\xfe"}'
+    )
+    assert not_utf8.status_code in (400, 422) and set(not_utf8.json()) == {"error", "detail"}, not_utf8.text
+    nowhere = await http.get("/api/nowhere", headers=auth("ana"))
+    assert nowhere.status_code == 404 and nowhere.json()["error"] == "not_found"
+
     detail = await show(http, review_id)
     assert detail["status"] == "pending" and detail["approvals"] == [] and detail["edit"] is None
     assert detail["records"] == [], "nothing was recorded"

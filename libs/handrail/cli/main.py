@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from importlib import metadata
 from pathlib import Path
 
 import typer
@@ -36,8 +37,18 @@ app.command("inventory")(deploy.inventory_command)
 app.add_typer(dev.app, name="dev", help="Start, stop and inspect local Kafka, Redis and the services.")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"handrail {metadata.version('handrail')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _quiet_clients() -> None:
+def _quiet_clients(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     # The Kafka client logs every failed connection attempt; the CLI reports the outcome itself.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 

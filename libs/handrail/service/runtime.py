@@ -24,7 +24,7 @@ from handrail.contracts import Contracts, load_contracts
 from handrail.deploy.kafka_security import SaslCredentials
 from handrail.errors import ContractError
 from handrail.lifecycle import Lifecycle
-from handrail.metrics import WORKFLOW_MIN_STEPS
+from handrail.metrics import WORKFLOW_MIN_STEPS, declare_workflows
 from handrail.observability import setup_tracing
 from handrail.recovery import Rebuilder, StateKeeper
 from handrail.service.settings import ServiceSettings
@@ -73,6 +73,7 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tools = default_registry(settings.data_dir)
     contracts = load_contracts(settings.config_dir, tools.names())
+    declare_workflows(contracts.workflows)
     for workflow in contracts.workflows.values():
         WORKFLOW_MIN_STEPS.labels(workflow.name).set(len(workflow.steps))
     provider = setup_tracing(service, settings.otel_exporter, settings.otel_endpoint)

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path
 
 from handrail.errors import RetryableError
@@ -251,6 +252,9 @@ async def current_reviewer(
 Authenticated = Annotated[Reviewer, Depends(current_reviewer)]
 
 
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
 def build_api(desk: ReviewDesk, ready: asyncio.Event, *, max_body_bytes: int = 1024 * 1024) -> FastAPI:
     """The FastAPI app: reviewers' API and web page; a body over ``max_body_bytes`` is refused (413)."""
     api = FastAPI(
@@ -286,6 +290,13 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event, *, max_body_bytes: int = 1
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"error": "invalid_request", "detail": "; ".join(problems)}, 422)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The framework's own refusals (a body that is not UTF-8 or JSON, an unknown path or method) in the
+        # same {"error", "detail"} body as every other error.
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "detail": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
     @api.exception_handler(RetryableError)
     async def unavailable(request: Request, exc: RetryableError) -> JSONResponse:

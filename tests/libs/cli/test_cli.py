@@ -42,6 +42,13 @@ def test_bad_arguments_are_usage_errors_that_say_what_is_wrong() -> None:
     assert no_file.returncode == 2 and "cannot read /nonexistent/claim.json" in no_file.stderr
 
 
+def test_version_prints_the_installed_version() -> None:
+    from importlib import metadata
+
+    shown = handrail("--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"handrail {metadata.version('handrail')}"
+
+
 def test_an_unreachable_broker_is_one_clear_line() -> None:
     # Port 9 (discard) is not a Kafka broker on any test machine.
     result = handrail("submit", "-w", "expense-approval", "-i", "{}", "--bootstrap", "127.0.0.1:9")
