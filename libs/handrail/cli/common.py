@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import typer
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -16,8 +17,16 @@ from handrail.errors import HandrailError
 
 T = TypeVar("T")
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
+#: Written to a pipe or a file, output keeps every character: a script gets full ids, not a table cut at 80.
+_UNBOUNDED_WIDTH = 10_000
+
+
+def _width(stream: TextIO) -> int | None:
+    return None if stream.isatty() else _UNBOUNDED_WIDTH
+
+
+console = Console(soft_wrap=True, width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

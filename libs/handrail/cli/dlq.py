@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from handrail.cli.common import console, run
@@ -27,7 +28,7 @@ def list_(
     settings = CliSettings()
     topic = Topics(settings.topic_prefix).dlq
 
-    async def go() -> list[DeadLetter]:
+    async def go() -> tuple[list[DeadLetter], int, int]:
         reader = await open_reader(
             bootstrap or settings.kafka_bootstrap,
             [topic],
@@ -35,14 +36,18 @@ def list_(
             settings.kafka_credentials(),
         )
         letters: list[DeadLetter] = []
+        unreadable = 0
         try:
             async for record in follow(reader, idle_timeout_s=1.0):
-                letters.append(DeadLetter.model_validate_json(record.value or b""))
+                try:
+                    letters.append(DeadLetter.model_validate_json(record.value or b""))
+                except ValidationError:
+                    unreadable += 1  # not ours (someone else wrote to the topic): counted, not a crash
         finally:
             await reader.stop()
-        return letters[-limit:]
+        return letters[-limit:], len(letters), unreadable
 
-    letters = run(go())
+    letters, total, unreadable = run(go())
     if as_json:
         for letter in letters:
             console.print(letter.model_dump_json(), highlight=False, soft_wrap=True)
@@ -57,4 +62,8 @@ def list_(
             letter.reason,
         )
     console.print(table)
-    console.print(f"{len(letters)} dead letter(s)")
+    shown = f"{total} dead letter(s)" if len(letters) == total else f"the newest {len(letters)} of {total} dead letters"
+    console.print(
+        f"{shown} in the last {since_s:g}s" + (f"; {unreadable} unreadable record(s) skipped" if unreadable else ""),
+        highlight=False,
+    )

@@ -21,7 +21,7 @@ def handrail(*args: str, env: dict[str, str] | None = None, timeout_s: float = 9
         text=True,
         timeout=timeout_s,
         cwd=PROJECT_ROOT,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        env={**os.environ, **(env or {})},
         check=False,
     )
 
@@ -83,6 +83,13 @@ def test_submit_wait_watch_and_dlq_list(stack: Stack) -> None:
     assert any(x["task_id"] == bad_id and x["error_type"] == "unknown_workflow" for x in letters)
     table = handrail("dlq", "list", env=env)
     assert bad_id in table.stdout and "unknown_workflow" in table.stdout
+    [mine] = [x for x in letters if x["task_id"] == bad_id]
+    assert mine["reason"] in table.stdout, "written to a pipe, nothing is cut to fit 80 columns"
+    again = f"cli-bad-{uuid.uuid4().hex[:10]}"
+    assert handrail("submit", "-w", "payroll", "-i", "{}", "--task-id", again, "--wait", env=env).returncode == 3
+    newest = handrail("dlq", "list", "--limit", "1", env=env)
+    assert again in newest.stdout and bad_id not in newest.stdout
+    assert f"the newest 1 of {len(letters) + 1} dead letters" in newest.stdout, newest.stdout
 
 
 @pytest.mark.bus
