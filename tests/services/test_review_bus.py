@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.fixtures.metrics import scrape, total
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 
@@ -514,28 +515,10 @@ async def test_watch_says_the_task_waits_for_a_person_and_follows_it_to_its_end(
     assert last.startswith("result       completed"), text
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-HAVE_CHROMIUM = CHROMIUM.exists()
-#: Debian's chromium, headless, and nothing that reaches out to the network on its own.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-
-
 async def test_a_reviewer_logs_in_approves_on_the_web_page_and_the_task_completes(
     client: HandrailClient, stack: Stack, http: httpx.AsyncClient
 ) -> None:
-    if not HAVE_CHROMIUM:
-        reason = "chromium is not installed (apt-get install -y chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    require_chromium()
     from playwright.async_api import async_playwright, expect
 
     task_id = await client.submit("expense-approval", claim(3000), task_id=new_id("page"))

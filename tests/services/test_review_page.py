@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,12 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.fixtures.stack import Stack
 from tests.services.test_limits_bus import ledger_entries
 from tests.services.test_review_bus import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    HAVE_CHROMIUM,
     TOKENS,
     auth,
     claim,
@@ -185,11 +182,7 @@ async def test_the_page_filters_refreshes_by_itself_and_shows_the_decided_histor
     stack: Stack,
     http: httpx.AsyncClient,
 ) -> None:
-    if not HAVE_CHROMIUM:
-        reason = "chromium is not installed (apt-get install -y chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    require_chromium()
     from playwright.async_api import Page, async_playwright, expect
 
     base = review_url(stack)
@@ -345,11 +338,7 @@ async def test_directors_approve_a_proposed_call_on_the_page_and_it_runs_once(
     http: httpx.AsyncClient,
 ) -> None:
     """The ledger entry of a claim above 5000 USD waits for two directors: the page shows the call and its key."""
-    if not HAVE_CHROMIUM:
-        reason = "chromium is not installed (apt-get install -y chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    require_chromium()
     from playwright.async_api import async_playwright, expect
 
     task_id = await client.submit("expense-approval", claim(8000, "GBP"), task_id=new_id("p-call"))

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from handrail.contracts.agents import Autonomy
+from handrail.contracts.files import load_optional
 from handrail.errors import ContractError
 
 GRADUATION_FILE = "autonomy.yaml"
@@ -71,25 +71,9 @@ class GraduationRule(_Strict):
 def load_graduation(config_dir: Path) -> GraduationRule | None:
     """Read ``config_dir/autonomy.yaml``; ``None`` when there is no file."""
     path = config_dir / GRADUATION_FILE
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+    rule = load_optional(path, GraduationRule, "'auto', 'window_reviews', 'promote' and/or 'demote'")
+    if rule is None:
         return None
-    except yaml.YAMLError as exc:
-        raise ContractError(f"{path}: not valid YAML: {exc}") from None
-    if raw is None:
-        raw = {}  # only comments: a rule that never recommends a change
-    if not isinstance(raw, dict):
-        raise ContractError(f"{path}: expected a mapping with 'auto', 'window_reviews', 'promote' and/or 'demote'")
-    if "source" in raw:
-        raise ContractError(f"{path}: unknown top-level keys ['source']")
-    try:
-        rule = GraduationRule.model_validate({**raw, "source": str(path)})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"field {'.'.join(str(p) for p in e['loc']) or '(file)'!r}: {e['msg']}" for e in exc.errors()
-        )
-        raise ContractError(f"{path}: {problems}") from None
     if LADDER[-1] in rule.promote:
         raise ContractError(f"{path}: field 'promote.{LADDER[-1].value}': there is no level above {LADDER[-1].value}")
     for level, promotion in rule.promote.items():

@@ -16,9 +16,9 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from handrail.contracts.files import load_optional
 from handrail.errors import ContractError
 from handrail.llm.classifier import ClassifierSpec
 
@@ -60,25 +60,9 @@ def load_routing(config_dir: Path, workflows: Collection[str]) -> RoutingConfig 
     path = config_dir / ROUTING_FILE
     if AUTO in workflows:
         raise ContractError(f"{config_dir / 'workflows.yaml'}: workflow {AUTO!r}: the name is reserved for routing")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+    config = load_optional(path, RoutingConfig, "'rules' and/or 'classifier'")
+    if config is None:
         return None
-    except yaml.YAMLError as exc:
-        raise ContractError(f"{path}: not valid YAML: {exc}") from None
-    if raw is None:
-        raw = {}  # only comments: no rules and no classifier
-    if not isinstance(raw, dict):
-        raise ContractError(f"{path}: expected a mapping with 'rules' and/or 'classifier'")
-    if "source" in raw:
-        raise ContractError(f"{path}: unknown top-level keys ['source']")
-    try:
-        config = RoutingConfig.model_validate({**raw, "source": str(path)})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"field {'.'.join(str(p) for p in e['loc']) or '(file)'!r}: {e['msg']}" for e in exc.errors()
-        )
-        raise ContractError(f"{path}: {problems}") from None
     known = sorted(workflows)
     names = [rule.name for rule in config.rules]
     if len(set(names)) != len(names):
