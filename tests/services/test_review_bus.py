@@ -494,9 +494,15 @@ async def test_watch_says_the_task_waits_for_a_person_and_follows_it_to_its_end(
         sys.executable, "-m", "handrail.cli", "watch", task_id, "--idle-timeout-s", "1",
         env=env, cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    seen: list[bytes] = []
     try:
         review = await pending_review(http, task_id)
-        await asyncio.sleep(3)  # longer than the idle timeout: a review is not "no news"
+        assert watcher.stdout is not None
+        # The watcher starts slowly on a loaded machine: wait until it has seen the review, then stay quiet
+        # for longer than its idle timeout (a review is not "no news").
+        while not any(b"still waiting for review" in line for line in seen):
+            seen.append(await asyncio.wait_for(watcher.stdout.readline(), 60))
+            assert seen[-1], f"watch ended before it said it waits for the review: {b''.join(seen).decode()}"
         url = f"/api/reviews/{review['review_id']}/approve"
         assert (await http.post(url, headers=auth("dan"), json={})).status_code == 200
         await asyncio.sleep(1.5)
@@ -505,7 +511,7 @@ async def test_watch_says_the_task_waits_for_a_person_and_follows_it_to_its_end(
     finally:
         if watcher.returncode is None:
             watcher.kill()
-    text = out.decode()
+    text = b"".join(seen).decode() + out.decode()
     assert watcher.returncode == 0, (text, err.decode())
     assert "waiting for review: rule" in text and "role director, 0 of 2 approvals" in text, text
     assert f"still waiting for review {review['review_id']}" in text
