@@ -5,10 +5,12 @@ Key = task id everywhere, so a task's messages stay ordered within a topic.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from handrail.bus.broker import make_admin
@@ -123,6 +125,22 @@ async def ensure_topics(
                 failures.append(f"{topic}: {for_code(code).__name__} {rest[0] if rest and rest[0] else ''}".strip())
         if failures:
             raise KafkaAdminError(f"could not create topics: {'; '.join(failures)}")
+        await _until_visible(admin, {s.name: s.partitions for s in missing})
         return created
     finally:
         await admin.close()
+
+
+async def _until_visible(admin: AIOKafkaAdminClient, partitions: dict[str, int], timeout_s: float = 30.0) -> None:
+    """Wait until the brokers' metadata shows every new topic with all its partitions: CreateTopics returns
+    once the controller has them, and a reader asking a broker straight after could still be told the topic
+    does not exist."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        cluster = await admin._client.fetch_all_metadata()
+        waiting = [t for t, n in partitions.items() if len(cluster.partitions_for_topic(t) or ()) < n]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaAdminError(f"topics created but not visible after {timeout_s:.0f} s: {', '.join(waiting)}")
+        await asyncio.sleep(0.1)
