@@ -53,36 +53,45 @@ _ALLOW = ALLOW_FN + """
 return breaker_allow(KEYS[1], tonumber(ARGV[1]))
 """
 
+#: Count a batch of outcomes on one breaker, in order, as if each were counted alone: the hash is read
+#: once, the state machine runs in Lua, and what changed is written once. ARGV: 1 failure ratio,
+#: 2 min calls, 3 window ms, 4 cooldown ms, then (now ms, ok '1'/'0') per outcome. Returns, per outcome,
+#: the breaker's new state when that outcome changed it, else ''.
 _RECORD = """
-local now = tonumber(ARGV[1])
-local ok = ARGV[2] == '1'
-local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-if state == 'open' then
-  local since = now - tonumber(redis.call('HGET', KEYS[1], 'opened_at_ms'))
-  if since < tonumber(redis.call('HGET', KEYS[1], 'cooldown_ms')) then return '' end
-  state = 'half_open'
-end
-if state == 'half_open' then
-  if ok then
-    redis.call('HSET', KEYS[1], 'state', 'closed', 'calls', 0, 'failures', 0, 'window_start_ms', now)
-    return 'closed'
+local ratio, min_calls = tonumber(ARGV[1]), tonumber(ARGV[2])
+local window, cooldown = tonumber(ARGV[3]), tonumber(ARGV[4])
+local h = redis.call('HMGET', KEYS[1], 'state', 'opened_at_ms', 'cooldown_ms', 'window_start_ms', 'calls', 'failures')
+local state = h[1] or 'closed'
+local opened, cool = tonumber(h[2] or '0'), tonumber(h[3] or '0')
+local start, calls, failures = tonumber(h[4] or '0'), tonumber(h[5] or '0'), tonumber(h[6] or '0')
+local changes, dirty = {}, false
+for i = 5, #ARGV, 2 do
+  local now, ok = tonumber(ARGV[i]), ARGV[i + 1] == '1'
+  local change = ''
+  if state == 'open' and now - opened >= cool then state = 'half_open' end
+  if state == 'half_open' then
+    if ok then
+      state, calls, failures, start = 'closed', 0, 0, now
+    else
+      state, opened, cool = 'open', now, cooldown
+    end
+    change, dirty = state, true
+  elseif state ~= 'open' then
+    if now - start > window then calls, failures, start = 0, 0, now end
+    calls = calls + 1
+    if not ok then failures = failures + 1 end
+    state, dirty = 'closed', true
+    if calls >= min_calls and failures / calls >= ratio then
+      state, opened, cool, change = 'open', now, cooldown, 'open'
+    end
   end
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at_ms', now, 'cooldown_ms', ARGV[6])
-  return 'open'
+  changes[#changes + 1] = change
 end
-local start = tonumber(redis.call('HGET', KEYS[1], 'window_start_ms') or '0')
-if now - start > tonumber(ARGV[5]) then
-  redis.call('HSET', KEYS[1], 'calls', 0, 'failures', 0, 'window_start_ms', now)
+if dirty then
+  redis.call('HSET', KEYS[1], 'state', state, 'opened_at_ms', opened, 'cooldown_ms', cool,
+    'window_start_ms', start, 'calls', calls, 'failures', failures)
 end
-local calls = redis.call('HINCRBY', KEYS[1], 'calls', 1)
-local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
-if not ok then failures = redis.call('HINCRBY', KEYS[1], 'failures', 1) end
-redis.call('HSET', KEYS[1], 'state', 'closed')
-if calls >= tonumber(ARGV[4]) and failures / calls >= tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at_ms', now, 'cooldown_ms', ARGV[6])
-  return 'open'
-end
-return ''
+return changes
 """
 
 
@@ -189,21 +198,26 @@ class ControlStore:
     async def record_outcomes(
         self, outcomes: list[tuple[str, str, bool, int]], policy: BreakerPolicy
     ) -> list[BreakerState | None]:
-        """``record_outcome`` for each ``(scope, name, ok, now_ms)``, in order, in one round trip."""
+        """``record_outcome`` for each ``(scope, name, ok, now_ms)``, in one round trip: one script per
+        breaker, its outcomes in the order given (outcomes of different breakers are independent)."""
+        by_key: dict[str, list[int]] = {}
+        for at, (scope, name, _, _) in enumerate(outcomes):
+            by_key.setdefault(self.breaker_key(scope, name), []).append(at)
+        window_ms, cooldown_ms = int(policy.window_s * 1000), int(policy.cooldown_s * 1000)
+        policy_args = [policy.failure_ratio, policy.min_calls, window_ms, cooldown_ms]
         async with unavailable_as_retryable(f"record {len(outcomes)} outcomes on the breakers"):
             pipe = self._redis.pipeline(transaction=False)
-            for scope, name, ok, now_ms in outcomes:
-                args = [
-                    now_ms,
-                    int(ok),
-                    policy.failure_ratio,
-                    policy.min_calls,
-                    int(policy.window_s * 1000),
-                    int(policy.cooldown_s * 1000),
-                ]
-                await self._record(keys=[self.breaker_key(scope, name)], args=args, client=pipe)
-            changed = await pipe.execute()
-        return [BreakerState(c) if c else None for c in changed]
+            for key, positions in by_key.items():
+                args = [*policy_args]
+                for at in positions:
+                    args += [outcomes[at][3], int(outcomes[at][2])]
+                await self._record(keys=[key], args=args, client=pipe)
+            answers = await pipe.execute()
+        changed: list[BreakerState | None] = [None] * len(outcomes)
+        for positions, answer in zip(by_key.values(), answers, strict=True):
+            for at, change in zip(positions, answer, strict=True):
+                changed[at] = BreakerState(change) if change else None
+        return changed
 
     async def breaker_state(self, scope: str, name: str) -> BreakerState:
         """The stored state, without side effects."""

@@ -4,7 +4,7 @@ The circuit-breaker handles hundreds of decision events concurrently. Each handl
 hands its outcomes to the ``OutcomeBatcher`` and waits; the batcher lingers a moment
 so that the handlers running at the same time join, then applies every outcome of
 the batch in arrival order in one pipelined round trip (``ControlStore.record_outcomes``:
-the breaker script itself is unchanged, so each outcome counts exactly as alone).
+one script per breaker runs its outcomes in order, so each counts exactly as alone).
 Each handler gets back the state changes of its own outcomes, and its offset is
 committed only after that, so a crash loses no outcome.
 """
