@@ -632,42 +632,41 @@ class Lifecycle:
             TASK_COST_USD.labels(workflow_label(end.workflow)).observe(result.cost_usd)
         return True
 
-    async def accepted(self, hop: Hop, *, by: str) -> None:
-        """The audit record of a verified hop: the handoff an agent took on, or the step it completed."""
+    @staticmethod
+    def accepted_record(hop: Hop, *, by: str) -> dict[str, Any]:
+        """The audit record of a verified hop (``AuditLog.draft``'s arguments): the handoff an agent took
+        on, or the step it completed. The pipeline appends it with the hop's acceptance."""
         if isinstance(hop, StepCompleted):
-            await self.audit.record(
-                hop.task_id,
-                dedupe_key=hop.message_id,
-                actor=f"agent:{hop.agent}",
-                action=f"step.{hop.status}",
-                reason=hop.reason,
-                workflow=hop.workflow,
-                step=hop.step,
-                input_hash=hop.parent_hash,
-                output_hash=hop.context_hash,
-                details={
+            return {
+                "dedupe_key": hop.message_id,
+                "actor": f"agent:{hop.agent}",
+                "action": f"step.{hop.status}",
+                "reason": hop.reason,
+                "workflow": hop.workflow,
+                "step": hop.step,
+                "input_hash": hop.parent_hash,
+                "output_hash": hop.context_hash,
+                "details": {
                     "patch": hop.patch,
                     "decisions": [d.model_dump(mode="json", exclude_none=True) for d in hop.decisions],
                     "tools_chosen": [d.name for d in hop.decisions if d.kind == "tool_call"],
                     "budget": hop.budget.model_dump(mode="json"),
                     "verified_by": by,
                 },
-                cost_usd=hop.usage.cost_usd,
-                tokens=hop.usage.tokens,
-            )
-        else:
-            await self.audit.record(
-                hop.task_id,
-                dedupe_key=hop.message_id,
-                actor=f"agent:{hop.receiver}",
-                action="handoff.accepted",
-                reason=f"handed over by {hop.sender}",
-                workflow=hop.workflow,
-                step=hop.step,
-                input_hash=hop.parent_hash,
-                output_hash=hop.context_hash,
-                details={"sender": hop.sender, "budget": hop.budget.model_dump(mode="json")},
-            )
+                "cost_usd": hop.usage.cost_usd,
+                "tokens": hop.usage.tokens,
+            }
+        return {
+            "dedupe_key": hop.message_id,
+            "actor": f"agent:{hop.receiver}",
+            "action": "handoff.accepted",
+            "reason": f"handed over by {hop.sender}",
+            "workflow": hop.workflow,
+            "step": hop.step,
+            "input_hash": hop.parent_hash,
+            "output_hash": hop.context_hash,
+            "details": {"sender": hop.sender, "budget": hop.budget.model_dump(mode="json")},
+        }
 
 
 def end_on_rejection(actor: str) -> Callable[[Rejected, Delivery, Any], Awaitable[End | None]]:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from tests.fixtures.publishing import CapturingPublisher
 
 from handrail.audit import AuditLog, AuditRecord
 from handrail.bus.publisher import AUDIT_HEAD_HEADER
@@ -15,7 +16,6 @@ from handrail.lifecycle import End, HandOff, Lifecycle, Open, Resume, TaskBudget
 from handrail.messages import (
     BudgetSnapshot,
     HandoffEnvelope,
-    Payload,
     ReviewAction,
     ReviewDecided,
     ReviewRequested,
@@ -31,27 +31,6 @@ from handrail.topics import Topics
 pytestmark = pytest.mark.bus
 
 TOPICS = Topics("t.")
-
-
-class CapturingPublisher:
-    """Stands in for Kafka: keeps what would be published, in order, with its topic."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, Payload]] = []
-        self.headers: list[dict[str, str]] = []
-
-    async def publish(
-        self, topic: str, payload: Payload, *, key: str | None, headers: dict[str, str] | None = None
-    ) -> None:
-        self.published.append((topic, payload))
-        self.headers.append(headers or {})
-
-    def kinds(self) -> list[str]:
-        """What was published, as ``topic`` or ``topic:action`` for audit records."""
-        return [
-            f"{topic}:{payload.action}" if isinstance(payload, AuditRecord) else topic
-            for topic, payload in self.published
-        ]
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ head would have.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -42,17 +43,56 @@ _MAX_RACES = 64
 #: The chain heads a log remembers (the tasks it wrote to last); the oldest are forgotten first.
 _KNOWN_HEADS = 50_000
 
-_APPEND = """
-local existing = redis.call('HGET', KEYS[2], ARGV[1])
-if existing then return {'exists', existing, ''} end
-local head = redis.call('HGET', KEYS[1], 'head') or ARGV[2]
-if head ~= ARGV[3] then return {'moved', head, redis.call('HGET', KEYS[1], 'seq') or '0'} end
-redis.call('HSET', KEYS[1], 'head', ARGV[4], 'seq', ARGV[5])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[7])
-redis.call('EXPIRE', KEYS[2], ARGV[7])
-return {'ok', '', ''}
+#: ``audit_append``: append a sealed record if the chain head is still the one it was sealed on; also run
+#: by ``handrail.audit.acceptance`` together with a hop's acceptance. KEYS: chain head, sealed records.
+#: Returns {'ok'}, {'exists', the record sealed before under this slot}, or {'moved', head, seq}.
+APPEND_FN = """
+local function audit_append(chain, records, slot, genesis, expected, new_head, seq, record, ttl)
+  local existing = redis.call('HGET', records, slot)
+  if existing then return {'exists', existing, ''} end
+  local head = redis.call('HGET', chain, 'head') or genesis
+  if head ~= expected then return {'moved', head, redis.call('HGET', chain, 'seq') or '0'} end
+  redis.call('HSET', chain, 'head', new_head, 'seq', seq)
+  redis.call('HSET', records, slot, record)
+  redis.call('EXPIRE', chain, ttl)
+  redis.call('EXPIRE', records, ttl)
+  return {'ok', '', ''}
+end
 """
+
+_APPEND = (
+    APPEND_FN
+    + """
+return audit_append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+"""
+)
+
+
+@dataclass
+class Draft:
+    """A record sealed on a guess of its task's chain head, not appended yet (``AuditLog.draft``)."""
+
+    task_id: str
+    keys: list[str]
+    slot: str
+    fields: dict[str, Any]
+    head: str
+    seq: int
+    sealed: AuditRecord = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seal(self.head, self.seq)
+
+    def seal(self, head: str, seq: int) -> None:
+        """Seal the record as the one after ``head`` (the chain's ``seq``-th)."""
+        self.head, self.seq = head, seq
+        draft = AuditRecord(seq=seq + 1, prev_hash=head, record_hash=GENESIS, **self.fields)
+        self.sealed = draft.model_copy(update={"record_hash": draft.computed_hash()})
+
+    def append_args(self) -> list[Any]:
+        """``APPEND_FN``'s arguments after its keys."""
+        s = self.sealed
+        return [self.slot, GENESIS, self.head, s.record_hash, s.seq, s.model_dump_json(), _TTL_S]
 
 
 def chain_keys(prefix: str, task_id: str) -> list[str]:
@@ -86,9 +126,6 @@ class AuditLog:
         self._prefix = prefix
         self._append = GuardedScript(redis, _APPEND, prefix)
         self._heads: OrderedDict[str, tuple[str, int]] = OrderedDict()
-
-    def _keys(self, task_id: str) -> list[str]:
-        return chain_keys(self._prefix, task_id)
 
     def head_of(self, task_id: str) -> str | None:
         """The task's chain head as this log last saw it, as ``AUDIT_HEAD_HEADER`` carries it."""
@@ -132,7 +169,44 @@ class AuditLog:
         """
         if not self.enabled:
             return None
-        keys = self._keys(task_id)
+        async with unavailable_as_retryable(f"append to the audit trail of task {task_id}"):
+            if task_id not in self._heads:
+                stored_head, stored_seq = await self._redis.hmget(chain_keys(self._prefix, task_id)[0], ["head", "seq"])
+                self._remember(task_id, str(stored_head or GENESIS), int(stored_seq or 0))
+        draft = self.draft(
+            task_id,
+            dedupe_key=dedupe_key,
+            actor=actor,
+            action=action,
+            reason=reason,
+            workflow=workflow,
+            step=step,
+            input_hash=input_hash,
+            output_hash=output_hash,
+            details=details,
+            cost_usd=cost_usd,
+            tokens=tokens,
+        )
+        return await self.conclude(draft, None)
+
+    def draft(
+        self,
+        task_id: str,
+        *,
+        dedupe_key: str,
+        actor: str,
+        action: str,
+        reason: str | None = None,
+        workflow: str | None = None,
+        step: str | None = None,
+        input_hash: str | None = None,
+        output_hash: str | None = None,
+        details: dict[str, Any] | None = None,
+        cost_usd: float = 0.0,
+        tokens: int = 0,
+    ) -> Draft:
+        """The record of one decision, sealed on the chain head this log knows (a guess the append checks;
+        GENESIS when it knows none); ``conclude`` appends and publishes it."""
         # The record's id is derived from its decision: a redelivery finds the record sealed before.
         slot = derived_message_id(dedupe_key, f"audit/{action}")
         fields: dict[str, Any] = {
@@ -151,28 +225,28 @@ class AuditLog:
             "tokens": tokens,
             "at": utcnow(),
         }
+        head, seq = self._heads.get(task_id, (GENESIS, 0))
+        return Draft(task_id, chain_keys(self._prefix, task_id), slot, fields, head, seq)
+
+    async def conclude(self, draft: Draft, appended: list[str] | None) -> AuditRecord:
+        """Append ``draft`` (unless ``appended`` holds what its append already answered), re-sealing on
+        the head another writer moved the chain to; then publish the record that holds the slot."""
+        task_id = draft.task_id
         async with unavailable_as_retryable(f"append to the audit trail of task {task_id}"):
-            known = self._heads.get(task_id)
-            if known is not None:
-                head, seq = known  # a guess: if the chain moved on, the script says where it is now
-            else:
-                stored_head, stored_seq = await self._redis.hmget(keys[0], ["head", "seq"])
-                head, seq = str(stored_head or GENESIS), int(stored_seq or 0)
             for _ in range(_MAX_RACES):
-                draft = AuditRecord(seq=seq + 1, prev_hash=head, record_hash=GENESIS, **fields)
-                sealed = draft.model_copy(update={"record_hash": draft.computed_hash()})
-                outcome, found, found_seq = await self._append(
-                    keys=keys,
-                    args=[slot, GENESIS, head, sealed.record_hash, sealed.seq, sealed.model_dump_json(), _TTL_S],
-                )
+                if appended is None:
+                    appended = await self._append(keys=draft.keys, args=draft.append_args())
+                outcome, found, found_seq = appended
                 if outcome == "ok":
+                    sealed = draft.sealed
                     self._remember(task_id, sealed.record_hash, sealed.seq)
                     break
                 if outcome == "exists":
                     sealed = AuditRecord.model_validate_json(found)
                     self._heads.pop(task_id, None)  # the chain may be further on than this record
                     break
-                head, seq = str(found), int(found_seq)
+                draft.seal(str(found), int(found_seq))
+                appended = None
             else:
                 raise RetryableError(f"audit chain of task {task_id} kept moving; gave up after {_MAX_RACES} tries")
         await self._publisher.publish(self._topic, sealed, key=task_id)

@@ -68,6 +68,7 @@ from handrail.state.fences import Fences
 
 if TYPE_CHECKING:
     from handrail.audit import AuditLog  # the audit log publishes through this package
+    from handrail.audit.acceptance import HopAcceptance
     from handrail.lifecycle import Lifecycle, Plan
     from handrail.signing import HandoffVerifier
 
@@ -127,6 +128,7 @@ class Pipeline:
         store: TaskStore,
         dlq_topic: str,
         audit: AuditLog | None = None,
+        acceptance: HopAcceptance | None = None,
         lifecycle: Lifecycle | None = None,
         fences: Fences | None = None,
         handoffs: HandoffVerifier | None = None,
@@ -141,6 +143,8 @@ class Pipeline:
         self.store = store
         self.dlq_topic = dlq_topic
         self.audit = audit
+        #: Accepting a hop and appending its audit record in one round trip (when there is an audit trail).
+        self.acceptance = acceptance if audit is not None and audit.enabled and lifecycle is not None else None
         self.lifecycle = lifecycle
         self.fences = fences
         self.handoffs = handoffs
@@ -259,8 +263,6 @@ class Pipeline:
                 self._check_signature(payload, delivery)  # type: ignore[arg-type]
                 if not await self._verify(payload):  # type: ignore[arg-type]
                     return "skipped"
-                if self.lifecycle is not None:
-                    await self.lifecycle.accepted(payload, by=self.service)  # type: ignore[arg-type]
             if not await self._apply(sub, delivery, await sub.handler(payload, delivery)):
                 return "fenced"
             if is_handoff:
@@ -327,7 +329,8 @@ class Pipeline:
             raise
 
     async def _verify(self, payload: HandoffEnvelope | StepCompleted) -> bool:
-        """Verify a handoff; return False when it must be skipped (a finished redelivery, an ended task)."""
+        """Verify a handoff and, when it is taken on, audit it; return False when it must be skipped (a
+        finished redelivery, an ended task)."""
         actual = context_hash(payload.context)
         if actual != payload.context_hash:
             HANDOFFS.labels(self.service, "context_hash_mismatch").inc()
@@ -336,9 +339,20 @@ class Pipeline:
                 f"but the envelope says {payload.context_hash}: the context was truncated or altered",
                 task_id=payload.task_id,
             )
-        result = await self.store.accept(
-            payload.task_id, payload.message_id, payload.parent_hash, payload.context_hash, self.service, payload.step
+        hop = (
+            payload.task_id,
+            payload.message_id,
+            payload.parent_hash,
+            payload.context_hash,
+            self.service,
+            payload.step,
         )
+        if self.acceptance is not None:
+            assert self.lifecycle is not None
+            record = self.lifecycle.accepted_record(payload, by=self.service)
+            result = (await self.acceptance.accept(*hop, record)).result
+        else:
+            result = await self.store.accept(*hop)
         outcome = result.outcome
         HANDOFFS.labels(self.service, outcome.value if outcome != Acceptance.ACCEPTED else "ok").inc()
         if outcome in (Acceptance.ACCEPTED, Acceptance.RESUMED):

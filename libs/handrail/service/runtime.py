@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import make_asgi_app
 
 from handrail.audit import AuditLog
+from handrail.audit.acceptance import HopAcceptance
 from handrail.autonomy import AutonomyLevels
 from handrail.bus import Pipeline, Publisher, make_broker, make_consumer, make_reader
 from handrail.contracts import Contracts, load_contracts
@@ -93,6 +94,7 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         store=store,
         dlq_topic=topics.dlq,
         audit=audit,
+        acceptance=HopAcceptance(redis, settings.redis_prefix, store, audit),
         lifecycle=lifecycle,
         fences=Fences(redis, settings.redis_prefix),
         handoffs=handoffs,

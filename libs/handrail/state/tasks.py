@@ -35,18 +35,29 @@ redis.call('HSET', KEYS[1], 'submission', ARGV[1], 'workflow', ARGV[2], 'status'
 return {'opened', ARGV[3]}
 """
 
-_ACCEPT = """
-if redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return {'duplicate', ''} end
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'unknown_task', ''} end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return {'resumed', status} end
-if status ~= 'running' then return {'ended', status} end
-local head = redis.call('HGET', KEYS[1], 'head')
-if head ~= ARGV[2] then return {'parent_mismatch', head} end
-redis.call('HSET', KEYS[1], 'head', ARGV[3], 'step', ARGV[5])
-redis.call('SADD', KEYS[2], ARGV[1])
-return {'accepted', status}
+#: ``accept``: check a hop's parent hash against the committed head and commit its hash; also run by
+#: ``handrail.audit.acceptance`` together with the hop's audit record. KEYS: task, accepted, done.
+ACCEPT_FN = """
+local function accept(task, accepted, done, message_id, parent, context, done_id, step)
+  if redis.call('SISMEMBER', done, done_id) == 1 then return {'duplicate', ''} end
+  local status = redis.call('HGET', task, 'status')
+  if not status then return {'unknown_task', ''} end
+  if redis.call('SISMEMBER', accepted, message_id) == 1 then return {'resumed', status} end
+  if status ~= 'running' then return {'ended', status} end
+  local head = redis.call('HGET', task, 'head')
+  if head ~= parent then return {'parent_mismatch', head} end
+  redis.call('HSET', task, 'head', context, 'step', step)
+  redis.call('SADD', accepted, message_id)
+  return {'accepted', status}
+end
 """
+
+_ACCEPT = (
+    ACCEPT_FN
+    + """
+return accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+"""
+)
 
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -98,6 +109,11 @@ class FinishResult:
     published: bool = False
 
 
+def accept_args(message_id: str, parent_hash: str, context_hash: str, consumer: str, step: str) -> list[str]:
+    """``ACCEPT_FN``'s arguments after its keys."""
+    return [message_id, parent_hash, context_hash, f"{consumer}/{message_id}", step]
+
+
 class TaskStore:
     """Task records, the committed hash chain and redelivery dedupe, in Redis."""
 
@@ -108,7 +124,8 @@ class TaskStore:
         self._accept = GuardedScript(redis, _ACCEPT, prefix)
         self._finish = GuardedScript(redis, _FINISH, prefix)
 
-    def _keys(self, task_id: str) -> list[str]:
+    def keys(self, task_id: str) -> list[str]:
+        """The task's record, accepted set and done set (``ACCEPT_FN``'s keys)."""
         base = f"{self._prefix}{{{task_id}}}"
         return [f"{base}:task", f"{base}:accepted", f"{base}:done"]
 
@@ -117,7 +134,7 @@ class TaskStore:
     ) -> Opening:
         """Open the task with ``head`` as its first committed hash; idempotent per ``submission``."""
         async with unavailable_as_retryable(f"open task {task_id}"):
-            outcome, _ = await self._open(keys=self._keys(task_id), args=[submission, workflow, status, head, now])
+            outcome, _ = await self._open(keys=self.keys(task_id), args=[submission, workflow, status, head, now])
         return Opening(outcome)
 
     async def accept(
@@ -126,32 +143,32 @@ class TaskStore:
         """Check ``parent_hash`` against the committed head and, if it matches, commit ``context_hash``."""
         async with unavailable_as_retryable(f"verify the handoff of task {task_id}"):
             outcome, detail = await self._accept(
-                keys=self._keys(task_id), args=[message_id, parent_hash, context_hash, f"{consumer}/{message_id}", step]
+                keys=self.keys(task_id), args=accept_args(message_id, parent_hash, context_hash, consumer, step)
             )
         return AcceptResult(Acceptance(outcome), detail)
 
     async def mark_done(self, task_id: str, consumer: str, message_id: str) -> None:
         """Record that ``consumer`` finished ``message_id`` and published all its outputs."""
         async with unavailable_as_retryable(f"record progress of task {task_id}"):
-            await self._redis.sadd(self._keys(task_id)[2], f"{consumer}/{message_id}")
+            await self._redis.sadd(self.keys(task_id)[2], f"{consumer}/{message_id}")
 
     async def is_done(self, task_id: str, consumer: str, message_id: str) -> bool:
         """Whether ``consumer`` already finished ``message_id``."""
         async with unavailable_as_retryable(f"check progress of task {task_id}"):
-            return bool(await self._redis.sismember(self._keys(task_id)[2], f"{consumer}/{message_id}"))
+            return bool(await self._redis.sismember(self.keys(task_id)[2], f"{consumer}/{message_id}"))
 
     async def finish(self, task_id: str, workflow: str, status: str, result_id: str, now: str) -> FinishResult:
         """End the task with ``status`` unless it already ended; either way say which result is its one."""
         async with unavailable_as_retryable(f"finish task {task_id}"):
             outcome, final_status, final_result, published = await self._finish(
-                keys=self._keys(task_id), args=[status, result_id, workflow, now, FINISHED_TTL_S]
+                keys=self.keys(task_id), args=[status, result_id, workflow, now, FINISHED_TTL_S]
             )
         return FinishResult(outcome == "finished", final_status, final_result, published == "1")
 
     async def mark_published(self, task_id: str) -> None:
         """Record that the task's result is on the results topic: a redelivery publishes it no more."""
         async with unavailable_as_retryable(f"record the result of task {task_id}"):
-            await self._redis.hset(self._keys(task_id)[0], "published", "1")
+            await self._redis.hset(self.keys(task_id)[0], "published", "1")
 
     def restore(
         self,
@@ -161,7 +178,7 @@ class TaskStore:
         accepted: set[str],
     ) -> None:
         """Queue on ``pipe`` the writes that put back a task's record and accepted set (``handrail.recovery``)."""
-        keys = self._keys(task_id)
+        keys = self.keys(task_id)
         pipe.delete(keys[0])
         fields: dict[FieldT, EncodableT] = {k: v for k, v in record.items()}
         pipe.hset(keys[0], mapping=fields)
@@ -174,5 +191,5 @@ class TaskStore:
     async def get(self, task_id: str) -> dict[str, Any]:
         """The task's record (empty when unknown)."""
         async with unavailable_as_retryable(f"read task {task_id}"):
-            record = await self._redis.hgetall(self._keys(task_id)[0])
+            record = await self._redis.hgetall(self.keys(task_id)[0])
         return {str(k): v for k, v in record.items()}

@@ -7,26 +7,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from tests.fixtures.publishing import CapturingPublisher
 
-from handrail.audit import AuditLog, AuditRecord, verify_chain
+from handrail.audit import AuditLog, verify_chain
 from handrail.hashing import GENESIS
-from handrail.messages import Payload
 from handrail.state import connect_redis, generation
 
 pytestmark = pytest.mark.bus
-
-
-class CapturingPublisher:
-    """Stands in for Kafka: keeps what would be published, in order (the chain logic is Redis's)."""
-
-    def __init__(self) -> None:
-        self.published: list[AuditRecord] = []
-
-    async def publish(
-        self, topic: str, payload: Payload, *, key: str | None, headers: dict[str, str] | None = None
-    ) -> None:
-        assert isinstance(payload, AuditRecord)
-        self.published.append(payload)
 
 
 @pytest.fixture
@@ -47,7 +34,7 @@ async def test_concurrent_writers_build_one_unbroken_chain(log_and_sink: tuple[A
             for i in range(40)
         )
     )
-    records = sorted(sink.published, key=lambda r: r.seq)
+    records = sorted(sink.records, key=lambda r: r.seq)
     assert [r.seq for r in records] == list(range(1, 41))
     assert records[0].prev_hash == GENESIS
     assert verify_chain([(None, r) for r in records]).intact
@@ -66,7 +53,7 @@ async def test_verify_names_the_first_bad_record(log_and_sink: tuple[AuditLog, C
     log, sink = log_and_sink
     for i in range(5):
         await log.record("task-3", dedupe_key=f"m{i}", actor="agent:a", action=f"step{i}")
-    chain = [(i * 10, r) for i, r in enumerate(sink.published)]
+    chain = [(i * 10, r) for i, r in enumerate(sink.records)]
     changed = list(chain)
     changed[2] = (20, chain[2][1].model_copy(update={"reason": "edited later"}))
     report = verify_chain(changed)
@@ -88,7 +75,7 @@ async def test_a_record_published_twice_is_one_record_but_a_fork_breaks_the_chai
     log, sink = log_and_sink
     for i in range(3):
         await log.record("task-4", dedupe_key=f"m{i}", actor="agent:a", action=f"step{i}")
-    chain = [(i, r) for i, r in enumerate(sink.published)]
+    chain = [(i, r) for i, r in enumerate(sink.records)]
     republished = [chain[0], chain[1], chain[1], chain[2], (9, chain[1][1])]
     report = verify_chain(republished)
     assert report.intact and report.records == 3, "at-least-once delivery: the same record again is no new record"
@@ -124,6 +111,6 @@ async def test_a_known_head_saves_the_read_and_a_stale_or_wrong_one_still_chains
         second.hint("t", "not a head")  # ignored
         assert (three.seq, three.prev_hash, four.seq, four.prev_hash) == (3, two.record_hash, 4, three.record_hash)
         assert reads == 1, "a wrong guess is corrected by the compare-and-set itself"
-        assert verify_chain([(None, r) for r in sink.published]).intact
+        assert verify_chain([(None, r) for r in sink.records]).intact
     finally:
         await redis.aclose()
