@@ -20,6 +20,7 @@ span is the child of the span that published it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Iterator, Sequence
@@ -126,8 +127,10 @@ def setup_tracing(
     return provider
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
-    """Handrail's tracer on the process's provider."""
+    """Handrail's tracer on the process's provider: made once (a proxy until the provider is set, which
+    then hands over to it), since asking the provider for a tracer builds a new one on every call."""
     return trace.get_tracer(TRACER_NAME)
 
 
