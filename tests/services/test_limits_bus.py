@@ -16,7 +16,7 @@ from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 from handrail.client import HandrailClient
 from handrail.dev import services
-from handrail.messages import ControlRecord, DecisionEvent, ReviewRequested, StepCompleted, TaskStatus
+from handrail.messages import ControlRecord, DecisionEvent, DecisionEvents, ReviewRequested, StepCompleted, TaskStatus
 from handrail.state import connect_redis
 from handrail.state.controls import BreakerState, ControlStore
 
@@ -64,7 +64,9 @@ def new_id(label: str) -> str:
 
 
 async def events_for(stack: Stack, task_id: str) -> list[DecisionEvent]:
-    return [DecisionEvent.model_validate_json(v) for v in await stack.read(stack.topics.events, task_id)]
+    return [
+        e for v in await stack.read(stack.topics.events, task_id) for e in DecisionEvents.model_validate_json(v).events
+    ]
 
 
 async def test_a_budget_halts_the_task_before_the_call_that_would_overspend(

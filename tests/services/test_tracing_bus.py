@@ -62,15 +62,18 @@ async def test_a_task_is_one_trace_across_all_services(client: HandrailClient, s
         await asyncio.sleep(0.2)
     assert len(agent_spans) == 2
     trace_id = agent_spans[0]["context"]["trace_id"]
-    # A parent span ends (and is exported) after its children: wait until the trace is whole.
+    # A parent span ends (and is exported) after its children, and the circuit-breaker counts a step's
+    # events after the step: wait until the trace is whole and every service has exported its part.
+    every = {"router", "worker-expense-intake", "validator", "worker-expense-approver", "circuit-breaker"}
     for _ in range(50):
         in_trace = [s for s in load_spans(spans_dir) if s["context"]["trace_id"] == trace_id]
         ids = {s["context"]["span_id"] for s in in_trace}
-        if all(s["parent_id"] in ids for s in in_trace if s["parent_id"] is not None):
+        whole = all(s["parent_id"] in ids for s in in_trace if s["parent_id"] is not None)
+        if whole and every <= {s["service"] for s in in_trace}:
             break
         await asyncio.sleep(0.2)
     services = {s["service"] for s in in_trace}
-    assert {"router", "worker-expense-intake", "validator", "worker-expense-approver", "circuit-breaker"} <= services
+    assert every <= services
     assert all(s["context"]["trace_id"] == trace_id for s in agent_spans)
 
     by_id = {s["context"]["span_id"]: s for s in in_trace}

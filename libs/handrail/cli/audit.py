@@ -16,7 +16,7 @@ from handrail.audit.chain import ChainReport
 from handrail.audit.reader import read_key
 from handrail.cli.common import console, run
 from handrail.cli.settings import CliSettings
-from handrail.messages import DecisionEvent
+from handrail.messages import DecisionEvent, DecisionEvents
 from handrail.topics import Topics
 
 app = typer.Typer(no_args_is_help=True, help="Check a task's audit trail.")
@@ -71,7 +71,7 @@ def trace(
 
     audit_raw, events_raw = run(gather())
     records = [AuditRecord.model_validate_json(v) for _, _, v in audit_raw]
-    events = [DecisionEvent.model_validate_json(v) for _, _, v in events_raw]
+    events = [e for _, _, v in events_raw for e in DecisionEvents.model_validate_json(v).events]
     if not records:
         console.print(f"no audit records for task {task_id}")
         raise typer.Exit(4)

@@ -8,7 +8,7 @@ from handrail.messages.base import Payload, derived_message_id, new_message_id, 
 from handrail.messages.calls import BudgetSnapshot, BudgetTopUp, Decision, Usage
 from handrail.messages.dead_letter import DeadLetter
 from handrail.messages.envelope import HandoffEnvelope
-from handrail.messages.events import ControlRecord, DecisionEvent
+from handrail.messages.events import ControlRecord, DecisionEvent, DecisionEvents
 from handrail.messages.proposals import ProposedCall, StepProgress, StepResume
 from handrail.messages.reviews import ReviewAction, ReviewDecided, ReviewRequested, ReviewTrigger
 from handrail.messages.steps import StepCompleted
@@ -21,6 +21,7 @@ __all__ = [
     "DeadLetter",
     "Decision",
     "DecisionEvent",
+    "DecisionEvents",
     "HandoffEnvelope",
     "Payload",
     "ProposedCall",
@@ -48,6 +49,7 @@ PUBLIC_MODELS: dict[str, type[Payload]] = {
     "step-completed": StepCompleted,
     "dead-letter": DeadLetter,
     "decision-event": DecisionEvent,
+    "decision-events": DecisionEvents,
     "control-record": ControlRecord,
     "review-requested": ReviewRequested,
     "review-decided": ReviewDecided,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from handrail.messages.base import Payload
 
@@ -29,6 +29,28 @@ class DecisionEvent(Payload):
     output_tokens: int = Field(default=0, ge=0)
     cost_usd: float = Field(default=0.0, ge=0)
     at: datetime
+
+
+class DecisionEvents(Payload):
+    """The decision events of one step, in the order they happened: one record on ``<prefix>events``.
+
+    A worker sends the events of the calls that went well together, with the step's
+    output; an error, a stop or a halt goes out at once, with the events before it, so
+    the circuit-breaker hears of a failing model or tool without waiting for the step.
+    A lone ``DecisionEvent`` (what the topic carried before) reads as a batch of one.
+    """
+
+    schema_version: Literal[1] = 1
+    message_id: str
+    task_id: str
+    events: list[DecisionEvent] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_event(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "events" not in data and "kind" in data:
+            return {"message_id": data.get("message_id"), "task_id": data.get("task_id"), "events": [data]}
+        return data
 
 
 class ControlRecord(Payload):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
-from handrail.messages import DecisionEvent
+from handrail.messages import DecisionEvents
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail_circuit_breaker.handlers import SERVICE, BreakerHandlers
 from handrail_circuit_breaker.settings import BreakerSettings
@@ -18,8 +18,8 @@ def create(settings: BreakerSettings | None = None) -> tuple[Runtime, AsgiFastSt
     runtime.pipeline.subscribe(
         runtime.topics.events,
         group_id=settings.group("circuit-breaker"),
-        payload_type=DecisionEvent,
-        handler=handlers.on_event,
+        payload_type=DecisionEvents,
+        handler=handlers.on_events,
         topic_kind="events",
     )
     return runtime, asgi_app(runtime)

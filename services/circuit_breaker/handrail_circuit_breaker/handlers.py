@@ -8,7 +8,7 @@ import time
 from prometheus_client import Counter
 
 from handrail.bus import Delivery
-from handrail.messages import ControlRecord, DecisionEvent, derived_message_id, utcnow
+from handrail.messages import ControlRecord, DecisionEvent, DecisionEvents, derived_message_id, utcnow
 from handrail.metrics import BREAKER_STATE
 from handrail.service import Runtime
 from handrail.state.controls import BreakerPolicy
@@ -31,31 +31,21 @@ class BreakerHandlers:
         self.policy = policy
         self.outcomes = OutcomeBatcher(runtime.controls, policy)
 
-    async def on_event(self, event: DecisionEvent, delivery: Delivery) -> None:
-        """Count an ok/error outcome on the agent's and the tool's or model's breakers; announce changes."""
-        if event.outcome == "halted":
-            HALTS.labels(event.error_type or "halted").inc()
-            await self.announce(
-                ControlRecord(
-                    message_id=derived_message_id(event.message_id, "control"),
-                    kind="halt",
-                    scope="task",
-                    name=event.task_id,
-                    state="halted",
-                    reason=f"{event.error_type}: stopped before {event.kind} {event.name} (agent {event.agent})",
-                    by=f"worker:{event.agent}",
-                    at=utcnow(),
-                ),
-                task_id=event.task_id,
-            )
-            return
-        if event.outcome not in ("ok", "error"):
-            return  # rejected calls are the model's mistakes, short-circuited ones never ran
-        ok = event.outcome == "ok"
+    async def on_events(self, batch: DecisionEvents, delivery: Delivery) -> None:
+        """Count the ok/error outcomes of a step's events on the agent's and the tool's or model's breakers,
+        all in one batch; announce each breaker that changed, and each halt."""
         now_ms = int(time.time() * 1000)
-        scopes = [("agent", event.agent), ("tool" if event.kind == "tool_call" else "model", event.name)]
-        changes = await self.outcomes.record([(scope, name, ok, now_ms) for scope, name in scopes])
-        for (scope, name), changed in zip(scopes, changes, strict=True):
+        counted: list[tuple[DecisionEvent, str, str]] = []
+        for event in batch.events:
+            if event.outcome == "halted":
+                await self.announce_halt(event)
+            elif event.outcome in ("ok", "error"):  # rejected calls are the model's mistakes, short-circuited never ran
+                counted.append((event, "agent", event.agent))
+                counted.append((event, "tool" if event.kind == "tool_call" else "model", event.name))
+        if not counted:
+            return
+        changes = await self.outcomes.record([(scope, name, e.outcome == "ok", now_ms) for e, scope, name in counted])
+        for (event, scope, name), changed in zip(counted, changes, strict=True):
             if changed is None:
                 continue
             TRIPS.labels(scope, changed.value).inc()
@@ -74,6 +64,23 @@ class BreakerHandlers:
                 ),
                 task_id=event.task_id,
             )
+
+    async def announce_halt(self, event: DecisionEvent) -> None:
+        """A worker stopped a task before a call: the halt on the control topic and in the audit trail."""
+        HALTS.labels(event.error_type or "halted").inc()
+        await self.announce(
+            ControlRecord(
+                message_id=derived_message_id(event.message_id, "control"),
+                kind="halt",
+                scope="task",
+                name=event.task_id,
+                state="halted",
+                reason=f"{event.error_type}: stopped before {event.kind} {event.name} (agent {event.agent})",
+                by=f"worker:{event.agent}",
+                at=utcnow(),
+            ),
+            task_id=event.task_id,
+        )
 
     async def announce(self, record: ControlRecord, *, task_id: str) -> None:
         """The latest state on the compacted control topic, and the decision on the task's audit trail."""

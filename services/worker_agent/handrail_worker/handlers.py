@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from handrail.bus import Delivery
 from handrail.errors import HandoffError
 from handrail.lifecycle import HandOff, spent_budget, step_awaiting_approval, step_completed
-from handrail.messages import DecisionEvent, HandoffEnvelope
+from handrail.messages import DecisionEvent, DecisionEvents, HandoffEnvelope, derived_message_id
 from handrail.patch import diff
 from handrail.service import Runtime
 from handrail.state.admission import Admissions
@@ -22,22 +23,48 @@ log = logging.getLogger(__name__)
 
 
 class EventPublisher:
-    """Sends one step's decision events on ``<prefix>events`` without waiting for each acknowledgement.
+    """Sends one step's decision events on ``<prefix>events``, a record per batch (``DecisionEvents``).
 
-    ``flush`` waits for all of them; the handler calls it before the step's
-    offset can be committed, so no event can be lost.
+    The events of calls that went well wait and go as one record: at the step's end,
+    or with the next event once they have waited ``LINGER_S`` (a slow model's step
+    does not hold its successes back from the breakers for long). An event that is not
+    ``ok`` (an error, a stop, a halt) goes at once, with those before it, so the
+    circuit-breaker counts a failure while the step still runs.
+    Acknowledgements are not waited for one by one: ``flush`` sends what is left and
+    waits for all of them, and the handler calls it before the step's offset can be
+    committed, so no event can be lost.
     """
+
+    #: How long the events of successful calls may wait for the next event before they are sent.
+    LINGER_S = 0.5
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self._batch: list[DecisionEvent] = []
+        self._since = 0.0
         self._pending: list[asyncio.Future[Any]] = []
 
     async def emit(self, event: DecisionEvent) -> None:
-        sent = await self.rt.publisher.send(self.rt.topics.events, event, key=event.task_id)
+        if not self._batch:
+            self._since = time.monotonic()
+        self._batch.append(event)
+        if event.outcome != "ok" or time.monotonic() - self._since >= self.LINGER_S:
+            await self._send()
+
+    async def _send(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        first = batch[0]
+        record = DecisionEvents(
+            message_id=derived_message_id(first.message_id, f"events/{len(batch)}"), task_id=first.task_id, events=batch
+        )
+        sent = await self.rt.publisher.send(self.rt.topics.events, record, key=first.task_id)
         if sent is not None:
             self._pending.append(sent)
 
     async def flush(self) -> None:
+        await self._send()
         pending, self._pending = self._pending, []
         await asyncio.gather(*pending)
 
