@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import uuid
+
 import pytest
 
 from handrail.bus.pipeline import decode
@@ -13,6 +16,18 @@ def test_derived_ids_are_stable_and_distinct_per_role() -> None:
     assert derived_message_id("m1", "result") == derived_message_id("m1", "result")
     assert derived_message_id("m1", "result") != derived_message_id("m1", "handoff")
     assert derived_message_id("m1", "result") != derived_message_id("m2", "result")
+
+
+def test_derived_ids_are_the_version_5_uuids_they_always_were() -> None:
+    # Ids published before must be derived again, byte for byte, or redeliveries across an upgrade
+    # would no longer be recognised: the pinned value, and uuid5 itself on names of every kind.
+    assert derived_message_id("m1", "result") == "fa215b04-4b33-51ec-ada1-fd6b958af779"
+    namespace = uuid.UUID("5b0f9d1e-2d6c-4f0a-9a57-3e1f6b7c8d90")
+    rng = random.Random(7)
+    for _ in range(500):
+        parent = "".join(rng.choice("ab-/é0\u2603") for _ in range(rng.randrange(0, 40)))
+        role = rng.choice(["result", "audit/step.completed", "", "events/3"])
+        assert derived_message_id(parent, role) == str(uuid.uuid5(namespace, f"{parent}/{role}"))
 
 
 def test_decode_names_the_problem_for_not_json() -> None:
