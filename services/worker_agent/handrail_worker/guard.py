@@ -14,7 +14,7 @@ the model sees as a structured error.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from handrail.contracts import AgentSpec
@@ -43,6 +43,8 @@ class Ticket:
     name: str
     args_hash: str | None
     started: float
+    #: What the reservation also holds besides the call: the step itself, for the step's first call.
+    carried: Amount = field(default_factory=Amount)
 
 
 def _now_ms() -> int:
@@ -66,6 +68,8 @@ class StepGuard:
         self.admissions = admissions
         self.events = events
         self._unsettled: Settlement | None = None
+        #: The step's own count, reserved with its first call (one round trip less per step).
+        self._step: Amount | None = None
         self.started = time.monotonic()
         limits = agent.limits
         self.agent_caps = Caps(tokens=limits.max_tokens, cost_usd=limits.max_cost_usd, steps=limits.max_steps)
@@ -74,30 +78,36 @@ class StepGuard:
         return TaskHalted(reason, error_type=error_type, task_id=self.env.task_id)
 
     async def start(self) -> None:
-        """Count the step against the task's and the agent's step budgets (unless a halt stops it first).
+        """Count the step against the task's and the agent's step budgets: reserved with the step's first
+        call, in the same round trip (halts are checked there too); a step that makes no call at all is
+        counted when it ends (``spent``).
 
         A step that carries on after a person decided on a call it proposed was counted when it began.
         """
-        steps = 0 if self.env.resume is not None else 1
-        reservation_id = f"{self.env.message_id}/step"
-        admitted = await self._admit(reservation_id, Amount(steps=steps))
-        self._raise_unless_granted(admitted)
-        self._unsettled = Settlement(reservation_id, Amount(steps=steps), self.agent.name)
+        self._step = Amount(steps=0 if self.env.resume is not None else 1)
+
+    def _with_step(self, amount: Amount) -> tuple[Amount, Amount]:
+        """``amount`` plus the step's count if it is not reserved yet, and what was added."""
+        carried, self._step = self._step or Amount(), None
+        total = Amount(amount.tokens + carried.tokens, amount.cost_usd + carried.cost_usd, amount.steps + carried.steps)
+        return total, carried
 
     async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket:
         """Check and reserve for model call ``index`` of this step."""
         self._check_wall_clock()
-        estimate = Amount(tokens=prompt_chars // _CHARS_PER_TOKEN + self.agent.limits.max_output_tokens)
+        estimate, carried = self._with_step(
+            Amount(tokens=prompt_chars // _CHARS_PER_TOKEN + self.agent.limits.max_output_tokens)
+        )
         reservation_id = f"{self.env.message_id}/{index}/model_call"
         # An open model breaker is the chain's business (it fails over); an open agent breaker stops the task.
-        admitted = await self._admit(reservation_id, estimate, breaker=("agent", self.agent.name))
+        admitted = await self._admit(reservation_id, estimate, breaker=("agent", self.agent.name), carried=carried)
         if admitted.outcome == Admit.BREAKER_OPEN:
             await self._emit_stop("model_call", model, None, "halted", "agent_breaker_open")
             raise self._halted(f"the agent breaker of {self.agent.name!r} is open", "agent_breaker_open")
         if admitted.outcome == Admit.REFUSED:
             await self._emit_stop("model_call", model, None, "halted", self._refusal(admitted))
         self._raise_unless_granted(admitted)
-        return Ticket(reservation_id, "model_call", model, None, time.perf_counter())
+        return Ticket(reservation_id, "model_call", model, None, time.perf_counter(), carried)
 
     async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError:
         """Check and reserve for a tool call; an open tool breaker is an error the model sees."""
@@ -107,9 +117,8 @@ class StepGuard:
             spec.name, args_hash, f"{self.env.message_id}/{index}", limits.loop_window_s, limits.loop_max_repeats
         )
         reservation_id = f"{self.env.message_id}/{index}/tool_call"
-        admitted = await self._admit(
-            reservation_id, Amount(cost_usd=spec.cost_usd), breaker=("tool", spec.name), loop=loop
-        )
+        amount, carried = self._with_step(Amount(cost_usd=spec.cost_usd))
+        admitted = await self._admit(reservation_id, amount, breaker=("tool", spec.name), loop=loop, carried=carried)
         if admitted.outcome == Admit.LOOP_DETECTED:
             await self._emit_stop("tool_call", spec.name, args_hash, "halted", "loop_detected")
             raise self._halted(
@@ -125,7 +134,7 @@ class StepGuard:
         if admitted.outcome == Admit.REFUSED:
             await self._emit_stop("tool_call", spec.name, args_hash, "halted", self._refusal(admitted))
         self._raise_unless_granted(admitted)
-        return Ticket(reservation_id, "tool_call", spec.name, args_hash, time.perf_counter())
+        return Ticket(reservation_id, "tool_call", spec.name, args_hash, time.perf_counter(), carried)
 
     async def _admit(
         self,
@@ -134,7 +143,10 @@ class StepGuard:
         *,
         breaker: tuple[str, str] | None = None,
         loop: LoopWindow | None = None,
+        carried: Amount | None = None,
     ) -> Admission:
+        """Admit a call (``Admissions.admit``); what stops it before any reservation is taken leaves the step's
+        own count (``carried``) to the next call."""
         settle, self._unsettled = self._unsettled, None
         try:
             admitted = await self.admissions.admit(
@@ -155,6 +167,8 @@ class StepGuard:
             raise
         if admitted.outcome == Admit.HALTED:
             raise self._operator_halt(admitted.halt)
+        if carried is not None and admitted.outcome == Admit.SHORT_CIRCUITED:
+            self._step = carried  # nothing was reserved and the step goes on: its next call carries the count
         return admitted
 
     def _operator_halt(self, halt: Halt | None) -> TaskHalted:
@@ -176,7 +190,8 @@ class StepGuard:
         cost_usd: float = 0.0,
     ) -> None:
         """Settle the reservation with what the call used, and emit its decision event."""
-        actual = Amount(tokens=input_tokens + output_tokens, cost_usd=cost_usd)
+        carried = ticket.carried  # the step's count, reserved with this call, stays spent
+        actual = Amount(tokens=input_tokens + output_tokens, cost_usd=cost_usd, steps=carried.steps)
         await self.settle_pending()  # a call that never asked for the next admission (should not happen)
         self._unsettled = Settlement(ticket.reservation_id, actual, self.agent.name)
         CALL_SECONDS.labels(ticket.kind, ticket.name, outcome).observe(time.perf_counter() - ticket.started)
@@ -206,7 +221,13 @@ class StepGuard:
             await self.budgets.settle(self.env.task_id, pending.reservation_id, pending.actual, pending.agent)
 
     async def spent(self) -> Usage:
-        """Settle the last call and read what the task has spent: one round trip at the end of the step."""
+        """Settle the last call and read what the task has spent: one round trip at the end of the step
+        (two for a step that made no call: its own count is admitted first)."""
+        if self._step is not None and self._step.steps:
+            reservation_id = f"{self.env.message_id}/step"
+            step, self._step = self._step, None
+            self._raise_unless_granted(await self._admit(reservation_id, step))
+            self._unsettled = Settlement(reservation_id, step, self.agent.name)
         pending, self._unsettled = self._unsettled, None
         return await self.budgets.settle_and_usage(self.env.task_id, pending)
 
