@@ -61,6 +61,7 @@ from handrail.topics import Topics
 
 if TYPE_CHECKING:
     from handrail.audit import AuditLog
+    from handrail.audit.log import Decision
 
 log = logging.getLogger(__name__)
 
@@ -633,7 +634,7 @@ class Lifecycle:
         return True
 
     @staticmethod
-    def accepted_record(hop: Hop, *, by: str) -> dict[str, Any]:
+    def accepted_record(hop: Hop, *, by: str) -> Decision:
         """The audit record of a verified hop (``AuditLog.draft``'s arguments): the handoff an agent took
         on, or the step it completed. The pipeline appends it with the hop's acceptance."""
         if isinstance(hop, StepCompleted):

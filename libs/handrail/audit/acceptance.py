@@ -12,11 +12,10 @@ would have cost (``AuditLog.conclude`` re-seals it on the head the script found)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 
-from handrail.audit.log import APPEND_FN, AuditLog, Draft
+from handrail.audit.log import APPEND_FN, AuditLog, Decision, Draft
 from handrail.audit.record import AuditRecord
 from handrail.state.client import unavailable_as_retryable
 from handrail.state.generation import GuardedScript
@@ -61,7 +60,7 @@ class HopAcceptance:
         context_hash: str,
         consumer: str,
         step: str,
-        record: dict[str, Any],
+        record: Decision,
     ) -> HopAccepted:
         """Accept the hop (``TaskStore.accept``); if taken on, append and publish ``record``
         (``AuditLog.draft``'s arguments)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -66,6 +66,24 @@ _APPEND = (
 return audit_append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 )
+
+
+class Decision(TypedDict, total=False):
+    """One decision as the audit trail takes it (``AuditLog.record``, ``AuditLog.draft``): ``dedupe_key`` is
+    the message the decision was made on (its record's id is derived from it and ``action``), ``actor``
+    who made it; the rest is what it was about."""
+
+    dedupe_key: Required[str]
+    actor: Required[str]
+    action: Required[str]
+    reason: str | None
+    workflow: str | None
+    step: str | None
+    input_hash: str | None
+    output_hash: str | None
+    details: dict[str, Any] | None
+    cost_usd: float
+    tokens: int
 
 
 @dataclass
@@ -147,22 +165,7 @@ class AuditLog:
         if len(self._heads) > _KNOWN_HEADS:
             self._heads.popitem(last=False)
 
-    async def record(
-        self,
-        task_id: str,
-        *,
-        dedupe_key: str,
-        actor: str,
-        action: str,
-        reason: str | None = None,
-        workflow: str | None = None,
-        step: str | None = None,
-        input_hash: str | None = None,
-        output_hash: str | None = None,
-        details: dict[str, Any] | None = None,
-        cost_usd: float = 0.0,
-        tokens: int = 0,
-    ) -> AuditRecord | None:
+    async def record(self, task_id: str, **decision: Unpack[Decision]) -> AuditRecord | None:
         """Append one decision to the task's chain and publish it; idempotent per ``dedupe_key`` and action.
 
         Returns None, and records nothing, only when the log was built disabled (benchmarks).
@@ -173,56 +176,28 @@ class AuditLog:
             if task_id not in self._heads:
                 stored_head, stored_seq = await self._redis.hmget(chain_keys(self._prefix, task_id)[0], ["head", "seq"])
                 self._remember(task_id, str(stored_head or GENESIS), int(stored_seq or 0))
-        draft = self.draft(
-            task_id,
-            dedupe_key=dedupe_key,
-            actor=actor,
-            action=action,
-            reason=reason,
-            workflow=workflow,
-            step=step,
-            input_hash=input_hash,
-            output_hash=output_hash,
-            details=details,
-            cost_usd=cost_usd,
-            tokens=tokens,
-        )
-        return await self.conclude(draft, None)
+        return await self.conclude(self.draft(task_id, **decision), None)
 
-    def draft(
-        self,
-        task_id: str,
-        *,
-        dedupe_key: str,
-        actor: str,
-        action: str,
-        reason: str | None = None,
-        workflow: str | None = None,
-        step: str | None = None,
-        input_hash: str | None = None,
-        output_hash: str | None = None,
-        details: dict[str, Any] | None = None,
-        cost_usd: float = 0.0,
-        tokens: int = 0,
-    ) -> Draft:
+    def draft(self, task_id: str, **decision: Unpack[Decision]) -> Draft:
         """The record of one decision, sealed on the chain head this log knows (a guess the append checks;
         GENESIS when it knows none); ``conclude`` appends and publishes it."""
         # The record's id is derived from its decision: a redelivery finds the record sealed before.
+        dedupe_key, action = decision["dedupe_key"], decision["action"]
         slot = derived_message_id(dedupe_key, f"audit/{action}")
         fields: dict[str, Any] = {
             "message_id": slot,
             "task_id": task_id,
             "source_id": dedupe_key,
-            "actor": actor,
+            "actor": decision["actor"],
             "action": action,
-            "reason": reason,
-            "workflow": workflow,
-            "step": step,
-            "input_hash": input_hash,
-            "output_hash": output_hash,
-            "details": details or {},
-            "cost_usd": round(cost_usd, 9),
-            "tokens": tokens,
+            "reason": decision.get("reason"),
+            "workflow": decision.get("workflow"),
+            "step": decision.get("step"),
+            "input_hash": decision.get("input_hash"),
+            "output_hash": decision.get("output_hash"),
+            "details": decision.get("details") or {},
+            "cost_usd": round(decision.get("cost_usd", 0.0), 9),
+            "tokens": decision.get("tokens", 0),
             "at": utcnow(),
         }
         head, seq = self._heads.get(task_id, (GENESIS, 0))
