@@ -17,7 +17,7 @@ from handrail.tools import default_registry
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 HANDRAIL_SERVICES = {"router": 8081, "validator": 8083, "circuit-breaker": 8085, "human-review": 8086}
-INFRA = {"kafka", "redis", "topics", "otel-collector", "jaeger", "prometheus", "grafana", "kafka-exporter"}
+INFRA = {"kafka", "redis", "topics", "keys", "otel-collector", "jaeger", "prometheus", "grafana", "kafka-exporter"}
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,21 @@ def test_grafana_is_provisioned_with_the_dashboard(compose: dict[str, Any]) -> N
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
     assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in compose["services"]["grafana"]["volumes"]
     assert Path(base / "dashboards" / "handrail.json").is_file()
+
+
+def test_every_service_signs_with_its_own_key_made_by_the_keys_job(
+    compose: dict[str, Any], agents: list[str]
+) -> None:
+    services = compose["services"]
+    command = services["keys"]["command"]
+    folder = command[command.index("--out") + 1]
+    signers = {**{name: name for name in HANDRAIL_SERVICES}, **{f"worker-{a}": a for a in agents}}
+    assert set(command[command.index("--out") + 2 :]) == set(signers.values())
+    assert "--keep-existing" in command and services["keys"]["restart"] == "no"
+    for name, signer in signers.items():
+        service = services[name]
+        assert service["environment"]["HANDRAIL_SIGNING_KEY_FILE"] == f"{folder}/{signer}.pem"
+        assert service["environment"]["HANDRAIL_TRUSTED_KEYS_FILE"] == folder
+        assert service["environment"].get("HANDRAIL_SIGNING_REQUIRED", "true") == "true"
+        assert f"handrail-keys:{folder}:ro" in service["volumes"]
+        assert service["depends_on"]["keys"]["condition"] == "service_completed_successfully"

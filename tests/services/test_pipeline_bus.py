@@ -161,10 +161,11 @@ async def test_truncated_context_between_two_hops_is_caught(client: HandrailClie
     try:
         task_id = await client.submit("expense-approval", claim(700), task_id=new_id("truncated"))
         _, envelope = await _envelope_for(stack, "expense-approver", task_id)
-        # The original is lost; a copy whose context lost the intake step's output arrives instead.
+        # The original is lost; a copy whose context lost the intake step's output arrives instead,
+        # signed by its rightful sender (a sender's bug, not a forgery): the context hash catches it.
         await stack.skip_pending(stack.group("agent-expense-approver"), stack.topics.agent("expense-approver"))
         truncated_context = {**envelope.context, "steps": {}}
-        forged = envelope.model_copy(update={"context": truncated_context}).to_bytes()
+        forged = stack.signer("validator").sign(envelope.model_copy(update={"context": truncated_context})).to_bytes()
         await stack.produce(stack.topics.agent("expense-approver"), forged, key=task_id)
     finally:
         stack.start(approver)
@@ -183,7 +184,8 @@ async def test_replayed_stale_handoff_fails_on_its_parent_hash(client: HandrailC
         task_id = await client.submit("expense-approval", claim(40), task_id=new_id("stale"))
         await _envelope_for(stack, "expense-approver", task_id)  # the task has moved past intake
         _, first = await _envelope_for(stack, "expense-intake", task_id)
-        replay = first.model_copy(update={"message_id": str(uuid.uuid4())}).to_bytes()
+        # Re-signed by the router itself (a replay by its own bug): only the parent hash can tell.
+        replay = stack.signer("router").sign(first.model_copy(update={"message_id": str(uuid.uuid4())})).to_bytes()
         await stack.produce(stack.topics.agent("expense-intake"), replay, key=task_id)
         result = await client.wait_for_result(task_id, timeout_s=60)
     finally:

@@ -1,4 +1,5 @@
-"""Signed envelopes on the real bus: every hop signed by its sender, forged or unsigned hops dead-lettered."""
+"""Signed envelopes on the real bus, as every stack runs by default: each hop signed by its sender,
+forged or unsigned hops dead-lettered."""
 
 from __future__ import annotations
 
@@ -9,38 +10,11 @@ from tests.fixtures.stack import Stack
 
 from handrail.client import HandrailClient
 from handrail.messages import HandoffEnvelope, StepCompleted, TaskStatus
-from handrail.signing import Signer, SigningKey, TrustStore
+from handrail.signing import Signer, SigningKey
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(180)]
 
-SIGNERS = ["router", "validator", "circuit-breaker", "human-review", "expense-intake", "expense-approver"]
 APPROVER = "worker-expense-approver"
-
-
-@pytest.fixture(scope="module")
-def keys() -> dict[str, SigningKey]:
-    return {name: SigningKey.generate(name) for name in SIGNERS}
-
-
-@pytest.fixture(scope="module")
-def stack_env(keys: dict[str, SigningKey]) -> dict[str, str]:
-    trust = TrustStore({name: [key.public_key] for name, key in keys.items()})
-    return {"HANDRAIL_TRUSTED_KEYS": trust.to_json(), "HANDRAIL_SIGNING_REQUIRED": "true"}
-
-
-@pytest.fixture(scope="module")
-def stack_process_env(
-    keys: dict[str, SigningKey], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, dict[str, str]]:
-    folder = tmp_path_factory.mktemp("keys")
-    env = {}
-    for name, key in keys.items():
-        path = folder / f"{name}.pem"
-        path.write_bytes(key.private_pem())
-        path.chmod(0o600)
-        service = f"worker-{name}" if name.startswith("expense-") else name
-        env[service] = {"HANDRAIL_SIGNING_KEY_FILE": str(path)}
-    return env
 
 
 def claim(amount: float) -> dict[str, object]:
@@ -93,7 +67,7 @@ async def _replace_next_hop(client: HandrailClient, stack: Stack, label: str, fo
     ],
 )
 async def test_a_forged_or_unsigned_hop_is_dead_lettered(
-    client: HandrailClient, stack: Stack, keys: dict[str, SigningKey], label: str, error_type: str
+    client: HandrailClient, stack: Stack, label: str, error_type: str
 ) -> None:
     def forge(envelope: HandoffEnvelope) -> bytes:
         if label == "unsigned":
@@ -105,7 +79,7 @@ async def test_a_forged_or_unsigned_hop_is_dead_lettered(
                 .to_bytes()
             )
         if label == "agent-as-validator":  # a trusted key, but not one that may hand over step 2
-            return Signer(keys["expense-intake"]).sign(envelope.model_copy(update={"signature": None})).to_bytes()
+            return stack.signer("expense-intake").sign(envelope.model_copy(update={"signature": None})).to_bytes()
         # A real signature over different content: the budget was raised after signing.
         richer = envelope.budget.model_copy(update={"max_cost_usd": 1000.0})
         return envelope.model_copy(update={"budget": richer}).to_bytes()

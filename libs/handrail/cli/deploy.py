@@ -6,7 +6,6 @@ Everything is rendered from the contracts in ``HANDRAIL_CONFIG_DIR`` (default ``
 from __future__ import annotations
 
 import json
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -23,7 +22,7 @@ from handrail.deploy.kafka_admin import apply_acls
 from handrail.deploy.kafka_security import SaslCredentials
 from handrail.deploy.render import render_files, stale_files, write_files
 from handrail.errors import ContractError, HandrailError
-from handrail.signing import SigningKey, TrustStore
+from handrail.signing import KeyFileExists, SigningKey, TrustStore
 from handrail.tools import default_registry
 from handrail.topics import Topics, ensure_topics
 
@@ -154,24 +153,24 @@ def inventory_command(
 def keys_generate(
     signers: Annotated[list[str], typer.Argument(help="Agent or service names (router, validator, ...).")],
     out: Annotated[Path, typer.Option(help="Folder for <name>.pem (private, 0600) and <name>.pub.")] = Path("keys"),
+    keep_existing: Annotated[
+        bool, typer.Option(help="Keep the keys that are there and make only the missing ones (for start-up jobs).")
+    ] = False,
 ) -> None:
-    """Generate a signing key per signer; store the .pem as a secret, publish the .pub to the trust store."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Generate a signing key per signer; store the .pem as a secret, publish the .pub to the trust store.
+
+    Exit codes: 0 done, 1 a key exists (without --keep-existing), 2 a name is not a valid signer.
+    """
     for name in signers:
         try:
             key = SigningKey.generate(name)
+            if keep_existing and (out / f"{name}.pem").exists():
+                console.print(f"{name}: kept {out / f'{name}.pem'}")
+                continue
+            private = key.save(out)
         except HandrailError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
-        private = out / f"{name}.pem"
-        if private.exists():
-            err_console.print(f"[red]error:[/red] {private} exists; move it away to rotate (keep its .pub trusted)")
-            raise typer.Exit(1)
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.private_pem())
-        with (out / f"{name}.pub").open("ab") as f:  # appended: during a rotation it holds both keys
-            f.write(key.public_pem())
+            raise typer.Exit(1 if isinstance(exc, KeyFileExists) else 2) from None
         console.print(f"{name}: key {key.key_id} -> {private}")
 
 

@@ -214,11 +214,12 @@ def deployment(w: Workload, digest: str, config: dict[str, Any]) -> Manifest:
                             "name": "signing-key",
                             "secret": {
                                 "secretName": f"handrail-signing-{w.signer}",
-                                "optional": True,
+                                # Required: a pod without its key does not start (signatures are on).
+                                "optional": False,
                                 "defaultMode": 0o440,
                             },
                         },
-                        {"name": "trusted-keys", "configMap": {"name": "handrail-trusted-keys", "optional": True}},
+                        {"name": "trusted-keys", "configMap": {"name": "handrail-trusted-keys", "optional": False}},
                         {"name": "data", "emptyDir": {"sizeLimit": "128Mi"}},
                         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
                     ],

@@ -2,7 +2,8 @@
 
 Used by ``make up`` / ``make demo`` (``handrail dev services up|down|status``) and by
 the tests that run the services as separate processes. Each process gets a pid file
-and a log file under ``<run_dir>/services/``; settings reach it as ``HANDRAIL_*``.
+and a log file under ``<run_dir>/services/``; settings reach it as ``HANDRAIL_*``. Every
+process signs with its own key from ``<run_dir>/keys`` (``handrail.dev.signing_keys``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from handrail.dev.errors import ServiceStartError
 from handrail.dev.process import is_alive, live_pid, log_tail, spawn, stop
+from handrail.dev.signing_keys import ensure_keys, signing_env
 
 #: How long a service may take to answer /healthz: imports plus joining Kafka.
 _READY_TIMEOUT_S = 60.0
@@ -32,6 +34,11 @@ class ServiceProcess:
     argv: tuple[str, ...]
     http_port: int
     env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def signer(self) -> str:
+        """Who it signs as: a worker's agent, else the service's name (the runtime's default too)."""
+        return self.name.removeprefix("worker-")
 
     def paths(self, run_dir: Path) -> tuple[Path, Path]:
         """Its pid file and log file."""
@@ -71,7 +78,8 @@ def start(process: ServiceProcess, run_dir: Path, env: Mapping[str, str], cwd: P
     if (pid := live_pid(pid_path, process.argv[-1])) is not None:
         return pid
     pid_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **env, **process.env, "HANDRAIL_HTTP_PORT": str(process.http_port)}
+    full_env = {**os.environ, **env, **process.env}
+    full_env |= signing_env(process.signer, run_dir, full_env) | {"HANDRAIL_HTTP_PORT": str(process.http_port)}
     return spawn(process.argv, log_path=log_path, pid_path=pid_path, cwd=cwd, env=full_env)
 
 
@@ -108,6 +116,7 @@ def stop_process(process: ServiceProcess, run_dir: Path) -> bool:
 
 def up(processes: list[ServiceProcess], run_dir: Path, env: Mapping[str, str], cwd: Path) -> None:
     """Start every process, then wait until each is healthy."""
+    ensure_keys(run_dir, [p.signer for p in processes])  # all of them before anyone loads its trust store
     for process in processes:
         start(process, run_dir, env, cwd)
     for process in processes:

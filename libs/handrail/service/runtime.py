@@ -188,14 +188,32 @@ def _signing(
 ) -> tuple[Signer | None, HandoffVerifier | None]:
     """This process's signing key and the verifier of what it consumes, from its settings.
 
-    Without keys nothing is signed or checked; with ``signing_required`` both must be there.
+    Signing is required unless ``signing_required`` is explicitly off: then a key and a trust store
+    are each used when given, and the process says at start that it does not insist on signatures.
     """
     name = settings.signer or service.removeprefix("worker-")
     has_key = settings.signing_key is not None or settings.signing_key_file is not None
     has_trust = settings.trusted_keys is not None or settings.trusted_keys_file is not None
     if settings.signing_required and not (has_key and has_trust):
+        missing = [
+            label
+            for label, present in (
+                ("signing key (HANDRAIL_SIGNING_KEY or HANDRAIL_SIGNING_KEY_FILE)", has_key),
+                ("trust store (HANDRAIL_TRUSTED_KEYS or HANDRAIL_TRUSTED_KEYS_FILE)", has_trust),
+            )
+            if not present
+        ]
         raise ContractError(
-            "HANDRAIL_SIGNING_REQUIRED is on: set HANDRAIL_SIGNING_KEY(_FILE) and HANDRAIL_TRUSTED_KEYS(_FILE)"
+            f"{service} signs and verifies every hop but has no {' and no '.join(missing)}; "
+            f"`handrail keys generate {name}` makes one (the local launcher does it for you), "
+            "or set HANDRAIL_SIGNING_REQUIRED=false to run without signatures (never in production)"
+        )
+    if not settings.signing_required:
+        log.warning(
+            "%s: HANDRAIL_SIGNING_REQUIRED=false: unsigned hops are accepted (%s, %s); never run production like this",
+            service,
+            f"signing as {name}" if has_key else "signing nothing",
+            "verifying signed ones" if has_trust else "verifying nothing",
         )
     signer = (
         Signer(load_signing_key(name, key=settings.signing_key, key_file=settings.signing_key_file))

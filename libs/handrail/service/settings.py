@@ -77,8 +77,10 @@ class ServiceSettings(KafkaSettings):
     #: Public keys of the signers this process trusts: JSON/YAML {signer: [base64 key, ...]}, or a file/folder.
     trusted_keys: str | None = None
     trusted_keys_file: Path | None = None
-    #: Reject unsigned envelopes (on in production; off while a fleet rolls signing out).
-    signing_required: bool = False
+    #: Every hop must be signed by the sender the workflow expects, and this process signs what it
+    #: sends. On by default; ``false`` (logged as a warning at start) only while a fleet rolls
+    #: signing out: unsigned envelopes then pass, signed ones are still verified in full.
+    signing_required: bool = True
     otel_exporter: str = Field(default="none", description="off | none | console | otlp-http | otlp-grpc | file:<path>")
     #: The audit trail is the record; off only to measure what it costs (bench/pipeline.py).
     audit_enabled: bool = True

@@ -6,6 +6,7 @@ receivers call :class:`HandoffVerifier` on the bytes they consumed. See
 """
 
 from handrail.signing.errors import (
+    KeyFileExists,
     KeyMaterialError,
     SignatureInvalid,
     SignatureMissing,
@@ -23,6 +24,7 @@ __all__ = [
     "SERVICE_SIGNERS",
     "SIGNATURE_FIELD",
     "HandoffVerifier",
+    "KeyFileExists",
     "KeyMaterialError",
     "ParsedSignature",
     "SignatureInvalid",

@@ -50,3 +50,7 @@ class WrongSigner(SignatureRejected):
 
 class KeyMaterialError(ContractError):
     """A signing key or the trust store is missing or malformed; raised at start-up, naming the source."""
+
+
+class KeyFileExists(KeyMaterialError):
+    """A key file is already there: keys are never overwritten (rotating keeps the old one trusted)."""

@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import SecretStr
 
-from handrail.signing.errors import KeyMaterialError
+from handrail.signing.errors import KeyFileExists, KeyMaterialError
 
 #: Signer names end up inside signature strings, separated by ``:``; keep them plain.
 SIGNER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -85,6 +86,24 @@ class SigningKey:
     def public_pem(self) -> bytes:
         """The public key as SubjectPublicKeyInfo PEM."""
         return self.public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def save(self, folder: Path) -> Path:
+        """Write ``<signer>.pem`` (mode 0600, never over an existing one) and append to ``<signer>.pub``.
+
+        The ``.pub`` is appended, so during a rotation it holds the old and the new key: a folder of
+        them is a trust store (``TrustStore.from_file``). Returns the private key's path.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        private = folder / f"{self.signer}.pem"
+        try:
+            descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise KeyFileExists(f"{private} exists; move it away to rotate (keep its .pub trusted)") from None
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(self.private_pem())
+        with (folder / f"{self.signer}.pub").open("ab") as out:
+            out.write(self.public_pem())
+        return private
 
 
 def load_signing_key(signer: str, *, key: SecretStr | str | None = None, key_file: Path | None = None) -> SigningKey:
