@@ -188,7 +188,10 @@ def _outcome(result: TaskResult) -> str:
     if result.status != "completed":
         return result.error_type or "?"
     output = result.output or {}
-    role = (output.get("escalation") or {}).get("role")
+    # Who had to approve: the approver's own answer (a director's approval comes before the ledger
+    # call, so no step-level escalation is added to the output), else the escalation a review added.
+    role = (output.get("escalation") or {}).get("role") or output.get("required_approver")
+    role = None if role == "none" else role
     return f"{output.get('decision')}:{role}" if role else str(output.get("decision"))
 
 
