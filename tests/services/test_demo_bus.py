@@ -33,8 +33,10 @@ async def test_every_demo_claim_ends_where_it_should(stack: Stack) -> None:
     [
         ({"decision": "approved", "required_approver": "none"}, "approved"),
         # a claim a manager approved after the step: the review adds its escalation
-        ({"decision": "needs_approval", "required_approver": "manager", "escalation": {"role": "manager"}},
-         "needs_approval:manager"),  # fmt: skip
+        (
+            {"decision": "needs_approval", "required_approver": "manager", "escalation": {"role": "manager"}},
+            "needs_approval:manager",
+        ),
         # directors approve the ledger call before it runs: the answer names who had to approve
         ({"decision": "needs_approval", "required_approver": "director"}, "needs_approval:director"),
     ],
