@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict, JsonValue
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path
 
@@ -59,6 +60,7 @@ class ErrorBody(BaseModel):
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The error responses a route declares in the OpenAPI document (401 and 503 apply to every route)."""
     meaning = {
+        400: "The request body is not JSON (or not UTF-8).",
         401: "No token, or an unknown one.",
         403: "The caller's roles may not decide this review.",
         404: "No such review.",
@@ -199,6 +201,15 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _exactly_one_of(*fields: str) -> JsonDict:
+    """A JSON Schema ``oneOf``: one of ``fields`` is sent and not null, the others absent or null."""
+    branches: list[JsonValue] = []
+    for sent in fields:
+        properties: JsonDict = {f: {"not": {"type": "null"}} if f == sent else {"type": "null"} for f in fields}
+        branches.append({"required": [sent], "properties": properties})
+    return {"oneOf": branches}
+
+
 class DecisionBody(_Body):
     reason: str | None = Field(default=None, max_length=2000)
     top_up: BudgetTopUp | None = Field(
@@ -217,7 +228,10 @@ class EditBody(_Body):
 
     For a review of a proposed call, what is edited is the call's arguments: send the whole new
     ``arguments`` (or a ``patch`` against them); they are checked against the tool's schema.
+    Exactly one of the three is sent (the document says so with ``oneOf``).
     """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_exactly_one_of("context", "arguments", "patch"))
 
     context: dict[str, Any] | None = None
     arguments: dict[str, Any] | None = Field(default=None, description="A proposed call's new arguments.")
@@ -315,8 +329,11 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event, *, max_body_bytes: int = 1
         return Me(id=who.id, name=who.name, roles=list(who.roles))
 
     @api.get("/api/reviews", response_model=list[ReviewSummary], summary="List reviews", responses=_errors(422))
-    async def list_reviews(who: Authenticated, filters: Annotated[ReviewFilters, Query()]) -> list[ReviewSummary]:
+    async def list_reviews(
+        request: Request, who: Authenticated, filters: Annotated[ReviewFilters, Query()]
+    ) -> list[ReviewSummary]:
         """The queue, or the decided history (who decided, the outcome, when), filtered."""
+        _refuse_repeated(request)
         if filters.role is not None and filters.role not in desk.directory.roles:
             known = ", ".join(sorted(desk.directory.roles))
             raise _InvalidQuery(f"query.role: there is no role {filters.role!r} (roles: {known})")
@@ -336,7 +353,7 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event, *, max_body_bytes: int = 1
         "/api/reviews/{review_id}/approve",
         response_model=ReviewDetail,
         summary="Approve",
-        responses=_errors(403, 404, 409, 413, 422),
+        responses=_errors(400, 403, 404, 409, 413, 422),
     )
     async def approve(review_id: str, who: Authenticated, body: DecisionBody | None = None) -> ReviewDetail:
         item = await desk.decide(
@@ -352,7 +369,7 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event, *, max_body_bytes: int = 1
         "/api/reviews/{review_id}/reject",
         response_model=ReviewDetail,
         summary="Reject: the task ends",
-        responses=_errors(403, 404, 409, 413, 422),
+        responses=_errors(400, 403, 404, 409, 413, 422),
     )
     async def reject(review_id: str, who: Authenticated, body: RejectBody) -> ReviewDetail:
         item = await desk.decide(who, review_id, ReviewAction.REJECT, body.reason)
@@ -362,7 +379,7 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event, *, max_body_bytes: int = 1
         "/api/reviews/{review_id}/edit",
         response_model=ReviewDetail,
         summary="Edit the context and approve",
-        responses=_errors(403, 404, 409, 413, 422),
+        responses=_errors(400, 403, 404, 409, 413, 422),
     )
     async def edit(review_id: str, who: Authenticated, body: EditBody) -> ReviewDetail:
         sent = [name for name in ("context", "arguments", "patch") if getattr(body, name) is not None]
@@ -382,12 +399,28 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event, *, max_body_bytes: int = 1
         "/api/reviews/{review_id}/comments",
         response_model=ReviewDecided,
         summary="Comment",
-        responses=_errors(404, 413, 422),
+        responses=_errors(400, 404, 413, 422),
     )
     async def comment(review_id: str, who: Authenticated, body: CommentBody) -> ReviewDecided:
         return await desk.comment(who, review_id, body.text)
 
+    _document_roles(api, sorted(desk.directory.roles))
     return api
+
+
+def _document_roles(api: FastAPI, roles: list[str]) -> None:
+    """Name the roles of ``reviewers.yaml`` in the document: ``role`` is one of them (422 otherwise)."""
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            document = generate()
+            for parameter in document["paths"]["/api/reviews"]["get"]["parameters"]:
+                if parameter["name"] == "role":
+                    parameter["schema"]["anyOf"] = [{"type": "string", "enum": roles}, {"type": "null"}]
+        return api.openapi_schema or generate()
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 class _InvalidBody(ReviewError):
@@ -398,6 +431,14 @@ class _InvalidBody(ReviewError):
 class _InvalidQuery(ReviewError):
     status = 422
     code = "invalid_request"
+
+
+def _refuse_repeated(request: Request) -> None:
+    """Every filter is one value: a repeated parameter is refused, not silently cut to its last value."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise _InvalidQuery(f"query: {', '.join(repeated)} given more than once; each filter takes one value")
 
 
 async def _history(index: ReviewIndex, filters: ReviewFilters) -> list[ReviewSummary]:
