@@ -18,7 +18,9 @@ from tests.fixtures.stack import Stack, free_port
 
 from handrail.audit import AuditRecord, verify_chain
 from handrail.client import HandrailClient
+from handrail.dev import signing_keys
 from handrail.messages import TaskStatus
+from handrail.signing import TrustStore, Verifier
 from handrail.state import generation
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(300)]
@@ -51,7 +53,9 @@ async def chain_of(stack: Stack, task_id: str) -> list[AuditRecord]:
 
 async def assert_chain_intact(stack: Stack, task_id: str) -> None:
     records = await chain_of(stack, task_id)
-    report = verify_chain([(None, r) for r in records])
+    # Signed too, by those who may have written each record: the rebuild keeps the signatures.
+    verifier = Verifier(TrustStore.from_file(stack.run_dir / signing_keys.FOLDER))
+    report = verify_chain([(None, r) for r in records], verifier)
     assert report.intact, f"audit chain of {task_id}: {report.describe()}"
 
 

@@ -20,8 +20,10 @@ from tools.chaos.cluster import PROJECT_ROOT, Cluster
 from tools.chaos.faults import Faults, ModelFaults
 from tools.chaos.workload import Reviewers, Submitter
 
+from handrail.dev import signing_keys
 from handrail.dev.process import tcp_open
 from handrail.dev.settings import DevSettings
+from handrail.signing import TrustStore, Verifier
 
 log = logging.getLogger("chaos")
 
@@ -75,8 +77,10 @@ async def soak(args: argparse.Namespace, cluster: Cluster, faults: Faults) -> tu
     await reviewing
     assert cluster.contracts is not None
     limits = cluster.contracts.workflows["expense-approval"].limits
+    # Every audit record must also be signed by a service that may have written it.
+    verifier = Verifier(TrustStore.from_file(cluster.run_dir / signing_keys.FOLDER))
     found = await judging.judge(
-        cluster.bootstrap, cluster.topics, sorted(wanted), limits, cluster.ledger, faults.poison_keys
+        cluster.bootstrap, cluster.topics, sorted(wanted), limits, cluster.ledger, faults.poison_keys, verifier
     )
     log.info("reviews approved over HTTP: %d (failed calls: %d)", reviewers.approvals, reviewers.errors)
     return found, drain_s

@@ -14,6 +14,7 @@ from handrail.bus import make_reader
 from handrail.contracts.workflows import TaskLimits
 from handrail.messages import DeadLetter, TaskResult
 from handrail.recovery.rebuild import read_topic
+from handrail.signing import Verifier
 from handrail.topics import Topics
 
 #: Lost tasks whose trails the verdict shows.
@@ -88,7 +89,9 @@ async def judge(
     limits: TaskLimits,
     ledger: Path,
     poison_keys: list[str],
+    verifier: Verifier | None = None,
 ) -> Verdict:
+    """Judge the run from the topics: results, chains (and with ``verifier`` their signatures), effects."""
     verdict = Verdict(submitted=len(submitted), poison_sent=len(poison_keys))
     results = await results_by_task(bootstrap, topics)
     for task_id in submitted:
@@ -118,7 +121,7 @@ async def judge(
     for task_id in submitted:
         if task_id in chains:
             verdict.chains_checked += 1
-            if not verify_chain([(None, r) for r in chains[task_id]]).intact:
+            if not verify_chain([(None, r) for r in chains[task_id]], verifier).intact:
                 verdict.broken_chains.append(task_id)
     for task_id in sorted(verdict.lost)[:_TRAILS]:
         verdict.trails[task_id] = [

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from handrail.audit.record import AuditRecord
 from handrail.hashing import GENESIS
+from handrail.signing import SignatureRejected, Verifier, audit_signers
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,10 @@ class ChainReport:
         return f"broken at {where}: {self.problem}"
 
 
-def verify_chain(records: list[tuple[int | None, AuditRecord]]) -> ChainReport:
-    """Check a task's records (with their log offsets): hashes, links and sequence numbers.
+def verify_chain(records: list[tuple[int | None, AuditRecord]], verifier: Verifier | None = None) -> ChainReport:
+    """Check a task's records (with their log offsets): hashes, links and sequence numbers, and with a
+    ``verifier`` each record's signature: valid, by a trusted key, and by a signer that may record
+    what its ``actor`` did (``handrail.signing.audit_signers``: an agent can sign only its own).
 
     The chain's order is its links, not the log's: two services appending to one task at once
     (a worker's step and the circuit-breaker's halt) are chained in Redis one after the other,
@@ -59,5 +62,10 @@ def verify_chain(records: list[tuple[int | None, AuditRecord]]) -> ChainReport:
             return ChainReport(
                 False, len(records), record.seq, offset, "its prev_hash is not the previous record's hash"
             )
+        if verifier is not None:
+            try:
+                verifier.verify(record, expected=audit_signers(record.actor), task_id=record.task_id)
+            except SignatureRejected as exc:
+                return ChainReport(False, len(records), record.seq, offset, f"{exc.error_type}: {exc}")
         prev = record.record_hash
     return ChainReport(True, len(records))

@@ -35,8 +35,13 @@ class AuditRecord(Payload):
     cost_usd: float = Field(default=0.0, ge=0)
     tokens: int = Field(default=0, ge=0)
     at: datetime
+    signature: str | None = Field(
+        default=None,
+        description="The producing service's Ed25519 signature over the record as published (`v1:<signer>:…`); "
+        "not part of record_hash. `handrail audit verify` checks it against the actor.",
+    )
 
     def computed_hash(self) -> str:
-        """The hash this record should carry as ``record_hash``."""
-        body = self.model_dump(mode="json", exclude={"record_hash"}, exclude_none=True)
+        """The hash this record should carry as ``record_hash`` (its signature is not part of it)."""
+        body = self.model_dump(mode="json", exclude={"record_hash", "signature"}, exclude_none=True)
         return sha256_hex(canonical_json(body))

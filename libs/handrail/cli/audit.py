@@ -14,9 +14,11 @@ from rich.tree import Tree
 from handrail.audit import AuditRecord, verify_chain
 from handrail.audit.chain import ChainReport
 from handrail.audit.reader import read_key
-from handrail.cli.common import console, run
+from handrail.cli.common import console, err_console, run
 from handrail.cli.settings import CliSettings
+from handrail.errors import HandrailError
 from handrail.messages import DecisionEvent, DecisionEvents
+from handrail.signing import Verifier
 from handrail.topics import Topics
 
 app = typer.Typer(no_args_is_help=True, help="Check a task's audit trail.")
@@ -28,27 +30,50 @@ def verify(
     topic: str = typer.Option(None, "--topic", help="Read this topic instead of <prefix>audit (e.g. a copy)."),
     bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP)."),
 ) -> None:
-    """Say "intact", or name the first record that was changed, removed or reordered."""
+    """Say "intact", or name the first record that was changed, removed, reordered or wrongly signed.
+
+    Each record's signature is checked against the trust store (HANDRAIL_TRUSTED_KEYS_FILE; the
+    local stack's keys by default): valid, and by a signer that may record what its actor did.
+    Exit codes: 0 intact, 1 broken, 2 no trust store to check signatures with, 4 no records.
+    """
     settings = CliSettings()
+    verifier = _verifier(settings)
+    if verifier is None and settings.signing_required:
+        err_console.print(
+            "[red]error:[/red] audit records are signed, and there are no public keys to check them with: set "
+            "HANDRAIL_TRUSTED_KEYS_FILE (a trust store, or a folder of <signer>.pub), or "
+            "HANDRAIL_SIGNING_REQUIRED=false to check the hash chain alone",
+            markup=True,
+        )
+        raise typer.Exit(2)
     source = topic or Topics(settings.topic_prefix).audit
     raw = run(read_key(bootstrap or settings.kafka_bootstrap, source, task_id, settings.kafka_credentials()))
-    report = _verify(raw)
+    report = _verify(raw, verifier)
     if report.records == 0:
         console.print(f"no audit records for task {task_id} on {source}")
         raise typer.Exit(4)
-    console.print(f"task {task_id}: {report.describe()}", highlight=False)
+    signed = " and signed" if verifier is not None else ""
+    console.print(f"task {task_id}: {report.describe()}{signed if report.intact else ''}", highlight=False)
     if not report.intact:
         raise typer.Exit(1)
 
 
-def _verify(raw: list[tuple[int, int, bytes]]) -> ChainReport:
+def _verifier(settings: CliSettings) -> Verifier | None:
+    try:
+        return settings.audit_verifier()
+    except HandrailError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _verify(raw: list[tuple[int, int, bytes]], verifier: Verifier | None = None) -> ChainReport:
     records: list[tuple[int | None, AuditRecord]] = []
     for index, (offset, _, value) in enumerate(raw, start=1):
         try:
             records.append((offset, AuditRecord.model_validate_json(value)))
         except ValidationError:
             return ChainReport(False, len(raw), index, offset, "it is not a readable audit record")
-    return verify_chain(records)
+    return verify_chain(records, verifier)
 
 
 def trace(
@@ -75,7 +100,7 @@ def trace(
     if not records:
         console.print(f"no audit records for task {task_id}")
         raise typer.Exit(4)
-    chain = _verify(audit_raw)
+    chain = _verify(audit_raw, _verifier(settings))
     if as_json:
         body = {
             "task_id": task_id,

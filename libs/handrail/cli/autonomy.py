@@ -178,7 +178,7 @@ def _change(agent: str, workflow: str, level: Autonomy | None, reason: str) -> N
         )
         try:
             await broker.connect()
-            publisher = Publisher(broker)
+            publisher = Publisher(broker, settings.operator_signer())
             recorder = Recorder(
                 publisher, topics.control, AuditLog(redis, publisher, topics.audit, settings.redis_prefix)
             )

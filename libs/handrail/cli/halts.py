@@ -46,7 +46,7 @@ async def _apply(scope: str, name: str, state: str, reason: str) -> None:
             at=utcnow(),
         )
         topics = Topics(settings.topic_prefix)
-        publisher = Publisher(broker)
+        publisher = Publisher(broker, settings.operator_signer())
         await publisher.publish(topics.control, record, key=record.key)
         if scope == "task":
             audit = AuditLog(redis, publisher, topics.audit, settings.redis_prefix)

@@ -20,6 +20,7 @@ from pathlib import Path
 from handrail.dev.errors import ServiceStartError
 from handrail.dev.process import is_alive, live_pid, log_tail, spawn, stop
 from handrail.dev.signing_keys import ensure_keys, signing_env
+from handrail.signing import OPERATOR
 
 #: How long a service may take to answer /healthz: imports plus joining Kafka.
 _READY_TIMEOUT_S = 60.0
@@ -116,7 +117,8 @@ def stop_process(process: ServiceProcess, run_dir: Path) -> bool:
 
 def up(processes: list[ServiceProcess], run_dir: Path, env: Mapping[str, str], cwd: Path) -> None:
     """Start every process, then wait until each is healthy."""
-    ensure_keys(run_dir, [p.signer for p in processes])  # all of them before anyone loads its trust store
+    # All of them before anyone loads its trust store; and the operators' key, for the CLI's records.
+    ensure_keys(run_dir, [*(p.signer for p in processes), OPERATOR])
     for process in processes:
         start(process, run_dir, env, cwd)
     for process in processes:

@@ -15,12 +15,21 @@ from handrail.signing.errors import (
     WrongSigner,
 )
 from handrail.signing.keys import MAX_KEYS_PER_SIGNER, SigningKey, TrustStore, key_id, load_signing_key
-from handrail.signing.policy import SERVICE_SIGNERS, HandoffVerifier, handoff_senders
+from handrail.signing.policy import (
+    OPERATOR,
+    RESERVED_SIGNERS,
+    SERVICE_SIGNERS,
+    HandoffVerifier,
+    audit_signers,
+    handoff_senders,
+)
 from handrail.signing.signatures import DOMAIN, SIGNATURE_FIELD, ParsedSignature, Signer, Verifier, signing_bytes
 
 __all__ = [
     "DOMAIN",
     "MAX_KEYS_PER_SIGNER",
+    "OPERATOR",
+    "RESERVED_SIGNERS",
     "SERVICE_SIGNERS",
     "SIGNATURE_FIELD",
     "HandoffVerifier",
@@ -36,6 +45,7 @@ __all__ = [
     "UnknownSigner",
     "Verifier",
     "WrongSigner",
+    "audit_signers",
     "handoff_senders",
     "key_id",
     "load_signing_key",

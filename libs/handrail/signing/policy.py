@@ -7,6 +7,8 @@
 - A ``StepCompleted`` (on ``steps``) is signed by the agent the workflow binds
   to that step, and its ``agent`` must be that signer: one agent can never
   report another agent's step.
+- An ``AuditRecord`` (on ``audit``) is signed by the process that appended it;
+  :func:`audit_signers` says who may have, from the record's ``actor``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ VALIDATOR = "validator"
 HUMAN_REVIEW = "human-review"
 CIRCUIT_BREAKER = "circuit-breaker"
 SERVICE_SIGNERS = frozenset({ROUTER, VALIDATOR, HUMAN_REVIEW, CIRCUIT_BREAKER})
+#: Who signs what people do from the CLI (halts, autonomy changes): ``operator:<id>`` records.
+OPERATOR = "operator"
+#: Names no agent may have.
+RESERVED_SIGNERS = SERVICE_SIGNERS | {OPERATOR}
 
 
 class HandoffLike(Protocol):
@@ -50,6 +56,24 @@ class StepReportLike(Protocol):
     def agent(self) -> str: ...
 
 
+def audit_signers(actor: str) -> frozenset[str]:
+    """Who may have signed an audit record of ``actor``.
+
+    An agent's own decisions (``agent:<name>``) are signed by it, or by the platform service that
+    verified and recorded them (the validator records every step an agent completed); a service's
+    by that service (a worker's by its agent); a reviewer's by human review; anything else
+    (``operator:<id>``) by the operator key or a platform service, never by an agent.
+    """
+    kind, _, name = actor.partition(":")
+    if kind == "agent":
+        return SERVICE_SIGNERS | {name}
+    if kind == "service":
+        return frozenset({name.removeprefix("worker-")})
+    if kind == "reviewer":
+        return frozenset({HUMAN_REVIEW})
+    return RESERVED_SIGNERS
+
+
 def handoff_senders(step_index: int) -> frozenset[str]:
     """The services that may hand step ``step_index`` (0 = the first) to an agent."""
     return frozenset({ROUTER, HUMAN_REVIEW}) if step_index == 0 else frozenset({VALIDATOR, HUMAN_REVIEW})
@@ -69,7 +93,7 @@ class HandoffVerifier:
     required: bool = True
 
     def __post_init__(self) -> None:
-        clash = SERVICE_SIGNERS & set(self.contracts.agents)
+        clash = RESERVED_SIGNERS & set(self.contracts.agents)
         if clash:
             raise ContractError(f"agents.yaml: agent names {sorted(clash)} are reserved for platform services")
 

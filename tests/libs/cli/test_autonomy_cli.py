@@ -22,6 +22,7 @@ from handrail.bus.broker import make_producer
 from handrail.contracts import load_contracts
 from handrail.messages import ReviewRequested
 from handrail.recovery import Rebuilder, StateKeeper
+from handrail.signing import OPERATOR, SigningKey
 from handrail.state import connect_redis, generation
 from handrail.tools import default_registry
 from handrail.topics import Topics, ensure_topics
@@ -64,8 +65,10 @@ def config_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def env(kafka_bootstrap: str, redis_url: str, config_dir: Path) -> dict[str, str]:
+async def env(kafka_bootstrap: str, redis_url: str, config_dir: Path, tmp_path: Path) -> dict[str, str]:
     run = uuid.uuid4().hex[:10]
+    keys = tmp_path / "keys"
+    SigningKey.generate(OPERATOR).save(keys)  # the operator's records are signed, and checked
     topics = Topics(f"t{run}.")
     agents = load_contracts(config_dir, default_registry().names()).agents
     await ensure_topics(kafka_bootstrap, topics.specs(agents))
@@ -78,6 +81,8 @@ async def env(kafka_bootstrap: str, redis_url: str, config_dir: Path) -> dict[st
         "HANDRAIL_REDIS_URL": redis_url,
         "HANDRAIL_REDIS_PREFIX": f"t{run}:",
         "HANDRAIL_CONFIG_DIR": str(config_dir),
+        "HANDRAIL_SIGNING_KEY_FILE": str(keys / f"{OPERATOR}.pem"),
+        "HANDRAIL_TRUSTED_KEYS_FILE": str(keys),
     }
 
 
@@ -165,7 +170,8 @@ async def test_status_set_and_clear_round_trip_audited_and_surviving_a_redis_los
     ]
     assert all(r.actor.startswith("operator:") for r in audit)
     verified = handrail("audit", "verify", KEY, env=env)
-    assert verified.returncode == 0 and "intact" in verified.stdout, verified.stdout
+    assert verified.returncode == 0 and "intact (2 records) and signed" in verified.stdout, verified.stdout
+    assert all((r.signature or "").startswith(f"v1:{OPERATOR}:") for r in audit)
 
 
 @pytest.mark.bus

@@ -11,6 +11,9 @@ import uuid
 import pytest
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 
+from handrail.audit import AuditRecord
+from handrail.dev import signing_keys
+from handrail.signing import OPERATOR
 from handrail.topics import TopicSpec, ensure_topics
 
 
@@ -27,7 +30,13 @@ def handrail(*args: str, env: dict[str, str] | None = None, timeout_s: float = 9
 
 
 def stack_env(stack: Stack) -> dict[str, str]:
-    return {"HANDRAIL_KAFKA_BOOTSTRAP": stack.bootstrap, "HANDRAIL_TOPIC_PREFIX": stack.topics.prefix}
+    return {
+        "HANDRAIL_KAFKA_BOOTSTRAP": stack.bootstrap,
+        "HANDRAIL_TOPIC_PREFIX": stack.topics.prefix,
+        # The stack's keys: the CLI signs as its operator and checks audit signatures with them.
+        "HANDRAIL_SIGNING_KEY_FILE": str(stack.run_dir / signing_keys.FOLDER / f"{OPERATOR}.pem"),
+        "HANDRAIL_TRUSTED_KEYS_FILE": str(stack.run_dir / signing_keys.FOLDER),
+    }
 
 
 def test_bad_arguments_are_usage_errors_that_say_what_is_wrong() -> None:
@@ -197,7 +206,9 @@ async def test_audit_verify_finds_the_one_altered_byte(stack: Stack) -> None:
         task_id,
     )
     intact = handrail("audit", "verify", task_id, env=env)
-    assert intact.returncode == 0 and "intact (6 records)" in intact.stdout, intact.stdout + intact.stderr
+    assert intact.returncode == 0 and "intact (6 records) and signed" in intact.stdout, intact.stdout + intact.stderr
+    strangers = handrail("audit", "verify", task_id, env={**env, "HANDRAIL_TRUSTED_KEYS_FILE": str(stack.run_dir)})
+    assert strangers.returncode == 1 and "seq 1 at offset 0: unknown_signer" in strangers.stdout  # none trusted
 
     records = await stack.read(stack.topics.audit, task_id)
     scratch = f"{stack.topics.prefix}scratch-audit-{uuid.uuid4().hex[:6]}"
@@ -217,3 +228,17 @@ async def test_audit_verify_finds_the_one_altered_byte(stack: Stack) -> None:
         await stack.produce(dropped, value, key=task_id)
     missing = handrail("audit", "verify", task_id, "--topic", dropped, env=env)
     assert missing.returncode == 1 and "broken at record seq 4" in missing.stdout
+
+    # An agent rewrites the validator's last record: a new reason, a correct hash, its own signature.
+    last = AuditRecord.model_validate_json(records[-1])
+    assert last.actor == "service:validator"
+    rewritten = last.model_copy(update={"reason": "nothing to see", "signature": None})
+    rewritten = stack.signer("expense-intake").sign(
+        rewritten.model_copy(update={"record_hash": rewritten.computed_hash()})
+    )
+    forged_topic = f"{scratch}-forged"
+    await ensure_topics(stack.bootstrap, [TopicSpec(forged_topic, partitions=1)])
+    for value in [*records[:-1], rewritten.to_bytes()]:
+        await stack.produce(forged_topic, value, key=task_id)
+    forged = handrail("audit", "verify", task_id, "--topic", forged_topic, env=env)
+    assert forged.returncode == 1 and "broken at record seq 6 at offset 5: wrong_signer" in forged.stdout, forged.stdout
