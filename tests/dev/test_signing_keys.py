@@ -66,3 +66,11 @@ def test_running_unsigned_is_explicit_and_logged(caplog: pytest.LogCaptureFixtur
         signer, verifier = _signing("router", ServiceSettings(signing_required=False), contracts)
     assert signer is None and verifier is None
     assert "HANDRAIL_SIGNING_REQUIRED=false" in caplog.text and "never run production" in caplog.text
+
+
+def test_a_second_replica_of_a_worker_signs_as_its_agent() -> None:
+    worker = next(p for p in services.plan(["expense-intake"]) if p.name == "worker-expense-intake")
+    replica = services.ServiceProcess("worker-expense-intake-2", worker.argv, 0)
+    assert worker.signer == replica.signer == "expense-intake"
+    for service in services.plan([]):
+        assert services.ServiceProcess(f"{service.name}-2", service.argv, 0).signer == service.name

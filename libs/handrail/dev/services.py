@@ -27,6 +27,15 @@ _READY_TIMEOUT_S = 60.0
 _POLL_INTERVAL_S = 0.2
 
 
+#: The service each module runs (its signer name): the names ``plan`` gives them.
+_SERVICE_OF_MODULE = {
+    "handrail_router": "router",
+    "handrail_validator": "validator",
+    "handrail_circuit_breaker": "circuit-breaker",
+    "handrail_review": "human-review",
+}
+
+
 @dataclass(frozen=True)
 class ServiceProcess:
     """One service to run: its name, its module and arguments, and its HTTP port."""
@@ -38,8 +47,12 @@ class ServiceProcess:
 
     @property
     def signer(self) -> str:
-        """Who it signs as: a worker's agent, else the service's name (the runtime's default too)."""
-        return self.name.removeprefix("worker-")
+        """Who it signs as, as the runtime decides it: a worker's agent (``--agent``), a service's name
+        (from its module), else the process's name. A replica (another name) signs as the original."""
+        if "--agent" in self.argv[:-1]:
+            return self.argv[self.argv.index("--agent") + 1]
+        module = self.argv[self.argv.index("-m") + 1] if "-m" in self.argv[:-1] else None
+        return _SERVICE_OF_MODULE.get(module or "", self.name)
 
     def paths(self, run_dir: Path) -> tuple[Path, Path]:
         """Its pid file and log file."""
