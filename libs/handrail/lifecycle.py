@@ -37,6 +37,7 @@ from handrail.hashing import GENESIS, context_hash
 from handrail.messages import (
     BudgetSnapshot,
     HandoffEnvelope,
+    HandoffTaken,
     ProposedCall,
     ReviewDecided,
     ReviewRequested,
@@ -398,6 +399,7 @@ def _step(
         patch=patch,
         budget=budget,
         finished_at=utcnow(),
+        handoff=HandoffTaken(message_id=envelope.message_id, sender=envelope.sender),
         **fields,
     )
 
@@ -634,39 +636,34 @@ class Lifecycle:
         return True
 
     @staticmethod
-    def accepted_record(hop: Hop, *, by: str) -> Decision:
-        """The audit record of a verified hop (``AuditLog.draft``'s arguments): the handoff an agent took
-        on, or the step it completed. The pipeline appends it with the hop's acceptance."""
-        if isinstance(hop, StepCompleted):
-            return {
-                "dedupe_key": hop.message_id,
-                "actor": f"agent:{hop.agent}",
-                "action": f"step.{hop.status}",
-                "reason": hop.reason,
-                "workflow": hop.workflow,
-                "step": hop.step,
-                "input_hash": hop.parent_hash,
-                "output_hash": hop.context_hash,
-                "details": {
-                    "patch": hop.patch,
-                    "decisions": [d.model_dump(mode="json", exclude_none=True) for d in hop.decisions],
-                    "tools_chosen": [d.name for d in hop.decisions if d.kind == "tool_call"],
-                    "budget": hop.budget.model_dump(mode="json"),
-                    "verified_by": by,
-                },
-                "cost_usd": hop.usage.cost_usd,
-                "tokens": hop.usage.tokens,
-            }
+    def accepted_record(step: StepCompleted, *, by: str) -> Decision:
+        """The audit record of a verified step (``AuditLog.draft``'s arguments): the handoff the agent took
+        on and what it made of it, in one record. The pipeline appends it with the step's acceptance.
+
+        Agents write no audit records (nor can they: no Kafka ACL lets them): the service that verifies
+        a step records it, in the agent's name, signed with its own key."""
+        handoff = step.handoff
+        details: dict[str, Any] = {
+            "patch": step.patch,
+            "decisions": [d.model_dump(mode="json", exclude_none=True) for d in step.decisions],
+            "tools_chosen": [d.name for d in step.decisions if d.kind == "tool_call"],
+            "budget": step.budget.model_dump(mode="json"),
+            "verified_by": by,
+        }
+        if handoff is not None:
+            details["handoff"] = handoff.model_dump(mode="json")
         return {
-            "dedupe_key": hop.message_id,
-            "actor": f"agent:{hop.receiver}",
-            "action": "handoff.accepted",
-            "reason": f"handed over by {hop.sender}",
-            "workflow": hop.workflow,
-            "step": hop.step,
-            "input_hash": hop.parent_hash,
-            "output_hash": hop.context_hash,
-            "details": {"sender": hop.sender, "budget": hop.budget.model_dump(mode="json")},
+            "dedupe_key": step.message_id,
+            "actor": f"agent:{step.agent}",
+            "action": f"step.{step.status}",
+            "reason": step.reason,
+            "workflow": step.workflow,
+            "step": step.step,
+            "input_hash": step.parent_hash,
+            "output_hash": step.context_hash,
+            "details": details,
+            "cost_usd": step.usage.cost_usd,
+            "tokens": step.usage.tokens,
         }
 
 

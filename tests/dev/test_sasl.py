@@ -154,12 +154,13 @@ async def test_every_hop_of_a_task_runs_with_its_own_principal(broker: SaslKafka
     # router: tasks -> step 1's agent
     assert (await consume(broker, ROUTER, t.tasks, ROUTER, task))["task_id"] == task
     await produce(broker, ROUTER, t.agent("expense-intake"), {"step": "intake"}, task)
-    # worker expense-intake: its topic -> steps, events, audit
+    # worker expense-intake: its topic -> steps, events (never the audit trail)
     assert (await consume(broker, INTAKE, t.agent("expense-intake"), INTAKE, task))["step"] == "intake"
-    for topic in (t.events, t.audit, t.steps):
+    for topic in (t.events, t.steps):
         await produce(broker, INTAKE, topic, {"step": "intake", "agent": "expense-intake"}, task)
-    # validator: steps -> step 2's agent
+    # validator: steps -> the step's audit record (in the agent's name) and step 2's agent
     assert (await consume(broker, VALIDATOR, t.steps, VALIDATOR, task))["step"] == "intake"
+    await produce(broker, VALIDATOR, t.audit, {"actor": "agent:expense-intake", "agent": "expense-intake"}, task)
     await produce(broker, VALIDATOR, t.agent("expense-approver"), {"step": "decide"}, task)
     # worker expense-approver: its topic -> steps
     assert (await consume(broker, APPROVER, t.agent("expense-approver"), APPROVER, task))["step"] == "decide"
@@ -200,6 +201,7 @@ async def test_an_agent_cannot_use_another_consumer_group(broker: SaslKafka, top
         pytest.param(INTAKE, "agent.expense-approver", id="agent-A-writes-agent.B"),
         pytest.param(INTAKE, "tasks", id="agent-writes-tasks"),
         pytest.param(INTAKE, "control", id="agent-writes-control"),
+        pytest.param(INTAKE, "audit", id="agent-writes-audit"),
         pytest.param(ROUTER, "agent.expense-approver", id="router-writes-a-later-steps-agent"),
         pytest.param(ROUTER, "steps", id="router-writes-steps"),
         pytest.param(SUBMITTER, "results", id="submitter-writes-results"),

@@ -132,7 +132,11 @@ def restore_chain(pipe: Pipeline, prefix: str, task_id: str, head: str, seq: int
 
 
 class AuditLog:
-    """Appends hash-chained audit records for tasks and publishes them on the audit topic."""
+    """Appends hash-chained audit records for tasks and publishes them on the audit topic.
+
+    Built with ``enabled=False`` it records nothing but still passes chain heads on (``hint``,
+    ``head_of``): so in a worker, whose agent never writes the audit trail, and in benchmarks.
+    """
 
     def __init__(
         self, redis: aioredis.Redis, publisher: Publisher, topic: str, prefix: str = "hr:", *, enabled: bool = True

@@ -347,7 +347,7 @@ class Pipeline:
             self.service,
             payload.step,
         )
-        if self.acceptance is not None:
+        if self.acceptance is not None and isinstance(payload, StepCompleted):
             assert self.lifecycle is not None
             record = self.lifecycle.accepted_record(payload, by=self.service)
             result = (await self.acceptance.accept(*hop, record)).result

@@ -124,7 +124,11 @@ def _tree(task_id: str, records: list[AuditRecord], events: list[DecisionEvent],
         calls_by_step.setdefault(event.step, []).append(event)
     for record in records:
         node = tree.add(_line(record))
-        if record.action == "handoff.accepted" and record.step in calls_by_step:
+        handoff = record.details.get("handoff")
+        if isinstance(handoff, dict):
+            node.add(f"[dim]took on[/dim] the handoff from {handoff.get('sender')} ({handoff.get('message_id')})")
+        # A step's calls under its record (or, in older trails, under the handoff.accepted before it).
+        if (record.action == "handoff.accepted" or record.action.startswith("step.")) and record.step in calls_by_step:
             for event in calls_by_step.pop(record.step):
                 node.add(_call(event))
         patch = record.details.get("patch")

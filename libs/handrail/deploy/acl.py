@@ -5,8 +5,10 @@ A principal may read only the topics it consumes, with its own consumer group,
 and write only the topics it produces (``DESIGN.md``, Services):
 
 - ``handrail-agent-<name>`` reads ``agent.<name>`` (group ``handrail-agent-<name>``) and
-  writes ``steps``, ``events``, ``audit`` and ``dlq``. It can never end a task (no
-  ``results``) nor hand work to another agent.
+  writes ``steps``, ``events`` and ``dlq``. It can never end a task (no ``results``), hand
+  work to another agent, or write the audit trail: the validator records each step it
+  verifies, in the agent's name and signed with its own key, so no agent can add to,
+  rewrite or fork any task's record.
 - ``handrail-router`` reads ``tasks`` and writes the agent topics of first steps,
   ``results``, ``dlq``, ``audit``; it cannot read any agent topic.
 - ``handrail-validator`` reads ``steps`` and writes the agent topics of later steps,
@@ -153,7 +155,7 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
     workers = [
         Principal(
             agent_principal(a), f"worker {a}", reads=(t.agent(a), *state), group=agent_principal(a),
-            writes=(t.steps, t.events, t.audit, t.dlq),
+            writes=(t.steps, t.events, t.dlq),
         )
         for a in agents
     ]  # fmt: skip

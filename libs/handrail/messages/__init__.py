@@ -11,7 +11,7 @@ from handrail.messages.envelope import HandoffEnvelope
 from handrail.messages.events import ControlRecord, DecisionEvent, DecisionEvents
 from handrail.messages.proposals import ProposedCall, StepProgress, StepResume
 from handrail.messages.reviews import ReviewAction, ReviewDecided, ReviewRequested, ReviewTrigger
-from handrail.messages.steps import StepCompleted
+from handrail.messages.steps import HandoffTaken, StepCompleted
 from handrail.messages.tasks import TaskResult, TaskStatus, TaskSubmitted
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "DecisionEvent",
     "DecisionEvents",
     "HandoffEnvelope",
+    "HandoffTaken",
     "Payload",
     "ProposedCall",
     "ReviewAction",

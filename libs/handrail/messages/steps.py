@@ -5,11 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from handrail.messages.base import Payload
 from handrail.messages.calls import BudgetSnapshot, Decision, Usage
 from handrail.messages.proposals import ProposedCall, StepProgress
+
+
+class HandoffTaken(BaseModel):
+    """The handoff a step was run on: the validator records the agent's taking it on with the step."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str = Field(description="The `HandoffEnvelope`'s message id.")
+    sender: str = Field(description="Who handed the step over: router, validator or human-review.")
 
 
 class StepCompleted(Payload):
@@ -52,4 +61,7 @@ class StepCompleted(Payload):
     finished_at: datetime
     proposal: ProposedCall | None = Field(default=None, description="For `awaiting_approval`: the call to approve.")
     progress: StepProgress | None = Field(default=None, description="For `awaiting_approval`: where the step stands.")
+    handoff: HandoffTaken | None = Field(
+        default=None, description="The handoff the step ran on (the audit trail records both in one record)."
+    )
     signature: str | None = Field(default=None, description="The agent's signature, when signing is on.")

@@ -117,9 +117,13 @@ class TaskFacts:
         if action == "task.opened":
             self._opened(record)
         elif action == "handoff.accepted" or action.startswith("step."):
+            # A step's record also stands for the handoff it ran on (``details.handoff``; older trails
+            # have a handoff.accepted record of their own): both were accepted into the chain.
             self.head = record.output_hash or self.head
-            if source:
-                self.accepted.add(source)
+            handoff = record.details.get("handoff")
+            for accepted in (source, handoff.get("message_id") if isinstance(handoff, dict) else None):
+                if isinstance(accepted, str) and accepted:
+                    self.accepted.add(accepted)
             if action.startswith("step."):
                 self._charge(record.actor.removeprefix("agent:"), record, steps=1)
                 snapshot = record.details.get("budget")

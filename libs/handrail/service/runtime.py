@@ -69,8 +69,12 @@ class Runtime:
     autonomy: AutonomyLevels
 
 
-def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
-    """Load the contracts (failing fast on a bad file) and wire the clients."""
+def build_runtime(service: str, settings: ServiceSettings, *, writes_audit: bool = True) -> Runtime:
+    """Load the contracts (failing fast on a bad file) and wire the clients.
+
+    ``writes_audit=False`` (workers): the process appends no audit records, so its Kafka principal
+    needs no write access to the audit topic; the chain head still travels on in the hop headers.
+    """
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tools = default_registry(settings.data_dir)
     contracts = load_contracts(settings.config_dir, tools.names())
@@ -85,7 +89,10 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     signer, handoffs = _signing(service, settings, contracts)
     publisher = Publisher(broker, signer)
     topics = Topics(settings.topic_prefix)
-    audit = AuditLog(redis, publisher, topics.audit, settings.redis_prefix, enabled=settings.audit_enabled)
+    # Agents write no audit records (their Kafka principal may not): what an agent did is recorded by
+    # the service that verifies its step. Its log still carries the chain head on to that service.
+    enabled = settings.audit_enabled and writes_audit
+    audit = AuditLog(redis, publisher, topics.audit, settings.redis_prefix, enabled=enabled)
     budgets = BudgetStore(redis, settings.redis_prefix)
     lifecycle = Lifecycle(service, store, budgets, publisher, topics, audit)
     pipeline = Pipeline(

@@ -59,14 +59,14 @@ class StepReportLike(Protocol):
 def audit_signers(actor: str) -> frozenset[str]:
     """Who may have signed an audit record of ``actor``.
 
-    An agent's own decisions (``agent:<name>``) are signed by it, or by the platform service that
-    verified and recorded them (the validator records every step an agent completed); a service's
-    by that service (a worker's by its agent); a reviewer's by human review; anything else
-    (``operator:<id>``) by the operator key or a platform service, never by an agent.
+    No agent signs audit records: an agent's steps (``agent:<name>``) are recorded by the platform
+    service that verified them (the validator), a service's decisions by that service (a worker's,
+    ``service:worker-<agent>``, only in records older than the rule that agents write none), a
+    reviewer's by human review, anything else (``operator:<id>``) by the operator key or a service.
     """
     kind, _, name = actor.partition(":")
     if kind == "agent":
-        return SERVICE_SIGNERS | {name}
+        return SERVICE_SIGNERS
     if kind == "service":
         return frozenset({name.removeprefix("worker-")})
     if kind == "reviewer":

@@ -1,6 +1,6 @@
 """Reporting a step that did not complete: the worker says so on ``<prefix>steps``.
 
-An agent may write only ``steps``, ``events``, ``audit`` and ``dlq`` (its Kafka
+An agent may write only ``steps``, ``events`` and ``dlq`` (its Kafka
 ACLs): it never ends a task itself. When a limit halts its step, or the
 handoff it received cannot be processed, it publishes a ``StepCompleted`` with
 ``status`` ``halted`` or ``failed``, chained to the task's committed head; the

@@ -17,12 +17,10 @@ VERIFIER = Verifier(TrustStore({name: [key.public_key] for name, key in KEYS.ite
 #: (actor, who appends it) along one task, as the services write them.
 TRAIL = [
     ("service:router", "router"),
-    ("agent:expense-intake", "expense-intake"),  # handoff.accepted, by the worker
     ("agent:expense-intake", "validator"),  # step.completed, recorded by the validator
     ("service:circuit-breaker", "circuit-breaker"),
     ("reviewer:dan", "human-review"),
     ("operator:ops", "operator"),
-    ("service:worker-expense-approver", "expense-approver"),  # a worker's own dead letter
     ("service:validator", "validator"),
 ]
 
@@ -65,7 +63,8 @@ def test_an_agent_cannot_write_or_rewrite_anyone_elses_record() -> None:
     report = verify_chain(offsets(records), VERIFIER)
     assert not report.intact and report.bad_seq == len(TRAIL)
     assert report.problem.startswith("wrong_signer") and "'expense-intake'" in report.problem
-    # An agent signing a step record of another agent, or a reviewer's decision, is refused too.
+    # No agent may sign a step record, not even of its own steps, nor a reviewer's or operator's decision.
+    assert "expense-intake" not in audit_signers("agent:expense-intake")
     assert "expense-intake" not in audit_signers("agent:expense-approver")
     assert audit_signers("reviewer:dan") == {"human-review"}
     assert "expense-intake" not in audit_signers("operator:ops")

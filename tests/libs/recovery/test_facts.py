@@ -147,3 +147,14 @@ def test_grants_come_back_each_once_on_top_of_the_opening() -> None:
     grant = budget.grants["rv1/grant"]
     assert grant.extra == Amount(tokens=500, cost_usd=0.25, steps=1) and grant.agent == "expense-intake"
     assert (grant.wall_ms, grant.extend_ms) == (30_000, 42_000)
+
+
+def test_a_step_record_also_marks_the_handoff_it_ran_on_as_accepted() -> None:
+    facts = Facts()
+    taken = step("m2", "intake", "c1" * 32, "c2" * 32, 0.02, 100)
+    taken["details"] = {**taken["details"], "handoff": {"message_id": "m1", "sender": "router"}}
+    for raw in chain("t1", OPENED, taken):
+        facts.fold_audit(raw)
+    task = facts.tasks["t1"]
+    # a redelivery of handoff m1 after the loss is known as taken on, not a hop on a moved head
+    assert task.accepted == {"m1", "m2"} and task.task_record()["head"] == "c2" * 32
