@@ -29,8 +29,8 @@ LABEL org.opencontainers.image.title="handrail" \
 RUN python -m pip uninstall --yes pip setuptools wheel \
     && groupadd --system --gid 10001 handrail \
     && useradd --system --uid 10001 --gid handrail --home-dir /app --shell /usr/sbin/nologin handrail \
-    && mkdir -p /app /var/lib/handrail /var/lib/handrail-keys \
-    && chown handrail:handrail /var/lib/handrail /var/lib/handrail-keys
+    && mkdir -p /app /var/lib/handrail /var/lib/handrail-keys /var/lib/handrail-redis \
+    && chown handrail:handrail /var/lib/handrail /var/lib/handrail-keys /var/lib/handrail-redis
 COPY --from=build /opt/handrail /opt/handrail
 COPY config /app/config
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/handrail-entrypoint

@@ -17,7 +17,9 @@ from handrail.tools import default_registry
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 HANDRAIL_SERVICES = {"router": 8081, "validator": 8083, "circuit-breaker": 8085, "human-review": 8086}
-INFRA = {"kafka", "redis", "topics", "keys", "otel-collector", "jaeger", "prometheus", "grafana", "kafka-exporter"}
+INFRA = {"kafka", "redis", "topics", "keys", "redis-users"} | {
+    "otel-collector", "jaeger", "prometheus", "grafana", "kafka-exporter"
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +151,22 @@ def test_every_service_signs_with_its_own_key_made_by_the_keys_job(
         assert service["environment"].get("HANDRAIL_SIGNING_REQUIRED", "true") == "true"
         assert f"handrail-keys:{folder}:ro" in service["volumes"]
         assert service["depends_on"]["keys"]["condition"] == "service_completed_successfully"
+
+
+def test_every_service_logs_in_to_redis_as_its_own_user(compose: dict[str, Any], agents: list[str]) -> None:
+    services = compose["services"]
+    job = services["redis-users"]
+    folder = job["command"][job["command"].index("--out") + 1]
+    assert job["restart"] == "no" and f"handrail-redis-users:{folder}" in job["volumes"]
+    redis = services["redis"]
+    acl = redis["command"][redis["command"].index("--aclfile") + 1]
+    mounted = next(v for v in redis["volumes"] if v.startswith("handrail-redis-users:"))
+    assert acl.startswith(mounted.split(":")[1] + "/") and mounted.endswith(":ro")
+    assert redis["depends_on"]["redis-users"]["condition"] == "service_completed_successfully"
+    who = {**{name: name for name in HANDRAIL_SERVICES}, **{f"worker-{a}": a for a in agents}, "topics": "operator"}
+    for name, user in who.items():
+        environment = services[name]["environment"]
+        prefix = environment["HANDRAIL_REDIS_PREFIX"]
+        assert environment["HANDRAIL_REDIS_USERNAME"] == f"{prefix}{user}", name
+        assert environment["HANDRAIL_REDIS_PASSWORD_FILE"] == f"{folder}/{prefix}{user}.password", name
+        assert f"handrail-redis-users:{folder}:ro" in services[name]["volumes"], name

@@ -180,6 +180,13 @@ def test_every_pod_signs_with_its_own_required_key(built: list[dict[str, Any]]) 
             "secretName": f"handrail-signing-{signer}", "optional": False, "defaultMode": 0o440
         }
         assert volumes["trusted-keys"]["configMap"]["optional"] is False
+        # and logs in to Redis as its own ACL user
+        assert variables["HANDRAIL_REDIS_USERNAME"] == f"hr:{signer}"
+        (password,) = [e for e in pod["containers"][0]["env"] if e["name"] == "HANDRAIL_REDIS_PASSWORD"]
+        assert password["valueFrom"]["secretKeyRef"] == {"name": f"handrail-redis-{signer}", "key": "password"}
+    (redis,) = [s for n, s in kinds["StatefulSet"].items() if n == "redis"]
+    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--aclfile") + 1] == "/etc/redis-users/users.acl"
 
 
 def test_production_hardens_the_base() -> None:

@@ -47,7 +47,8 @@ DEFAULT_TTL_S = 5.0
 #: A change is a handful of round trips; a holder that died frees the key after this long.
 _LOCK_TTL_MS = 10_000
 
-_READ = "return redis.call('HGET', KEYS[1], 'record')"
+#: The key comes as ARGV[1], not KEYS: a worker's Redis user may only read levels (handrail.state.acl).
+_READ = "return redis.call('HGET', ARGV[1], 'record')"
 
 _STORE = """
 if ARGV[1] <= (redis.call('HGET', KEYS[1], 'order') or '') then return 0 end
@@ -170,7 +171,7 @@ class AutonomyLevels:
         """The effective level read from Redis now (and kept for ``level``)."""
         self.check(agent, workflow)
         async with unavailable_as_retryable(f"read the autonomy level of {agent} in {workflow}"):
-            raw = await self._read(keys=[self.key(agent, workflow)], args=[])
+            raw = await self._read(keys=[], args=[self.key(agent, workflow)])
         latest = AutonomyChanged.model_validate_json(raw) if raw else None
         return self._remember(self._effective(agent, workflow, latest))
 

@@ -36,7 +36,6 @@ from handrail.cli.settings import CliSettings
 from handrail.contracts import Autonomy, Contracts, load_contracts
 from handrail.errors import ContractError
 from handrail.recovery.rebuild import read_topic
-from handrail.state import connect_redis
 from handrail.tools import default_registry
 from handrail.topics import Topics
 
@@ -105,7 +104,7 @@ def status(
 
 
 async def _assess(settings: CliSettings, contracts: Contracts, pairs: list[tuple[str, str]]) -> list[Assessment]:
-    redis = connect_redis(settings.redis_url)
+    redis = settings.redis_client()
     try:
         levels = AutonomyLevels(redis, settings.redis_prefix, contracts)
         current = [await levels.current(a, w) for a, w in pairs]
@@ -163,7 +162,7 @@ def _change(agent: str, workflow: str, level: Autonomy | None, reason: str) -> N
     contracts = _contracts(settings)
     if not reason.strip():
         raise typer.BadParameter("say why", param_hint="--reason")
-    redis = connect_redis(settings.redis_url)
+    redis = settings.redis_client()
     levels = AutonomyLevels(redis, settings.redis_prefix, contracts)
     try:
         levels.check(agent, workflow)

@@ -23,12 +23,14 @@ from handrail.deploy.kafka_security import SaslCredentials
 from handrail.deploy.render import render_files, stale_files, write_files
 from handrail.errors import ContractError, HandrailError
 from handrail.signing import KeyFileExists, SigningKey, TrustStore
+from handrail.state import acl as redis_acl
 from handrail.tools import default_registry
 from handrail.topics import Topics, ensure_topics
 
 k8s_app = typer.Typer(no_args_is_help=True, help="Kubernetes manifests rendered from the contracts.")
 acl_app = typer.Typer(no_args_is_help=True, help="Kafka principals and least-privilege ACLs from the contracts.")
 keys_app = typer.Typer(no_args_is_help=True, help="Ed25519 signing keys for agents and services.")
+redis_app = typer.Typer(no_args_is_help=True, help="Redis ACL users: one per service and agent, least privilege.")
 sasl_app = typer.Typer(no_args_is_help=True, help="A local Kafka with SASL/SCRAM and ACLs enforced (port 19092).")
 
 _PREFIX_HELP = "Topic prefix (default: HANDRAIL_TOPIC_PREFIX or 'handrail.')."
@@ -183,6 +185,34 @@ def keys_trust(folder: Annotated[Path, typer.Argument(help="A folder of <signer>
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     console.print(store.to_json(), end="", markup=False, highlight=False)
+
+
+@redis_app.command("users")
+def redis_users_command(
+    out: Annotated[Path, typer.Option(help="Folder for users.acl and <user>.password (0600).")] = Path("redis-users"),
+    prefix: Annotated[
+        str | None, typer.Option(help="The deployment's key prefix (default HANDRAIL_REDIS_PREFIX).")
+    ] = None,
+    group_prefix: Annotated[
+        str, typer.Option(help="Its consumer groups' prefix (HANDRAIL_GROUP_PREFIX).")
+    ] = "handrail-",
+) -> None:
+    """Write the Redis ACL file of a deployment and each user's password (kept when already there).
+
+    Start Redis with `--aclfile users.acl`; give each service and worker its user
+    (HANDRAIL_REDIS_USERNAME, shown below) and password (HANDRAIL_REDIS_PASSWORD_FILE).
+    """
+    settings = CliSettings()
+    contracts = _contracts(settings)
+    users = redis_acl.redis_users(prefix or settings.redis_prefix, sorted(contracts.agents), group_prefix)
+    passwords = redis_acl.passwords(out, [u.name for u in users])
+    acl_path = out / "users.acl"
+    # Readable by the Redis server's own user: it holds only sha256 digests of the passwords.
+    acl_path.write_text(redis_acl.acl_file(users, passwords))
+    acl_path.chmod(0o644)
+    for user in users:
+        console.print(f"{user.name}: password in {out / f'{user.name}.password'}", markup=False, highlight=False)
+    console.print(f"ACL file: {acl_path}", markup=False, highlight=False)
 
 
 @sasl_app.command("up")

@@ -12,7 +12,6 @@ from handrail.bus.publisher import Publisher
 from handrail.cli.common import console, run
 from handrail.cli.settings import CliSettings
 from handrail.messages import ControlRecord, new_message_id, utcnow
-from handrail.state import connect_redis
 from handrail.state.controls import ControlStore
 from handrail.topics import Topics
 
@@ -25,7 +24,7 @@ def _target(task_id: str | None, agent: str | None) -> tuple[str, str]:
 
 async def _apply(scope: str, name: str, state: str, reason: str) -> None:
     settings = CliSettings()
-    redis = connect_redis(settings.redis_url)
+    redis = settings.redis_client()
     operator = f"operator:{getpass.getuser()}"
     broker = make_broker(settings.kafka_bootstrap, client_id="handrail-cli", credentials=settings.kafka_credentials())
     await broker.connect()

@@ -33,6 +33,7 @@ app.add_typer(autonomy.app, name="autonomy")
 app.add_typer(deploy.k8s_app, name="k8s")
 app.add_typer(deploy.acl_app, name="acl")
 app.add_typer(deploy.keys_app, name="keys")
+app.add_typer(deploy.redis_app, name="redis")
 app.command("inventory")(deploy.inventory_command)
 app.add_typer(dev.app, name="dev", help="Start, stop and inspect local Kafka, Redis and the services.")
 

@@ -20,7 +20,6 @@ from handrail.cli.settings import CliSettings
 from handrail.contracts import load_contracts
 from handrail.errors import ContractError
 from handrail.prompts import PromptLibrary, PromptStore, parse_ref
-from handrail.state import connect_redis
 from handrail.tools import default_registry
 
 T = TypeVar("T")
@@ -46,7 +45,7 @@ def _with_store(action: Callable[[PromptStore], Awaitable[T]]) -> T:
     settings = CliSettings()
 
     async def go() -> T:
-        redis = connect_redis(settings.redis_url)
+        redis = settings.redis_client()
         try:
             library = PromptLibrary(settings.config_dir / "prompts")
             return await action(PromptStore(library, redis, settings.redis_prefix))

@@ -6,17 +6,15 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from handrail.service.settings import KafkaSettings
+from handrail.service.settings import KafkaSettings, RedisSettings
 from handrail.signing import OPERATOR, Signer, TrustStore, Verifier, load_signing_key
 
 
-class CliSettings(KafkaSettings):
-    """Where the CLI finds the bus (and who it is there), the state and the contracts."""
+class CliSettings(KafkaSettings, RedisSettings):
+    """Where the CLI finds the bus and the state (and who it is there), and the contracts."""
 
     topic_prefix: str = "handrail."
     config_dir: Path = Path("config")
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "hr:"
     #: Who the CLI signs operators' audit records as (halts, autonomy changes).
     signer: str = OPERATOR
     signing_key: SecretStr | None = None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from handrail.deploy.workloads import Workload
+from handrail.state.acl import user_name
 
 Manifest = dict[str, Any]
 
@@ -32,6 +33,8 @@ MAX_REPLICAS = 6
 LAG_METRIC = "kafka_consumergroup_lag"
 CONFIG_DIR = "/etc/handrail/config"
 SIGNING_DIR = "/etc/handrail/signing"
+#: The Redis key prefix of the manifests (HANDRAIL_REDIS_PREFIX is not set: the default).
+REDIS_PREFIX = "hr:"
 TRUST_DIR = "/etc/handrail/trust"
 DATA_DIR = "/var/lib/handrail"
 
@@ -101,6 +104,12 @@ def _env(w: Workload) -> list[dict[str, Any]]:
         {
             "name": "HANDRAIL_KAFKA_PASSWORD",
             "valueFrom": {"secretKeyRef": {"name": w.principal, "key": "password", "optional": True}},
+        },
+        # Its own Redis ACL user (handrail.state.acl): `handrail redis users` makes the ACL file and passwords.
+        {"name": "HANDRAIL_REDIS_USERNAME", "value": user_name(REDIS_PREFIX, w.signer)},
+        {
+            "name": "HANDRAIL_REDIS_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": f"handrail-redis-{w.signer}", "key": "password"}},
         },
         {"name": "HANDRAIL_SIGNER", "value": w.signer},
         {"name": "HANDRAIL_SIGNING_KEY_FILE", "value": f"{SIGNING_DIR}/private.pem"},

@@ -24,6 +24,8 @@ STOP_TIMEOUT_S = 10.0
 _PROBE_TIMEOUT_S = 1.0
 _POLL_INTERVAL_S = 0.1
 _PROCESS_MARKER = "redis-server"
+#: The ACL file, next to redis.conf: users survive a restart that loses the data.
+_ACL_FILE = "users.acl"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ def redis_config(settings: DevSettings, files: RedisFiles) -> str:
         # `up` detaches the process itself and writes its own pid file.
         "daemonize no",
         'logfile ""',
+        # The stacks' ACL users (``handrail.dev.redis_users``), kept across restarts like a config.
+        f'aclfile "{files.root / _ACL_FILE}"',
     ]
     if url.password:
         lines.append(f'requirepass "{url.password}"')
@@ -138,6 +142,7 @@ def start_redis(settings: DevSettings, ready_timeout_s: float = READY_TIMEOUT_S)
         raise ServiceStartError(f"Redis does not answer at {address}, and `up` only starts servers on this machine")
     server = require_tool("redis-server", "install it with `apt-get install -y redis-server`")
     files.data.mkdir(parents=True, exist_ok=True)
+    (files.root / _ACL_FILE).touch(mode=0o600)  # Redis refuses to start on a missing ACL file
     files.config.write_text(redis_config(settings, files))
     started_at = time.monotonic()
     pid = spawn([server, str(files.config)], log_path=files.log, pid_path=files.pid, cwd=files.root)

@@ -3,7 +3,8 @@
 Used by ``make up`` / ``make demo`` (``handrail dev services up|down|status``) and by
 the tests that run the services as separate processes. Each process gets a pid file
 and a log file under ``<run_dir>/services/``; settings reach it as ``HANDRAIL_*``. Every
-process signs with its own key from ``<run_dir>/keys`` (``handrail.dev.signing_keys``).
+process signs with its own key from ``<run_dir>/keys`` (``handrail.dev.signing_keys``) and
+logs in to Redis as its own ACL user (``handrail.dev.redis_users``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from handrail.dev.errors import ServiceStartError
 from handrail.dev.process import is_alive, live_pid, log_tail, spawn, stop
+from handrail.dev.redis_users import ensure_users
 from handrail.dev.signing_keys import ensure_keys, signing_env
 from handrail.signing import OPERATOR
 
@@ -46,11 +48,16 @@ class ServiceProcess:
     env: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def agent(self) -> str | None:
+        """The agent a worker runs (``--agent``); None for the platform services."""
+        return self.argv[self.argv.index("--agent") + 1] if "--agent" in self.argv[:-1] else None
+
+    @property
     def signer(self) -> str:
-        """Who it signs as, as the runtime decides it: a worker's agent (``--agent``), a service's name
-        (from its module), else the process's name. A replica (another name) signs as the original."""
-        if "--agent" in self.argv[:-1]:
-            return self.argv[self.argv.index("--agent") + 1]
+        """Who it signs as (and its Redis user), as the runtime decides it: a worker's agent, a
+        service's name (from its module), else the process's name. A replica signs as the original."""
+        if self.agent is not None:
+            return self.agent
         module = self.argv[self.argv.index("-m") + 1] if "-m" in self.argv[:-1] else None
         return _SERVICE_OF_MODULE.get(module or "", self.name)
 
@@ -94,6 +101,9 @@ def start(process: ServiceProcess, run_dir: Path, env: Mapping[str, str], cwd: P
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **env, **process.env}
     full_env |= signing_env(process.signer, run_dir, full_env) | {"HANDRAIL_HTTP_PORT": str(process.http_port)}
+    agents = [process.agent] if process.agent is not None else []
+    if url := ensure_users(run_dir, full_env, [process.signer], agents).get(process.signer):
+        full_env["HANDRAIL_REDIS_URL"] = url  # its own Redis user, limited to what it may touch
     return spawn(process.argv, log_path=log_path, pid_path=pid_path, cwd=cwd, env=full_env)
 
 

@@ -3,7 +3,7 @@
 Each service runs one ``StateKeeper``. It checks the marker every
 ``poll_s`` (and at start-up, before the consumers start); when it is gone,
 one process takes the rebuild lock and rebuilds from Kafka while every other
-waits. Meanwhile each guarded script refuses to run (``StateLost``) and its
+waits (workers always wait: a service rebuilds). Meanwhile each guarded script refuses to run (``StateLost``) and its
 message is tried again later: the platform fails closed, and nothing is lost.
 """
 
@@ -31,8 +31,12 @@ _WAIT_S = 0.2
 class StateKeeper:
     """Keeps one Redis namespace (``prefix``) holding state rebuilt from Kafka."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, rebuilder: Rebuilder, *, poll_s: float = 0.5) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, rebuilder: Rebuilder, *, poll_s: float = 0.5, may_rebuild: bool = True
+    ) -> None:
         self.redis = redis
+        #: False in workers: they wait for a service to rebuild (their Redis user may not write it all).
+        self.may_rebuild = may_rebuild
         self.prefix = prefix
         self.rebuilder = rebuilder
         self.poll_s = poll_s
@@ -45,6 +49,9 @@ class StateKeeper:
         The report when this process rebuilt, None when the state was there (or another rebuilt it).
         """
         while (found := await gen.current(self.redis, self.prefix)) is None:
+            if not self.may_rebuild:
+                await asyncio.sleep(_WAIT_S)  # a service rebuilds; its scripts refuse until then
+                continue
             token = await gen.try_lock(self.redis, self.prefix, self.rebuilder.lock_ttl_s)
             if token is None:
                 await asyncio.sleep(_WAIT_S)  # another process is rebuilding

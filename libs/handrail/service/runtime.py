@@ -30,7 +30,7 @@ from handrail.observability import setup_tracing
 from handrail.recovery import Rebuilder, StateKeeper
 from handrail.service.settings import ServiceSettings
 from handrail.signing import HandoffVerifier, Signer, TrustStore, Verifier, load_signing_key
-from handrail.state import TaskStore, connect_redis
+from handrail.state import TaskStore
 from handrail.state.budgets import BudgetStore
 from handrail.state.controls import ControlStore
 from handrail.state.fences import Fences
@@ -69,11 +69,13 @@ class Runtime:
     autonomy: AutonomyLevels
 
 
-def build_runtime(service: str, settings: ServiceSettings, *, writes_audit: bool = True) -> Runtime:
+def build_runtime(service: str, settings: ServiceSettings, *, agent: str | None = None) -> Runtime:
     """Load the contracts (failing fast on a bad file) and wire the clients.
 
-    ``writes_audit=False`` (workers): the process appends no audit records, so its Kafka principal
-    needs no write access to the audit topic; the chain head still travels on in the hop headers.
+    ``agent`` (a worker's): the process runs that agent's steps, and so appends no audit records
+    (its Kafka principal may not write the audit topic; the chain head still travels on in the hop
+    headers) and never rebuilds the state (its Redis user may not write halts, autonomy levels or
+    prompts: a service rebuilds, the worker waits for it).
     """
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tools = default_registry(settings.data_dir)
@@ -84,14 +86,14 @@ def build_runtime(service: str, settings: ServiceSettings, *, writes_audit: bool
     provider = setup_tracing(service, settings.otel_exporter, settings.otel_endpoint)
     credentials = settings.kafka_credentials()
     broker = make_broker(settings.kafka_bootstrap, client_id=f"handrail-{service}", credentials=credentials)
-    redis = connect_redis(settings.redis_url)
+    redis = settings.redis_client()
     store = TaskStore(redis, settings.redis_prefix)
     signer, handoffs = _signing(service, settings, contracts)
     publisher = Publisher(broker, signer)
     topics = Topics(settings.topic_prefix)
     # Agents write no audit records (their Kafka principal may not): what an agent did is recorded by
     # the service that verifies its step. Its log still carries the chain head on to that service.
-    enabled = settings.audit_enabled and writes_audit
+    enabled = settings.audit_enabled and agent is None
     audit = AuditLog(redis, publisher, topics.audit, settings.redis_prefix, enabled=enabled)
     budgets = BudgetStore(redis, settings.redis_prefix)
     lifecycle = Lifecycle(service, store, budgets, publisher, topics, audit)
@@ -135,7 +137,9 @@ def build_runtime(service: str, settings: ServiceSettings, *, writes_audit: bool
         controls=ControlStore(redis, settings.redis_prefix),
         audit=audit,
         lifecycle=lifecycle,
-        keeper=StateKeeper(redis, settings.redis_prefix, rebuilder, poll_s=settings.state_poll_s),
+        keeper=StateKeeper(
+            redis, settings.redis_prefix, rebuilder, poll_s=settings.state_poll_s, may_rebuild=agent is None
+        ),
         autonomy=AutonomyLevels(redis, settings.redis_prefix, contracts),
     )
 

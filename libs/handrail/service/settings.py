@@ -8,10 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import redis.asyncio as aioredis
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from handrail.deploy.kafka_security import SaslCredentials, credentials_from_settings
+from handrail.errors import ContractError
+from handrail.state.client import connect_redis
 
 
 class KafkaSettings(BaseSettings):
@@ -39,12 +42,36 @@ class KafkaSettings(BaseSettings):
         )
 
 
-class ServiceSettings(KafkaSettings):
-    """Where the bus, the state and the contracts are; read from ``HANDRAIL_*``."""
+class RedisSettings(BaseSettings):
+    """Where Redis is and who this process is to it: every service and the CLI read these."""
+
+    model_config = SettingsConfigDict(env_prefix="HANDRAIL_", frozen=True, extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    topic_prefix: str = "handrail."
     redis_prefix: str = "hr:"
+    #: This process's Redis ACL user (``handrail.state.acl``); or put user and password in the URL.
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    #: The password from a file (a mounted secret) instead of the environment.
+    redis_password_file: Path | None = None
+
+    def redis_client(self) -> aioredis.Redis:
+        """A pooled client logged in as this process's user (the URL's, when the settings name none)."""
+        password = self.redis_password.get_secret_value() if self.redis_password else None
+        if self.redis_password_file is not None:
+            try:
+                password = self.redis_password_file.read_text().strip()
+            except OSError as exc:
+                raise ContractError(
+                    f"cannot read HANDRAIL_REDIS_PASSWORD_FILE {self.redis_password_file}: {exc.strerror}"
+                ) from None
+        return connect_redis(self.redis_url, username=self.redis_username, password=password)
+
+
+class ServiceSettings(KafkaSettings, RedisSettings):
+    """Where the bus, the state and the contracts are; read from ``HANDRAIL_*``."""
+
+    topic_prefix: str = "handrail."
     #: Consumer groups are ``<group_prefix><role>`` (router, validator, agent-<name>, ...): also the principals' names.
     group_prefix: str = "handrail-"
     config_dir: Path = Path("config")

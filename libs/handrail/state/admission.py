@@ -35,12 +35,14 @@ from handrail.state.client import unavailable_as_retryable
 from handrail.state.controls import ALLOW_FN, LOOP_FN, ControlStore, Halt
 from handrail.state.generation import GuardedScript
 
-# KEYS: 1 budget, 2 reservations (BudgetStore's), 3 task halt, 4 agent halt, 5 breaker, 6 loop window (tools).
+# KEYS: 1 budget, 2 reservations (BudgetStore's), 3 breaker, 4 loop window (tools).
 # ARGV: 1-9 as BudgetStore's reserve (reservation id, agent, now, amount, agent caps),
 #       10 the breaker's role ('halts': an open agent breaker stops the task; 'short_circuits': an open tool
 #       breaker is an error the model sees), 11 loop call id ('' for none), 12 loop window ms, 13 loop limit,
 #       14-18 the previous call's settlement (reservation id or '', tokens, cost, steps, agent): applied first,
-#       whatever the checks find, so this call is judged on what the last one really spent.
+#       whatever the checks find, so this call is judged on what the last one really spent,
+#       19 the task's halt key, 20 the agent's: only read here, so not KEYS (a script's KEYS must be
+#       writable by its caller, and a worker's Redis user may only read halts: handrail.state.acl).
 _ADMIT = (
     ALLOW_FN
     + LOOP_FN
@@ -49,17 +51,17 @@ _ADMIT = (
 if ARGV[14] ~= '' then
   settle(KEYS[1], KEYS[2], ARGV[14], tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17]), ARGV[18])
 end
-for i = 3, 4 do
-  local by = redis.call('HGET', KEYS[i], 'by')
-  if by then return {'halted', tostring(i - 2), by, redis.call('HGET', KEYS[i], 'reason') or '', ''} end
+for i = 19, 20 do
+  local by = redis.call('HGET', ARGV[i], 'by')
+  if by then return {'halted', tostring(i - 18), by, redis.call('HGET', ARGV[i], 'reason') or '', ''} end
 end
 local now = tonumber(ARGV[3])
-if ARGV[10] == 'halts' and breaker_allow(KEYS[5], now) == 'open' then return {'breaker_open', '', '', '', ''} end
+if ARGV[10] == 'halts' and breaker_allow(KEYS[3], now) == 'open' then return {'breaker_open', '', '', '', ''} end
 if ARGV[11] ~= '' then
-  local count = loop_count(KEYS[6], ARGV[11], now, tonumber(ARGV[12]), tonumber(ARGV[13]))
+  local count = loop_count(KEYS[4], ARGV[11], now, tonumber(ARGV[12]), tonumber(ARGV[13]))
   if count < 0 then return {'loop_detected', tostring(-count), '', '', ''} end
 end
-if ARGV[10] == 'short_circuits' and breaker_allow(KEYS[5], now) == 'open' then
+if ARGV[10] == 'short_circuits' and breaker_allow(KEYS[3], now) == 'open' then
   return {'short_circuited', '', '', '', ''}
 end
 """
@@ -130,8 +132,6 @@ class Admissions:
         role = "" if breaker is None else "halts" if scope == "agent" else "short_circuits"
         keys = [
             *self._budgets.keys(task_id),
-            self._controls.halt_key("task", task_id),
-            self._controls.halt_key("agent", agent),
             self._controls.breaker_key(scope, name),
             self._controls.loop_key(task_id, loop.tool, loop.args_hash) if loop else self._budgets.keys(task_id)[0],
         ]
@@ -142,6 +142,8 @@ class Admissions:
             int(loop.window_s * 1000) if loop else 0,
             loop.limit if loop else 0,
             *(settle.as_args() if settle else ["", 0, 0, 0, ""]),
+            self._controls.halt_key("task", task_id),
+            self._controls.halt_key("agent", agent),
         ]
         try:
             async with unavailable_as_retryable(f"admit a call of task {task_id}"):

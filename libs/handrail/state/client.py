@@ -23,10 +23,12 @@ _MAX_CONNECTIONS = 512
 _POOL_WAIT_S = 30.0
 
 
-def connect_redis(url: str) -> aioredis.Redis:
-    """A client for ``url``; connections are opened lazily and pooled."""
+def connect_redis(url: str, *, username: str | None = None, password: str | None = None) -> aioredis.Redis:
+    """A client for ``url`` (as ``username``, when given); connections are opened lazily and pooled."""
+    login = {"username": username, "password": password} if username is not None else {}
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        **login,
         max_connections=_MAX_CONNECTIONS,
         timeout=_POOL_WAIT_S,
         socket_timeout=_SOCKET_TIMEOUT_S,

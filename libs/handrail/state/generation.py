@@ -24,8 +24,12 @@ from handrail.errors import StateLost
 
 #: The error a guarded script returns when the marker is gone; mapped to ``StateLost``.
 _LOST = "HANDRAIL_STATE_LOST"
+#: The marker comes as the last ARGV (taken off again, so the script's own ARGV are unchanged), not as a
+#: key: a script's KEYS must be writable by its caller, and a worker's Redis user may only read the
+#: marker (``handrail.state.acl``). Handrail runs on one primary, so an undeclared key is never elsewhere.
 _PREAMBLE = f"""
-if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('{_LOST}') end
+local generation_marker = table.remove(ARGV)
+if redis.call('EXISTS', generation_marker) == 0 then return redis.error_reply('{_LOST}') end
 """
 
 #: Rebuilding takes this lock so that one process rebuilds while the others wait.
@@ -64,7 +68,7 @@ class GuardedScript:
     """A Lua script that runs only on a Redis that still holds its state generation.
 
     Called like a registered script (``keys=``, ``args=``); the marker key is
-    appended as the last key, so the script's own ``KEYS[n]`` are unchanged.
+    passed after the arguments and taken off before the script's own code runs.
     """
 
     def __init__(self, redis: aioredis.Redis, source: str, prefix: str) -> None:
@@ -73,7 +77,7 @@ class GuardedScript:
 
     async def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await self._script(keys=[*keys, self._marker], args=args)
+            return await self._script(keys=keys, args=[*args, self._marker])
         except ResponseError as exc:
             if _LOST in str(exc):
                 raise StateLost(

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
     """Build the worker app for ``settings.agent``."""
-    # An agent writes no audit records: the validator records each step it verifies, in the agent's name.
-    runtime = build_runtime(f"worker-{settings.agent}", settings, writes_audit=False)
+    # An agent writes no audit records (the validator records each step it verifies, in the agent's
+    # name) and never rebuilds the state.
+    runtime = build_runtime(f"worker-{settings.agent}", settings, agent=settings.agent)
     agent = runtime.contracts.agent(settings.agent)
     effects = EffectStore(runtime.redis, settings.redis_prefix)
     catalogue = load_catalogue(settings.config_dir)
