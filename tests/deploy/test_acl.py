@@ -44,8 +44,8 @@ STATE_TOPICS = {"handrail.audit", "handrail.results", "handrail.control"}
 def test_an_agent_reads_only_its_own_topic_and_writes_only_its_outputs(rules: list[AclBinding]) -> None:
     for agent in ("expense-intake", "expense-approver"):
         principal = f"handrail-agent-{agent}"
-        # audit, results and control too: any service may have to rebuild Redis from them (handrail.recovery).
-        assert allowed(rules, principal, Operation.READ) == {f"handrail.agent.{agent}", *STATE_TOPICS}
+        # only its own topic: workers never rebuild Redis, so they need no audit, results or control
+        assert allowed(rules, principal, Operation.READ) == {f"handrail.agent.{agent}"}
         # never the audit trail: the validator records each step an agent completed, in its name
         assert allowed(rules, principal, Operation.WRITE) == {"handrail.steps", "handrail.events", "handrail.dlq"}
         groups = {r.resource_name for r in rules if r.principal == principal and r.resource_type == ResourceType.GROUP}
@@ -83,7 +83,7 @@ def test_a_new_agent_gets_its_own_principal(contracts: Contracts) -> None:
     more = Contracts(agents={**contracts.agents, "fraud-check": extra}, workflows=contracts.workflows)
     rules = acl.bindings(acl.principals(more, Topics("x.")))
     reads = allowed(rules, "handrail-agent-fraud-check", Operation.READ)
-    assert reads == {"x.agent.fraud-check", "x.audit", "x.results", "x.control"}
+    assert reads == {"x.agent.fraud-check"}
     # No workflow hands it a step yet: nobody may write its topic except human review.
     writers = {r.principal for r in rules if r.resource_name == "x.agent.fraud-check" and r.operation == "WRITE"}
     assert writers == {acl.HUMAN_REVIEW}

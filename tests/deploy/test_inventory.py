@@ -24,8 +24,7 @@ def test_one_entry_per_agent_with_everything_an_auditor_asks_for() -> None:
         assert (entry.owner, entry.purpose, entry.model_chain) == (agent.owner, agent.purpose, agent.model_chain)
         assert (entry.autonomy, entry.risk_class) == (agent.autonomy.value, agent.risk_class)
         assert [t.name for t in entry.tools] == agent.tools
-        state = ["handrail.audit", "handrail.results", "handrail.control"]
-        assert entry.data_access["reads"] == [f"handrail.agent.{name}", *state]
+        assert entry.data_access["reads"] == [f"handrail.agent.{name}"]  # its topic only: it never rebuilds
         assert entry.kafka_principal == f"User:handrail-agent-{name}"
         for use in entry.tools:
             spec = tools.get(use.name)

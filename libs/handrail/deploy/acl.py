@@ -18,11 +18,11 @@ and write only the topics it produces (``DESIGN.md``, Services):
 - ``handrail-submitter`` publishes tasks and reads results; ``handrail-operator`` reads
   everything under the prefix (watch, trace, dlq list); ``handrail-admin`` creates topics.
 
-Every service and worker also reads ``audit``, ``results`` and ``control``, from the start and outside
+Every service also reads ``audit``, ``results`` and ``control``, from the start and outside
 any group: whichever first finds that Redis lost its state rebuilds it from them
-(``handrail.recovery``). The audit topic holds every task's decisions, with the patches
-steps made: the price of any replica being able to rebuild is that a worker can read the
-record of tasks it never ran.
+(``handrail.recovery``). Workers never rebuild (they wait for a service to; their Redis
+users may not write what a rebuild writes, ``handrail.state.acl``), so an agent reads
+only its own topic: never the audit trail of tasks it never ran.
 
 Why ``dlq`` for agents: every consumer must be able to park what it cannot
 process, or a poison message wedges its partition; a dead letter ends nothing.
@@ -154,7 +154,7 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
     ]  # fmt: skip
     workers = [
         Principal(
-            agent_principal(a), f"worker {a}", reads=(t.agent(a), *state), group=agent_principal(a),
+            agent_principal(a), f"worker {a}", reads=(t.agent(a),), group=agent_principal(a),
             writes=(t.steps, t.events, t.dlq),
         )
         for a in agents
