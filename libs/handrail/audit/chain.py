@@ -29,7 +29,7 @@ class ChainReport:
 def verify_chain(records: list[tuple[int | None, AuditRecord]], verifier: Verifier | None = None) -> ChainReport:
     """Check a task's records (with their log offsets): hashes, links and sequence numbers, and with a
     ``verifier`` each record's signature: valid, by a trusted key, and by a signer that may record
-    what its ``actor`` did (``handrail.signing.audit_signers``: an agent can sign only its own).
+    what its ``actor`` did (``handrail.signing.audit_signers``: no agent signs any record).
 
     The chain's order is its links, not the log's: two services appending to one task at once
     (a worker's step and the circuit-breaker's halt) are chained in Redis one after the other,

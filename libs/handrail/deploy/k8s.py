@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from handrail.deploy.workloads import Workload
+from handrail.service.settings import RedisSettings
 from handrail.state.acl import user_name
 
 Manifest = dict[str, Any]
@@ -33,8 +34,8 @@ MAX_REPLICAS = 6
 LAG_METRIC = "kafka_consumergroup_lag"
 CONFIG_DIR = "/etc/handrail/config"
 SIGNING_DIR = "/etc/handrail/signing"
-#: The Redis key prefix of the manifests (HANDRAIL_REDIS_PREFIX is not set: the default).
-REDIS_PREFIX = "hr:"
+#: The Redis key prefix of the manifests (HANDRAIL_REDIS_PREFIX is not set: the settings' default).
+REDIS_PREFIX = str(RedisSettings.model_fields["redis_prefix"].default)
 TRUST_DIR = "/etc/handrail/trust"
 DATA_DIR = "/var/lib/handrail"
 
