@@ -399,7 +399,9 @@ def _step(
         patch=patch,
         budget=budget,
         finished_at=utcnow(),
-        handoff=HandoffTaken(message_id=envelope.message_id, sender=envelope.sender),
+        handoff=HandoffTaken(
+            message_id=envelope.message_id, sender=envelope.sender, parent_hash=envelope.parent_hash
+        ),
         **fields,
     )
 

@@ -116,3 +116,31 @@ async def test_the_guarded_scripts_refuse_an_empty_redis_until_it_is_rebuilt(
     task_id = f"later-{uuid.uuid4().hex[:8]}"
     await client.submit("expense-approval", claim(22), task_id=task_id)
     assert (await client.wait_for_result(task_id, timeout_s=60)).status == TaskStatus.COMPLETED
+
+
+async def test_a_step_reported_before_the_loss_is_verified_after_it(
+    client: HandrailClient, stack: Stack, private_redis: PrivateRedis
+) -> None:
+    # The agent took its handoff on and reported the step; then the state was lost before the validator
+    # saw the step. No agent records taking a handoff on, so the rebuilt head is the one the handoff left
+    # from: the step must chain on from there, not be refused as a lost hop.
+    task_ids = [f"reported-{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
+    stack.stop("validator")
+    try:
+        for i, task_id in enumerate(task_ids):
+            await client.submit("expense-approval", claim(30 + i), task_id=task_id)
+        for task_id in task_ids:
+            for _ in range(600):
+                if await stack.read(stack.topics.steps, task_id):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail(f"{task_id}: the intake step was never reported")
+        lose_state(private_redis)
+    finally:
+        stack.start("validator")
+    for task_id in task_ids:
+        result = await client.wait_for_result(task_id, timeout_s=120)
+        assert result.status == TaskStatus.COMPLETED, f"{task_id}: {result.status} {result.reason}"
+        assert await stack.dead_letters_for(task_id) == [], f"{task_id} was dead-lettered"
+        await assert_chain_intact(stack, task_id)

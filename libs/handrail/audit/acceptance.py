@@ -19,15 +19,15 @@ from handrail.audit.log import APPEND_FN, AuditLog, Decision, Draft
 from handrail.audit.record import AuditRecord
 from handrail.state.client import unavailable_as_retryable
 from handrail.state.generation import GuardedScript
-from handrail.state.tasks import ACCEPT_FN, Acceptance, AcceptResult, TaskStore, accept_args
+from handrail.state.tasks import ACCEPT_FN, Acceptance, AcceptResult, TaskStore, Via, accept_args
 
 _ACCEPT_AND_APPEND = (
     ACCEPT_FN
     + APPEND_FN
     + """
-local accepted = accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+local accepted = accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 if accepted[1] ~= 'accepted' and accepted[1] ~= 'resumed' then return {accepted[1], accepted[2], '', '', ''} end
-local appended = audit_append(KEYS[4], KEYS[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12])
+local appended = audit_append(KEYS[4], KEYS[5], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14])
 return {accepted[1], accepted[2], appended[1], appended[2], appended[3]}
 """
 )
@@ -61,12 +61,13 @@ class HopAcceptance:
         consumer: str,
         step: str,
         record: Decision,
+        via: Via | None = None,
     ) -> HopAccepted:
         """Accept the hop (``TaskStore.accept``); if taken on, append and publish ``record``
         (``AuditLog.draft``'s arguments)."""
         draft: Draft = self._audit.draft(task_id, **record)
         keys = [*self._store.keys(task_id), *draft.keys]
-        args = [*accept_args(message_id, parent_hash, context_hash, consumer, step), *draft.append_args()]
+        args = [*accept_args(message_id, parent_hash, context_hash, consumer, step, via), *draft.append_args()]
         async with unavailable_as_retryable(f"verify the handoff of task {task_id}"):
             outcome, detail, *appended = await self._script(keys=keys, args=args)
         result = AcceptResult(Acceptance(outcome), detail)

@@ -65,6 +65,7 @@ from handrail.metrics import DEAD_LETTERS, FENCED, HANDLE_SECONDS, HANDOFFS, MES
 from handrail.observability.tracing import consume_span
 from handrail.state import Acceptance, TaskStore
 from handrail.state.fences import Fences
+from handrail.state.tasks import Via
 
 if TYPE_CHECKING:
     from handrail.audit import AuditLog  # the audit log publishes through this package
@@ -347,12 +348,14 @@ class Pipeline:
             self.service,
             payload.step,
         )
+        taken = payload.handoff if isinstance(payload, StepCompleted) else None
+        via = Via(taken.message_id, taken.parent_hash) if taken is not None and taken.parent_hash else None
         if self.acceptance is not None and isinstance(payload, StepCompleted):
             assert self.lifecycle is not None
             record = self.lifecycle.accepted_record(payload, by=self.service)
-            result = (await self.acceptance.accept(*hop, record)).result
+            result = (await self.acceptance.accept(*hop, record, via)).result
         else:
-            result = await self.store.accept(*hop)
+            result = await self.store.accept(*hop, via)
         outcome = result.outcome
         HANDOFFS.labels(self.service, outcome.value if outcome != Acceptance.ACCEPTED else "ok").inc()
         if outcome in (Acceptance.ACCEPTED, Acceptance.RESUMED):

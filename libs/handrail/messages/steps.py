@@ -19,6 +19,11 @@ class HandoffTaken(BaseModel):
 
     message_id: str = Field(description="The `HandoffEnvelope`'s message id.")
     sender: str = Field(description="Who handed the step over: router, validator or human-review.")
+    parent_hash: str | None = Field(
+        default=None,
+        description="The handoff's `parent_hash`: the task's head it left from. After a Redis loss the "
+        "rebuilt state still has that head (no agent records taking a handoff on), and the step chains on from it.",
+    )
 
 
 class StepCompleted(Payload):

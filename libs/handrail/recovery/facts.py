@@ -142,9 +142,9 @@ class TaskFacts:
         self.submission = record.source_id or UNKNOWN_SUBMISSION
         self.opened_at = record.at.isoformat()
         if self.head is None:
-            # The router's first handoff (output_hash): its step may already be accepted when the state
-            # is lost, and no worker records that (the step record does, once the validator verifies it).
-            self.head = record.output_hash or record.input_hash
+            # The head the router's first handoff leaves from. Whether the agent took it on is not known
+            # (no agent records that): a step run on it chains on from here too (``TaskStore.accept``'s via).
+            self.head = record.input_hash
         caps = record.details.get("budget")
         deadline = record.details.get("deadline")
         if isinstance(caps, dict) and isinstance(deadline, str):

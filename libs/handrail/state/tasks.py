@@ -38,14 +38,22 @@ return {'opened', ARGV[3]}
 #: ``accept``: check a hop's parent hash against the committed head and commit its hash; also run by
 #: ``handrail.audit.acceptance`` together with the hop's audit record. KEYS: task, accepted, done.
 ACCEPT_FN = """
-local function accept(task, accepted, done, message_id, parent, context, done_id, step)
+local function accept(task, accepted, done, message_id, parent, context, done_id, step, via, via_parent)
   if redis.call('SISMEMBER', done, done_id) == 1 then return {'duplicate', ''} end
   local status = redis.call('HGET', task, 'status')
   if not status then return {'unknown_task', ''} end
   if redis.call('SISMEMBER', accepted, message_id) == 1 then return {'resumed', status} end
   if status ~= 'running' then return {'ended', status} end
   local head = redis.call('HGET', task, 'head')
-  if head ~= parent then return {'parent_mismatch', head} end
+  if head ~= parent then
+    -- A rebuilt state cannot know that an agent took handoff ``via`` on (no agent records it): a step
+    -- run on that handoff chains on from the head the handoff left from, and takes the handoff on too.
+    if via == '' or head ~= via_parent or redis.call('HGET', task, 'rebuilt') ~= '1'
+        or redis.call('SISMEMBER', accepted, via) == 1 then
+      return {'parent_mismatch', head}
+    end
+    redis.call('SADD', accepted, via)
+  end
   redis.call('HSET', task, 'head', context, 'step', step)
   redis.call('SADD', accepted, message_id)
   return {'accepted', status}
@@ -55,7 +63,7 @@ end
 _ACCEPT = (
     ACCEPT_FN
     + """
-return accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+return accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 )
 
@@ -109,9 +117,23 @@ class FinishResult:
     published: bool = False
 
 
-def accept_args(message_id: str, parent_hash: str, context_hash: str, consumer: str, step: str) -> list[str]:
-    """``ACCEPT_FN``'s arguments after its keys."""
-    return [message_id, parent_hash, context_hash, f"{consumer}/{message_id}", step]
+def accept_args(
+    message_id: str, parent_hash: str, context_hash: str, consumer: str, step: str, via: Via | None = None
+) -> list[str]:
+    """``ACCEPT_FN``'s arguments after its keys (7 of them)."""
+    via_id, via_parent = (via.message_id, via.parent_hash) if via is not None else ("", "")
+    return [message_id, parent_hash, context_hash, f"{consumer}/{message_id}", step, via_id, via_parent]
+
+
+@dataclass(frozen=True)
+class Via:
+    """The handoff a step was run on and the head that handoff left from (``StepCompleted.handoff``).
+
+    A state rebuilt from Kafka cannot know that the agent took that handoff on (no agent writes the
+    record), so it still has the handoff's parent as the head: ``accept`` chains the step on from there."""
+
+    message_id: str
+    parent_hash: str
 
 
 class TaskStore:
@@ -138,12 +160,19 @@ class TaskStore:
         return Opening(outcome)
 
     async def accept(
-        self, task_id: str, message_id: str, parent_hash: str, context_hash: str, consumer: str, step: str
+        self,
+        task_id: str,
+        message_id: str,
+        parent_hash: str,
+        context_hash: str,
+        consumer: str,
+        step: str,
+        via: Via | None = None,
     ) -> AcceptResult:
         """Check ``parent_hash`` against the committed head and, if it matches, commit ``context_hash``."""
         async with unavailable_as_retryable(f"verify the handoff of task {task_id}"):
             outcome, detail = await self._accept(
-                keys=self.keys(task_id), args=accept_args(message_id, parent_hash, context_hash, consumer, step)
+                keys=self.keys(task_id), args=accept_args(message_id, parent_hash, context_hash, consumer, step, via)
             )
         return AcceptResult(Acceptance(outcome), detail)
 

@@ -15,6 +15,7 @@ from handrail.audit import AuditLog, verify_chain
 from handrail.audit.acceptance import HopAcceptance
 from handrail.errors import StateLost
 from handrail.state import Acceptance, TaskStore, connect_redis, generation
+from handrail.state.tasks import Via
 
 pytestmark = pytest.mark.bus
 
@@ -33,10 +34,17 @@ class Env:
     def record(self, message_id: str) -> dict[str, Any]:
         return {"dedupe_key": message_id, "actor": "agent:a", "action": "handoff.accepted", "step": "s"}
 
-    async def accept(self, task_id: str, message_id: str, parent: str, context: str) -> Any:
+    async def accept(self, task_id: str, message_id: str, parent: str, context: str, via: Via | None = None) -> Any:
         return await self.acceptance.accept(
-            task_id, message_id, parent, context, "worker", "s", self.record(message_id)
+            task_id, message_id, parent, context, "worker", "s", self.record(message_id), via
         )
+
+    async def rebuilt(self, task_id: str, head: str) -> None:
+        """The task as ``handrail.recovery`` puts it back: its head is the last recorded hash."""
+        pipe = self.redis.pipeline(transaction=True)
+        fields = {"submission": "sub", "workflow": "w", "status": "running", "head": head, "rebuilt": "1"}
+        self.store.restore(pipe, task_id, fields, set())
+        await pipe.execute()
 
 
 @pytest.fixture
@@ -93,3 +101,28 @@ async def test_a_redis_that_lost_its_state_accepts_nothing(env: Env) -> None:
     with pytest.raises(StateLost):
         await env.accept("t4", "m1", H0, H1)
     assert env.sink.records == []
+
+
+async def test_after_a_rebuild_a_step_chains_on_from_the_head_its_handoff_left(env: Env) -> None:
+    # Before the loss the agent took handoff h1 (H0 -> H1) on; nobody recorded that, so the rebuilt
+    # head is H0, and the agent's step on h1 (parent H1) arrives at the validator.
+    await env.rebuilt("t5", H0)
+    stepped = await env.accept("t5", "s1", H1, H2, via=Via("h1", H0))
+    assert stepped.result.outcome == Acceptance.ACCEPTED
+    assert (await env.store.get("t5"))["head"] == H2
+    # the handoff is now known as taken on: its redelivery resumes instead of forking the chain
+    again = await env.acceptance.accept("t5", "h1", H0, H1, "worker", "s", env.record("h1"))
+    assert again.result.outcome == Acceptance.RESUMED
+
+
+async def test_the_handoff_a_step_names_is_no_way_around_the_head(env: Env) -> None:
+    await env.store.open("t6", "w", "sub", H0, "now")  # a live task, never rebuilt
+    live = await env.accept("t6", "s1", H1, H2, via=Via("h1", H0))
+    assert live.result.outcome == Acceptance.PARENT_MISMATCH
+    await env.rebuilt("t7", H0)
+    elsewhere = await env.accept("t7", "s1", H1, H2, via=Via("h1", H2))  # that handoff left another head
+    assert elsewhere.result.outcome == Acceptance.PARENT_MISMATCH
+    assert (await env.accept("t7", "h1", H0, H1)).result.outcome == Acceptance.ACCEPTED
+    taken = await env.accept("t7", "s2", H2, H1, via=Via("h1", H0))  # h1 was taken on, to H1: not this step's
+    assert taken.result.outcome == Acceptance.PARENT_MISMATCH and taken.result.detail == H1
+    assert len(env.sink.records) == 1, "only the handoff taken on was recorded"

@@ -160,9 +160,10 @@ def test_a_step_record_also_marks_the_handoff_it_ran_on_as_accepted() -> None:
     assert task.accepted == {"m1", "m2"} and task.task_record()["head"] == "c2" * 32
 
 
-def test_a_task_lost_before_its_first_step_was_recorded_is_on_the_routers_handoff() -> None:
+def test_a_task_lost_before_its_first_step_was_recorded_is_back_at_its_genesis() -> None:
     facts = Facts()
     for raw in chain("t1", OPENED):
         facts.fold_audit(raw)
-    # the intake step in flight chains to the first handoff's context, which task.opened records
-    assert facts.tasks["t1"].task_record()["head"] == "c1" * 32
+    # the first handoff leaves from the submission's hash; whether the agent took it on is not recorded
+    # (a step run on it chains on from here: TaskStore.accept's via)
+    assert facts.tasks["t1"].task_record()["head"] == "g" * 64
