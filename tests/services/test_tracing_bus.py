@@ -1,17 +1,21 @@
-"""One task, one trace: spans from every service, joined by W3C trace context in Kafka headers."""
+"""One task, one trace: spans from every service, joined by W3C trace context in Kafka headers.
+
+The services export to a real OTLP/HTTP receiver, configured only through the standard
+OpenTelemetry variables, as a collector would receive them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import Counter
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from tests.fixtures.metrics import scrape, total
+from tests.fixtures.otlp import OtlpReceiver, otlp_receiver
 from tests.fixtures.stack import Stack
 
 from handrail.client import HandrailClient
@@ -19,39 +23,49 @@ from handrail.messages import TaskStatus
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(180)]
 
-
-@pytest.fixture(scope="module")
-def spans_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("spans")
+#: The router is named by its operator; every other service keeps Handrail's name for it.
+ROUTER_NAME = "edge-router"
 
 
 @pytest.fixture(scope="module")
-def stack_env(spans_dir: Path) -> dict[str, str]:
+def receiver() -> Iterator[OtlpReceiver]:
+    with otlp_receiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack_env(receiver: OtlpReceiver) -> dict[str, str]:
     return {
-        "HANDRAIL_OTEL_EXPORTER": f"file:{spans_dir}/{{service}}.jsonl",
-        # The batch processor's delay (OpenTelemetry's own variable): short, so the test does not wait 5 s.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=bus-test",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=bus-test,service.namespace=handrail",
+        # The batch processor's delay: short, so the test does not wait 5 s.
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
 
 
-def load_spans(spans_dir: Path) -> list[dict[str, Any]]:
-    spans = []
-    for path in spans_dir.glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            span = json.loads(line)
-            span["service"] = path.stem
-            spans.append(span)
-    return spans
+@pytest.fixture(scope="module")
+def stack_process_env() -> dict[str, dict[str, str]]:
+    return {"router": {"OTEL_SERVICE_NAME": ROUTER_NAME}}
 
 
-async def test_a_task_is_one_trace_across_all_services(client: HandrailClient, stack: Stack, spans_dir: Path) -> None:
+def load_spans(receiver: OtlpReceiver) -> list[dict[str, Any]]:
+    """What the receiver has, each span's ``service`` the stack's name for the process that made it."""
+    names = {ROUTER_NAME: "router"}
+    return [{**s, "service": names.get(s["service"], s["service"].removeprefix("handrail-"))} for s in receiver.spans()]
+
+
+async def test_a_task_is_one_trace_across_all_services(
+    client: HandrailClient, stack: Stack, receiver: OtlpReceiver
+) -> None:
     claim = {"employee_id": "E100", "amount": 99, "currency": "USD", "description": "monitor"}
     task_id = await client.submit("expense-approval", claim, task_id=f"traced-{uuid.uuid4().hex[:8]}")
     assert (await client.wait_for_result(task_id, timeout_s=60)).status == TaskStatus.COMPLETED
 
     agent_spans: list[dict[str, Any]] = []
     for _ in range(50):  # spans are exported in batches, off the hot path
-        spans = load_spans(spans_dir)
+        spans = load_spans(receiver)
         agent_spans = [
             s
             for s in spans
@@ -66,7 +80,7 @@ async def test_a_task_is_one_trace_across_all_services(client: HandrailClient, s
     # events after the step: wait until the trace is whole and every service has exported its part.
     every = {"router", "worker-expense-intake", "validator", "worker-expense-approver", "circuit-breaker"}
     for _ in range(50):
-        in_trace = [s for s in load_spans(spans_dir) if s["context"]["trace_id"] == trace_id]
+        in_trace = [s for s in load_spans(receiver) if s["context"]["trace_id"] == trace_id]
         ids = {s["context"]["span_id"] for s in in_trace}
         whole = all(s["parent_id"] in ids for s in in_trace if s["parent_id"] is not None)
         if whole and every <= {s["service"] for s in in_trace}:
@@ -95,6 +109,14 @@ async def test_a_task_is_one_trace_across_all_services(client: HandrailClient, s
     roots = [s for s in in_trace if s["parent_id"] is None]
     assert len(roots) == 1 and roots[0]["service"] == "router"
     assert all(s["parent_id"] in by_id for s in in_trace if s["parent_id"] is not None)
+
+    # The resource is the standard variables': the operator's name wins over Handrail's, attributes are added.
+    for span in in_trace:
+        expected = ROUTER_NAME if span["service"] == "router" else f"handrail-{span['service']}"
+        assert span["resource"]["service.name"] == expected
+        assert span["resource"]["deployment.environment.name"] == "bus-test"
+        assert span["resource"]["service.namespace"] == "handrail"
+    assert receiver.requests and all(r.get("x-tenant") == "bus-test" for r in receiver.requests)
 
 
 async def test_services_serve_the_agent_metrics(client: HandrailClient, stack: Stack) -> None:

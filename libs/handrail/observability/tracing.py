@@ -1,15 +1,8 @@
 """Setting up OpenTelemetry tracing for a service.
 
-Spans are batched (``BatchSpanProcessor``): nothing is flushed on the hot
-path. The exporter is chosen by ``HANDRAIL_OTEL_EXPORTER``:
-
-- ``off``: no tracing at all (no spans, no trace context in headers) - to measure what tracing costs;
-- ``none`` (default): spans are created (trace ids still propagate) but not exported;
-- ``console``: spans printed to stdout;
-- ``otlp-http``: to a collector at ``HANDRAIL_OTEL_ENDPOINT`` (default ``http://127.0.0.1:4318``);
-- ``otlp-grpc``: to a collector over gRPC (needs ``opentelemetry-exporter-otlp-proto-grpc``);
-- ``file:<path>``: one JSON object per span per line, appended to ``<path>`` (offline debugging, tests);
-  ``{service}`` in the path is replaced by the service's name, so services sharing the setting write apart.
+Spans are batched (``BatchSpanProcessor``): nothing is flushed on the hot path. Where they go is
+``HANDRAIL_OTEL_EXPORTER`` or, when that is unset, the standard ``OTEL_*`` variables
+(``handrail.observability.export`` has the rules).
 
 W3C trace context travels in Kafka headers (``Publisher`` injects the current one on
 publish, ``consume_span`` picks it up on consume), so one task is one trace across every
@@ -21,108 +14,31 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-    SpanExportResult,
-)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from handrail.errors import ContractError
+from handrail.observability.export import TracingConfig, resource, span_exporters
 
 #: The instrumentation scope of Handrail's own spans.
 TRACER_NAME = "handrail"
 
 
-class JsonLinesExporter(SpanExporter):
-    """Appends each finished span as one JSON line (OpenTelemetry's own JSON form) to a file."""
+def setup_tracing(service: str, config: TracingConfig | None = None) -> TracerProvider | None:
+    """The process's tracer provider for ``service``, each configured exporter behind a batch processor.
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = "".join(json.dumps(_as_json(span)) + "\n" for span in spans)
-        with self._lock, self._path.open("a") as out:
-            out.write(lines)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
+    None for ``HANDRAIL_OTEL_EXPORTER=off``: no spans and no trace context at all. A bad setting is a
+    ``ContractError``, raised before anything is set up.
+    """
+    config = config or TracingConfig()
+    exporters = span_exporters(config, service)
+    if config.exporter == "off":
         return None
-
-
-def _as_json(span: ReadableSpan) -> dict[str, Any]:
-    """The span in OpenTelemetry's JSON shape; bytes attributes (Kafka keys) as text."""
-    context = span.get_span_context()
-    assert context is not None  # a finished SDK span always has one
-    return {
-        "name": span.name,
-        "context": {"trace_id": f"0x{context.trace_id:032x}", "span_id": f"0x{context.span_id:016x}"},
-        "parent_id": f"0x{span.parent.span_id:016x}" if span.parent else None,
-        "kind": str(span.kind),
-        "start_time": span.start_time,
-        "end_time": span.end_time,
-        "status": span.status.status_code.name,
-        "attributes": {k: _plain(v) for k, v in (span.attributes or {}).items()},
-        "resource": {k: _plain(v) for k, v in span.resource.attributes.items()},
-    }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _exporter(setting: str, endpoint: str, service: str) -> SpanExporter | None:
-    if setting == "none":
-        return None
-    if setting == "console":
-        return ConsoleSpanExporter()
-    if setting.startswith("file:"):
-        return JsonLinesExporter(Path(setting.removeprefix("file:").replace("{service}", service)))
-    if setting == "otlp-http":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
-    if setting == "otlp-grpc":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
-                OTLPSpanExporter as GrpcExporter,
-            )
-        except ImportError:
-            raise ContractError(
-                "HANDRAIL_OTEL_EXPORTER=otlp-grpc needs `pip install opentelemetry-exporter-otlp-proto-grpc`"
-            ) from None
-        exporter: SpanExporter = GrpcExporter(endpoint=endpoint)
-        return exporter
-    raise ContractError(
-        f"HANDRAIL_OTEL_EXPORTER={setting!r}: expected none, console, otlp-http, otlp-grpc or file:<path>"
-    )
-
-
-def setup_tracing(
-    service: str, exporter: str = "none", endpoint: str = "http://127.0.0.1:4318"
-) -> TracerProvider | None:
-    """A tracer provider for ``service`` with the configured exporter behind a batch processor (None: ``off``)."""
-    if exporter == "off":
-        return None
-    provider = TracerProvider(resource=Resource.create({"service.name": f"handrail-{service}"}))
-    chosen = _exporter(exporter, endpoint, service)
-    if chosen is not None:
-        provider.add_span_processor(BatchSpanProcessor(chosen))
+    provider = TracerProvider(resource=resource(config, service))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return provider
 

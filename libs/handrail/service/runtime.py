@@ -83,7 +83,7 @@ def build_runtime(service: str, settings: ServiceSettings, *, agent: str | None 
     declare_workflows(contracts.workflows)
     for workflow in contracts.workflows.values():
         WORKFLOW_MIN_STEPS.labels(workflow.name).set(len(workflow.steps))
-    provider = setup_tracing(service, settings.otel_exporter, settings.otel_endpoint)
+    provider = setup_tracing(service, settings.tracing())
     credentials = settings.kafka_credentials()
     broker = make_broker(settings.kafka_bootstrap, client_id=f"handrail-{service}", credentials=credentials)
     redis = settings.redis_client()

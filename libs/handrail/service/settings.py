@@ -1,6 +1,7 @@
 """The settings every service shares; each service subclasses it once.
 
-Nothing else in Handrail reads the environment.
+Nothing else in Handrail reads the environment. (The OpenTelemetry SDK reads its standard
+``OTEL_*`` variables itself; ``TracingSettings`` reads the ones Handrail decides on or checks.)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from handrail.deploy.kafka_security import SaslCredentials, credentials_from_settings
 from handrail.errors import ContractError
+from handrail.observability.export import TracingConfig
 from handrail.state.client import connect_redis
 
 
@@ -68,7 +70,41 @@ class RedisSettings(BaseSettings):
         return connect_redis(self.redis_url, username=self.redis_username, password=password)
 
 
-class ServiceSettings(KafkaSettings, RedisSettings):
+class TracingSettings(BaseSettings):
+    """Where spans go: ``HANDRAIL_OTEL_EXPORTER`` when set, else the standard OpenTelemetry variables.
+
+    The standard ones are read under their own names; ``handrail.observability.export`` has the rules.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HANDRAIL_", frozen=True, extra="ignore")
+
+    #: Unset: the standard variables decide (``none`` unless they ask for an exporter or name an endpoint).
+    otel_exporter: str | None = Field(default=None, description="off, none, console, otlp-http, otlp-grpc, file:<path>")
+    #: The collector's base URL for ``otlp-http`` / ``otlp-grpc``; unset: the standard endpoint variables'.
+    otel_endpoint: str | None = None
+    traces_exporter: str | None = Field(default=None, validation_alias="OTEL_TRACES_EXPORTER")
+    otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otlp_traces_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otlp_protocol: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL")
+    otlp_traces_protocol: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+    #: Read only to be checked: the exporter reads its headers itself.
+    otlp_headers: SecretStr | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_HEADERS")
+    otlp_traces_headers: SecretStr | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+    service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
+    resource_attributes: str | None = Field(default=None, validation_alias="OTEL_RESOURCE_ATTRIBUTES")
+
+    def tracing(self) -> TracingConfig:
+        """These settings for ``setup_tracing``; an empty value counts as unset, as it does for the SDK."""
+        standard: dict[str, str] = {}
+        for name, info in TracingSettings.model_fields.items():
+            value = getattr(self, name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if isinstance(info.validation_alias, str) and text and text.strip():
+                standard[info.validation_alias] = text
+        return TracingConfig(self.otel_exporter or None, self.otel_endpoint or None, standard)
+
+
+class ServiceSettings(KafkaSettings, RedisSettings, TracingSettings):
     """Where the bus, the state and the contracts are; read from ``HANDRAIL_*``."""
 
     topic_prefix: str = "handrail."
@@ -108,10 +144,8 @@ class ServiceSettings(KafkaSettings, RedisSettings):
     #: sends. On by default; ``false`` (logged as a warning at start) only while a fleet rolls
     #: signing out: unsigned envelopes then pass, signed ones are still verified in full.
     signing_required: bool = True
-    otel_exporter: str = Field(default="none", description="off | none | console | otlp-http | otlp-grpc | file:<path>")
     #: The audit trail is the record; off only to measure what it costs (bench/pipeline.py).
     audit_enabled: bool = True
-    otel_endpoint: str = "http://127.0.0.1:4318"
 
     def group(self, role: str) -> str:
         """The consumer group of this process's ``role``."""
