@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every Handrail service; the first argument picks the service:
 #   docker run handrail router | validator | worker-agent --agent NAME | circuit-breaker | human-review | cli ...
-# Build: docker build -t handrail:0.1.0 .
+# Build: docker build -t handrail:0.1.0 .   (OTLP over gRPC too: --build-arg HANDRAIL_EXTRAS=[grpc])
 
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 
@@ -16,7 +16,9 @@ RUN python -m venv /opt/handrail
 COPY pyproject.toml README.md ./
 COPY libs ./libs
 COPY services ./services
-RUN /opt/handrail/bin/pip install . \
+# Optional extras, e.g. "[grpc]" for OTLP over gRPC; the base install exports traces over OTLP/HTTP.
+ARG HANDRAIL_EXTRAS=""
+RUN /opt/handrail/bin/pip install ".${HANDRAIL_EXTRAS}" \
     && /opt/handrail/bin/pip uninstall --yes pip \
     && /opt/handrail/bin/python -m compileall -q /opt/handrail
 

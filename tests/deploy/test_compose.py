@@ -13,6 +13,8 @@ import yaml
 from tests.deploy.helpers import PROJECT_ROOT
 
 from handrail.contracts import load_contracts
+from handrail.observability import TracingConfig
+from handrail.observability.export import protocol, standard_exporter_names
 from handrail.tools import default_registry
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
@@ -121,7 +123,18 @@ def test_traces_flow_from_the_collector_to_jaeger(compose: dict[str, Any]) -> No
     assert traces["receivers"] == ["otlp"] and traces["exporters"] == ["otlp/jaeger"]
     assert collector["exporters"]["otlp/jaeger"]["endpoint"] == "jaeger:4317"
     assert compose["services"]["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
-    assert compose["services"]["router"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
+    assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"
+
+
+def test_every_handrail_service_sends_its_traces_to_the_collector(compose: dict[str, Any], agents: list[str]) -> None:
+    for name in [*HANDRAIL_SERVICES, *(f"worker-{a}" for a in agents)]:
+        environment = compose["services"][name]["environment"]
+        # What the service decides from its standard variables (HANDRAIL_OTEL_EXPORTER is not set).
+        assert "HANDRAIL_OTEL_EXPORTER" not in environment
+        config = TracingConfig(standard={k: str(v) for k, v in environment.items() if k.startswith("OTEL_")})
+        assert standard_exporter_names(config) == ["otlp"] and protocol(config)[0] == "http/protobuf"
+        assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+        assert environment["OTEL_SERVICE_NAME"] == f"handrail-{name}"
 
 
 def test_grafana_is_provisioned_with_the_dashboard(compose: dict[str, Any]) -> None:

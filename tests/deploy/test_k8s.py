@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from handrail.contracts import Contracts, load_contracts
 from handrail.deploy.render import render_files
 from handrail.deploy.workloads import workloads
+from handrail.observability import TracingConfig
+from handrail.observability.export import protocol, standard_exporter_names
 from handrail.tools import default_registry
 
 GENERATED = PROJECT_ROOT / "k8s" / "base" / "generated"
@@ -146,6 +148,23 @@ def test_namespace_network_policies_and_contracts(built: list[dict[str, Any]]) -
     assert {"allow-dns", "handrail-egress-platform", "allow-metrics-scrape"} <= set(kinds["NetworkPolicy"])
     contracts = kinds["ConfigMap"]["handrail-contracts"]["data"]
     assert contracts["agents.yaml"] == (PROJECT_ROOT / "config" / "agents.yaml").read_text()
+
+
+def test_every_pod_sends_its_traces_to_the_collector_over_otlp_http(built: list[dict[str, Any]]) -> None:
+    kinds = by_kind(built)
+    (env,) = [m for n, m in kinds["ConfigMap"].items() if n.startswith("handrail-env")]
+    assert env["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4318"
+    for name, deployment in kinds["Deployment"].items():
+        pod_env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        variables = {**env["data"], **pod_env}
+        assert "HANDRAIL_OTEL_EXPORTER" not in variables
+        config = TracingConfig(standard={k: v for k, v in variables.items() if k.startswith("OTEL_")})
+        assert standard_exporter_names(config) == ["otlp"] and protocol(config)[0] == "http/protobuf"
+        assert variables["OTEL_SERVICE_NAME"] == f"handrail-{name}"
+    egress = kinds["NetworkPolicy"]["handrail-egress-platform"]["spec"]["egress"]
+    [collector] = [rule for rule in egress if rule["to"][0].get("namespaceSelector", {}).get("matchLabels", {})
+                   .get("kubernetes.io/metadata.name") == "observability"]  # fmt: skip
+    assert {"protocol": "TCP", "port": 4318} in collector["ports"]
 
 
 def test_every_pod_sees_exactly_the_files_of_config(built: list[dict[str, Any]]) -> None:
