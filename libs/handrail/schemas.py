@@ -11,10 +11,40 @@ import json
 import sys
 from pathlib import Path
 
-from handrail.messages import PUBLIC_MODELS
+from handrail.audit.record import AuditRecord
+from handrail.autonomy.records import AutonomyChanged
+from handrail.messages import (
+    ControlRecord,
+    DeadLetter,
+    DecisionEvent,
+    DecisionEvents,
+    HandoffEnvelope,
+    Payload,
+    ReviewDecided,
+    ReviewRequested,
+    StepCompleted,
+    TaskResult,
+    TaskSubmitted,
+)
 
 #: Where the schemas live, relative to the repository root.
 SCHEMA_DIR = Path("schemas")
+#: Every payload on the bus that gets a JSON Schema in ``schemas/``, by schema file stem: what any
+#: language reads or writes on a Handrail topic (``handrail.asyncapi`` says which topic carries which).
+PUBLIC_MODELS: dict[str, type[Payload]] = {
+    "task-submitted": TaskSubmitted,
+    "task-result": TaskResult,
+    "handoff-envelope": HandoffEnvelope,
+    "step-completed": StepCompleted,
+    "dead-letter": DeadLetter,
+    "decision-event": DecisionEvent,
+    "decision-events": DecisionEvents,
+    "control-record": ControlRecord,
+    "autonomy-changed": AutonomyChanged,
+    "review-requested": ReviewRequested,
+    "review-decided": ReviewDecided,
+    "audit-record": AuditRecord,
+}
 _ID_BASE = "urn:handrail:schema:"
 
 

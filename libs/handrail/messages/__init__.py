@@ -41,17 +41,3 @@ __all__ = [
     "new_message_id",
     "utcnow",
 ]
-
-#: Every payload that gets a JSON Schema in ``schemas/``, by schema file stem.
-PUBLIC_MODELS: dict[str, type[Payload]] = {
-    "task-submitted": TaskSubmitted,
-    "task-result": TaskResult,
-    "handoff-envelope": HandoffEnvelope,
-    "step-completed": StepCompleted,
-    "dead-letter": DeadLetter,
-    "decision-event": DecisionEvent,
-    "decision-events": DecisionEvents,
-    "control-record": ControlRecord,
-    "review-requested": ReviewRequested,
-    "review-decided": ReviewDecided,
-}
