@@ -61,10 +61,11 @@ chaos: install system-deps ## the chaos soak: 2000 tasks under 30 faults on a st
 	$(BIN)/python -m tools.chaos $(CHAOS_ARGS)
 
 .PHONY: lint
-lint: install ## ruff, mypy (strict) and the schema check
+lint: install ## ruff, mypy (strict), the schema and AsyncAPI checks
 	$(BIN)/ruff check libs services tests bench deploy tools
 	$(BIN)/mypy
 	$(BIN)/python -m handrail.schemas --check
+	$(BIN)/python -m handrail.asyncapi --check
 	$(HANDRAIL) k8s render --out k8s/base/generated --check
 	$(BIN)/hadolint Dockerfile
 
@@ -77,8 +78,9 @@ sasl: install system-deps ## a local Kafka with SASL/SCRAM and the ACLs enforced
 	$(HANDRAIL) dev sasl up
 
 .PHONY: schemas
-schemas: install ## regenerate schemas/ from the payload models
+schemas: install ## regenerate schemas/ (the payloads' JSON Schemas, the AsyncAPI document) from the models and config/
 	$(BIN)/python -m handrail.schemas
+	$(BIN)/python -m handrail.asyncapi
 
 .PHONY: bench
 bench: install ## run the benchmarks (needs `make infra`; not part of CI)

@@ -124,8 +124,7 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
     first = sorted({w.steps[0].agent for w in contracts.workflows.values()})
     later = sorted({s.agent for w in contracts.workflows.values() for s in w.steps[1:]})
     t = topics
-    # Whichever service first finds that Redis lost its state rebuilds it from these (handrail.recovery).
-    state = (t.audit, t.results, t.control)
+    state = state_topics(t)
     fixed = [
         Principal(
             ROUTER, "router", reads=(t.tasks, *state), group=ROUTER,
@@ -160,6 +159,12 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
         for a in agents
     ]  # fmt: skip
     return fixed + workers
+
+
+def state_topics(topics: Topics) -> tuple[str, ...]:
+    """What every service reads from the start, outside any group: whichever first finds that Redis lost
+    its state rebuilds it from these (``handrail.recovery``)."""
+    return (topics.audit, topics.results, topics.control)
 
 
 def bindings(principals_: Iterable[Principal]) -> list[AclBinding]:
