@@ -255,6 +255,15 @@ async def test_unauthenticated_forbidden_and_conflicting_requests_get_json_error
     assert bundle.status_code == 200 and len(bundle.content) > 100_000
 
 
+async def test_the_asyncapi_document_is_this_deployments(stack: Stack, http: httpx.AsyncClient) -> None:
+    response = await http.get("/api/asyncapi.json")
+    assert response.status_code == 200, response.text
+    document = response.json()
+    assert document["components"]["parameters"]["prefix"]["default"] == stack.topics.prefix
+    assert {"reviews.requested", "reviews.decided", "agent.expense-approver"} <= document["channels"].keys()
+    assert "human-review.send.reviews.decided" in document["operations"]
+
+
 async def test_k_distinct_approvers_are_needed_and_the_same_person_counts_once(
     client: HandrailClient, stack: Stack, http: httpx.AsyncClient
 ) -> None:

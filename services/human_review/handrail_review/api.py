@@ -1,6 +1,7 @@
-"""The reviewers' HTTP API (OpenAPI at ``/api/openapi.json``, docs at ``/api/docs``) and the web page at ``/``.
+"""The reviewers' HTTP API (OpenAPI at ``/api/openapi.json``, docs at ``/api/docs``) and the web page at ``/``;
+the deployment's Kafka topics as AsyncAPI at ``/api/asyncapi.json``.
 
-Every ``/api`` call but the page needs ``Authorization: Bearer <token>``. Errors
+Every ``/api`` call but the page and the two documents needs ``Authorization: Bearer <token>``. Errors
 are JSON: ``{"error": "<code>", "detail": "<for a person>"}`` with 401, 403,
 404, 409, 422 or 503.
 """
@@ -8,6 +9,7 @@ are JSON: ``{"error": "<code>", "detail": "<for a person>"}`` with 401, 403,
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from contextlib import aclosing
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ import jsonpatch
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -269,12 +271,18 @@ Authenticated = Annotated[Reviewer, Depends(current_reviewer)]
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
-def build_api(desk: ReviewDesk, ready: asyncio.Event, *, max_body_bytes: int = 1024 * 1024) -> FastAPI:
-    """The FastAPI app: reviewers' API and web page; a body over ``max_body_bytes`` is refused (413)."""
+def build_api(
+    desk: ReviewDesk, ready: asyncio.Event, *, asyncapi: dict[str, Any], max_body_bytes: int = 1024 * 1024
+) -> FastAPI:
+    """The FastAPI app: reviewers' API and web page, and the ``asyncapi`` document of the deployment's topics;
+    a body over ``max_body_bytes`` is refused (413)."""
     api = FastAPI(
         title="Handrail human review",
         version="1",
-        description="The approval queue: list, inspect and decide reviews; a decision resumes the task.",
+        description="The approval queue: list, inspect and decide reviews; a decision resumes the task. "
+        "The Kafka side of the same queue (`reviews.requested`, `reviews.decided`) and of every other topic - "
+        "what each carries, its key and headers, who sends and receives it - is an AsyncAPI 3 document at "
+        "[`/api/asyncapi.json`](/api/asyncapi.json), served like this one without a token.",
         openapi_url="/api/openapi.json",
         docs_url=None,  # served below from the bundled assets, not a CDN
         redoc_url=None,
@@ -294,6 +302,7 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event, *, max_body_bytes: int = 1
         swagger_favicon_url="/api/docs/assets/favicon-32x32.png",
     )
     docs_policy = {"Content-Security-Policy": content_security_policy(bytes(docs_page.body).decode())}
+    asyncapi_body = json.dumps(asyncapi).encode()
 
     @api.exception_handler(ReviewError)
     async def review_error(request: Request, exc: ReviewError) -> JSONResponse:
@@ -323,6 +332,10 @@ def build_api(desk: ReviewDesk, ready: asyncio.Event, *, max_body_bytes: int = 1
     @api.get("/api/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return HTMLResponse(bytes(docs_page.body), headers=docs_policy)
+
+    @api.get("/api/asyncapi.json", include_in_schema=False)
+    async def asyncapi_document() -> Response:
+        return Response(asyncapi_body, media_type="application/json")
 
     @api.get("/api/me", response_model=Me, summary="Who the token belongs to", responses=_errors())
     async def me(who: Authenticated) -> Me:

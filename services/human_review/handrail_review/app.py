@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
+from handrail import asyncapi
 from handrail.autonomy import Recorder
 from handrail.bus import make_reader
 from handrail.service import Runtime, asgi_app, build_runtime
@@ -37,7 +38,13 @@ def create(settings: ReviewSettings | None = None) -> tuple[Runtime, AsgiFastStr
         settings.retry_backoff_s,
         generation=lambda: runtime.keeper.generation,
     )
-    app = serve_with(asgi_app(runtime), build_api(desk, projector.ready, max_body_bytes=settings.review_max_body_bytes))
+    api = build_api(
+        desk,
+        projector.ready,
+        asyncapi=asyncapi.document(runtime.contracts, runtime.topics),
+        max_body_bytes=settings.review_max_body_bytes,
+    )
+    app = serve_with(asgi_app(runtime), api)
     watch = AutonomyWatch(
         runtime.autonomy,
         Recorder(runtime.publisher, runtime.topics.control, runtime.audit),
