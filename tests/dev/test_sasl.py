@@ -205,13 +205,14 @@ async def test_an_agent_cannot_use_another_consumer_group(broker: SaslKafka, top
         pytest.param(ROUTER, "agent.expense-approver", id="router-writes-a-later-steps-agent"),
         pytest.param(ROUTER, "steps", id="router-writes-steps"),
         pytest.param(SUBMITTER, "results", id="submitter-writes-results"),
-        pytest.param(OPERATOR, "tasks", id="operator-writes"),
+        pytest.param(OPERATOR, "tasks", id="operator-submits"),
+        pytest.param(OPERATOR, "results", id="operator-ends-a-task"),
     ],
 )
 async def test_writing_a_topic_one_may_not_write_is_refused(
     broker: SaslKafka, topics: Topics, user: str, topic: str
 ) -> None:
-    # The operator may write nowhere, so it is refused earlier: its idempotent producer gets no producer id.
+    # A principal that may write nowhere is refused earlier: its idempotent producer gets no producer id.
     with pytest.raises((TopicAuthorizationFailedError, ClusterAuthorizationFailedError)):
         await produce(broker, user, f"{topics.prefix}{topic}", {"forged": True}, "any")
 
@@ -353,3 +354,32 @@ async def test_handrail_dev_sasl_up_applies_the_acls_and_down_wipes(tmp_path: Pa
         )
     assert down.exit_code == 0 and "stopped" in down.output
     assert not (tmp_path / "kafka-sasl").exists()
+
+
+async def test_an_operator_halts_and_resumes_a_task_as_its_own_principal(
+    broker: SaslKafka, topics: Topics, redis_url: str
+) -> None:
+    """`handrail halt` publishes the halt on control and the task's audit record as handrail-operator."""
+    operator = broker.credentials(OPERATOR)
+    env = {
+        **os.environ,
+        "HANDRAIL_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "HANDRAIL_TOPIC_PREFIX": topics.prefix,
+        "HANDRAIL_REDIS_URL": redis_url,
+        "HANDRAIL_REDIS_PREFIX": f"{topics.prefix}:",
+        "HANDRAIL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "HANDRAIL_KAFKA_USERNAME": operator.username,
+        "HANDRAIL_KAFKA_PASSWORD": operator.password,
+    }
+    task_id = f"drill-{uuid.uuid4().hex[:8]}"
+    for args in (("halt", task_id, "--reason", "drill"), ("resume", task_id)):
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "handrail.cli", *args],
+            env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    control = await consume(broker, OPERATOR, topics.control, None, f"halt:task:{task_id}")
+    assert control["state"] == "halted" and control["reason"] == "drill"
+    audited = await consume(broker, OPERATOR, topics.audit, None, task_id)
+    assert audited["action"] == "halt.halted"

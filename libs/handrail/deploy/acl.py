@@ -16,7 +16,8 @@ and write only the topics it produces (``DESIGN.md``, Services):
 - ``handrail-circuit-breaker`` reads ``events`` and writes ``control``, ``reviews.requested``,
   ``audit``, ``dlq``; ``handrail-human-review`` reads the review topics and resumes tasks.
 - ``handrail-submitter`` publishes tasks and reads results; ``handrail-operator`` reads
-  everything under the prefix (watch, trace, dlq list); ``handrail-admin`` creates topics.
+  everything under the prefix (watch, trace, dlq list) and writes ``control`` and ``audit``
+  (halts and autonomy changes, signed with the operator's key); ``handrail-admin`` creates topics.
 
 Every service also reads ``audit``, ``results`` and ``control``, from the start and outside
 any group: whichever first finds that Redis lost its state rebuilds it from them
@@ -148,7 +149,11 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
             ),
         ),
         Principal(SUBMITTER, "task producers (client, CLI submit)", reads=(t.results,), writes=(t.tasks,)),
-        Principal(OPERATOR, "operators (CLI watch, trace, dlq list)", read_prefixes=(t.prefix,)),
+        Principal(
+            OPERATOR, "operators (CLI watch, trace, dlq list, halt, autonomy)", read_prefixes=(t.prefix,),
+            # halts and autonomy changes (ControlRecords), and a halted task's audit record
+            writes=(t.control, t.audit),
+        ),
         Principal(ADMIN, "handrail topics ensure", create_prefixes=(t.prefix,)),
     ]  # fmt: skip
     workers = [
