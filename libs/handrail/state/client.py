@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from handrail.errors import StateUnavailable
+from handrail.state.wire import Address, Wire
 
 #: Short timeouts: a stalled Redis must turn into a retry, not a hung consumer.
 _SOCKET_TIMEOUT_S = 2.0
@@ -24,7 +26,8 @@ _POOL_WAIT_S = 30.0
 
 
 def connect_redis(url: str, *, username: str | None = None, password: str | None = None) -> aioredis.Redis:
-    """A client for ``url`` (as ``username``, when given); connections are opened lazily and pooled."""
+    """A client for ``url`` (as ``username``, when given); connections are opened lazily and pooled, and
+    the guarded scripts run on one multiplexed connection (``handrail.state.wire``)."""
     login = {"username": username, "password": password} if username is not None else {}
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
@@ -35,7 +38,26 @@ def connect_redis(url: str, *, username: str | None = None, password: str | None
         socket_connect_timeout=_SOCKET_TIMEOUT_S,
         decode_responses=True,
     )
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+    client = cast(HandrailRedis, HandrailRedis.from_pool(pool))  # the client owns the pool: aclose() closes it
+    address = Address.of(client)
+    client.wire = Wire(address) if address is not None else None
+    return client
+
+
+class HandrailRedis(aioredis.Redis):
+    """A redis-py client that also holds the process's ``Wire`` for the guarded scripts."""
+
+    wire: Wire | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self.wire is not None:
+            self.wire.close()
+        await super().aclose(close_connection_pool)
+
+
+def wire_of(client: aioredis.Redis) -> Wire | None:
+    """The ``Wire`` of a client made by ``connect_redis`` (None for another client: it keeps redis-py's path)."""
+    return client.wire if isinstance(client, HandrailRedis) else None
 
 
 @asynccontextmanager

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from handrail.errors import StateLost
+from handrail.state.client import wire_of
 
 #: The error a guarded script returns when the marker is gone; mapped to ``StateLost``.
 _LOST = "HANDRAIL_STATE_LOST"
@@ -72,11 +73,15 @@ class GuardedScript:
     """
 
     def __init__(self, redis: aioredis.Redis, source: str, prefix: str) -> None:
-        self._script = redis.register_script(_PREAMBLE + source)
+        self._source = _PREAMBLE + source
+        self._script = redis.register_script(self._source)
+        self._wire = wire_of(redis)
         self._marker = marker_key(prefix)
 
     async def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
         try:
+            if self._wire is not None:
+                return await self._wire.run_script(self._script.sha, self._source, keys, [*args, self._marker])
             return await self._script(keys=keys, args=[*args, self._marker])
         except ResponseError as exc:
             if _LOST in str(exc):
