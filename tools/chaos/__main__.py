@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=4.0, help="tasks per second (default 4)")
     parser.add_argument("--faults", type=int, default=30, help="faults to inject, every kind at least once if >= 7")
     parser.add_argument("--seed", type=int, default=None, help="random seed (printed, to replay a run)")
-    parser.add_argument("--base-port", type=int, default=29100, help="Kafka on this port (+1 controller), Redis +2")
+    parser.add_argument("--base-port", type=int, default=29100, help="Kafka here, Redis +2, services +10")
     parser.add_argument("--run-dir", type=Path, default=PROJECT_ROOT / ".run" / "chaos")
     parser.add_argument("--drain-timeout-s", type=float, default=300.0, help="wait this long for the last results")
     parser.add_argument("--model-latency-ms", type=float, default=20.0, help="each model answer takes this long")
@@ -138,16 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("aiokafka", "httpx"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
-    for port in (args.base_port, args.base_port + 1, args.base_port + 2):
-        if tcp_open("127.0.0.1", port):
-            _parser().error(f"port {port} is taken: pick another --base-port")
-    dev = DevSettings(
-        kafka_bootstrap=f"127.0.0.1:{args.base_port}",
-        redis_url=f"redis://127.0.0.1:{args.base_port + 2}/0",
+    # The launcher's port layout (handrail.dev.ports), as `handrail dev up --base-port` uses it.
+    dev = DevSettings.at_base_port(
+        args.base_port,
         run_dir=args.run_dir / "infra",
         redis_persistence=False,  # correctness must not depend on it: a Redis kill loses everything
     )
-    cluster = Cluster(dev, args.run_dir / "stack", args.base_port)
+    for port in (dev.ports.kafka, dev.ports.controller, dev.ports.redis):
+        if tcp_open("127.0.0.1", port):
+            _parser().error(f"port {port} is taken: pick another --base-port")
+    cluster = Cluster(dev, args.run_dir / "stack")
     model = ModelFaults(rng=random.Random(seed))
     server = model_replay.start_server(PROJECT_ROOT / "config", args.model_latency_ms)
     server.responder = model.wrap(server.responder)  # type: ignore[arg-type]

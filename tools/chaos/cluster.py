@@ -1,6 +1,6 @@
 """A whole Handrail deployment of the soak's own: Kafka, Redis, the model server and every service.
 
-Ports are its own (``--base-port``), so it runs beside a dev stack. Redis runs
+Ports are its own (``--base-port``, laid out as ``handrail.dev.ports`` says), so it runs beside a dev stack. Redis runs
 without persistence: a SIGKILL loses everything, and correctness must not
 depend on it.
 """
@@ -40,7 +40,6 @@ class Cluster:
 
     dev: DevSettings
     run_dir: Path
-    base_port: int
     topics: Topics = field(default_factory=lambda: Topics(f"chaos{secrets.token_hex(4)}."))
     tokens: dict[str, str] = field(default_factory=lambda: {r: secrets.token_urlsafe(16) for r in REVIEWERS})
     model: FakeModelServer | None = None
@@ -79,8 +78,7 @@ class Cluster:
         agents = sorted(self.contracts.agents)
         asyncio.run(ensure_topics(self.bootstrap, self.topics.specs(agents)))
         self.env = {
-            "HANDRAIL_KAFKA_BOOTSTRAP": self.bootstrap,
-            "HANDRAIL_REDIS_URL": self.dev.redis_url,
+            **services.stack_env(self.dev),
             "HANDRAIL_TOPIC_PREFIX": self.topics.prefix,
             "HANDRAIL_REDIS_PREFIX": self.topics.prefix.replace(".", ":"),
             "HANDRAIL_GROUP_PREFIX": self.topics.prefix.replace(".", "-"),
@@ -90,11 +88,12 @@ class Cluster:
             "HANDRAIL_RETRY_BACKOFF_S": "0.2",
             model_replay.KEY_ENV: "chaos",
         }
-        plan = services.plan(agents, base_port=self.base_port + 10)
+        first_port = self.dev.ports.services
+        plan = services.plan(agents, base_port=first_port)
         # A second replica of every worker: a frozen one's partitions move to it, and the frozen one
         # wakes up as a zombie that still holds its step.
         replicas = [
-            services.ServiceProcess(f"{p.name}-2", p.argv, self.base_port + 40 + i)
+            services.ServiceProcess(f"{p.name}-2", p.argv, first_port + 30 + i)
             for i, p in enumerate(p for p in plan if p.name.startswith("worker-"))
         ]
         plan += replicas

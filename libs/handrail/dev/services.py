@@ -19,8 +19,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from handrail.dev.errors import ServiceStartError
+from handrail.dev.ports import StackPorts
 from handrail.dev.process import is_alive, live_pid, log_tail, spawn, stop
 from handrail.dev.redis_users import ensure_users
+from handrail.dev.settings import DevSettings
 from handrail.dev.signing_keys import ensure_keys, signing_env
 from handrail.signing import OPERATOR
 
@@ -67,10 +69,13 @@ class ServiceProcess:
         return base / f"{self.name}.pid", base / f"{self.name}.log"
 
 
-def plan(agents: list[str], base_port: int = 8081) -> list[ServiceProcess]:
+def plan(agents: list[str], base_port: int = StackPorts.at(None).services) -> list[ServiceProcess]:
     """The processes of a full local stack: router, validator, circuit-breaker, human-review, one worker per agent.
 
-    Ports from ``base_port``: router +0, validator +2, circuit-breaker +4, human-review +5, workers +10 onwards.
+    Ports from ``base_port`` (a stack's ``DevSettings.ports.services``): router +0, validator +2,
+    circuit-breaker +4, human-review +5, workers +10 onwards. Each process is given its port as
+    ``HANDRAIL_HTTP_PORT``, so two plans from base ports :data:`~handrail.dev.ports.STACK_SPAN` apart
+    run side by side.
     """
     python = sys.executable
     processes = [
@@ -84,6 +89,11 @@ def plan(agents: list[str], base_port: int = 8081) -> list[ServiceProcess]:
             ServiceProcess(f"worker-{agent}", (python, "-m", "handrail_worker", "--agent", agent), base_port + 10 + i)
         )
     return processes
+
+
+def stack_env(settings: DevSettings) -> dict[str, str]:
+    """What the services of ``settings``' stack are told about it: its Kafka and its Redis."""
+    return {"HANDRAIL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "HANDRAIL_REDIS_URL": settings.redis_url}
 
 
 def with_reviewer_tokens(process: ServiceProcess, tokens: Mapping[str, str]) -> ServiceProcess:
