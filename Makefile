@@ -40,7 +40,7 @@ topics: install ## create Handrail's topics
 	$(HANDRAIL) topics ensure
 
 .PHONY: up
-up: infra topics ## start infra and every service (one worker per agent) in the background
+up: infra ## start infra, the topics and every service (one worker per agent) in the background
 	$(HANDRAIL) dev services up
 
 .PHONY: down

@@ -23,8 +23,9 @@ from rich.console import Console
 from handrail.client import HandrailClient, follow, open_reader
 from handrail.contracts import load_contracts
 from handrail.dev import DevSettings, services
-from handrail.dev import down as infra_down
 from handrail.dev import up as infra_up
+from handrail.dev.kafka import stop_kafka
+from handrail.dev.redis import stop_redis
 from handrail.dev.reviewer_tokens import dev_tokens
 from handrail.messages import DeadLetter, ReviewRequested, StepCompleted, TaskResult
 from handrail.tools import default_registry
@@ -75,7 +76,7 @@ def run_demo(project_dir: Path) -> int:
     agents = sorted(load_contracts(project_dir / "config", default_registry().names()).agents)
     topics = Topics()
     asyncio.run(ensure_topics(settings.kafka_bootstrap, topics.specs(agents)))
-    processes = services.plan(agents)
+    processes = services.plan(agents, base_port=settings.ports.services)
     already = {name for name, pid in services.running(processes, settings.run_dir).items() if pid is not None}
     console.print(f"starting services: {', '.join(p.name for p in processes if p.name not in already) or 'none'}")
     # The demo plays the reviewers with the local stack's tokens (the same ones `make up` gives the review
@@ -84,15 +85,17 @@ def run_demo(project_dir: Path) -> int:
     processes = [services.with_reviewer_tokens(p, tokens) for p in processes]
     review = next(p for p in processes if p.name == "human-review")
     review_url = f"http://127.0.0.1:{review.http_port}"
-    services.up(processes, settings.run_dir, {}, project_dir)
+    services.up(processes, settings.run_dir, services.stack_env(settings), project_dir)
     try:
         return asyncio.run(_scenario(settings.kafka_bootstrap, topics, Reviewers(review_url, tokens)))
     finally:
         stopped = services.down([p for p in processes if p.name not in already], settings.run_dir)
         console.print(f"stopped services: {', '.join(stopped) or 'none'}")
-        if any(s.changed for s in started_infra.services):
-            infra_down(settings)
-            console.print("stopped the Kafka and Redis this demo started")
+        # Only what this demo started: a Kafka or Redis that ran before (`make up`'s) keeps running.
+        for status, stop in zip(started_infra.services, (stop_kafka, stop_redis), strict=True):
+            if status.changed:
+                stop(settings)
+                console.print(f"stopped the {status.name} this demo started")
 
 
 class Reviewers:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from handrail.cli.dev_stack import BASE_PORT_OPTION, dev_settings
 from handrail.dev import DevInfraError, DevSettings, InfraStatus, ServiceState, down, status, up
 
 app = typer.Typer(help="Run a local Kafka (KRaft, from Maven Central jars) and Redis.", no_args_is_help=True)
@@ -36,9 +37,9 @@ def _render(result: InfraStatus, title: str) -> None:
     _out.print(table)
 
 
-def _run(action: Callable[[DevSettings], InfraStatus], title: str) -> None:
+def _run(action: Callable[[DevSettings], InfraStatus], title: str, base_port: int | None) -> None:
     try:
-        settings = DevSettings()
+        settings = dev_settings(base_port)
         result = action(settings)
     except ValidationError as exc:
         _err.print(Text.assemble(("error: ", "bold red"), f"invalid HANDRAIL_* setting:\n{exc}"), highlight=False)
@@ -50,21 +51,21 @@ def _run(action: Callable[[DevSettings], InfraStatus], title: str) -> None:
 
 
 @app.command("up")
-def up_command() -> None:
+def up_command(base_port: int | None = BASE_PORT_OPTION) -> None:
     """Start Kafka and Redis unless they already answer; waits until both are ready."""
-    _run(up, "handrail dev up")
+    _run(up, "handrail dev up", base_port)
 
 
 @app.command("down")
-def down_command() -> None:
+def down_command(base_port: int | None = BASE_PORT_OPTION) -> None:
     """Stop the Kafka and Redis that `up` started; external servers are left alone."""
-    _run(down, "handrail dev down")
+    _run(down, "handrail dev down", base_port)
 
 
 @app.command("status")
-def status_command() -> None:
+def status_command(base_port: int | None = BASE_PORT_OPTION) -> None:
     """Show, for Kafka and Redis: running (started by `up`), external, or stopped."""
-    _run(status, "handrail dev status")
+    _run(status, "handrail dev status", base_port)
 
 
 def _add_subcommands() -> None:

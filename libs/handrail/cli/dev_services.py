@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import typer
 from rich.table import Table
 
-from handrail.cli.common import console, err_console
+from handrail.cli.common import console, err_console, run
+from handrail.cli.dev_stack import BASE_PORT_OPTION, dev_settings
+from handrail.cli.settings import CliSettings
 from handrail.contracts import load_contracts
 from handrail.dev import DevInfraError, DevSettings, services
 from handrail.dev.reviewer_tokens import dev_tokens, login_hint
 from handrail.dev.services import with_reviewer_tokens
 from handrail.errors import ContractError
 from handrail.tools import default_registry
+from handrail.topics import Topics, ensure_topics
 
 app = typer.Typer(no_args_is_help=True, help="Run router, validator and one worker per agent as local processes.")
 
 
-def _plan(settings: DevSettings) -> list[services.ServiceProcess]:
+def _agents() -> list[str]:
     try:
-        agents = load_contracts(Path("config"), default_registry().names()).agents
+        return sorted(load_contracts(Path("config"), default_registry().names()).agents)
     except ContractError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    return services.plan(sorted(agents))
+
+
+def _plan(settings: DevSettings) -> list[services.ServiceProcess]:
+    return services.plan(_agents(), base_port=settings.ports.services)
 
 
 def _table(processes: list[services.ServiceProcess], run_dir: Path) -> None:
@@ -37,39 +44,47 @@ def _table(processes: list[services.ServiceProcess], run_dir: Path) -> None:
 
 
 @app.command("up")
-def up_command() -> None:
-    """Start every service that is not running and wait until each is healthy.
+def up_command(base_port: int | None = BASE_PORT_OPTION) -> None:
+    """Create the topics that are missing, start every service that is not running and wait until each is healthy.
 
+    The services use the stack's Kafka and Redis (``handrail dev up`` with the same base port).
     The human-review service gets a token for every reviewer of ``config/reviewers.yaml``
     (kept in the run dir, reused across restarts); how to log in is printed at the end.
     """
-    settings = DevSettings()
+    settings = dev_settings(base_port)
     try:
         tokens, tokens_file = dev_tokens(settings.run_dir, Path("config") / "reviewers.yaml")
     except ContractError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    processes = [with_reviewer_tokens(p, tokens) for p in _plan(settings)]
+    agents = _agents()
+    processes = [with_reviewer_tokens(p, tokens) for p in services.plan(agents, base_port=settings.ports.services)]
+    # The services consume from the moment they start, and the broker creates no topic by itself.
+    cli = CliSettings()
+    specs = Topics(cli.topic_prefix).specs(agents)
+    run(ensure_topics(settings.kafka_bootstrap, specs, credentials=cli.kafka_credentials()))
     try:
-        services.up(processes, settings.run_dir, {}, Path.cwd())
+        services.up(processes, settings.run_dir, services.stack_env(settings), Path.cwd())
     except DevInfraError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     _table(processes, settings.run_dir)
+    redis_at = urlsplit(settings.redis_url).netloc.rpartition("@")[2]  # no password on the screen
+    console.print(f"on Kafka {settings.kafka_bootstrap} and Redis {redis_at}", highlight=False)
     review = next(p for p in processes if p.name == "human-review")
     console.print(login_hint(f"http://127.0.0.1:{review.http_port}", tokens, tokens_file), highlight=False)
 
 
 @app.command("down")
-def down_command() -> None:
+def down_command(base_port: int | None = BASE_PORT_OPTION) -> None:
     """Stop the services `up` started."""
-    settings = DevSettings()
+    settings = dev_settings(base_port)
     stopped = services.down(_plan(settings), settings.run_dir)
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
 @app.command("status")
-def status_command() -> None:
+def status_command(base_port: int | None = BASE_PORT_OPTION) -> None:
     """Show which services run, their pids, health URLs and logs."""
-    settings = DevSettings()
+    settings = dev_settings(base_port)
     _table(_plan(settings), settings.run_dir)
