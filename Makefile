@@ -44,16 +44,18 @@ up: infra ## start infra, the topics and every service (one worker per agent) in
 	$(HANDRAIL) dev services up
 
 .PHONY: down
-down: install ## stop the services and the infra that `make up` / `make infra` started
+down: install ## stop the services and the infra that `make up` / `make infra` started, and any a test run left
 	$(HANDRAIL) dev services down
 	$(HANDRAIL) dev down
+	@# A test session stops the servers it started; one that was killed leaves them in .run/test.
+	@if [ -d .run/test ]; then HANDRAIL_RUN_DIR=.run/test $(HANDRAIL) dev down; fi
 
 .PHONY: demo
 demo: install system-deps ## run the expense-approval demo end to end, then stop what it started
 	$(HANDRAIL) demo
 
 .PHONY: test
-test: install system-deps ## run every test (starts Kafka and Redis when they are not running)
+test: install system-deps ## run every test (starts Kafka and Redis when they are not running, and stops them after)
 	$(BIN)/pytest
 
 .PHONY: chaos
