@@ -20,16 +20,18 @@ $(BIN)/activate: pyproject.toml
 .PHONY: install
 install: $(BIN)/activate ## create .venv with Handrail and its dev tools (editable)
 
+# apt's and dpkg's output (hundreds of lines for a browser) goes here; the terminal gets one line.
+APT_LOG ?= .run/apt.log
+
 .PHONY: system-deps
-system-deps: ## install redis-server (and chromium, for the review page's browser test) if missing
+system-deps: ## what the stack and the demo need: a JDK and Maven (checked), redis-server (installed if missing)
 	@command -v java >/dev/null || { echo "java not found: install a JDK 17+ (e.g. apt-get install -y openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (e.g. apt-get install -y maven)"; exit 1; }
-	@command -v redis-server >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
-	  else echo "redis-server not found: install it with: sudo apt-get install -y redis-server"; exit 1; fi; }
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
-	  else echo "chromium not found (the review page's browser test needs it): sudo apt-get install -y chromium"; fi; }
+	@tools/apt-install.sh $(APT_LOG) redis-server:redis-server
+
+.PHONY: test-deps
+test-deps: system-deps ## and what only the tests need: chromium, for the review page's browser test
+	@tools/apt-install.sh $(APT_LOG) chromium:chromium || echo "without chromium the review page's browser test is skipped"
 
 .PHONY: infra
 infra: install system-deps ## start Kafka (KRaft, from Maven Central jars) and Redis, and wait until ready
@@ -55,7 +57,7 @@ demo: install system-deps ## run the expense-approval demo end to end, then stop
 	$(HANDRAIL) demo
 
 .PHONY: test
-test: install system-deps ## run every test (starts Kafka and Redis when they are not running, and stops them after)
+test: install test-deps ## run every test (starts Kafka and Redis when they are not running, and stops them after)
 	$(BIN)/pytest
 
 .PHONY: chaos
