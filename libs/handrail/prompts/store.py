@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from handrail.prompts.errors import NothingToRollBack
 from handrail.prompts.library import PromptLibrary, parse_ref
 from handrail.prompts.template import PromptTemplate
-from handrail.state.client import unavailable_as_retryable
+from handrail.state.client import command, unavailable_as_retryable
 
 #: Earlier versions kept for rollback, and changes kept in the log; far more than an incident needs.
 HISTORY_DEPTH = 50
@@ -81,7 +81,7 @@ class PromptStore:
     async def active_version(self, name: str) -> str | None:
         """The version switched on at run time, or None when the declared one applies."""
         async with unavailable_as_retryable(f"read the active version of prompt {name}"):
-            return _text(await self._redis.get(self._keys(name)[0]))
+            return _text(await command(self._redis, "GET", self._keys(name)[0]))
 
     async def resolve(self, ref: str) -> PromptTemplate:
         """The template to use now for an agent declaring ``ref`` (``name@version``)."""

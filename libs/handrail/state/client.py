@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -53,6 +53,15 @@ class HandrailRedis(aioredis.Redis):
         if self.wire is not None:
             self.wire.close()
         await super().aclose(close_connection_pool)
+
+
+async def command(client: aioredis.Redis, *args: Any) -> Any:
+    """One plain command of the hot path (``GET``, ``SET``, ``SADD``, ``HSET``), on the client's wire when it
+    has one, else through redis-py; the reply as Redis gives it (``SET`` answers ``OK``, not ``True``)."""
+    wire = wire_of(client)
+    if wire is not None:
+        return await wire.call(*args)
+    return await client.execute_command(*args)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
 
 
 def wire_of(client: aioredis.Redis) -> Wire | None:

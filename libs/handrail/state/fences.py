@@ -26,7 +26,7 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from handrail.state.client import unavailable_as_retryable
+from handrail.state.client import command, unavailable_as_retryable
 
 
 class Fences:
@@ -43,11 +43,11 @@ class Fences:
         """Take the partition over: a fresh token, so that every earlier owner's is stale."""
         token = uuid.uuid4().hex
         async with unavailable_as_retryable(f"fence {topic}:{partition} for {group}"):
-            await self._redis.set(self.key(group, topic, partition), token)
+            await command(self._redis, "SET", self.key(group, topic, partition), token)
         return token
 
     async def holds(self, group: str, topic: str, partition: int, token: str) -> bool:
         """Whether ``token`` is still the partition's (or nobody's is known: Redis lost them)."""
         async with unavailable_as_retryable(f"check the fence of {topic}:{partition}"):
-            current = await self._redis.get(self.key(group, topic, partition))
+            current = await command(self._redis, "GET", self.key(group, topic, partition))
         return current is None or current == token

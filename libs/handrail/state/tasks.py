@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
-from handrail.state.client import unavailable_as_retryable
+from handrail.state.client import command, unavailable_as_retryable
 from handrail.state.generation import GuardedScript
 
 #: Keep a finished task's records this long, so late redeliveries are still recognised.
@@ -179,7 +179,7 @@ class TaskStore:
     async def mark_done(self, task_id: str, consumer: str, message_id: str) -> None:
         """Record that ``consumer`` finished ``message_id`` and published all its outputs."""
         async with unavailable_as_retryable(f"record progress of task {task_id}"):
-            await self._redis.sadd(self.keys(task_id)[2], f"{consumer}/{message_id}")
+            await command(self._redis, "SADD", self.keys(task_id)[2], f"{consumer}/{message_id}")
 
     async def is_done(self, task_id: str, consumer: str, message_id: str) -> bool:
         """Whether ``consumer`` already finished ``message_id``."""
@@ -197,7 +197,7 @@ class TaskStore:
     async def mark_published(self, task_id: str) -> None:
         """Record that the task's result is on the results topic: a redelivery publishes it no more."""
         async with unavailable_as_retryable(f"record the result of task {task_id}"):
-            await self._redis.hset(self.keys(task_id)[0], "published", "1")
+            await command(self._redis, "HSET", self.keys(task_id)[0], "published", "1")
 
     def restore(
         self,

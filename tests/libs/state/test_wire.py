@@ -8,6 +8,7 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from tests.fixtures.redis_server import PrivateRedis, run_private_redis
@@ -15,7 +16,7 @@ from tests.fixtures.stack import free_port
 
 from handrail.errors import StateUnavailable
 from handrail.state import connect_redis, generation
-from handrail.state.client import unavailable_as_retryable, wire_of
+from handrail.state.client import command, unavailable_as_retryable, wire_of
 from handrail.state.generation import GuardedScript
 from handrail.state.wire import Address, Wire
 
@@ -122,3 +123,19 @@ async def test_a_wrong_password_is_refused_at_login(private_redis: PrivateRedis)
     with pytest.raises(ResponseError, match=r"WRONGPASS|invalid"):
         await wire.call("PING")
     wire.close()
+
+
+async def test_plain_commands_of_the_hot_path_give_the_same_replies_either_way(private_redis: PrivateRedis) -> None:
+    wired = connect_redis(private_redis.url)
+    pooled = aioredis.Redis.from_url(private_redis.url, decode_responses=True)  # no wire: redis-py's path
+    try:
+        assert wire_of(wired) is not None and wire_of(pooled) is None
+        for client, key in ((wired, "a"), (pooled, "b")):
+            assert await command(client, "SET", key, "token") in ("OK", True)
+            assert await command(client, "GET", key) == "token"
+            assert await command(client, "SADD", f"{key}:done", "m1") == 1
+            assert await command(client, "SADD", f"{key}:done", "m1") == 0
+            assert await command(client, "HSET", f"{key}:task", "published", "1") == 1
+    finally:
+        await wired.aclose()
+        await pooled.aclose()
