@@ -40,7 +40,7 @@ def _table(processes: list[services.ServiceProcess], run_dir: Path) -> None:
 def up_command() -> None:
     """Start every service that is not running and wait until each is healthy.
 
-    The human-review service gets a token for every reviewer of ``config/reviewers.yaml``
+    The human-review service gets a token for every reviewer of `config/reviewers.yaml`
     (kept in the run dir, reused across restarts); how to log in is printed at the end.
     """
     settings = DevSettings()

@@ -38,8 +38,8 @@ class ReviewCliSettings(BaseSettings):
     review_token: SecretStr | None = None
 
 
-UrlOption = typer.Option(None, "--url", help="The human-review service [env HANDRAIL_REVIEW_URL].")
-TokenOption = typer.Option(None, "--token", help="Your reviewer token [env HANDRAIL_REVIEW_TOKEN].")
+UrlOption = typer.Option(None, "--url", help="The human-review service (default: HANDRAIL_REVIEW_URL).")
+TokenOption = typer.Option(None, "--token", help="Your reviewer token (default: HANDRAIL_REVIEW_TOKEN).")
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
@@ -201,7 +201,7 @@ def reject(
     url: str = UrlOption,
     token: str = TokenOption,
 ) -> None:
-    """Reject: the task ends with a ``rejected`` result carrying your reason."""
+    """Reject: the task ends with a `rejected` result carrying your reason."""
     review_id = _resolve(review_id, url, token)
     _report(_call("POST", f"/api/reviews/{review_id}/reject", url, token, {"reason": reason}))
 
@@ -229,7 +229,7 @@ def tokens(
 
 @app.command("new-token")
 def new_token() -> None:
-    """Print a fresh reviewer token and the sha256 to put in reviewers.yaml as ``token_sha256``."""
+    """Print a fresh reviewer token and the sha256 to put in reviewers.yaml as `token_sha256`."""
     token = secrets.token_urlsafe(32)
     print(f"token:        {token}\ntoken_sha256: {hashlib.sha256(token.encode()).hexdigest()}")
 
