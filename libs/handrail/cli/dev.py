@@ -6,16 +6,15 @@ from collections.abc import Callable
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from handrail.cli.common import JsonOption, console, err_console, print_json_lines
+from handrail.cli.exit_codes import ExitCode
 from handrail.dev import DevInfraError, DevSettings, InfraStatus, ServiceState, down, status, up
 
 app = typer.Typer(help="Run a local Kafka (KRaft, from Maven Central jars) and Redis.", no_args_is_help=True)
 
-_out = Console()
-_err = Console(stderr=True)
 _STATE_STYLE = {ServiceState.RUNNING: "green", ServiceState.EXTERNAL: "cyan", ServiceState.STOPPED: "yellow"}
 
 
@@ -33,38 +32,54 @@ def _render(result: InfraStatus, title: str) -> None:
             str(svc.log_path or ""),
             svc.detail,
         )
-    _out.print(table)
+    console.print(table)
 
 
-def _run(action: Callable[[DevSettings], InfraStatus], title: str) -> None:
+def _run(action: Callable[[DevSettings], InfraStatus], title: str, as_json: bool) -> None:
     try:
         settings = DevSettings()
         result = action(settings)
     except ValidationError as exc:
-        _err.print(Text.assemble(("error: ", "bold red"), f"invalid HANDRAIL_* setting:\n{exc}"), highlight=False)
-        raise typer.Exit(1) from None
+        err_console.print(
+            Text.assemble(("error: ", "bold red"), f"invalid HANDRAIL_* setting:\n{exc}"), highlight=False
+        )
+        raise typer.Exit(ExitCode.FAILED) from None
     except DevInfraError as exc:
-        _err.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)
-        raise typer.Exit(1) from None
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)
+        raise typer.Exit(ExitCode.FAILED) from None
+    if as_json:
+        print_json_lines(
+            {
+                "service": svc.name,
+                "state": svc.state.value,
+                "address": svc.address,
+                "pid": svc.pid,
+                "changed": svc.changed,
+                "log": str(svc.log_path) if svc.log_path else None,
+                "note": svc.detail,
+            }
+            for svc in result.services
+        )
+        return
     _render(result, title)
 
 
 @app.command("up")
-def up_command() -> None:
+def up_command(as_json: bool = JsonOption) -> None:
     """Start Kafka and Redis unless they already answer; waits until both are ready."""
-    _run(up, "handrail dev up")
+    _run(up, "handrail dev up", as_json)
 
 
 @app.command("down")
-def down_command() -> None:
+def down_command(as_json: bool = JsonOption) -> None:
     """Stop the Kafka and Redis that `up` started; external servers are left alone."""
-    _run(down, "handrail dev down")
+    _run(down, "handrail dev down", as_json)
 
 
 @app.command("status")
-def status_command() -> None:
+def status_command(as_json: bool = JsonOption) -> None:
     """Show, for Kafka and Redis: running (started by `up`), external, or stopped."""
-    _run(status, "handrail dev status")
+    _run(status, "handrail dev status", as_json)
 
 
 def _add_subcommands() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from handrail.cli.common import console, err_console
+from handrail.cli.common import JsonOption, console, err_console, print_json_lines
+from handrail.cli.exit_codes import ExitCode
 from handrail.contracts import load_contracts
 from handrail.dev import DevInfraError, DevSettings, services
 from handrail.dev.reviewer_tokens import dev_tokens, login_hint
@@ -23,21 +25,27 @@ def _plan(settings: DevSettings) -> list[services.ServiceProcess]:
         agents = load_contracts(Path("config"), default_registry().names()).agents
     except ContractError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     return services.plan(sorted(agents))
 
 
-def _table(processes: list[services.ServiceProcess], run_dir: Path) -> None:
-    table = Table("service", "pid", "health", "log")
+def _show(processes: list[services.ServiceProcess], run_dir: Path, as_json: bool) -> None:
+    rows: list[dict[str, Any]] = []
     for name, pid in services.running(processes, run_dir).items():
         process = next(p for p in processes if p.name == name)
-        health = f"http://127.0.0.1:{process.http_port}/healthz" if pid else "-"
-        table.add_row(name, str(pid or "stopped"), health, str(process.paths(run_dir)[1]))
+        health = f"http://127.0.0.1:{process.http_port}/healthz" if pid else None
+        rows.append({"service": name, "pid": pid, "health": health, "log": str(process.paths(run_dir)[1])})
+    if as_json:
+        print_json_lines(rows)
+        return
+    table = Table("service", "pid", "health", "log")
+    for row in rows:
+        table.add_row(row["service"], str(row["pid"] or "stopped"), row["health"] or "-", row["log"])
     console.print(table)
 
 
 @app.command("up")
-def up_command() -> None:
+def up_command(as_json: bool = JsonOption) -> None:
     """Start every service that is not running and wait until each is healthy.
 
     The human-review service gets a token for every reviewer of `config/reviewers.yaml`
@@ -48,16 +56,18 @@ def up_command() -> None:
         tokens, tokens_file = dev_tokens(settings.run_dir, Path("config") / "reviewers.yaml")
     except ContractError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     processes = [with_reviewer_tokens(p, tokens) for p in _plan(settings)]
     try:
         services.up(processes, settings.run_dir, {}, Path.cwd())
     except DevInfraError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    _table(processes, settings.run_dir)
+        raise typer.Exit(ExitCode.FAILED) from None
+    _show(processes, settings.run_dir, as_json)
     review = next(p for p in processes if p.name == "human-review")
-    console.print(login_hint(f"http://127.0.0.1:{review.http_port}", tokens, tokens_file), highlight=False)
+    (err_console if as_json else console).print(
+        login_hint(f"http://127.0.0.1:{review.http_port}", tokens, tokens_file), highlight=False
+    )
 
 
 @app.command("down")
@@ -69,7 +79,7 @@ def down_command() -> None:
 
 
 @app.command("status")
-def status_command() -> None:
+def status_command(as_json: bool = JsonOption) -> None:
     """Show which services run, their pids, health URLs and logs."""
     settings = DevSettings()
-    _table(_plan(settings), settings.run_dir)
+    _show(_plan(settings), settings.run_dir, as_json)
