@@ -98,7 +98,7 @@ def test_submit_wait_watch_and_dlq_list(stack: Stack) -> None:
     assert handrail("submit", "-w", "payroll", "-i", "{}", "--task-id", again, "--wait", env=env).returncode == 3
     newest = handrail("dlq", "list", "--limit", "1", env=env)
     assert again in newest.stdout and bad_id not in newest.stdout
-    assert f"the newest 1 of {len(letters) + 1} dead letters" in newest.stdout, newest.stdout
+    assert f"showing the newest 1 of {len(letters) + 1} in the last" in newest.stdout, newest.stdout
 
 
 @pytest.mark.bus
