@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -64,25 +64,27 @@ def list_(as_json: bool = JsonOption) -> None:
         names = sorted(set(store.library.names()) | set(declared))
         return [(n, store.library.versions(n), await store.active_version(n)) for n in names]
 
-    found = _with_store(go)
-    if as_json:
-        print_json_lines(
+    rows: list[dict[str, Any]] = []
+    for name, versions, active in _with_store(go):
+        version, agents = declared.get(name, (None, []))
+        rows.append(
             {
                 "prompt": name,
                 "versions": versions,
-                "active": active or declared.get(name, (None, []))[0],
+                "active": active or version,
                 "switched": active is not None,
-                "declared": declared.get(name, (None, []))[0],
-                "agents": sorted(declared.get(name, (None, []))[1]),
+                "declared": version,
+                "agents": sorted(agents),
             }
-            for name, versions, active in found
         )
+    if as_json:
+        print_json_lines(rows)
         return
     table = Table("prompt", "versions", "active", "declared", "agents")
-    for name, versions, active in found:
-        version, agents = declared.get(name, ("-", []))
-        shown = f"{active} (switched)" if active else f"{version} (declared)"
-        table.add_row(name, ", ".join(versions) or "[red]none[/red]", shown, version, ", ".join(sorted(agents)))
+    for row in rows:
+        shown = f"{row['active']} ({'switched' if row['switched'] else 'declared'})"
+        listed = ", ".join(row["versions"]) or "[red]none[/red]"
+        table.add_row(row["prompt"], listed, shown, row["declared"] or "-", ", ".join(row["agents"]))
     console.print(table)
 
 
