@@ -154,3 +154,28 @@ async def follow(consumer: AIOKafkaConsumer, idle_timeout_s: float) -> AsyncIter
         for record in records:
             yield record
         await asyncio.sleep(0)
+
+
+#: ``read_to_end`` gives up when a fetch brings nothing for this long while records are still due.
+_READ_STALL_S = 30.0
+
+
+async def read_to_end(consumer: AIOKafkaConsumer) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Yield every record from the consumer's positions up to each partition's end as of the call, then stop.
+
+    Unlike :func:`follow`, a pause between fetches does not end it early: what was there is all read,
+    so it can be counted.
+    """
+    partitions = list(consumer.assignment())
+    ends = await consumer.end_offsets(partitions)
+    due = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
+    while due:
+        batch = await consumer.getmany(*due, timeout_ms=int(_READ_STALL_S * 1000))
+        if not batch:
+            where = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in due)
+            raise HandrailError(f"reading {where} stalled: nothing arrived for {_READ_STALL_S:g}s")
+        for tp, records in batch.items():
+            for record in records:
+                if record.offset < ends[tp]:
+                    yield record
+        due = [tp for tp in due if await consumer.position(tp) < ends[tp]]

@@ -14,7 +14,8 @@ from rich.tree import Tree
 from handrail.audit import AuditRecord, verify_chain
 from handrail.audit.chain import ChainReport
 from handrail.audit.reader import read_key
-from handrail.cli.common import console, err_console, run
+from handrail.cli.common import JsonOption, console, err_console, print_json_lines, run
+from handrail.cli.exit_codes import ExitCode
 from handrail.cli.settings import CliSettings
 from handrail.errors import HandrailError
 from handrail.messages import DecisionEvent, DecisionEvents
@@ -28,6 +29,7 @@ app = typer.Typer(no_args_is_help=True, help="Check a task's audit trail.")
 def verify(
     task_id: str = typer.Argument(..., help="The task whose audit chain to check."),
     topic: str = typer.Option(None, "--topic", help="Read this topic instead of <prefix>audit (e.g. a copy)."),
+    as_json: bool = JsonOption,
     bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP)."),
 ) -> None:
     """Say "intact", or name the first record that was changed, removed, reordered or wrongly signed.
@@ -45,17 +47,30 @@ def verify(
             "HANDRAIL_SIGNING_REQUIRED=false to check the hash chain alone",
             markup=True,
         )
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     source = topic or Topics(settings.topic_prefix).audit
     raw = run(read_key(bootstrap or settings.kafka_bootstrap, source, task_id, settings.kafka_credentials()))
     report = _verify(raw, verifier)
     if report.records == 0:
-        console.print(f"no audit records for task {task_id} on {source}")
-        raise typer.Exit(4)
+        (err_console if as_json else console).print(f"no audit records for task {task_id} on {source}")
+        raise typer.Exit(ExitCode.NOT_FOUND)
     signed = " and signed" if verifier is not None else ""
-    console.print(f"task {task_id}: {report.describe()}{signed if report.intact else ''}", highlight=False)
+    if as_json:
+        verdict = {
+            "task_id": task_id,
+            "topic": source,
+            "intact": report.intact,
+            "records": report.records,
+            "signatures_checked": verifier is not None,
+            "bad_seq": report.bad_seq,
+            "bad_offset": report.bad_offset,
+            "problem": report.problem or None,
+        }
+        print_json_lines([verdict])
+    else:
+        console.print(f"task {task_id}: {report.describe()}{signed if report.intact else ''}", highlight=False)
     if not report.intact:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _verifier(settings: CliSettings) -> Verifier | None:
@@ -63,7 +78,7 @@ def _verifier(settings: CliSettings) -> Verifier | None:
         return settings.audit_verifier()
     except HandrailError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 def _verify(raw: list[tuple[int, int, bytes]], verifier: Verifier | None = None) -> ChainReport:
@@ -78,7 +93,7 @@ def _verify(raw: list[tuple[int, int, bytes]], verifier: Verifier | None = None)
 
 def trace(
     task_id: str = typer.Argument(..., help="The task to trace."),
-    as_json: bool = typer.Option(False, "--json", help="The lineage as JSON instead of a tree."),
+    as_json: bool = JsonOption,
     bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP)."),
 ) -> None:
     """Rebuild a task's lineage from the audit trail: steps, handoffs with diffs, calls, budget, ending."""
@@ -98,8 +113,8 @@ def trace(
     records = [AuditRecord.model_validate_json(v) for _, _, v in audit_raw]
     events = [e for _, _, v in events_raw for e in DecisionEvents.model_validate_json(v).events]
     if not records:
-        console.print(f"no audit records for task {task_id}")
-        raise typer.Exit(4)
+        (err_console if as_json else console).print(f"no audit records for task {task_id}")
+        raise typer.Exit(ExitCode.NOT_FOUND)
     chain = _verify(audit_raw, _verifier(settings))
     if as_json:
         body = {
@@ -108,7 +123,7 @@ def trace(
             "records": [r.model_dump(mode="json", exclude_none=True) for r in records],
             "calls": [e.model_dump(mode="json", exclude_none=True) for e in events],
         }
-        console.print_json(json.dumps(body))
+        print_json_lines([body])
         return
     console.print(_tree(task_id, records, events, chain))
 

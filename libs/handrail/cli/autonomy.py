@@ -10,7 +10,6 @@ the control topic; every process sees the change within a few seconds.
 from __future__ import annotations
 
 import getpass
-import json
 from typing import Any
 
 import typer
@@ -31,7 +30,8 @@ from handrail.autonomy import (
 from handrail.autonomy.levels import DEFAULT_TTL_S
 from handrail.bus.broker import make_broker, make_reader
 from handrail.bus.publisher import Publisher
-from handrail.cli.common import console, err_console, run
+from handrail.cli.common import JsonOption, console, err_console, print_json_lines, run
+from handrail.cli.exit_codes import ExitCode
 from handrail.cli.settings import CliSettings
 from handrail.contracts import Autonomy, Contracts, load_contracts
 from handrail.errors import ContractError
@@ -52,7 +52,7 @@ def _contracts(settings: CliSettings) -> Contracts:
         return load_contracts(settings.config_dir, default_registry().names())
     except ContractError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 def _operator() -> str:
@@ -66,7 +66,7 @@ def _operator() -> str:
 def status(
     agent: str = typer.Option(None, "--agent", help="Only this agent."),
     workflow: str = typer.Option(None, "--workflow", help="Only this workflow."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per agent and workflow."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Each agent x workflow: level and source, reviews counted, how they ended, and what the rule recommends."""
     settings = CliSettings()
@@ -74,11 +74,10 @@ def status(
     pairs = [(a, w) for a, w in contracts.agent_workflows() if agent in (None, a) and workflow in (None, w)]
     if not pairs:
         err_console.print("[red]error:[/red] no agent runs a step of such a workflow (see agents.yaml, workflows.yaml)")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     assessments = run(_assess(settings, contracts, pairs))
     if as_json:
-        for found in assessments:
-            console.print(json.dumps(_as_json(found)), highlight=False, soft_wrap=True)
+        print_json_lines(_as_json(found) for found in assessments)
         return
     rule = contracts.graduation
     if rule is None:

@@ -5,7 +5,6 @@ Everything is rendered from the contracts in ``HANDRAIL_CONFIG_DIR`` (default ``
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +12,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from handrail.cli.common import console, err_console, run
+from handrail.cli.common import JsonOption, console, err_console, print_json_lines, run
+from handrail.cli.exit_codes import ExitCode
 from handrail.cli.settings import CliSettings
 from handrail.contracts import Contracts, load_contracts
 from handrail.deploy import acl, acl_formats
@@ -41,7 +41,7 @@ def _contracts(settings: CliSettings) -> Contracts:
         return load_contracts(settings.config_dir, default_registry().names())
     except ContractError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 @k8s_app.command("render")
@@ -57,7 +57,7 @@ def k8s_render(
         files = render_files(_contracts(settings), settings.config_dir)
     except ContractError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     if out is None:
         console.print("\n---\n".join(t for n, t in files.items() if n != "kustomization.yaml"), end="", markup=False)
         return
@@ -65,7 +65,7 @@ def k8s_render(
         stale = stale_files(files, out)
         if stale:
             err_console.print(f"[red]stale:[/red] {', '.join(stale)} in {out}: run `handrail k8s render --out {out}`")
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.FAILED)
         console.print(f"{out} is current ({len(files)} files)")
         return
     for change in write_files(files, out) or ["nothing changed"]:
@@ -131,14 +131,12 @@ def acl_apply(
     console.print(f"{count} ACLs applied")
 
 
-def inventory_command(
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-) -> None:
+def inventory_command(as_json: bool = JsonOption) -> None:
     """Print the AI system inventory: agent, owner, purpose, models, tools, data access, autonomy, risk."""
     settings = CliSettings()
     entries = inventory(_contracts(settings), default_registry(), Topics(settings.topic_prefix))
     if as_json:
-        print(json.dumps([e.to_dict() for e in entries], indent=2))  # machine output: no markup, no wrapping
+        print_json_lines(e.to_dict() for e in entries)
         return
     table = Table("agent", "owner", "purpose", "models", "tools", "data access", "autonomy", "risk", show_lines=True)
     for e in entries:
@@ -172,7 +170,7 @@ def keys_generate(
             private = key.save(out)
         except HandrailError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1 if isinstance(exc, KeyFileExists) else 2) from None
+            raise typer.Exit(ExitCode.FAILED if isinstance(exc, KeyFileExists) else ExitCode.USAGE) from None
         console.print(f"{name}: key {key.key_id} -> {private}")
 
 
@@ -183,7 +181,7 @@ def keys_trust(folder: Annotated[Path, typer.Argument(help="A folder of <signer>
         store = TrustStore.from_file(folder)
     except HandrailError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     console.print(store.to_json(), end="", markup=False, highlight=False)
 
 
@@ -233,7 +231,7 @@ def sasl_up(
         broker = start_sasl_kafka(dev, [p.name for p in principals])
     except DevInfraError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.FAILED) from None
     # ACLs first: handrail-admin may create the topics only once its ACLs exist.
     count = run(apply_acls(bootstrap, broker.admin, acl.bindings(principals)))
     created = run(ensure_topics(bootstrap, topics.specs(contracts.agents), credentials=broker.credentials(acl.ADMIN)))

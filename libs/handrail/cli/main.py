@@ -9,12 +9,14 @@ from pathlib import Path
 import typer
 
 from handrail.cli import audit, autonomy, deploy, dev, dlq, halts, prompts, review, tasks, topics
-from handrail.cli.common import err_console
+from handrail.cli.common import JSON_OUTPUT, err_console
+from handrail.cli.exit_codes import ExitCode, epilog
 from handrail.errors import HandrailError
 
 app = typer.Typer(
     name="handrail",
     help="Handrail: a production runtime for AI agents on Kafka.",
+    epilog=f"{epilog()}\n\n{JSON_OUTPUT}",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -63,7 +65,7 @@ def demo() -> None:
         code = run_demo(Path.cwd())
     except HandrailError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.FAILED) from None
     raise typer.Exit(code)
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.table import Table
 
-from handrail.cli.common import console, err_console, run
+from handrail.cli.common import JsonOption, console, err_console, print_json_lines, run
 from handrail.cli.settings import CliSettings
 from handrail.contracts import load_contracts
 from handrail.errors import ContractError
@@ -56,7 +56,7 @@ def _with_store(action: Callable[[PromptStore], Awaitable[T]]) -> T:
 
 
 @app.command("list")
-def list_() -> None:
+def list_(as_json: bool = JsonOption) -> None:
     """Every prompt: its versions, the active one, and which agents use it."""
     declared = _declared(CliSettings())
 
@@ -64,11 +64,27 @@ def list_() -> None:
         names = sorted(set(store.library.names()) | set(declared))
         return [(n, store.library.versions(n), await store.active_version(n)) for n in names]
 
-    table = Table("prompt", "versions", "active", "declared", "agents")
+    rows: list[dict[str, Any]] = []
     for name, versions, active in _with_store(go):
-        version, agents = declared.get(name, ("-", []))
-        shown = f"{active} (switched)" if active else f"{version} (declared)"
-        table.add_row(name, ", ".join(versions) or "[red]none[/red]", shown, version, ", ".join(sorted(agents)))
+        version, agents = declared.get(name, (None, []))
+        rows.append(
+            {
+                "prompt": name,
+                "versions": versions,
+                "active": active or version,
+                "switched": active is not None,
+                "declared": version,
+                "agents": sorted(agents),
+            }
+        )
+    if as_json:
+        print_json_lines(rows)
+        return
+    table = Table("prompt", "versions", "active", "declared", "agents")
+    for row in rows:
+        shown = f"{row['active']} ({'switched' if row['switched'] else 'declared'})"
+        listed = ", ".join(row["versions"]) or "[red]none[/red]"
+        table.add_row(row["prompt"], listed, shown, row["declared"] or "-", ", ".join(row["agents"]))
     console.print(table)
 
 
@@ -76,6 +92,7 @@ def list_() -> None:
 def show(
     name: str = typer.Argument(..., help="The prompt's name."),
     version: str = typer.Option(None, "--version", "-v", help="A version other than the active one."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Print a prompt version (the active one by default), its variables and the recent changes."""
     declared = _declared(CliSettings()).get(name, (None, []))[0]
@@ -88,12 +105,26 @@ def show(
             chosen = versions[-1] if versions else "?"
         template = store.library.load(name, chosen)
         state = "active" if chosen == (active or declared) else "not active"
+        if as_json:
+            shown = {
+                "prompt": name,
+                "version": chosen,
+                "ref": template.ref,
+                "active": state == "active",
+                "source": str(template.source),
+                "variables": list(template.variables),
+                "rollback_to": await store.history(name),
+                "changes": await store.changes(name, limit=5),
+                "text": template.text,
+            }
+            print_json_lines([shown])
+            return
         console.print(f"[bold]{template.ref}[/bold] ({state}) - {template.source}", highlight=False)
         console.print(f"variables: {', '.join(template.variables) or '(none)'}", highlight=False)
         console.print(f"rollback returns to: {', '.join(await store.history(name)) or '(nothing)'}", highlight=False)
         for change in await store.changes(name, limit=5):
             console.print(f"  {change['at']}  {change['action']} -> {change['version']} by {change['by']}")
-        console.rule()
+        console.print("-" * 40, highlight=False)  # a fixed rule: the console is 10,000 wide in a pipe
         console.print(template.text, markup=False, highlight=False)
 
     _with_store(go)

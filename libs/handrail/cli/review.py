@@ -18,7 +18,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.table import Column, Table
 
-from handrail.cli.common import console, err_console
+from handrail.cli.common import JsonOption, console, err_console, print_json_lines, resolve_prefix
+from handrail.cli.exit_codes import ExitCode
 from handrail.dev import DevSettings
 from handrail.dev.reviewer_tokens import dev_tokens
 from handrail.errors import ContractError
@@ -38,9 +39,8 @@ class ReviewCliSettings(BaseSettings):
     review_token: SecretStr | None = None
 
 
-UrlOption = typer.Option(None, "--url", help="The human-review service [env HANDRAIL_REVIEW_URL].")
-TokenOption = typer.Option(None, "--token", help="Your reviewer token [env HANDRAIL_REVIEW_TOKEN].")
-JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+UrlOption = typer.Option(None, "--url", help="The human-review service (default: HANDRAIL_REVIEW_URL).")
+TokenOption = typer.Option(None, "--token", help="Your reviewer token (default: HANDRAIL_REVIEW_TOKEN).")
 
 
 def _call(
@@ -55,7 +55,7 @@ def _call(
     secret = token or (settings.review_token.get_secret_value() if settings.review_token else None)
     if not secret:
         err_console.print("[red]error:[/red] no reviewer token: pass --token or set HANDRAIL_REVIEW_TOKEN")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     base = (url or settings.review_url).rstrip("/")
     try:
         response = httpx.request(
@@ -68,7 +68,7 @@ def _call(
         )
     except httpx.HTTPError as exc:
         err_console.print(f"[red]error:[/red] cannot reach the review service at {base}: {exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.FAILED) from None
     if response.status_code >= 400:
         try:
             error = response.json()
@@ -76,7 +76,7 @@ def _call(
         except ValueError:
             message = response.text
         err_console.print(f"[red]error {response.status_code}:[/red] {message}")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     return response.json()
 
 
@@ -97,8 +97,7 @@ def list_reviews(
             params[name] = str(value)
     reviews = _call("GET", "/api/reviews", url, token, params=params)
     if as_json:
-        for review in reviews:
-            print(json.dumps(review))
+        print_json_lines(reviews)
         return
     # Ids in full, never elided: they are what `approve` and `reject` take (a unique prefix will do too).
     id_width = max((len(r["review_id"]) for r in reviews), default=6)
@@ -128,11 +127,17 @@ def list_reviews(
 
 
 @app.command("show")
-def show(review_id: str, url: str = UrlOption, token: str = TokenOption) -> None:
+def show(review_id: str, url: str = UrlOption, token: str = TokenOption, as_json: bool = JsonOption) -> None:
     """One review as JSON: context, diff from the previous step, decision trail, budget, approvals, and the
-    proposed call (tool, arguments, the model's reason) when a call waits for it."""
+    proposed call (tool, arguments, the model's reason) when a call waits for it.
+
+    Indented for people; with --json on one line."""
     review_id = _resolve(review_id, url, token)
-    print(json.dumps(_call("GET", f"/api/reviews/{review_id}", url, token), indent=2))
+    review = _call("GET", f"/api/reviews/{review_id}", url, token)
+    if as_json:
+        print_json_lines([review])
+    else:
+        typer.echo(json.dumps(review, indent=2, ensure_ascii=False))
 
 
 @app.command("approve")
@@ -201,7 +206,7 @@ def reject(
     url: str = UrlOption,
     token: str = TokenOption,
 ) -> None:
-    """Reject: the task ends with a ``rejected`` result carrying your reason."""
+    """Reject: the task ends with a `rejected` result carrying your reason."""
     review_id = _resolve(review_id, url, token)
     _report(_call("POST", f"/api/reviews/{review_id}/reject", url, token, {"reason": reason}))
 
@@ -211,6 +216,7 @@ def tokens(
     reviewers_file: Annotated[Path, typer.Option("--reviewers", help="Who the reviewers are.")] = Path(
         "config/reviewers.yaml"
     ),
+    as_json: bool = JsonOption,
 ) -> None:
     """A token for every reviewer, kept in <run dir>/reviewer-tokens.json (0600, reused; delete it for new ones).
 
@@ -221,15 +227,18 @@ def tokens(
         found, path = dev_tokens(DevSettings().run_dir, reviewers_file)
     except ContractError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    for reviewer_id, token in found.items():
-        print(f"{reviewer_id:12} {token}")
+        raise typer.Exit(ExitCode.USAGE) from None
+    if as_json:
+        print_json_lines({"reviewer_id": reviewer_id, "token": token} for reviewer_id, token in found.items())
+    else:
+        for reviewer_id, token in found.items():
+            typer.echo(f"{reviewer_id:12} {token}")
     err_console.print(f"kept in {path}")
 
 
 @app.command("new-token")
 def new_token() -> None:
-    """Print a fresh reviewer token and the sha256 to put in reviewers.yaml as ``token_sha256``."""
+    """Print a fresh reviewer token and the sha256 to put in reviewers.yaml as `token_sha256`."""
     token = secrets.token_urlsafe(32)
     print(f"token:        {token}\ntoken_sha256: {hashlib.sha256(token.encode()).hexdigest()}")
 
@@ -242,20 +251,12 @@ def _resolve(review_id: str, url: str | None, token: str | None) -> str:
     """The review a unique prefix names (pending or recently decided); a full id as it is."""
     if len(review_id) >= _FULL_ID_LENGTH:
         return review_id
-    known = {
+    known = (
         str(r["review_id"])
         for status in ("pending", "decided")
         for r in _call("GET", "/api/reviews", url, token, params={"status": status})
-    }
-    matches = sorted(i for i in known if i.startswith(review_id))
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise typer.BadParameter(f"no pending or recent review starts with {review_id!r}", param_hint="REVIEW_ID")
-    raise typer.BadParameter(
-        f"{review_id!r} is the start of {len(matches)} reviews ({', '.join(matches[:5])}); give more of the id",
-        param_hint="REVIEW_ID",
     )
+    return resolve_prefix(review_id, known, "pending or recent review", "REVIEW_ID")
 
 
 def _report(review: dict[str, Any]) -> None:

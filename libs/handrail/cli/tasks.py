@@ -8,7 +8,8 @@ from typing import Any
 
 import typer
 
-from handrail.cli.common import console, parse_json_object, run
+from handrail.cli.common import JsonOption, console, err_console, parse_json_object, print_json_lines, run
+from handrail.cli.exit_codes import ExitCode
 from handrail.cli.settings import CliSettings
 from handrail.client import HandrailClient, follow, open_reader
 from handrail.messages import TaskResult
@@ -40,7 +41,7 @@ def submit(
     if result is not None:
         console.print_json(result.model_dump_json())
         if result.status != "completed":
-            raise typer.Exit(3)
+            raise typer.Exit(ExitCode.NOT_COMPLETED)
 
 
 def watch(
@@ -49,12 +50,15 @@ def watch(
     idle_timeout_s: float = typer.Option(
         30.0, "--idle-timeout-s", min=0.1, help="Give up after this long without news (not while a person decides)."
     ),
+    as_json: bool = JsonOption,
     bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP)."),
 ) -> None:
     """Follow a task live, hop by hop, until its result (or a dead letter) arrives.
 
     While the task waits for a person it says so (rule, role, approvals so far) and keeps
-    following, however long the review takes.
+    following, however long the review takes. With --json, each message as it arrives:
+    its kind (submitted, handoff, step, review_requested, review_decided, result, dead_letter),
+    topic, offset and body.
     """
     settings = CliSettings()
     from handrail.contracts import load_contracts
@@ -83,23 +87,39 @@ def watch(
                     body: dict[str, Any] = json.loads(record.value or b"{}")
                     if record.topic == topics.reviews_requested:
                         in_review, required = str(body.get("review_id")), int(body.get("approvals_required") or 1)
-                    console.print(_describe(record.topic, body, topics, required), highlight=False)
+                    if as_json:
+                        kind = _kind(record.topic, topics)
+                        print_json_lines([{"kind": kind, "topic": record.topic, "offset": record.offset, "body": body}])
+                    else:
+                        console.print(_describe(record.topic, body, topics, required), highlight=False)
                     if record.topic == topics.results:
                         return str(body.get("status"))
                     if record.topic == topics.reviews_decided and body.get("decision"):
                         in_review = None
                 if in_review is None:
                     return None
-                console.print(f"still waiting for review {in_review}", highlight=False)
+                (err_console if as_json else console).print(f"still waiting for review {in_review}", highlight=False)
         finally:
             await reader.stop()
 
     status = run(go())
     if status is None:
-        console.print(f"no result for {task_id} yet (no news for {idle_timeout_s:g}s)")
-        raise typer.Exit(4)
+        (err_console if as_json else console).print(f"no result for {task_id} yet (no news for {idle_timeout_s:g}s)")
+        raise typer.Exit(ExitCode.NOT_FOUND)
     if status != "completed":
-        raise typer.Exit(3)
+        raise typer.Exit(ExitCode.NOT_COMPLETED)
+
+
+def _kind(topic: str, topics: Any) -> str:
+    kinds = {
+        topics.tasks: "submitted",
+        topics.steps: "step",
+        topics.results: "result",
+        topics.dlq: "dead_letter",
+        topics.reviews_requested: "review_requested",
+        topics.reviews_decided: "review_decided",
+    }
+    return str(kinds.get(topic, "handoff"))
 
 
 def _describe(topic: str, body: dict[str, Any], topics: Any, required: int = 0) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from handrail.cli.common import console, err_console, run
+from handrail.cli.exit_codes import ExitCode
 from handrail.cli.settings import CliSettings
 from handrail.contracts import load_contracts
 from handrail.errors import ContractError
@@ -25,7 +26,7 @@ def ensure(
         contracts = load_contracts(settings.config_dir, default_registry().names())
     except ContractError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     specs = Topics(prefix or settings.topic_prefix).specs(contracts.agents)
     created = run(ensure_topics(bootstrap or settings.kafka_bootstrap, specs, credentials=settings.kafka_credentials()))
     for spec in specs:

@@ -82,6 +82,10 @@ def test_submit_wait_watch_and_dlq_list(stack: Stack) -> None:
     assert watched.returncode == 0, watched.stderr
     kinds = [line.split()[0] for line in watched.stdout.splitlines()]
     assert kinds == ["submitted", "handoff", "step", "handoff", "step", "result"], watched.stdout
+    as_json = handrail("watch", task_id, "--idle-timeout-s", "5", "--json", env=env)
+    messages = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [m["kind"] for m in messages] == ["submitted", "handoff", "step", "handoff", "step", "result"]
+    assert messages[-1]["body"]["status"] == "completed" and as_json.returncode == 0
 
     bad_id = f"cli-bad-{uuid.uuid4().hex[:10]}"
     rejected = handrail("submit", "-w", "payroll", "-i", "{}", "--task-id", bad_id, "--wait", env=env)
@@ -98,7 +102,7 @@ def test_submit_wait_watch_and_dlq_list(stack: Stack) -> None:
     assert handrail("submit", "-w", "payroll", "-i", "{}", "--task-id", again, "--wait", env=env).returncode == 3
     newest = handrail("dlq", "list", "--limit", "1", env=env)
     assert again in newest.stdout and bad_id not in newest.stdout
-    assert f"the newest 1 of {len(letters) + 1} dead letters" in newest.stdout, newest.stdout
+    assert f"showing the newest 1 of {len(letters) + 1} in the last" in newest.stdout, newest.stdout
 
 
 @pytest.mark.bus
@@ -203,6 +207,9 @@ async def test_audit_verify_finds_the_one_altered_byte(stack: Stack) -> None:
     )
     intact = handrail("audit", "verify", task_id, env=env)
     assert intact.returncode == 0 and "intact (4 records) and signed" in intact.stdout, intact.stdout + intact.stderr
+    verified = handrail("audit", "verify", task_id, "--json", env=env)
+    [verdict] = [json.loads(line) for line in verified.stdout.splitlines()]
+    assert verdict["intact"] and verdict["records"] == 4 and verdict["signatures_checked"]
     strangers = handrail("audit", "verify", task_id, env={**env, "HANDRAIL_TRUSTED_KEYS_FILE": str(stack.run_dir)})
     assert (
         strangers.returncode == 1
