@@ -25,7 +25,7 @@ from handrail.contracts import Contracts, load_contracts
 from handrail.deploy.kafka_security import SaslCredentials
 from handrail.errors import ContractError
 from handrail.lifecycle import Lifecycle
-from handrail.metrics import WORKFLOW_MIN_STEPS, declare_workflows
+from handrail.metrics import WORKFLOW_MIN_STEPS, labels
 from handrail.observability import setup_tracing
 from handrail.recovery import Rebuilder, StateKeeper
 from handrail.service.settings import ServiceSettings
@@ -80,7 +80,12 @@ def build_runtime(service: str, settings: ServiceSettings, *, agent: str | None 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tools = default_registry(settings.data_dir)
     contracts = load_contracts(settings.config_dir, tools.names())
-    declare_workflows(contracts.workflows)
+    labels.declare(
+        workflows=contracts.workflows,
+        agents=contracts.agents,
+        tools=tools.names(),
+        models={model for agent in contracts.agents.values() for model in agent.model_chain},
+    )
     for workflow in contracts.workflows.values():
         WORKFLOW_MIN_STEPS.labels(workflow.name).set(len(workflow.steps))
     provider = setup_tracing(service, settings.tracing())

@@ -1,26 +1,11 @@
-"""Prometheus metrics shared by every service (each service serves them on ``/metrics``)."""
+"""Prometheus metrics shared by every service (each service serves them on ``/metrics``).
+
+A label fed from message content goes through ``handrail.metrics.labels`` (bounded values).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from prometheus_client import Counter, Gauge, Histogram
-
-#: The label of a workflow no contract declares: a submitter's typo must not mint a time series.
-UNKNOWN_WORKFLOW = "unknown"
-_declared: frozenset[str] = frozenset()
-
-
-def declare_workflows(names: Iterable[str]) -> None:
-    """The workflows the contracts declare (at start-up): the only ``workflow`` label values besides unknown."""
-    global _declared
-    _declared = frozenset(names)
-
-
-def workflow_label(name: str | None) -> str:
-    """``name`` if the contracts declare it, else ``unknown``: label values stay bounded whatever is submitted."""
-    return name if name is not None and name in _declared else UNKNOWN_WORKFLOW
-
 
 MESSAGES = Counter("handrail_messages_total", "Messages consumed, by outcome.", ["service", "topic_kind", "outcome"])
 HANDOFFS = Counter(
