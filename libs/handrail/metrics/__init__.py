@@ -89,3 +89,13 @@ REVIEWS_REQUESTED = Counter(
     "Tasks parked for a person (and escalations to a higher role), by the rule (or trigger) and role.",
     ["workflow", "rule", "role"],
 )
+CONSUMER_LAG = Gauge(
+    "handrail_consumer_lag_messages",
+    "Messages on a consumer's assigned partitions it has not finished (high watermark minus the lowest unfinished).",
+    ["consumer", "topic"],
+)
+DEPENDENCY_UP = Gauge(
+    "handrail_dependency_up",
+    "Whether the service reached a dependency at its last probe: 1 yes, 0 no (kafka, redis).",
+    ["dependency"],
+)
