@@ -4,6 +4,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HANDRAIL := $(BIN)/handrail
+# promtool checks and unit-tests deploy/prometheus/rules. Prometheus v3.16's Go module is tagged
+# v0.316.0; it is built from the Go module proxy into the venv, once. remove_all_sd leaves out the
+# cloud service discoveries (AWS, Azure, GCE, ...): the build takes a few minutes instead of twenty,
+# and nothing here discovers targets (deploy/prometheus/prometheus.yml lists them).
+PROMTOOL_VERSION ?= v0.316.0
+PROMTOOL := $(BIN)/promtool
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+RULES := deploy/prometheus/rules
 
 .DEFAULT_GOAL := help
 
@@ -64,8 +72,21 @@ test: install test-deps ## run every test (starts Kafka and Redis when they are 
 chaos: install system-deps ## the chaos soak: 2000 tasks under 30 faults on a stack of its own; fails on any broken promise
 	$(BIN)/python -m tools.chaos $(CHAOS_ARGS)
 
+$(PROMTOOL): | $(BIN)/activate
+	@command -v $(GO) >/dev/null || { echo "go not found: install Go 1.26.7+ (promtool is built from the Go module proxy)"; exit 1; }
+	GOBIN="$(abspath $(BIN))" $(GO) install -tags remove_all_sd github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+
+.PHONY: promtool
+promtool: $(PROMTOOL) ## build promtool into .venv/bin if it is missing (a few minutes, once)
+
+.PHONY: rules
+rules: $(PROMTOOL) ## check the Prometheus config and rules, and run the rules' unit tests
+	$(PROMTOOL) check config deploy/prometheus/prometheus.yml
+	$(PROMTOOL) check rules $(RULES)/handrail.rules.yml
+	$(PROMTOOL) test rules $(RULES)/handrail.rules.test.yml
+
 .PHONY: lint
-lint: install ## ruff, mypy (strict), the schema and AsyncAPI checks
+lint: install rules ## ruff, mypy (strict), the schema and AsyncAPI checks, promtool on the alert rules
 	$(BIN)/ruff check libs services tests bench deploy tools
 	$(BIN)/mypy
 	$(BIN)/python -m handrail.schemas --check

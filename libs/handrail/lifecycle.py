@@ -54,7 +54,7 @@ from handrail.metrics import (
     TASK_STEPS,
     TASK_TOKENS,
     TASKS_FINISHED,
-    workflow_label,
+    labels,
 )
 from handrail.state import Opening, TaskStore
 from handrail.state.budgets import Amount, BudgetStore, Caps, Grant, Usage
@@ -399,9 +399,7 @@ def _step(
         patch=patch,
         budget=budget,
         finished_at=utcnow(),
-        handoff=HandoffTaken(
-            message_id=envelope.message_id, sender=envelope.sender, parent_hash=envelope.parent_hash
-        ),
+        handoff=HandoffTaken(message_id=envelope.message_id, sender=envelope.sender, parent_hash=envelope.parent_hash),
         **fields,
     )
 
@@ -530,7 +528,7 @@ class Lifecycle:
         )
         await self.publisher.publish(self.topics.reviews_requested, request, key=request.task_id)
         REVIEWS_REQUESTED.labels(
-            workflow_label(request.workflow), request.rule or request.trigger.value, request.role
+            labels.workflow(request.workflow), request.rule or request.trigger.value, request.role
         ).inc()
 
     async def _resume(self, resume: Resume) -> None:
@@ -631,10 +629,10 @@ class Lifecycle:
         await self.publisher.publish(self.topics.results, result, key=end.task_id)
         await self.store.mark_published(end.task_id)
         if finished.first:
-            TASKS_FINISHED.labels(workflow_label(end.workflow), end.status.value).inc()
-            TASK_STEPS.labels(workflow_label(end.workflow), end.status.value).observe(result.steps)
-            TASK_TOKENS.labels(workflow_label(end.workflow)).observe(result.tokens)
-            TASK_COST_USD.labels(workflow_label(end.workflow)).observe(result.cost_usd)
+            TASKS_FINISHED.labels(labels.workflow(end.workflow), end.status.value).inc()
+            TASK_STEPS.labels(labels.workflow(end.workflow), end.status.value).observe(result.steps)
+            TASK_TOKENS.labels(labels.workflow(end.workflow)).observe(result.tokens)
+            TASK_COST_USD.labels(labels.workflow(end.workflow)).observe(result.cost_usd)
         return True
 
     @staticmethod

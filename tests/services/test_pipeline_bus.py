@@ -236,3 +236,11 @@ async def test_a_workflow_nobody_declared_mints_no_time_series(client: HandrailC
     samples = await scrape(stack, "router")
     assert not [name for name in samples if invented in name]
     assert total(samples, "handrail_tasks_finished_total", workflow="unknown", status="rejected") >= 1
+
+
+async def test_a_service_reports_its_dependencies_and_its_consumer_lag(stack: Stack) -> None:
+    """What the Redis, Kafka and lag alerts read: every service probes both and measures its own lag."""
+    samples = await scrape(stack, "router")
+    assert total(samples, "handrail_dependency_up", dependency="kafka") == 1
+    assert total(samples, "handrail_dependency_up", dependency="redis") == 1
+    assert [name for name in samples if name.startswith("handrail_consumer_lag_messages{") and "router:" in name]

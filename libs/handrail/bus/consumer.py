@@ -28,7 +28,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from handrail.bus.delivery import Delivery
 from handrail.bus.offsets import PartitionOffsets
 from handrail.bus.scheduler import KeyedScheduler, Process
-from handrail.metrics import IN_FLIGHT
+from handrail.metrics import CONSUMER_LAG, IN_FLIGHT
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ _COMMIT_INTERVAL_S = 0.2
 _RESUME_AT = 0.75
 #: How long claiming an assigned partition may take before its deliveries go unfenced.
 _CLAIM_TIMEOUT_S = 2.0
+#: How often the lag gauge is refreshed: Prometheus scrapes every 10-30 s, so once a second is plenty.
+_LAG_INTERVAL_S = 1.0
 
 #: Takes an assigned partition over and returns its fencing token.
 Claim = Callable[[TopicPartition], Awaitable[str]]
@@ -74,6 +76,7 @@ class ConcurrentConsumer:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_commit = 0.0
+        self._last_lag = 0.0
         #: Fetching is paused because the cap is reached (``_RESUME_AT`` resumes it).
         self._backpressure = False
         #: The most messages this consumer ever had in flight (the benchmark reads it).
@@ -135,6 +138,33 @@ class ConcurrentConsumer:
             self.peak_in_flight = max(self.peak_in_flight, self.scheduler.in_flight)
             IN_FLIGHT.labels(self._name).set(self.scheduler.in_flight)
             await self._commit()
+            await self._report_lag(consumer)
+
+    async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Per topic, what the assigned partitions hold that this consumer has not finished yet.
+
+        The high watermark is the one the last fetch response reported (no extra round trip); a partition
+        not fetched from yet counts from its fetch position.
+        """
+        now = time.monotonic()
+        if now - self._last_lag < _LAG_INTERVAL_S:
+            return
+        self._last_lag = now
+        lag = dict.fromkeys(self._topics, 0)
+        for tp, offsets in list(self._partitions.items()):
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            start = offsets.first_unfinished
+            if start is None:
+                try:
+                    start = await consumer.position(tp)
+                except Exception as exc:  # revoked meanwhile, or no position yet: its next owner reports it
+                    log.debug("%s: no position for %s yet (%s)", self._name, tp, exc)
+                    continue
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - start)
+        for topic, behind in lag.items():
+            CONSUMER_LAG.labels(self._name, topic).set(behind)
 
     async def _commit(self, force: bool = False, only: list[TopicPartition] | None = None) -> None:
         now = time.monotonic()

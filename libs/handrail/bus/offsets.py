@@ -43,12 +43,17 @@ class PartitionOffsets:
         """How many fetched messages have not finished."""
         return len(self._pending) - len(self._done)
 
-    def committable(self) -> int | None:
-        """The offset to commit now (the lowest unfinished one), or None when nothing new is done."""
+    @property
+    def first_unfinished(self) -> int | None:
+        """The lowest offset not finished yet (one past the last fetched when all are), or None before any fetch."""
         if self._next is None:
             return None
-        offset = self._pending[0] if self._pending else self._next
-        return None if offset == self._committed else offset
+        return self._pending[0] if self._pending else self._next
+
+    def committable(self) -> int | None:
+        """The offset to commit now (the lowest unfinished one), or None when nothing new is done."""
+        offset = self.first_unfinished
+        return None if offset is None or offset == self._committed else offset
 
     def committed(self, offset: int) -> None:
         """Kafka acknowledged the commit of ``offset``."""

@@ -61,7 +61,7 @@ from handrail.errors import (
 )
 from handrail.hashing import context_hash
 from handrail.messages import DeadLetter, HandoffEnvelope, Payload, StepCompleted, derived_message_id, utcnow
-from handrail.metrics import DEAD_LETTERS, FENCED, HANDLE_SECONDS, HANDOFFS, MESSAGES, POISON_MESSAGES
+from handrail.metrics import DEAD_LETTERS, FENCED, HANDLE_SECONDS, HANDOFFS, MESSAGES, POISON_MESSAGES, labels
 from handrail.observability.tracing import consume_span
 from handrail.state import Acceptance, TaskStore
 from handrail.state.fences import Fences
@@ -326,7 +326,7 @@ class Pipeline:
             else:
                 self.handoffs.check_step(payload, delivery.value)
         except Rejected as exc:
-            HANDOFFS.labels(self.service, exc.error_type).inc()
+            HANDOFFS.labels(self.service, labels.error_type(exc.error_type)).inc()
             raise
 
     async def _verify(self, payload: HandoffEnvelope | StepCompleted) -> bool:
@@ -410,7 +410,7 @@ class Pipeline:
                 details={"error_type": error_type, "source": delivery.ref, "dead_letter_id": letter.message_id},
             )
         await self.publisher.publish(self.dlq_topic, letter, key=task_id)
-        DEAD_LETTERS.labels(self.service, error_type).inc()
+        DEAD_LETTERS.labels(self.service, labels.error_type(error_type)).inc()
         log.warning("%s: dead-lettered %s (%s): %s", self.service, delivery.ref, error_type, reason)
 
 

@@ -25,9 +25,10 @@ from handrail.contracts import Contracts, load_contracts
 from handrail.deploy.kafka_security import SaslCredentials
 from handrail.errors import ContractError
 from handrail.lifecycle import Lifecycle
-from handrail.metrics import WORKFLOW_MIN_STEPS, declare_workflows
+from handrail.metrics import WORKFLOW_MIN_STEPS, labels
 from handrail.observability import setup_tracing
 from handrail.recovery import Rebuilder, StateKeeper
+from handrail.service.probes import DependencyProbe, probe
 from handrail.service.settings import ServiceSettings
 from handrail.signing import HandoffVerifier, Signer, TrustStore, Verifier, load_signing_key
 from handrail.state import TaskStore
@@ -80,7 +81,12 @@ def build_runtime(service: str, settings: ServiceSettings, *, agent: str | None 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tools = default_registry(settings.data_dir)
     contracts = load_contracts(settings.config_dir, tools.names())
-    declare_workflows(contracts.workflows)
+    labels.declare(
+        workflows=contracts.workflows,
+        agents=contracts.agents,
+        tools=tools.names(),
+        models={model for agent in contracts.agents.values() for model in agent.model_chain},
+    )
     for workflow in contracts.workflows.values():
         WORKFLOW_MIN_STEPS.labels(workflow.name).set(len(workflow.steps))
     provider = setup_tracing(service, settings.tracing())
@@ -149,16 +155,15 @@ def asgi_app(runtime: Runtime) -> AsgiFastStream:
 
     @get
     async def healthz(scope: object) -> AsgiResponse:
-        kafka_ok = await runtime.broker.ping(_HEALTH_TIMEOUT_S)
-        try:
-            redis_ok = bool(await asyncio.wait_for(runtime.redis.ping(), _HEALTH_TIMEOUT_S))
-        except Exception:
-            redis_ok = False
-        body = f'{{"kafka": {str(kafka_ok).lower()}, "redis": {str(redis_ok).lower()}}}'.encode()
-        return AsgiResponse(body, 200 if kafka_ok and redis_ok else 503, headers={"content-type": "application/json"})
+        seen = await probe(runtime.broker, runtime.redis, _HEALTH_TIMEOUT_S)
+        body = f'{{"kafka": {str(seen.kafka).lower()}, "redis": {str(seen.redis).lower()}}}'.encode()
+        return AsgiResponse(body, 200 if seen.ok else 503, headers={"content-type": "application/json"})
+
+    dependencies = DependencyProbe(runtime.broker, runtime.redis, timeout_s=_HEALTH_TIMEOUT_S)
 
     async def start_consumers() -> None:
         settings = runtime.settings
+        await dependencies.start()
         # The state first: on a Redis that lost it (or a first start) the consumers would only wait.
         try:
             await asyncio.wait_for(runtime.keeper.ensure(), _STATE_AT_START_S)
@@ -189,7 +194,7 @@ def asgi_app(runtime: Runtime) -> AsgiFastStream:
         asgi_routes=[("/healthz", healthz), ("/metrics", make_asgi_app())],
         after_startup=[start_consumers],
         # Drain first: running messages still publish through the broker and use Redis.
-        on_shutdown=[runtime.pipeline.stop, runtime.keeper.stop, close_redis],
+        on_shutdown=[runtime.pipeline.stop, runtime.keeper.stop, dependencies.stop, close_redis],
         after_shutdown=[flush_spans],
     )
 

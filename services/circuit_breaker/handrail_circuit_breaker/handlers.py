@@ -9,7 +9,7 @@ from prometheus_client import Counter
 
 from handrail.bus import Delivery
 from handrail.messages import ControlRecord, DecisionEvent, DecisionEvents, derived_message_id, utcnow
-from handrail.metrics import BREAKER_STATE
+from handrail.metrics import BREAKER_STATE, labels
 from handrail.service import Runtime
 from handrail.state.controls import BreakerPolicy
 from handrail_circuit_breaker.batching import OutcomeBatcher
@@ -49,7 +49,7 @@ class BreakerHandlers:
             if changed is None:
                 continue
             TRIPS.labels(scope, changed.value).inc()
-            BREAKER_STATE.labels(scope, name).set(_STATE_VALUE[changed.value])
+            BREAKER_STATE.labels(scope, labels.scoped(scope, name)).set(_STATE_VALUE[changed.value])
             log.warning("breaker %s:%s is now %s", scope, name, changed.value)
             await self.announce(
                 ControlRecord(
@@ -67,7 +67,7 @@ class BreakerHandlers:
 
     async def announce_halt(self, event: DecisionEvent) -> None:
         """A worker stopped a task before a call: the halt on the control topic and in the audit trail."""
-        HALTS.labels(event.error_type or "halted").inc()
+        HALTS.labels(labels.error_type(event.error_type or "halted")).inc()
         await self.announce(
             ControlRecord(
                 message_id=derived_message_id(event.message_id, "control"),

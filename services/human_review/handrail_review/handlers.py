@@ -26,6 +26,7 @@ from handrail.messages import (
     new_message_id,
     utcnow,
 )
+from handrail.metrics import labels
 from handrail.orchestration import deadline_after
 from handrail.service import Runtime
 from handrail_review.edits import EditRules
@@ -273,9 +274,9 @@ class ReviewDesk:
             return
         if item is None:
             return  # carried out before
-        workflow, decision = item.request.workflow, item.status
+        workflow, decision = labels.workflow(item.request.workflow), item.status
         DECISIONS.labels(workflow, decision).inc()
-        OUTCOMES.labels(workflow, item.request.agent, _outcome(item)).inc()
+        OUTCOMES.labels(workflow, labels.agent(item.request.agent), _outcome(item)).inc()
         waited_s = (int(item.fields.get("decided_ms") or now_ms()) - item.requested_ms) / 1000
         DECISION_SECONDS.labels(workflow, decision).observe(max(0.0, waited_s))
 

@@ -28,7 +28,7 @@ from handrail.llm.classifier import BelowFloor, Routing, WorkflowClassifier
 from handrail.llm.factory import build_chain
 from handrail.llm.models import load_catalogue
 from handrail.messages import TaskSubmitted
-from handrail.metrics import workflow_label
+from handrail.metrics import labels
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class TaskRouter:
         else:
             decision = await self._classify(self.classifier, task)
         log.info("task %s routed: %s -> %s (%s)", task.task_id, decision.kind, decision.workflow, decision.reason)
-        ROUTES.labels(decision.kind.value, workflow_label(decision.workflow) if decision.workflow else "").inc()
+        ROUTES.labels(decision.kind.value, labels.workflow(decision.workflow) if decision.workflow else "").inc()
         return decision
 
     async def _classify(self, classifier: WorkflowClassifier, task: TaskSubmitted) -> RouteDecision:

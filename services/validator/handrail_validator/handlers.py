@@ -20,6 +20,7 @@ from handrail.contracts import Autonomy
 from handrail.errors import StepFailed, TaskHalted
 from handrail.lifecycle import End, Plan, halted_handoff
 from handrail.messages import StepCompleted, TaskStatus
+from handrail.metrics import labels
 from handrail.orchestration import Orchestrator, escalation_for
 from handrail.service import Runtime
 
@@ -68,7 +69,7 @@ class ValidatorHandlers:
         escalation = escalation_for(step, workflow, agent, await self._level(step) if agent else None)
         if escalation is not None:
             park = self.orchestrator.request_review(escalation, checkpoint=step)
-            ESCALATIONS.labels(step.workflow, escalation.trigger.value).inc()
+            ESCALATIONS.labels(labels.workflow(step.workflow), escalation.trigger.value).inc()
             log.info(
                 "task %s: step %r parked for review %s (%s, role %s)",
                 step.task_id,
@@ -89,7 +90,7 @@ class ValidatorHandlers:
                 task_id=step.task_id,
             )
         park = self.orchestrator.request_approval(step)
-        ESCALATIONS.labels(step.workflow, park.request.trigger.value).inc()
+        ESCALATIONS.labels(labels.workflow(step.workflow), park.request.trigger.value).inc()
         log.info(
             "task %s: call to %s in step %r parked for approval, review %s (role %s)",
             step.task_id, step.proposal.tool, step.step, park.request.review_id, park.request.role,
@@ -109,7 +110,7 @@ class ValidatorHandlers:
             level = await self._level(step) if step.agent in self.rt.contracts.agents else None
             park = self.orchestrator.review_halt(halt, halted_handoff(step, sender=SERVICE), level)
             if park is not None:
-                ESCALATIONS.labels(step.workflow, "halt").inc()
+                ESCALATIONS.labels(labels.workflow(step.workflow), "halt").inc()
                 return park
         status = TaskStatus.HALTED if step.status == "halted" else TaskStatus.FAILED
         return End.of(step, status, actor=f"service:{SERVICE}", reason=reason, error_type=error_type)

@@ -11,6 +11,7 @@ from faststream.asgi import AsgiFastStream
 from handrail.llm.factory import build_provider
 from handrail.llm.models import load_catalogue
 from handrail.messages import HandoffEnvelope
+from handrail.metrics import labels
 from handrail.prompts import PromptLibrary, PromptStore, parse_ref
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail.state.effects import EffectStore
@@ -31,6 +32,7 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
     agent = runtime.contracts.agent(settings.agent)
     effects = EffectStore(runtime.redis, settings.redis_prefix)
     catalogue = load_catalogue(settings.config_dir)
+    labels.declare_models(catalogue.models)
     prompts = PromptStore(PromptLibrary(settings.config_dir / "prompts"), runtime.redis, settings.redis_prefix)
     prompts.library.load(*parse_ref(agent.prompt))  # the declared prompt must load: stop now, not at 3 a.m.
     provider = build_provider(agent, catalogue, breakers=SharedModelBreakers(runtime.controls))

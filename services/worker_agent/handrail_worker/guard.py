@@ -20,7 +20,7 @@ from typing import Protocol
 from handrail.contracts import AgentSpec
 from handrail.errors import RetryableError, TaskHalted
 from handrail.messages import DecisionEvent, HandoffEnvelope, derived_message_id, utcnow
-from handrail.metrics import CALL_SECONDS, MODEL_COST_USD, MODEL_TOKENS
+from handrail.metrics import CALL_SECONDS, MODEL_COST_USD, MODEL_TOKENS, labels
 from handrail.state.admission import Admission, Admissions, Admit, LoopWindow
 from handrail.state.budgets import Amount, BudgetStore, Caps, Settlement, Usage, Verdict
 from handrail.state.controls import Halt
@@ -194,11 +194,12 @@ class StepGuard:
         actual = Amount(tokens=input_tokens + output_tokens, cost_usd=cost_usd, steps=carried.steps)
         await self.settle_pending()  # a call that never asked for the next admission (should not happen)
         self._unsettled = Settlement(ticket.reservation_id, actual, self.agent.name)
-        CALL_SECONDS.labels(ticket.kind, ticket.name, outcome).observe(time.perf_counter() - ticket.started)
+        called = labels.call(ticket.kind, ticket.name)
+        CALL_SECONDS.labels(ticket.kind, called, outcome).observe(time.perf_counter() - ticket.started)
         if ticket.kind == "model_call":
-            MODEL_TOKENS.labels(self.agent.name, ticket.name, "input").inc(input_tokens)
-            MODEL_TOKENS.labels(self.agent.name, ticket.name, "output").inc(output_tokens)
-            MODEL_COST_USD.labels(self.agent.name, ticket.name).inc(cost_usd)
+            MODEL_TOKENS.labels(self.agent.name, called, "input").inc(input_tokens)
+            MODEL_TOKENS.labels(self.agent.name, called, "output").inc(output_tokens)
+            MODEL_COST_USD.labels(self.agent.name, called).inc(cost_usd)
         await self.events.emit(
             self._event(
                 ticket.kind,

@@ -28,7 +28,7 @@ from handrail.llm.chain import as_chain
 from handrail.llm.corrections import arguments_correction, reply_correction
 from handrail.llm.observers import Outcome, TracingObserver, observing
 from handrail.messages import Decision, HandoffEnvelope, ProposedCall, StepProgress, StepResume, Usage
-from handrail.metrics import TOOL_CALLS, TOOL_RESULTS_INVALID
+from handrail.metrics import TOOL_CALLS, TOOL_RESULTS_INVALID, labels
 from handrail.observability import tracer
 from handrail.orchestration import approval_for_call
 from handrail.prompts import PromptStore, step_scope
@@ -291,7 +291,7 @@ class StepRunner:
 
     def _record(self, step: _Step, call: ToolCall, observation: dict[str, Any], decision: Decision) -> None:
         step.decisions.append(decision)
-        TOOL_CALLS.labels(self.agent.name, decision.name, decision.outcome).inc()
+        TOOL_CALLS.labels(self.agent.name, labels.tool(decision.name), decision.outcome).inc()
         if decision.outcome == "rejected":
             self._correct(step.tally, decision.error or "rejected tool call")
         elif decision.outcome != "short_circuited":
@@ -366,7 +366,7 @@ class StepRunner:
                 latency_ms=0.0,
             )
             step.decisions.append(decision)
-            TOOL_CALLS.labels(self.agent.name, call.name, "refused").inc()
+            TOOL_CALLS.labels(self.agent.name, labels.tool(call.name), "refused").inc()
             step.messages.append(
                 ChatMessage("tool", json.dumps(refusal.as_observation()), tool_call_id=call.id, name=call.name)
             )
@@ -448,7 +448,7 @@ class StepRunner:
         if invalid is not None:
             # It ran (and is paid for), but what it said must not reach the model or the next step as if true.
             await guard.after_call(granted, "error", "invalid_result", cost_usd=tool.spec.cost_usd)
-            TOOL_RESULTS_INVALID.labels(self.agent.name, name).inc()
+            TOOL_RESULTS_INVALID.labels(self.agent.name, labels.tool(name)).inc()
             return invalid.as_observation(), Decision(
                 kind="tool_call",
                 name=name,

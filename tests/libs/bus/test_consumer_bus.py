@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import REGISTRY
 from tests.fixtures.infra import TopicFactory
 
 from handrail.bus import make_consumer
@@ -209,3 +210,38 @@ async def test_a_rebalance_while_messages_run_keeps_each_key_in_order(
         await b.stop()
     assert all(in_order(s) for s in shared.seen.values())
     assert await committed(kafka_bootstrap, topic, group, 4) == KEYS * PER_KEY
+
+
+async def test_the_lag_gauge_counts_what_is_not_finished_and_falls_to_zero(
+    kafka_bootstrap: str, new_topic: TopicFactory
+) -> None:
+    """``handrail_consumer_lag_messages``: the high watermark minus the lowest unfinished offset, per topic."""
+    topic = await new_topic(3)
+    await produce(kafka_bootstrap, topic)
+    gate = asyncio.Event()
+
+    async def held(delivery: Delivery, attempt: int) -> None:
+        await gate.wait()
+
+    name = f"lag-{uuid.uuid4().hex[:8]}"
+    running = ConcurrentConsumer(
+        lambda: make_consumer(kafka_bootstrap, f"g-{uuid.uuid4().hex}", "test"),
+        [topic],
+        held,
+        name=name,
+        max_in_flight=8,
+        retry_backoff_s=0.05,
+        shutdown_grace_s=10,
+    )
+
+    def lag() -> float:
+        return REGISTRY.get_sample_value("handrail_consumer_lag_messages", {"consumer": name, "topic": topic}) or 0.0
+
+    await running.start()
+    try:
+        await wait_until(lambda: lag() == KEYS * PER_KEY, timeout_s=30)  # nothing finished: all of it is behind
+        gate.set()
+        await wait_until(lambda: lag() == 0, timeout_s=30)
+    finally:
+        gate.set()
+        await running.stop()

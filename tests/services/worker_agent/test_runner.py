@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from handrail.contracts import AgentSpec, load_contracts
 from handrail.errors import TaskHalted
 from handrail.hashing import GENESIS, context_hash
 from handrail.llm import ScriptedProvider
 from handrail.messages import HandoffEnvelope
+from handrail.metrics import labels
 from handrail.tools import Tool, ToolCallError, ToolContext, ToolRegistry, ToolSpec, default_registry
 from handrail_worker.guard import Ticket
 from handrail_worker.runner import StepRunner
@@ -146,6 +148,21 @@ async def test_hallucinated_and_forbidden_tools_become_corrections() -> None:
     rejected = [(d.name, d.error.split(":")[0]) for d in outcome.decisions if d.outcome == "rejected"]  # type: ignore[union-attr]
     assert rejected == [("wire_money", "unknown_tool"), ("check_policy", "tool_not_allowed")]
     assert outcome.usage.tool_calls == 1
+
+
+async def test_a_hallucinated_tool_name_is_counted_as_unknown() -> None:
+    """The ``tool`` label takes only the registry's names: a model's invention mints no time series."""
+    invented = "transfer_all_funds_now"
+    agent = _agent([{"call": invented, "args": {}}, {"answer": {"ok": True}}], max_tool_corrections=2)
+    before = labels.declare(tools=default_registry().names())
+    try:
+        counted = {"agent": "a", "tool": "unknown", "outcome": "rejected"}
+        was = REGISTRY.get_sample_value("handrail_tool_calls_total", counted) or 0.0
+        await _runner(agent).run(_envelope({}), OpenGuard())
+        assert REGISTRY.get_sample_value("handrail_tool_calls_total", counted) == was + 1
+        assert REGISTRY.get_sample_value("handrail_tool_calls_total", {**counted, "tool": invented}) is None
+    finally:
+        labels.restore(before)
 
 
 async def test_too_many_corrections_halt_the_task() -> None:

@@ -1,26 +1,11 @@
-"""Prometheus metrics shared by every service (each service serves them on ``/metrics``)."""
+"""Prometheus metrics shared by every service (each service serves them on ``/metrics``).
+
+A label fed from message content goes through ``handrail.metrics.labels`` (bounded values).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from prometheus_client import Counter, Gauge, Histogram
-
-#: The label of a workflow no contract declares: a submitter's typo must not mint a time series.
-UNKNOWN_WORKFLOW = "unknown"
-_declared: frozenset[str] = frozenset()
-
-
-def declare_workflows(names: Iterable[str]) -> None:
-    """The workflows the contracts declare (at start-up): the only ``workflow`` label values besides unknown."""
-    global _declared
-    _declared = frozenset(names)
-
-
-def workflow_label(name: str | None) -> str:
-    """``name`` if the contracts declare it, else ``unknown``: label values stay bounded whatever is submitted."""
-    return name if name is not None and name in _declared else UNKNOWN_WORKFLOW
-
 
 MESSAGES = Counter("handrail_messages_total", "Messages consumed, by outcome.", ["service", "topic_kind", "outcome"])
 HANDOFFS = Counter(
@@ -103,4 +88,14 @@ REVIEWS_REQUESTED = Counter(
     "handrail_reviews_requested_total",
     "Tasks parked for a person (and escalations to a higher role), by the rule (or trigger) and role.",
     ["workflow", "rule", "role"],
+)
+CONSUMER_LAG = Gauge(
+    "handrail_consumer_lag_messages",
+    "Messages on a consumer's assigned partitions it has not finished (high watermark minus the lowest unfinished).",
+    ["consumer", "topic"],
+)
+DEPENDENCY_UP = Gauge(
+    "handrail_dependency_up",
+    "Whether the service reached a dependency at its last probe: 1 yes, 0 no (kafka, redis).",
+    ["dependency"],
 )
