@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
 
-import pytest
 import typer
+from tests.fixtures.infra import unavailable
 
 from handrail.cli import deploy
 
@@ -27,8 +26,5 @@ def require_tool(name: str, package: str) -> str:
     beside = Path(sys.executable).parent / name
     path = str(beside) if beside.is_file() else shutil.which(name)
     if path is None:
-        reason = f"{name} not found: `pip install {package}` (a dev dependency)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable(f"{name} not found: `pip install {package}` (a dev dependency)")
     return path

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.fixtures.cli import handrail
+from tests.fixtures.infra import unavailable
+from tests.fixtures.stack import port_is_free
 
 from handrail.dev import DevSettings, services
 from handrail.dev.ports import STACK_SPAN
@@ -19,31 +18,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _AGENTS = ["expense-approver", "expense-intake"]  # config/agents.yaml
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def _free_base_port() -> int:
     """A base port whose stack's every port is free (from 29500 on, a span at a time)."""
     for base in range(29500, 40000, STACK_SPAN):
         settings = DevSettings.at_base_port(base)
         ports = [settings.ports.kafka, settings.ports.controller, settings.ports.redis]
         ports += [p.http_port for p in services.plan(_AGENTS, base_port=settings.ports.services)]
-        if all(_free(port) for port in ports):
+        if all(port_is_free(port) for port in ports):
             return base
     raise RuntimeError("no free base port")
 
 
 def _handrail(*args: str, env: dict[str, str], timeout_s: float) -> str:
-    run = subprocess.run(
-        [sys.executable, "-m", "handrail.cli", *args],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
-    )  # fmt: skip
+    run = handrail(*args, env=env, timeout_s=timeout_s)
     assert run.returncode == 0, f"handrail {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}"
     return run.stdout
 
@@ -52,14 +39,10 @@ def _handrail(*args: str, env: dict[str, str], timeout_s: float) -> str:
 @pytest.mark.timeout(420)
 def test_dev_up_and_services_up_on_a_base_port_of_their_own(tmp_path: Path) -> None:
     if not (shutil.which("java") and shutil.which("mvn") and shutil.which("redis-server")):
-        reason = "the launcher needs java, mvn and redis-server on PATH"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable("the launcher needs java, mvn and redis-server on PATH")
     base = _free_base_port()
     # Addresses exported for another stack must not matter: the command line's base port decides.
     env = {
-        **os.environ,
         "HANDRAIL_RUN_DIR": str(tmp_path),
         "HANDRAIL_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
         "HANDRAIL_REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -85,4 +68,4 @@ def test_dev_up_and_services_up_on_a_base_port_of_their_own(tmp_path: Path) -> N
         _handrail("dev", "services", "down", "--base-port", str(base), env=env, timeout_s=120)
         _handrail("dev", "down", "--base-port", str(base), env=env, timeout_s=120)
     assert all(pid is None for pid in services.running(planned, tmp_path).values())
-    assert all(_free(port) for port in (base, base + 1, base + 2))
+    assert all(port_is_free(port) for port in (base, base + 1, base + 2))

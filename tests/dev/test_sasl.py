@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +27,8 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 from tests.deploy.helpers import PROJECT_ROOT, app
-from tests.fixtures.infra import _unavailable
+from tests.fixtures.cli import handrail
+from tests.fixtures.infra import unavailable
 from tests.fixtures.stack import free_port
 from typer.testing import CliRunner
 
@@ -103,7 +101,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory, topics: Topics, rendered: l
     try:
         kafka = start_sasl_kafka(settings, {r.principal for r in rendered})
     except DevInfraError as exc:
-        _unavailable(f"cannot start a SASL Kafka: {exc}")
+        unavailable(f"cannot start a SASL Kafka: {exc}")
     try:
         agents = load_contracts(PROJECT_ROOT / "config", default_registry().names()).agents
         _run_sync(apply_acls(kafka.bootstrap, kafka.admin, rendered))
@@ -112,6 +110,18 @@ def broker(tmp_path_factory: pytest.TempPathFactory, topics: Topics, rendered: l
         yield kafka
     finally:
         stop_sasl_kafka(settings, wipe=True)
+
+
+def cli_env(kafka: SaslKafka, topics: Topics, user: str) -> dict[str, str]:
+    """The settings that make the CLI connect to ``kafka`` as principal ``user``."""
+    credentials = kafka.credentials(user)
+    return {
+        "HANDRAIL_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "HANDRAIL_TOPIC_PREFIX": topics.prefix,
+        "HANDRAIL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "HANDRAIL_KAFKA_USERNAME": credentials.username,
+        "HANDRAIL_KAFKA_PASSWORD": credentials.password,
+    }
 
 
 async def produce(kafka: SaslKafka, user: str, topic: str, value: dict[str, Any], key: str) -> None:
@@ -299,28 +309,16 @@ def test_the_cli_connects_as_the_principal_its_settings_name(
     broker: SaslKafka, topics: Topics, sasl_stack: None
 ) -> None:
     """`handrail submit --wait` opens Kafka (producer and reader) with the HANDRAIL_KAFKA_* credentials."""
-    submitter = broker.credentials(SUBMITTER)
-    env = {
-        **os.environ,
-        "HANDRAIL_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "HANDRAIL_TOPIC_PREFIX": topics.prefix,
-        "HANDRAIL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-        "HANDRAIL_KAFKA_USERNAME": submitter.username,
-        "HANDRAIL_KAFKA_PASSWORD": submitter.password,
-    }
+    env = cli_env(broker, topics, SUBMITTER)
     claim = json.dumps({"employee_id": "E100", "amount": 80, "currency": "USD", "description": "books"})
 
-    def handrail(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "handrail.cli", *args],
-            env={**env, **extra}, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-
-    submitted = handrail("submit", "-w", "expense-approval", "-i", claim, "--wait", "--timeout-s", "90")
+    submitted = handrail("submit", "-w", "expense-approval", "-i", claim, "--wait", "--timeout-s", "90", env=env)
     assert submitted.returncode == 0, submitted.stderr
     assert json.loads(submitted.stdout.split("\n", 1)[1])["status"] == "completed"
     # Without its password the same command is refused by the broker, and says so.
-    refused = handrail("submit", "-w", "expense-approval", "-i", claim, HANDRAIL_KAFKA_PASSWORD="wrong")
+    refused = handrail(
+        "submit", "-w", "expense-approval", "-i", claim, env={**env, "HANDRAIL_KAFKA_PASSWORD": "wrong"}
+    )
     assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
 
 
@@ -334,7 +332,7 @@ async def test_handrail_dev_sasl_up_applies_the_acls_and_down_wipes(tmp_path: Pa
     try:
         first = await asyncio.to_thread(runner.invoke, app, up, env=env)
         if first.exit_code != 0 and "Maven" in first.output:
-            _unavailable(first.output)
+            unavailable(first.output)
         contracts = load_contracts(PROJECT_ROOT / "config", default_registry().names())
         expected = (
             f"{len(Topics('cli.').specs(contracts.agents))} topics created, "
@@ -360,24 +358,11 @@ async def test_an_operator_halts_and_resumes_a_task_as_its_own_principal(
     broker: SaslKafka, topics: Topics, redis_url: str
 ) -> None:
     """`handrail halt` publishes the halt on control and the task's audit record as handrail-operator."""
-    operator = broker.credentials(OPERATOR)
-    env = {
-        **os.environ,
-        "HANDRAIL_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "HANDRAIL_TOPIC_PREFIX": topics.prefix,
-        "HANDRAIL_REDIS_URL": redis_url,
-        "HANDRAIL_REDIS_PREFIX": f"{topics.prefix}:",
-        "HANDRAIL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-        "HANDRAIL_KAFKA_USERNAME": operator.username,
-        "HANDRAIL_KAFKA_PASSWORD": operator.password,
-    }
+    env = cli_env(broker, topics, OPERATOR)
+    env |= {"HANDRAIL_REDIS_URL": redis_url, "HANDRAIL_REDIS_PREFIX": f"{topics.prefix}:"}
     task_id = f"drill-{uuid.uuid4().hex[:8]}"
     for args in (("halt", task_id, "--reason", "drill"), ("resume", task_id)):
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "handrail.cli", *args],
-            env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        done = await asyncio.to_thread(handrail, *args, env=env, timeout_s=120)
         assert done.returncode == 0, done.stderr
     control = await consume(broker, OPERATOR, topics.control, None, f"halt:task:{task_id}")
     assert control["state"] == "halted" and control["reason"] == "drill"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.fixtures.stack import port_is_free
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,18 +21,9 @@ def free_ports(count: int) -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             base = int(probe.getsockname()[1])
-        if base + count < 65535 and all(_free(base + i) for i in range(count)):
+        if base + count < 65535 and all(port_is_free(base + i) for i in range(count)):
             return base
     raise AssertionError("no free run of ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def test_a_short_soak_keeps_every_promise(tmp_path: Path, kafka_bootstrap: str) -> None:

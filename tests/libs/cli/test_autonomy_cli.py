@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fixtures.cli import handrail as run_handrail
 from tests.fixtures.reviews import reviews
 
 from handrail.audit import AuditRecord
@@ -33,15 +32,7 @@ KEY = f"autonomy/{A}/{W}"
 
 
 def handrail(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handrail.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "COLUMNS": "200", **env},
-        check=False,
-    )
+    return run_handrail(*args, env={"COLUMNS": "200", **env})
 
 
 def status(env: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:

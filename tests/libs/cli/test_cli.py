@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import pytest
-from tests.fixtures.stack import PROJECT_ROOT, Stack
+from tests.fixtures.cli import handrail
+from tests.fixtures.stack import Stack
 
 from handrail.audit import AuditRecord
 from handrail.dev import signing_keys
 from handrail.signing import OPERATOR
 from handrail.topics import TopicSpec, ensure_topics
-
-
-def handrail(*args: str, env: dict[str, str] | None = None, timeout_s: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handrail.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
 
 
 def stack_env(stack: Stack) -> dict[str, str]:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from tests.fixtures.cli import handrail
 
 from handrail.bus.broker import make_producer
 from handrail.messages import DeadLetter, utcnow
@@ -22,16 +20,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 LETTERS = 60
 
 
-def handrail(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handrail.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **env},
-        check=False,
-    )
 
 
 def letter(message_id: str, index: int) -> DeadLetter:

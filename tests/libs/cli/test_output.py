@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.fixtures.cli import commands
+from tests.fixtures.cli import commands, handrail
 from typer.testing import CliRunner
 
 from handrail.cli.main import app
@@ -159,15 +156,7 @@ def test_review_ids_by_unique_prefix(offline_env: dict[str, str], review_service
 
 
 def _piped(*args: str, env: dict[str, str]) -> str:
-    shown = subprocess.run(
-        [sys.executable, "-m", "handrail.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "COLUMNS": "80", **env},
-        check=False,
-    )
+    shown = handrail(*args, env={"COLUMNS": "80", **env}, timeout_s=60)
     assert shown.returncode == 0, shown.stderr
     assert "…" not in shown.stdout
     return shown.stdout
