@@ -112,9 +112,10 @@ class ReviewDesk:
             return False
         await self.index.add_record(record)
         if record.message_id == final_record_id(record.review_id, record.level):
-            item = await self.index.get(record.review_id)
-            if item is not None and not item.finished:  # the replica that carried it out keeps its outcome
-                await self.index.mark_finished(record.review_id, "carried out before (its final record is on Kafka)")
+            # The replica that carried it out keeps its outcome, even when it writes it after this.
+            await self.index.mark_finished(
+                record.review_id, "carried out before (its final record is on Kafka)", known=False
+            )
         elif finish and result.outcome in (VoteOutcome.APPROVED, VoteOutcome.REJECTED):
             await self.finish(record.review_id)
         return True

@@ -355,11 +355,20 @@ class ReviewIndex:
         async with unavailable_as_retryable("find unfinished reviews"):
             return [str(i) for i in await self._redis.smembers(self._key("unfinished"))]
 
-    async def mark_finished(self, review_id: str, outcome: str) -> None:
-        """The decision's record and effects are all published."""
+    async def mark_finished(self, review_id: str, outcome: str, *, known: bool = True) -> None:
+        """The decision's record and effects are all published.
+
+        ``known`` False is a replica that read the final record but did not carry the review out
+        itself: it never overwrites the outcome the carrying replica writes, whichever comes first.
+        """
         async with unavailable_as_retryable(f"finish review {review_id}"):
             pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(self._key("item", review_id), mapping={"finalized": "1", "outcome": outcome})
+            key = self._key("item", review_id)
+            if known:
+                pipe.hset(key, mapping={"finalized": "1", "outcome": outcome})
+            else:
+                pipe.hset(key, "finalized", "1")
+                pipe.hsetnx(key, "outcome", outcome)
             pipe.srem(self._key("unfinished"), review_id)
             for kind in ("item", "seen", "records"):
                 pipe.expire(self._key(kind, review_id), _DECIDED_TTL_S)

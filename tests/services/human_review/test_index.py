@@ -86,6 +86,24 @@ async def test_k_distinct_approvers_decide_and_the_same_one_twice_counts_once(in
     assert await index.unfinished() == []
 
 
+async def test_the_replica_that_carried_a_review_out_keeps_its_outcome_whichever_mark_comes_first(
+    index: ReviewIndex,
+) -> None:
+    elsewhere = "carried out before (its final record is on Kafka)"
+    for review_id, marks in (("r-1", ("elsewhere", "here")), ("r-2", ("here", "elsewhere"))):
+        await index.upsert(request().model_copy(update={"review_id": review_id}))
+        for mark in marks:
+            await index.mark_finished(review_id, "completed" if mark == "here" else elsewhere, known=mark == "here")
+        item = await index.get(review_id)
+        assert item is not None and item.finished, review_id
+        assert item.fields.get("outcome") == "completed", (review_id, marks)
+    await index.upsert(request().model_copy(update={"review_id": "r-3"}))
+    await index.mark_finished("r-3", elsewhere, known=False)
+    item = await index.get("r-3")
+    assert item is not None and item.finished and item.fields.get("outcome") == elsewhere
+    assert await index.unfinished() == []
+
+
 async def test_an_edit_restarts_the_count_and_an_escalation_makes_older_votes_stale(index: ReviewIndex) -> None:
     await index.upsert(request(approvals=2))
     await index.vote("r-1", approve("reviewer:dan"))
