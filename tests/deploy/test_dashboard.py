@@ -43,6 +43,8 @@ def test_the_dashboard_shows_what_an_operator_asks_about() -> None:
         "handrail_consumer_lag_messages",
         "handrail_dependency_up",
         "workflow:handrail_task_cost_usd:avg_7d",
+        "handrail_behaviour_deviations_total",
+        "handrail_behaviour_baseline",
     ):
         assert wanted in queried, f"no panel shows {wanted}"
 

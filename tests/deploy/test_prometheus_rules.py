@@ -55,6 +55,7 @@ def test_the_alerts_cover_what_an_operator_is_paged_for() -> None:
         "HandrailConsumerLag",
         "HandrailRedisUnreachable",
         "HandrailKafkaUnreachable",
+        "HandrailAgentUnlikeItsBaseline",
     }
 
 

@@ -22,7 +22,6 @@ from handrail.audit import AuditRecord
 from handrail.audit.reader import read_key
 from handrail.autonomy.levels import DEFAULT_TTL_S
 from handrail.client import HandrailClient
-from handrail.dev import services
 from handrail.messages import TaskStatus
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
@@ -112,14 +111,7 @@ async def test_a_worker_killed_between_approval_and_the_call_makes_it_exactly_on
     task_id = await client.submit("expense-approval", claim(8800, "GBP"), task_id=new_id("pre-kill"))
     review_id = (await pending_review(http, task_id))["review_id"]
     stack.stop(approver)
-    process = stack.processes[approver]
-    crashing = services.ServiceProcess(
-        process.name,
-        process.argv,
-        process.http_port,
-        {**process.env, "HANDRAIL_CHAOS_EXIT_BEFORE_TOOL": "record_decision"},
-    )
-    services.start(crashing, stack.run_dir, stack.env, PROJECT_ROOT)
+    stack.start(approver, extra_env={"HANDRAIL_CHAOS_EXIT_BEFORE_TOOL": "record_decision"})
     try:
         for who in ("dan", "dora"):
             assert (await _approve(http, review_id, who)).status_code == 200

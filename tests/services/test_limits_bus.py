@@ -15,7 +15,6 @@ import yaml
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 from handrail.client import HandrailClient
-from handrail.dev import services
 from handrail.messages import ControlRecord, DecisionEvent, DecisionEvents, ReviewRequested, StepCompleted, TaskStatus
 from handrail.state import connect_redis
 from handrail.state.controls import BreakerState, ControlStore
@@ -222,11 +221,8 @@ async def test_a_side_effect_runs_once_even_when_the_worker_dies_right_after_it(
 ) -> None:
     approver = "worker-expense-approver"
     stack.stop(approver)
-    process = stack.processes[approver]
-    crashing = services.ServiceProcess(
-        process.name, process.argv, process.http_port, {"HANDRAIL_CHAOS_EXIT_AFTER_TOOL": "record_decision"}
-    )
-    services.start(crashing, stack.run_dir, stack.env, PROJECT_ROOT)
+    # Ready before the task goes in: a worker still starting up is not one that died at the side effect.
+    stack.start(approver, extra_env={"HANDRAIL_CHAOS_EXIT_AFTER_TOOL": "record_decision"})
     claim = {"employee_id": "E101", "amount": 300, "currency": "USD", "description": "headset"}
     task_id = await client.submit("expense-approval", claim, task_id=new_id("effect"))
     assert await stack.wait_exited(approver, timeout_s=60)

@@ -12,7 +12,6 @@ from tests.fixtures.metrics import scrape, total
 from tests.fixtures.stack import Stack
 
 from handrail.client import HandrailClient, follow, open_reader
-from handrail.dev import services
 from handrail.hashing import context_hash
 from handrail.messages import HandoffEnvelope, ReviewRequested, StepCompleted, TaskStatus
 
@@ -203,11 +202,7 @@ async def test_redelivery_after_a_crash_between_publish_and_commit_yields_one_re
     intake = "worker-expense-intake"
     stack.stop(intake)
     # This worker exits right after publishing its StepCompleted, before the offset commit.
-    process = stack.processes[intake]
-    crashing = services.ServiceProcess(
-        process.name, process.argv, process.http_port, {"HANDRAIL_CHAOS_EXIT_AFTER_PUBLISH": "true"}
-    )
-    services.start(crashing, stack.run_dir, stack.env, stack.run_dir)
+    stack.start(intake, extra_env={"HANDRAIL_CHAOS_EXIT_AFTER_PUBLISH": "true"})
     task_id = await client.submit("expense-approval", claim(75), task_id=new_id("crash"))
     assert await stack.wait_exited(intake, timeout_s=30), "the chaos worker should have exited"
     assert "chaos: exiting after publishing" in stack.log(intake)

@@ -51,6 +51,10 @@ TOKENS = {name: secrets.token_urlsafe(24) for name in ("ana", "max", "dan", "dor
 
 @pytest.fixture(scope="module")
 def stack_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return review_config(tmp_path_factory)
+
+
+def review_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's contracts, the review test workflows, and reviewers with `ana`'s token hashed in the file."""
     config = tmp_path_factory.mktemp("review-base") / "config"
     shutil.copytree(PROJECT_ROOT / "config", config)

@@ -4,7 +4,7 @@ Everything is validated at start-up; a bad file stops the service with a
 message naming the file, the entry and the field.
 """
 
-from handrail.contracts.agents import AgentSpec, Autonomy, Limits
+from handrail.contracts.agents import AgentSpec, Autonomy, Baseline, Limits
 from handrail.contracts.expressions import ExpressionError, evaluate
 from handrail.contracts.graduation import GraduationRule
 from handrail.contracts.loader import Contracts, load_contracts
@@ -13,6 +13,7 @@ from handrail.contracts.workflows import DefaultAction, EscalationRule, ReviewPo
 __all__ = [
     "AgentSpec",
     "Autonomy",
+    "Baseline",
     "Contracts",
     "DefaultAction",
     "EscalationRule",

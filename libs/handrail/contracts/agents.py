@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,11 +36,38 @@ class Limits(_Strict):
     max_tool_corrections: int = Field(default=2, ge=0, description="Rejected tool calls before the step fails.")
 
 
+class Baseline(_Strict):
+    """What is normal for this agent, learnt from its finished tasks, and what a task unlike it gets.
+
+    The circuit-breaker keeps, per agent, an exponentially weighted mean of four measures of
+    each finished task: its cost, its steps, its tool calls per step, and the share of its
+    model and tool calls that failed. A running task whose measure goes past the bound is a
+    deviation: a metric, an event on ``events``, an audit record and, with ``on_deviation:
+    escalate``, a halt of the task, which its agent's autonomy turns into a review or an end.
+    """
+
+    tasks: int = Field(
+        default=50, ge=2, description="The rolling window: each finished task weighs 2/(tasks+1) in the mean."
+    )
+    warmup_tasks: int = Field(default=20, ge=1, description="Finished tasks learnt from before any is judged.")
+    max_ratio: float = Field(
+        default=3.0, gt=1, description="Cost, steps or tool calls per step above this multiple of the mean."
+    )
+    max_error_rate_increase: float = Field(
+        default=0.5, gt=0, le=1, description="Failed share of calls above the mean's by more than this."
+    )
+    min_calls: int = Field(default=4, ge=1, description="Calls a task makes before its error rate is judged.")
+    on_deviation: Literal["report", "escalate"] = Field(
+        default="escalate", description="report: metric, event and audit record only; escalate: also halt the task."
+    )
+
+
 class ScriptedCall(_Strict):
     """One scripted turn that calls a tool; strings ``${path}`` are filled from the scope."""
 
     call: str
     args: dict[str, Any] = Field(default_factory=dict)
+    delay_s: float = Field(default=0.0, ge=0, le=600, description="How long the turn takes, like a real model.")
 
 
 class ScriptedAnswer(_Strict):
@@ -48,6 +75,7 @@ class ScriptedAnswer(_Strict):
 
     answer: dict[str, Any]
     confidence: float = Field(default=1.0, ge=0, le=1)
+    delay_s: float = Field(default=0.0, ge=0, le=600, description="How long the turn takes, like a real model.")
 
 
 class AgentSpec(_Strict):
@@ -63,6 +91,7 @@ class AgentSpec(_Strict):
     autonomy: Autonomy = Autonomy.EXCEPTION_BASED
     confidence_floor: float = Field(default=0.0, ge=0, le=1)
     risk_class: str = "limited"
+    baseline: Baseline = Field(default_factory=Baseline)
     plan: list[ScriptedCall | ScriptedAnswer] = Field(
         default_factory=list, description="What the built-in `scripted` model does, turn by turn."
     )

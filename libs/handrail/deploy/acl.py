@@ -13,8 +13,10 @@ and write only the topics it produces (``DESIGN.md``, Services):
   ``results``, ``dlq``, ``audit``; it cannot read any agent topic.
 - ``handrail-validator`` reads ``steps`` and writes the agent topics of later steps,
   ``reviews.requested``, ``results``, ``dlq``, ``audit``.
-- ``handrail-circuit-breaker`` reads ``events`` and writes ``control``, ``reviews.requested``,
-  ``audit``, ``dlq``; ``handrail-human-review`` reads the review topics and resumes tasks.
+- ``handrail-circuit-breaker`` reads ``events`` and ``results`` (completed tasks teach the agents'
+  behavioural baselines) and writes ``control``, ``events`` (a deviation from a baseline),
+  ``reviews.requested``, ``audit``, ``dlq``; ``handrail-human-review`` reads the review topics and
+  resumes tasks.
 - ``handrail-submitter`` publishes tasks and reads results; ``handrail-operator`` reads
   everything under the prefix (watch, trace, dlq list) and writes ``control`` and ``audit``
   (halts and autonomy changes, signed with the operator's key); ``handrail-admin`` creates topics.
@@ -137,7 +139,7 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
         ),
         Principal(
             CIRCUIT_BREAKER, "circuit-breaker", reads=(t.events, *state), group=CIRCUIT_BREAKER,
-            writes=(t.control, t.reviews_requested, t.audit, t.dlq),
+            writes=(t.control, t.events, t.reviews_requested, t.audit, t.dlq),
         ),
         Principal(
             HUMAN_REVIEW, "human-review", reads=(t.reviews_requested, t.reviews_decided, *state), group=HUMAN_REVIEW,

@@ -101,13 +101,14 @@ def _cmdline_has(pid: int, marker: str) -> bool:
 def live_pid(pid_path: Path, marker: str) -> int | None:
     """The pid in ``pid_path`` if that process is alive and its command line contains ``marker``.
 
-    A stale pid file (dead process, or a reused pid) is removed.
+    A stale pid file (dead process, or a reused pid) is removed. A child this process spawned is
+    known by its pid alone: right after the fork its command line is still this process's own.
     """
     try:
         pid = int(pid_path.read_text().strip())
     except (OSError, ValueError):
         return None
-    if is_alive(pid) and _cmdline_has(pid, marker):
+    if is_alive(pid) and (pid in _CHILDREN or _cmdline_has(pid, marker)):
         return pid
     pid_path.unlink(missing_ok=True)
     return None

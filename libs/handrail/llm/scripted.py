@@ -5,11 +5,13 @@ task is the JSON in the first user message, tool results are the tool
 messages. Turn N of the plan answers the N-th model call. Strings of the form
 ``${path}`` are filled from ``{goal, context, input, tools}``, where
 ``tools.<name>`` is the last result of that tool. Token counts are estimates
-(about four characters a token) and cost is zero: nothing was bought.
+(about four characters a token) and cost is zero: nothing was bought. A turn's
+``delay_s`` makes it take that long, like a real model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -32,6 +34,9 @@ class ScriptedProvider:
         self._plan = plan
 
     async def complete(self, request: ModelRequest) -> ModelReply:
+        turn = sum(1 for m in request.messages if m.role == "assistant")
+        if turn < len(self._plan) and self._plan[turn].delay_s:
+            await asyncio.sleep(self._plan[turn].delay_s)
         return self.reply(request)
 
     def reply(self, request: ModelRequest) -> ModelReply:

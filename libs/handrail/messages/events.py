@@ -19,11 +19,14 @@ class DecisionEvent(Payload):
     workflow: str
     step: str
     agent: str
-    kind: Literal["model_call", "tool_call"]
-    name: str = Field(description="The model or tool.")
+    kind: Literal["model_call", "tool_call", "baseline"] = Field(
+        description="A call, or (``baseline``) the circuit-breaker finding the task unlike its agent's baseline."
+    )
+    name: str = Field(description="The model or tool; for a baseline deviation, the measure.")
     args_hash: str | None = None
-    outcome: Literal["ok", "error", "rejected", "short_circuited", "halted"]
+    outcome: Literal["ok", "error", "rejected", "short_circuited", "halted", "deviation"]
     error_type: str | None = None
+    reason: str | None = Field(default=None, description="For a deviation: the task's figure against the baseline.")
     latency_ms: float = Field(ge=0)
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
@@ -65,6 +68,9 @@ class ControlRecord(Payload):
     reason: str
     by: str = Field(description="Who decided: an operator, a worker, or the circuit-breaker service.")
     at: datetime
+    error_type: str | None = Field(
+        default=None, description="For a halt: what the task's step is reported stopped by (behaviour_deviation...)."
+    )
 
     @property
     def key(self) -> str:

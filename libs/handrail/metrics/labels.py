@@ -60,6 +60,7 @@ ERROR_TYPES = frozenset(
         "agent_breaker_open",
         "tool_breaker_open",
         "breaker_open",
+        "behaviour_deviation",
         # tool calls
         "tool_failed",
         "invalid_result",

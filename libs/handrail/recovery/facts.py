@@ -182,7 +182,7 @@ class Facts:
 
     tasks: dict[str, TaskFacts] = field(default_factory=dict)
     #: (scope, name) -> (reason, by) for every halt still in force.
-    halts: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    halts: dict[tuple[str, str], tuple[str, str, str]] = field(default_factory=dict)
     #: (agent, workflow) -> its latest autonomy change (an override, or the one that cleared it).
     autonomy: dict[tuple[str, str], AutonomyChanged] = field(default_factory=dict)
     records: int = 0
@@ -209,11 +209,13 @@ class Facts:
 
     def fold_control(self, control: ControlRecord) -> None:
         """Take in a control record: the latest word on each halt wins."""
-        if control.kind != "halt":
+        if control.kind != "halt" or control.by.startswith("worker:"):
+            # A worker's halt stopped one step (a budget, a loop window): the circuit-breaker records
+            # it for the trail, but it was never a standing halt, and must not become one on a rebuild.
             return
         key = (control.scope, control.name)
         if control.state == "halted":
-            self.halts[key] = (control.reason, control.by)
+            self.halts[key] = (control.reason, control.by, control.error_type or "")
         else:
             self.halts.pop(key, None)
 

@@ -166,8 +166,8 @@ class Rebuilder:
                     )
             await pipe.execute()
         pipe = self.redis.pipeline(transaction=False)
-        for (scope, name), (reason, by) in facts.halts.items():
-            self.controls.restore_halt(pipe, scope, name, reason, by)
+        for (scope, name), (reason, by, error_type) in facts.halts.items():
+            self.controls.restore_halt(pipe, scope, name, reason, by, error_type)
         for change in facts.autonomy.values():
             restore_change(pipe, self.prefix, change)
         await pipe.execute()

@@ -53,7 +53,10 @@ if ARGV[14] ~= '' then
 end
 for i = 19, 20 do
   local by = redis.call('HGET', ARGV[i], 'by')
-  if by then return {'halted', tostring(i - 18), by, redis.call('HGET', ARGV[i], 'reason') or '', ''} end
+  if by then
+    local h = redis.call('HMGET', ARGV[i], 'reason', 'error_type')
+    return {'halted', tostring(i - 18), by, h[1] or '', h[2] or ''}
+  end
 end
 local now = tonumber(ARGV[3])
 if ARGV[10] == 'halts' and breaker_allow(KEYS[3], now) == 'open' then return {'breaker_open', '', '', '', ''} end
@@ -155,7 +158,7 @@ class Admissions:
         match verdict:
             case "halted":
                 what = f"task {task_id}" if first == "1" else f"agent {agent}"
-                return Admission(Admit.HALTED, halt=Halt.of(what, second, third))
+                return Admission(Admit.HALTED, halt=Halt.of(what, second, third, fourth))
             case "breaker_open":
                 return Admission(Admit.BREAKER_OPEN)
             case "loop_detected":

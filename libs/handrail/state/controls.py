@@ -13,6 +13,7 @@ from enum import StrEnum
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from handrail.state.client import unavailable_as_retryable
 
@@ -119,11 +120,13 @@ class Halt:
 
     reason: str
     by: str
+    #: What a step it stops is reported as (``behaviour_deviation``...); empty: by who halted it.
+    error_type: str = ""
 
     @classmethod
-    def of(cls, what: str, by: str, reason: str) -> Halt:
+    def of(cls, what: str, by: str, reason: str, error_type: str = "") -> Halt:
         """The halt of ``what`` (``task <id>``, ``agent <name>``) as a person reads it."""
-        return cls(f"{what} halted by {by}: {reason}", by)
+        return cls(f"{what} halted by {by}: {reason}", by, error_type)
 
 
 class ControlStore:
@@ -145,14 +148,14 @@ class ControlStore:
     def loop_key(self, task_id: str, tool: str, args_hash: str) -> str:
         return f"{self._prefix}{{{task_id}}}:loop:{tool}:{args_hash}"
 
-    async def halt(self, scope: str, name: str, reason: str, by: str) -> None:
+    async def halt(self, scope: str, name: str, reason: str, by: str, error_type: str = "") -> None:
         """Halt a task (``scope="task"``) or an agent (``scope="agent"``)."""
         async with unavailable_as_retryable(f"halt {scope} {name}"):
-            await self._redis.hset(self.halt_key(scope, name), mapping={"reason": reason, "by": by})
+            await self._redis.hset(self.halt_key(scope, name), mapping=_halt_fields(reason, by, error_type))
 
-    def restore_halt(self, pipe: Pipeline, scope: str, name: str, reason: str, by: str) -> None:
+    def restore_halt(self, pipe: Pipeline, scope: str, name: str, reason: str, by: str, error_type: str = "") -> None:
         """Queue on ``pipe`` a halt read back from the control topic (``handrail.recovery``)."""
-        pipe.hset(self.halt_key(scope, name), mapping={"reason": reason, "by": by})
+        pipe.hset(self.halt_key(scope, name), mapping=_halt_fields(reason, by, error_type))
 
     async def resume(self, scope: str, name: str) -> bool:
         """Lift a halt; False when there was none."""
@@ -168,7 +171,7 @@ class ControlStore:
             task_halt, agent_halt = await pipe.execute()
         for found, what in ((task_halt, f"task {task_id}"), (agent_halt, f"agent {agent}")):
             if found:
-                return Halt.of(what, found.get("by", "?"), found.get("reason", ""))
+                return Halt.of(what, found.get("by", "?"), found.get("reason", ""), found.get("error_type", ""))
         return None
 
     async def count_repeat(
@@ -224,3 +227,7 @@ class ControlStore:
         async with unavailable_as_retryable(f"read the {scope} breaker of {name}"):
             state = await self._redis.hget(self.breaker_key(scope, name), "state")
         return BreakerState(str(state) if state else "closed")
+
+
+def _halt_fields(reason: str, by: str, error_type: str) -> dict[FieldT, EncodableT]:
+    return {"reason": reason, "by": by, **({"error_type": error_type} if error_type else {})}

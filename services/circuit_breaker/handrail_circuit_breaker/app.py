@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
-from handrail.messages import DecisionEvents
+from handrail.messages import DecisionEvents, TaskResult
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail_circuit_breaker.handlers import SERVICE, BreakerHandlers
 from handrail_circuit_breaker.settings import BreakerSettings
@@ -21,5 +21,13 @@ def create(settings: BreakerSettings | None = None) -> tuple[Runtime, AsgiFastSt
         payload_type=DecisionEvents,
         handler=handlers.on_events,
         topic_kind="events",
+    )
+    # Completed tasks are what the agents' baselines learn from.
+    runtime.pipeline.subscribe(
+        runtime.topics.results,
+        group_id=settings.group("circuit-breaker"),
+        payload_type=TaskResult,
+        handler=handlers.on_result,
+        topic_kind="results",
     )
     return runtime, asgi_app(runtime)

@@ -1,4 +1,4 @@
-"""Counting call outcomes into breakers, and announcing trips and halts."""
+"""Counting call outcomes into breakers and behavioural baselines, and announcing trips and halts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import time
 from prometheus_client import Counter
 
 from handrail.bus import Delivery
-from handrail.messages import ControlRecord, DecisionEvent, DecisionEvents, derived_message_id, utcnow
+from handrail.messages import ControlRecord, DecisionEvent, DecisionEvents, TaskResult, derived_message_id, utcnow
 from handrail.metrics import BREAKER_STATE, labels
 from handrail.service import Runtime
 from handrail.state.controls import BreakerPolicy
+from handrail_circuit_breaker.baselines import BaselineWatcher
 from handrail_circuit_breaker.batching import OutcomeBatcher
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,13 @@ class BreakerHandlers:
         self.rt = runtime
         self.policy = policy
         self.outcomes = OutcomeBatcher(runtime.controls, policy)
+        self.baselines = BaselineWatcher(runtime)
 
     async def on_events(self, batch: DecisionEvents, delivery: Delivery) -> None:
         """Count the ok/error outcomes of a step's events on the agent's and the tool's or model's breakers,
-        all in one batch; announce each breaker that changed, and each halt."""
+        all in one batch; announce each breaker that changed, and each halt. The batch counts toward its
+        agents' baselines first: that counts a batch once however often it is read, the breakers do not."""
+        await self.baselines.on_events(batch)
         now_ms = int(time.time() * 1000)
         counted: list[tuple[DecisionEvent, str, str]] = []
         for event in batch.events:
@@ -64,6 +68,10 @@ class BreakerHandlers:
                 ),
                 task_id=event.task_id,
             )
+
+    async def on_result(self, result: TaskResult, delivery: Delivery) -> None:
+        """A task ended: its agents' baselines learn from it if it completed."""
+        await self.baselines.on_result(result)
 
     async def announce_halt(self, event: DecisionEvent) -> None:
         """A worker stopped a task before a call: the halt on the control topic and in the audit trail."""

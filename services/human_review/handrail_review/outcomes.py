@@ -13,14 +13,17 @@ from datetime import UTC, datetime, timedelta
 
 import jsonpatch
 
+from handrail.baselines import BEHAVIOUR_DEVIATION
 from handrail.lifecycle import End, HandOff, Resume, describe
 from handrail.messages import (
+    ControlRecord,
     HandoffEnvelope,
     ReviewAction,
     ReviewDecided,
     StepResume,
     TaskStatus,
     derived_message_id,
+    utcnow,
 )
 from handrail.orchestration import Orchestrator
 from handrail.service import Runtime
@@ -74,6 +77,8 @@ class Outcomes:
         grant = self._grant(item, final, then, decided_ms)
         if grant is not None and isinstance(then, HandOff):
             then = _granted(then, grant)
+        if request.halt_error_type == BEHAVIOUR_DEVIATION:
+            await self._lift_halt(item, final)
         # The decision record on Kafka comes after its effects: it says "carried out", so that an index
         # rebuilt from Kafka (Redis lost) never carries a review out twice.
         await self.rt.lifecycle.apply(Resume(final, request, then, grant))
@@ -82,6 +87,23 @@ class Outcomes:
         await self.index.mark_finished(review_id, outcome)
         log.info("review %s %s by %s: task %s -> %s", review_id, final.decision, final.by, request.task_id, outcome)
         return item
+
+    async def _lift_halt(self, item: Item, final: ReviewDecided) -> None:
+        """The circuit-breaker halted the task for a person to look at (a behavioural deviation): the decision
+        lifts it first, or the step it resumes would stop again at its first call. Idempotent (a derived id)."""
+        task_id = item.request.task_id
+        await self.rt.controls.resume("task", task_id)
+        record = ControlRecord(
+            message_id=derived_message_id(item.review_id, "halt/resumed"),
+            kind="halt",
+            scope="task",
+            name=task_id,
+            state="resumed",
+            reason=f"review {item.review_id} {final.decision} by {final.by}",
+            by=final.by,
+            at=utcnow(),
+        )
+        await self.rt.publisher.publish(self.rt.topics.control, record, key=record.key)
 
     def _grant(self, item: Item, final: ReviewDecided, then: HandOff | End, decided_ms: int) -> Grant | None:
         """What the task gets back for going on: the time it was parked (unless its workflow counts it) and

@@ -173,6 +173,8 @@ class StepGuard:
 
     def _operator_halt(self, halt: Halt | None) -> TaskHalted:
         assert halt is not None
+        if halt.error_type:  # e.g. behaviour_deviation: the circuit-breaker found the task unlike its agent
+            return self._halted(halt.reason, halt.error_type)
         return self._halted(halt.reason, "halted_by_operator" if halt.by.startswith("operator") else "halted")
 
     @staticmethod

@@ -107,7 +107,13 @@ def test_a_step_snapshot_above_the_sum_wins_and_unreadable_records_are_counted()
 
 def test_only_halts_still_in_force_come_back() -> None:
     facts = Facts()
-    for name, state in [("a", "halted"), ("b", "halted"), ("a", "resumed")]:
+    for name, state, by in [
+        ("a", "halted", "operator:x"),
+        ("b", "halted", "operator:x"),
+        ("a", "resumed", "operator:x"),
+        ("c", "halted", "service:circuit-breaker"),
+        ("d", "halted", "worker:expense-intake"),  # a budget stopped one step: never a standing halt
+    ]:
         facts.fold_control(
             ControlRecord(
                 message_id=f"c-{name}-{state}",
@@ -116,11 +122,15 @@ def test_only_halts_still_in_force_come_back() -> None:
                 name=name,
                 state=state,
                 reason="ops",
-                by="operator:x",
+                by=by,
                 at=NOW,
+                error_type="behaviour_deviation" if name == "c" else None,
             )
         )
-    assert facts.halts == {("task", "b"): ("ops", "operator:x")}
+    assert facts.halts == {
+        ("task", "b"): ("ops", "operator:x", ""),
+        ("task", "c"): ("ops", "service:circuit-breaker", "behaviour_deviation"),
+    }
 
 
 def test_grants_come_back_each_once_on_top_of_the_opening() -> None:
