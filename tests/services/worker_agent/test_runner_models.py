@@ -29,7 +29,7 @@ from handrail.llm.factory import build_provider
 from handrail.llm.models import ModelCatalogue, ModelSpec, RetryDefaults
 from handrail.messages import HandoffEnvelope
 from handrail.prompts import PromptLibrary, PromptStore
-from handrail.tools import ToolCallError, ToolSpec, default_registry
+from handrail.tools import ToolCallError, ToolSpec, default_registry, observation_data
 from handrail_worker.guard import Ticket
 from handrail_worker.runner import StepRunner
 
@@ -128,8 +128,8 @@ def envelope(task_input: dict[str, Any] | None = None) -> HandoffEnvelope:
 
 
 def tool_results(request: Received) -> list[dict[str, Any]]:
-    """The tool messages the model was sent, parsed."""
-    return [json.loads(m["content"]) for m in request.body["messages"] if m["role"] == "tool"]
+    """The data of the tool messages the model was sent (each one an untrusted-data envelope)."""
+    return [observation_data(m["content"]) for m in request.body["messages"] if m["role"] == "tool"]
 
 
 def last_user(request: Received) -> str:
