@@ -7,7 +7,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from handrail.contracts.tools import ToolPolicy, ToolPolicyOverride, compile_deny_patterns
 
@@ -86,16 +86,20 @@ class AgentSpec(_Strict):
             raise ValueError("a scripted agent needs a `plan` whose last turn is an `answer`")
         return self
 
-    @model_validator(mode="after")
-    def _tool_settings(self) -> AgentSpec:
-        for name, override in self.tool_policies.items():
-            if name not in self.tools:
-                raise ValueError(f"tool_policies names {name!r}, which is not one of the agent's tools {self.tools}")
+    @field_validator("tool_policies")
+    @classmethod
+    def _policies_of_own_tools(
+        cls, policies: dict[str, ToolPolicyOverride], info: ValidationInfo
+    ) -> dict[str, ToolPolicyOverride]:
+        tools, defaults = info.data.get("tools", []), info.data.get("tool_defaults", ToolPolicy())
+        for name, override in policies.items():
+            if name not in tools:
+                raise ValueError(f"{name!r} is not one of the agent's tools {tools}")
             try:
-                override.over(self.tool_defaults)
-            except ValueError as exc:
-                raise ValueError(f"tool_policies.{name}: {exc}") from None
-        return self
+                override.over(defaults)
+            except ValidationError as exc:
+                raise ValueError(f"{name}: {'; '.join(e['msg'] for e in exc.errors())}") from None
+        return policies
 
     @field_validator("observation_deny_patterns")
     @classmethod

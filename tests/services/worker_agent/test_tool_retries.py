@@ -96,7 +96,7 @@ async def world(state_redis: aioredis.Redis) -> World:
     return World(state_redis, prefix, budgets, admissions, EffectStore(state_redis, prefix))
 
 
-def agent(policy: dict[str, Any] | None = None, *, side_effect: bool = False, **limits: Any) -> AgentSpec:
+def agent(policy: dict[str, Any] | None = None, **limits: Any) -> AgentSpec:
     return AgentSpec.model_validate(
         {
             "name": "retrier",
