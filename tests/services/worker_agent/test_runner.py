@@ -54,7 +54,9 @@ class OpenGuard:
         self.asked.append(f"model:{model}")
         return Ticket(f"r{index}", "model_call", model, None, time.perf_counter())
 
-    async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError:
+    async def before_tool_call(
+        self, index: int, spec: ToolSpec, args_hash: str, *, retry: bool = False
+    ) -> Ticket | ToolCallError:
         self.asked.append(f"tool:{spec.name}")
         return Ticket(f"r{index}", "tool_call", spec.name, args_hash, time.perf_counter())
 

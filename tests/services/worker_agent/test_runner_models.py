@@ -55,7 +55,9 @@ class OpenGuard:
     async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket:
         return Ticket(f"r{index}", "model_call", model, None, time.perf_counter())
 
-    async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError:
+    async def before_tool_call(
+        self, index: int, spec: ToolSpec, args_hash: str, *, retry: bool = False
+    ) -> Ticket | ToolCallError:
         return Ticket(f"r{index}", "tool_call", spec.name, args_hash, time.perf_counter())
 
     async def after_call(

@@ -217,6 +217,14 @@ async def test_a_transient_failure_is_tried_again_and_the_second_attempt_answers
     assert len(set(tool.keys)) == 1, "every attempt carries the call's one idempotency key"
 
 
+async def test_retries_are_not_counted_in_the_loop_window(world: World) -> None:
+    # One identical call allowed per window: a second attempt counted as a repeat would halt the task.
+    tool = Scripted([transient(), transient()])
+    outcome, events, _ = await run(world, agent({"max_attempts": 3}, loop_max_repeats=1), tool)
+    assert tool.calls == 3 and outcome.output == {"said": {"value": "answer 3"}}
+    assert ("halted", "loop_detected") not in tool_events(events)
+
+
 async def test_a_timeout_is_transient(world: World) -> None:
     async def hang() -> None:
         await asyncio.sleep(30)
