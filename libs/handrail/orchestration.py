@@ -52,6 +52,9 @@ from handrail.tools import ToolSpec
 
 #: Halts a person cannot usefully overrule: an operator decided it, or the task's wall clock ran out.
 NOT_REVIEWED_HALTS = frozenset({"halted_by_operator", "deadline_exceeded"})
+#: Halts a person sees whatever the agent's autonomy: a tool observation that matched a deny pattern
+#: (a suspected prompt injection) is exactly what no agent should wave through on its own.
+ALWAYS_REVIEWED_HALTS = frozenset({"observation_denied"})
 #: A step people have sent back this many times that halts again ends ``halted``: approving once
 #: more cannot lift what stops it (an exhausted budget, a loop window), and a task must not go
 #: round between its agent and the review queue for ever.
@@ -278,13 +281,16 @@ class Orchestrator:
         ``level``: the agent's effective autonomy in the workflow; None: its level in agents.yaml.
 
         Agents on approval gates or exception-based autonomy send halts from budgets,
-        loops, breakers and corrections to a person; audit-based agents do not. Operator
+        loops, breakers and corrections to a person; audit-based agents do not, except for
+        ``ALWAYS_REVIEWED_HALTS`` (an observation that matched a deny pattern). Operator
         halts are never reviewed, nor a run-out wall clock unless the workflow's ``max_top_up``
         grants wall clock, nor a step that halts again after ``MAX_HALT_REVIEWS`` people sent it back.
         """
         agent = self.contracts.agents.get(handoff.receiver)
         workflow = self.contracts.workflows.get(handoff.workflow)
-        if agent is None or workflow is None or (level or agent.autonomy) == Autonomy.AUDIT_BASED:
+        if agent is None or workflow is None:
+            return None
+        if (level or agent.autonomy) == Autonomy.AUDIT_BASED and halt.error_type not in ALWAYS_REVIEWED_HALTS:
             return None
         if halt.error_type in NOT_REVIEWED_HALTS or handoff.attempt > MAX_HALT_REVIEWS:
             # A run-out wall clock is worth a person's time only where approving can grant more of it.

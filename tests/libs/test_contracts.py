@@ -54,6 +54,35 @@ def _edit(path: Path, change: object) -> None:
             r"agent 'expense-approver': field 'autonomy'",
         ),
         (lambda d: d["agents"]["expense-approver"].update(plan=[]), r"agent 'expense-approver'.*needs a `plan`"),
+        (
+            lambda d: d["agents"]["expense-intake"].update(observation_deny_patterns=["ignore (previous"]),
+            r"agent 'expense-intake': field 'observation_deny_patterns': Value error, pattern 0 'ignore \(previous' "
+            r"is not a valid regular expression: missing \)",
+        ),
+        (
+            lambda d: d["agents"]["expense-intake"].update(observation_deny_patterns=["ok", ""]),
+            r"field 'observation_deny_patterns': Value error, pattern 1 is empty: it would match every observation",
+        ),
+        (
+            lambda d: d["agents"]["expense-intake"].update(tool_policies={"wire_money": {"max_attempts": 2}}),
+            r"agent 'expense-intake': field 'tool_policies': Value error, 'wire_money' is not one of the agent's tools",
+        ),
+        (
+            lambda d: d["agents"]["expense-intake"].update(tool_defaults={"max_attempts": 0}),
+            r"agent 'expense-intake': field 'tool_defaults.max_attempts': Input should be greater than or equal to 1",
+        ),
+        (
+            lambda d: d["agents"]["expense-intake"].update(tool_defaults={"retries": 3}),
+            r"field 'tool_defaults.retries': Extra inputs are not permitted",
+        ),
+        (
+            lambda d: d["agents"]["expense-intake"].update(tool_policies={"lookup_employee": {"on_auth": "ignore"}}),
+            r"field 'tool_policies.lookup_employee.on_auth': Input should be 'fail' or 'halt'",
+        ),
+        (
+            lambda d: d["agents"]["expense-intake"].update(tool_policies={"lookup_employee": {"max_delay_s": 0.01}}),
+            r"field 'tool_policies': Value error, lookup_employee: .*max_delay_s \(0.01\) is below base_delay_s",
+        ),
     ],
 )
 def test_bad_agents_file_names_file_agent_and_field(tmp_path: Path, change: object, expected: str) -> None:

@@ -32,6 +32,7 @@ from tests.fixtures.stack import PROJECT_ROOT, Stack
 from handrail.client import HandrailClient
 from handrail.messages import StepCompleted, TaskStatus
 from handrail.prompts import PromptLibrary, PromptStore
+from handrail.tools import observation_data
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(180)]
 
@@ -50,7 +51,7 @@ def play_intake(received: Received) -> Reply:
     messages = received.body["messages"]
     task = json.loads(next(m["content"] for m in messages if m["role"] == "user"))
     claim = task["context"]["input"]
-    results = [json.loads(m["content"]) for m in messages if m["role"] == "tool"]
+    results = [observation_data(m["content"]) for m in messages if m["role"] == "tool"]
     if not results:
         return tool_call("lookup_employee", {"employee_id": claim["employee_id"]})
     if len(results) == 1:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from handrail.contracts.tools import ToolPolicy, ToolPolicyOverride, compile_deny_patterns
 
 
 class _Strict(BaseModel):
@@ -95,9 +99,49 @@ class AgentSpec(_Strict):
     plan: list[ScriptedCall | ScriptedAnswer] = Field(
         default_factory=list, description="What the built-in `scripted` model does, turn by turn."
     )
+    # Tool retries and untrusted observations: handrail.contracts.tools.
+    tool_defaults: ToolPolicy = Field(default_factory=ToolPolicy, description="Retries and timeout of every tool.")
+    tool_policies: dict[str, ToolPolicyOverride] = Field(
+        default_factory=dict, description="Per tool: what differs from tool_defaults."
+    )
+    observation_deny_patterns: list[str] = Field(
+        default_factory=list,
+        description="Regular expressions (case-insensitive); an observation matching one parks the step for review.",
+    )
 
     @model_validator(mode="after")
     def _plan_ends_with_an_answer(self) -> AgentSpec:
         if "scripted" in self.model_chain and (not self.plan or not isinstance(self.plan[-1], ScriptedAnswer)):
             raise ValueError("a scripted agent needs a `plan` whose last turn is an `answer`")
         return self
+
+    @field_validator("tool_policies")
+    @classmethod
+    def _policies_of_own_tools(
+        cls, policies: dict[str, ToolPolicyOverride], info: ValidationInfo
+    ) -> dict[str, ToolPolicyOverride]:
+        tools, defaults = info.data.get("tools", []), info.data.get("tool_defaults", ToolPolicy())
+        for name, override in policies.items():
+            if name not in tools:
+                raise ValueError(f"{name!r} is not one of the agent's tools {tools}")
+            try:
+                override.over(defaults)
+            except ValidationError as exc:
+                raise ValueError(f"{name}: {'; '.join(e['msg'] for e in exc.errors())}") from None
+        return policies
+
+    @field_validator("observation_deny_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        compile_deny_patterns(patterns)
+        return patterns
+
+    def tool_policy(self, tool: str) -> ToolPolicy:
+        """How calls to ``tool`` are retried and bounded: ``tool_defaults`` with the tool's own entry."""
+        override = self.tool_policies.get(tool)
+        return self.tool_defaults if override is None else override.over(self.tool_defaults)
+
+    @cached_property
+    def deny_patterns(self) -> list[re.Pattern[str]]:
+        """``observation_deny_patterns``, compiled (checked when the contract loaded)."""
+        return compile_deny_patterns(self.observation_deny_patterns)

@@ -2,7 +2,7 @@
 
 Whether an error is worth another attempt is the error's own ``retryable``
 flag (``handrail.llm.errors``); this module only bounds the attempts and picks
-the wait: full-jitter exponential back-off, or the server's ``Retry-After``
+the wait: full-jitter exponential back-off (``handrail.backoff``), or the server's ``Retry-After``
 when it sent one (plus a little jitter, so replicas do not return in step).
 A wait that would overrun ``max_total_s``, or a ``Retry-After`` longer than
 ``max_retry_after_s``, ends the retries: the chain moves on to the next model
@@ -11,38 +11,27 @@ rather than hold the step.
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from handrail.backoff import Backoff
 from handrail.llm.errors import ModelError, ModelRateLimited
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Bounds for the attempts on one model within one call."""
+class RetryPolicy(Backoff):
+    """Bounds for the attempts on one model within one call: ``Backoff``, with the server's ``Retry-After``."""
 
-    #: Attempts in all, the first included (1 = no retries).
-    max_attempts: int = 3
-    base_delay_s: float = 0.5
-    max_delay_s: float = 8.0
     #: Time on one model, waits included, after which no new attempt starts.
     max_total_s: float = 60.0
     #: A server asking for a longer pause than this gets skipped for the next model instead.
     max_retry_after_s: float = 20.0
-    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if min(self.base_delay_s, self.max_delay_s, self.max_total_s, self.max_retry_after_s) < 0:
+        super().__post_init__()
+        if self.max_retry_after_s < 0:
             raise ValueError("delays must not be negative")
-
-    def backoff_s(self, attempt: int) -> float:
-        """The jittered wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
-        return self.rng.uniform(0, ceiling)
 
     def delay_s(self, attempt: int, error: ModelError, elapsed_s: float) -> float | None:
         """How long to wait before attempt ``attempt + 1``, or None when there is to be none."""

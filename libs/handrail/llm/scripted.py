@@ -1,8 +1,8 @@
 """The built-in ``scripted`` provider: follows an agent's declared plan, turn by turn.
 
 It reads the conversation the way a real model would and nothing else: the
-task is the JSON in the first user message, tool results are the tool
-messages. Turn N of the plan answers the N-th model call. Strings of the form
+task is the JSON in the first user message, tool results are the data of the tool
+messages (``handrail.tools.observations``). Turn N of the plan answers the N-th model call. Strings of the form
 ``${path}`` are filled from ``{goal, context, input, tools}``, where
 ``tools.<name>`` is the last result of that tool. Token counts are estimates
 (about four characters a token) and cost is zero: nothing was bought. A turn's
@@ -19,6 +19,7 @@ from typing import Any
 from handrail.contracts.agents import ScriptedAnswer, ScriptedCall
 from handrail.errors import StepFailed
 from handrail.llm.base import ModelReply, ModelRequest, ToolCall
+from handrail.tools.observations import observation_data
 
 _REF = re.compile(r"^\$\{([A-Za-z0-9_.-]+)\}$")
 #: Characters per token for the estimate; the usual rule of thumb for English text.
@@ -79,7 +80,7 @@ def _scope(request: ModelRequest) -> dict[str, Any]:
         if message.role == "user" and not task:
             task = json.loads(message.content)
         elif message.role == "tool" and message.name:
-            tools[message.name] = json.loads(message.content)
+            tools[message.name] = observation_data(message.content)
     context = task.get("context", {})
     return {"goal": task.get("goal"), "context": context, "input": context.get("input", {}), "tools": tools}
 

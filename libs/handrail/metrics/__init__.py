@@ -34,6 +34,14 @@ TOOL_RESULTS_INVALID = Counter(
     "Tool results that broke the tool's result schema (the model got an invalid_result error instead).",
     ["agent", "tool"],
 )
+TOOL_FAILURES = Counter(
+    "handrail_tool_failures_total",
+    "Failed tool call attempts, by kind (transient, invalid_input, permanent, auth); auth failures page someone.",
+    ["agent", "tool", "kind"],
+)
+TOOL_RETRIES = Counter(
+    "handrail_tool_retries_total", "Tool call attempts made again after a transient failure.", ["agent", "tool"]
+)
 TASK_STEPS = Histogram(
     "handrail_task_steps",
     "Agent steps per ended task; compare with handrail_workflow_min_steps for step efficiency.",

@@ -61,9 +61,17 @@ ERROR_TYPES = frozenset(
         "tool_breaker_open",
         "breaker_open",
         "behaviour_deviation",
-        # tool calls
+        # tool calls (handrail.tools.kinds, handrail.tools.observations)
         "tool_failed",
         "invalid_result",
+        "tool_transient",
+        "tool_timeout",
+        "tool_invalid_input",
+        "tool_permanent",
+        "tool_auth",
+        "tool_permanent_failure",
+        "tool_auth_failed",
+        "observation_denied",
         # model calls (handrail.llm.errors)
         "model_error",
         "model_escalation",

@@ -14,12 +14,22 @@ from typing import Any, Literal
 
 import jsonschema
 
+from handrail.tools.kinds import ToolErrorKind
+
 
 class ToolFailure(Exception):
-    """Raised by a tool when a well-formed call cannot succeed (no such employee, say).
+    """Raised by a tool when a well-formed call cannot succeed, saying what ``kind`` of failure it is.
 
-    The message goes back to the model as a ``tool_failed`` error it can act on.
+    Raising it declares the call did nothing (a side effect's claim is released, and a ``transient``
+    one may be tried again under the same idempotency key). The default kind, ``invalid_input``, is
+    a call that cannot succeed with these arguments (no such employee, say): the message goes back to
+    the model as a ``tool_failed`` error it can act on. ``handrail.tools.kinds`` says what each kind
+    leads to.
     """
+
+    def __init__(self, message: str, *, kind: ToolErrorKind | str = ToolErrorKind.INVALID_INPUT) -> None:
+        super().__init__(message)
+        self.kind = ToolErrorKind(kind)
 
 
 ToolFn = Callable[[dict[str, Any], "ToolContext"], Awaitable[dict[str, Any]]]
@@ -70,12 +80,19 @@ class ToolCallError:
     tool: str
     message: str
     allowed_tools: list[str] = field(default_factory=list)
+    #: For ``tool_failed``: what kind of failure (``handrail.tools.kinds``), and after how many attempts.
+    kind: ToolErrorKind | None = None
+    attempts: int | None = None
 
     def as_observation(self) -> dict[str, Any]:
         """The error as the tool message the model sees."""
         body: dict[str, Any] = {"error": {"code": self.code, "tool": self.tool, "message": self.message}}
         if self.allowed_tools:
             body["error"]["allowed_tools"] = self.allowed_tools
+        if self.kind is not None:
+            body["error"]["kind"] = self.kind.value
+        if self.attempts is not None:
+            body["error"]["attempts"] = self.attempts
         return body
 
 

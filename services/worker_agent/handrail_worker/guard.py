@@ -109,13 +109,21 @@ class StepGuard:
         self._raise_unless_granted(admitted)
         return Ticket(reservation_id, "model_call", model, None, time.perf_counter(), carried)
 
-    async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError:
-        """Check and reserve for a tool call; an open tool breaker is an error the model sees."""
+    async def before_tool_call(
+        self, index: int, spec: ToolSpec, args_hash: str, *, retry: bool = False
+    ) -> Ticket | ToolCallError:
+        """Check and reserve for a tool call; an open tool breaker is an error the model sees.
+
+        A ``retry`` (the platform trying a failed call again) is reserved and checked like any call but
+        not counted in the loop window: that counts what the model asks for.
+        """
         self._check_wall_clock()
         limits = self.agent.limits
-        loop = LoopWindow(
-            spec.name, args_hash, f"{self.env.message_id}/{index}", limits.loop_window_s, limits.loop_max_repeats
-        )
+        loop = None
+        if not retry:
+            loop = LoopWindow(
+                spec.name, args_hash, f"{self.env.message_id}/{index}", limits.loop_window_s, limits.loop_max_repeats
+            )
         reservation_id = f"{self.env.message_id}/{index}/tool_call"
         amount, carried = self._with_step(Amount(cost_usd=spec.cost_usd))
         admitted = await self._admit(reservation_id, amount, breaker=("tool", spec.name), loop=loop, carried=carried)

@@ -33,8 +33,10 @@ from handrail.observability import tracer
 from handrail.orchestration import approval_for_call
 from handrail.prompts import PromptStore, step_scope
 from handrail.state.effects import Claim, EffectStore
-from handrail.tools import Tool, ToolCallError, ToolContext, ToolFailure, ToolRegistry, ToolSpec
+from handrail.tools import Tool, ToolCallError, ToolContext, ToolFailure, ToolRegistry, ToolSpec, observation_text
+from handrail.tools.kinds import bounded
 from handrail_worker.guard import Ticket
+from handrail_worker.tool_attempts import GaveUp, ToolCallAttempts
 
 
 class Guard(Protocol):
@@ -42,7 +44,9 @@ class Guard(Protocol):
 
     async def start(self) -> None: ...
     async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket: ...
-    async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError: ...
+    async def before_tool_call(
+        self, index: int, spec: ToolSpec, args_hash: str, *, retry: bool = False
+    ) -> Ticket | ToolCallError: ...
     async def after_call(
         self,
         ticket: Ticket,
@@ -284,7 +288,7 @@ class StepRunner:
             with tracer().start_as_current_span(
                 f"execute_tool {call.name}", attributes=_tool_attributes(call.name, envelope)
             ) as tool_span:
-                observation, decision = await self._call_tool(envelope, guard, next_index(), call)
+                observation, decision = await self._call_tool(envelope, guard, next_index, call)
                 if decision.outcome != "ok":
                     tool_span.set_attribute("error.type", (decision.error or decision.outcome).split(":")[0])
             self._record(step, call, observation, decision)
@@ -296,9 +300,10 @@ class StepRunner:
             self._correct(step.tally, decision.error or "rejected tool call")
         elif decision.outcome != "short_circuited":
             step.tally.tool_calls += 1
-            if (decision.error or "").startswith("invalid_result"):
+            if (decision.error or "").startswith(("invalid_result", "tool_invalid_input")):
                 self._correct(step.tally, decision.error or "invalid tool result")  # the model must do without it
-        step.messages.append(ChatMessage("tool", json.dumps(observation), tool_call_id=call.id, name=call.name))
+        content = observation_text(call.name, observation, self.agent.deny_patterns)  # untrusted data, screened
+        step.messages.append(ChatMessage("tool", content, tool_call_id=call.id, name=call.name))
 
     async def _level(self, workflow: str) -> Autonomy:
         """The agent's effective autonomy in ``workflow`` (read at most a few seconds ago)."""
@@ -367,9 +372,8 @@ class StepRunner:
             )
             step.decisions.append(decision)
             TOOL_CALLS.labels(self.agent.name, labels.tool(call.name), "refused").inc()
-            step.messages.append(
-                ChatMessage("tool", json.dumps(refusal.as_observation()), tool_call_id=call.id, name=call.name)
-            )
+            content = observation_text(call.name, refusal.as_observation())
+            step.messages.append(ChatMessage("tool", content, tool_call_id=call.id, name=call.name))
             return
         approved = ToolCall(call.id, call.name, resume.arguments)
         if resume.arguments != call.arguments:  # edited: the conversation shows the call that really runs
@@ -379,7 +383,7 @@ class StepRunner:
             f"execute_tool {approved.name}", attributes=_tool_attributes(approved.name, envelope)
         ) as tool_span:
             tool_span.set_attribute("handrail.review_id", resume.review_id)
-            observation, decision = await self._call_tool(envelope, guard, next_index(), approved)
+            observation, decision = await self._call_tool(envelope, guard, next_index, approved)
         self._record(step, approved, observation, decision)
 
     async def _system_prompt(self, envelope: HandoffEnvelope) -> tuple[str, str]:
@@ -400,8 +404,9 @@ class StepRunner:
         return template.render(scope), template.ref
 
     async def _call_tool(
-        self, envelope: HandoffEnvelope, guard: Guard, index: int, call: ToolCall
+        self, envelope: HandoffEnvelope, guard: Guard, next_index: Callable[[], int], call: ToolCall
     ) -> tuple[dict[str, Any], Decision]:
+        index = next_index()
         started = time.perf_counter()
         name, args = call.name, call.arguments
         args_hash = sha256_hex(canonical_json(args)) if isinstance(args, dict) else None
@@ -419,31 +424,33 @@ class StepRunner:
         # check_call vouched for both
         assert tool is not None
         assert args_hash is not None
-        granted = await guard.before_tool_call(index, tool.spec, args_hash)
-        if isinstance(granted, ToolCallError):
-            return granted.as_observation(), Decision(
+        key = idempotency_key(envelope, name, args)
+        context = ToolContext(task_id=envelope.task_id, step=envelope.step, idempotency_key=key)
+        policy = self.agent.tool_policy(name)  # retries, timeout, what a failure of each kind does
+        limited = bounded(tool, policy.timeout_s)
+        attempts = ToolCallAttempts(guard, next_index, self.agent.name, envelope.task_id)
+        ran = await attempts.run(
+            index, tool.spec, args_hash, policy, lambda: self._run(limited, args, context, envelope)
+        )
+        if isinstance(ran, ToolCallError):
+            return ran.as_observation(), Decision(
                 kind="tool_call",
                 name=name,
                 outcome="short_circuited",
                 args_hash=args_hash,
-                error=f"{granted.code}: {granted.message}",
+                error=f"{ran.code}: {ran.message}",
                 latency_ms=_ms_since(started),
             )
-        key = idempotency_key(envelope, name, args)
-        context = ToolContext(task_id=envelope.task_id, step=envelope.step, idempotency_key=key)
-        try:
-            result = await self._run(tool, args, context, envelope)
-        except ToolFailure as exc:
-            await guard.after_call(granted, "error", "tool_failed")
-            failure = ToolCallError("tool_failed", name, str(exc))
-            return failure.as_observation(), Decision(
+        if isinstance(ran, GaveUp):
+            return ran.error.as_observation(), Decision(
                 kind="tool_call",
                 name=name,
                 outcome="error",
                 args_hash=args_hash,
-                error=f"tool_failed: {exc}",
+                error=f"{ran.error_type}: {ran.error.message}",
                 latency_ms=_ms_since(started),
             )
+        granted, result = ran.ticket, ran.result
         invalid = self.tools.check_result(name, result)
         if invalid is not None:
             # It ran (and is paid for), but what it said must not reach the model or the next step as if true.

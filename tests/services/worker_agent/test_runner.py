@@ -54,7 +54,9 @@ class OpenGuard:
         self.asked.append(f"model:{model}")
         return Ticket(f"r{index}", "model_call", model, None, time.perf_counter())
 
-    async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError:
+    async def before_tool_call(
+        self, index: int, spec: ToolSpec, args_hash: str, *, retry: bool = False
+    ) -> Ticket | ToolCallError:
         self.asked.append(f"tool:{spec.name}")
         return Ticket(f"r{index}", "tool_call", spec.name, args_hash, time.perf_counter())
 
@@ -114,7 +116,13 @@ async def test_tool_failure_reaches_the_model_and_the_step_goes_on() -> None:
     assert [d.name for d in failed] == ["lookup_employee"] and "no employee" in (failed[0].error or "")
     # The scripted model copies what it saw: the error, not an employee. The validator's schema catches it.
     assert outcome.output["employee"] == {
-        "error": {"code": "tool_failed", "tool": "lookup_employee", "message": "no employee with id 'E404'"}
+        "error": {
+            "code": "tool_failed",
+            "tool": "lookup_employee",
+            "message": "no employee with id 'E404'",
+            "kind": "invalid_input",
+            "attempts": 1,
+        }
     }
 
 

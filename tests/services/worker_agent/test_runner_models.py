@@ -29,7 +29,7 @@ from handrail.llm.factory import build_provider
 from handrail.llm.models import ModelCatalogue, ModelSpec, RetryDefaults
 from handrail.messages import HandoffEnvelope
 from handrail.prompts import PromptLibrary, PromptStore
-from handrail.tools import ToolCallError, ToolSpec, default_registry
+from handrail.tools import ToolCallError, ToolSpec, default_registry, observation_data
 from handrail_worker.guard import Ticket
 from handrail_worker.runner import StepRunner
 
@@ -55,7 +55,9 @@ class OpenGuard:
     async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket:
         return Ticket(f"r{index}", "model_call", model, None, time.perf_counter())
 
-    async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError:
+    async def before_tool_call(
+        self, index: int, spec: ToolSpec, args_hash: str, *, retry: bool = False
+    ) -> Ticket | ToolCallError:
         return Ticket(f"r{index}", "tool_call", spec.name, args_hash, time.perf_counter())
 
     async def after_call(
@@ -128,8 +130,8 @@ def envelope(task_input: dict[str, Any] | None = None) -> HandoffEnvelope:
 
 
 def tool_results(request: Received) -> list[dict[str, Any]]:
-    """The tool messages the model was sent, parsed."""
-    return [json.loads(m["content"]) for m in request.body["messages"] if m["role"] == "tool"]
+    """The data of the tool messages the model was sent (each one an untrusted-data envelope)."""
+    return [observation_data(m["content"]) for m in request.body["messages"] if m["role"] == "tool"]
 
 
 def last_user(request: Received) -> str:
