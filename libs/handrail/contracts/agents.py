@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from handrail.contracts.context import ContextBudget
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -63,6 +65,9 @@ class AgentSpec(_Strict):
     autonomy: Autonomy = Autonomy.EXCEPTION_BASED
     confidence_floor: float = Field(default=0.0, ge=0, le=1)
     risk_class: str = "limited"
+    context: ContextBudget = Field(
+        default_factory=ContextBudget, description="Token caps per prompt section and what happens over them."
+    )
     plan: list[ScriptedCall | ScriptedAnswer] = Field(
         default_factory=list, description="What the built-in `scripted` model does, turn by turn."
     )
