@@ -3,7 +3,7 @@ sections within their token caps (compacting the conversation when it is over th
 
 - ``views``: a step's ``context_view`` applied to the task context, and the hash of what it shows;
 - ``assembly``: the prompt's sections, their caps, and the policies that keep them within (``ContextWindow``);
-- ``compaction``: the summarising model call of the ``summarise`` policy.
+(the note a compacted prompt carries and the summarising call are ``handrail.llm.compaction``).
 """
 
 from handrail.context.assembly import ContextOverCap, ContextWindow, Prompt, message_hash

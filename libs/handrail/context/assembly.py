@@ -12,7 +12,7 @@ each model call is shown a *fit* of it (``ContextWindow.fit``):
 - ``history`` or ``observations`` over its cap, or the prompt over the window, applies the agent's policy:
   ``keep_last_turns`` leaves earlier turns out (a note says how many), ``drop_oldest_observations`` elides
   the oldest tool results first (each becomes a stub with its hash), ``summarise`` replaces earlier turns
-  with a summary its model writes (``handrail.context.compaction``). Each leaves out at most what it must;
+  with a summary its model writes (``handrail.llm.compaction``). Each leaves out at most what it must;
   when the last turns alone are still over, more turns go, down to the last one.
 - What is left out stays left out for the rest of the step (the prompt does not flap), and each
   compaction is recorded (``Compaction``: the hashes of the messages the model no longer saw).
@@ -21,7 +21,6 @@ each model call is shown a *fit* of it (``ContextWindow.fit``):
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -29,16 +28,13 @@ from handrail.contracts.context import ContextBudget, Policy, Section
 from handrail.errors import TaskHalted
 from handrail.hashing import canonical_json, sha256_hex
 from handrail.llm.base import ChatMessage
-from handrail.llm.tokens import TokenCounter
+from handrail.llm.compaction import NOTE, SUMMARY
+from handrail.llm.tokens import ESTIMATED, TokenCounter
 from handrail.messages.context import Compaction, ContextSeen
 from handrail.tools.registry import ToolSpec
 
 #: Writes the summary of some turns, folding in the previous summary: (previous, turns) -> summary.
 Summarise = Callable[[str | None, list[ChatMessage]], Awaitable[str]]
-
-_NOTE = "[handrail: {n} earlier turns are not shown: left out to fit the context window]"
-_SUMMARY = "[handrail: summary of {n} earlier turns]\n{summary}"
-_OMITTED = re.compile(r"^\[handrail: (?:summary of )?(\d+) earlier turns")
 
 
 class ContextOverCap(TaskHalted):
@@ -53,14 +49,6 @@ def message_hash(message: ChatMessage) -> str:
     body = asdict(message)
     body["tool_calls"] = [{k: v for k, v in asdict(c).items() if v is not None} for c in message.tool_calls]
     return sha256_hex(canonical_json({k: v for k, v in body.items() if v not in (None, [], "")}))
-
-
-def omitted_turns(messages: Sequence[ChatMessage]) -> int:
-    """How many earlier turns a fitted prompt leaves out (from its note or summary)."""
-    for message in messages:
-        if message.role == "user" and (match := _OMITTED.match(message.content)):
-            return int(match.group(1))
-    return 0
 
 
 @dataclass(frozen=True)
@@ -106,6 +94,11 @@ class ContextWindow:
         self.max_output_tokens = max_output_tokens
         self.summarise = summarise
         self._left = _Left()
+
+    @classmethod
+    def unbounded(cls) -> ContextWindow:
+        """A window with no caps: the prompt goes as it is."""
+        return cls(ContextBudget(), lambda _model: ESTIMATED, "", 0)
 
     def restore(self, messages: Sequence[ChatMessage], compactions: Sequence[Compaction]) -> None:
         """Carry on a step that stopped (for an approval) with what its earlier compactions left out."""
@@ -200,7 +193,7 @@ class ContextWindow:
         if policy == Policy.SUMMARISE:
             await self._summarise(messages, turn, gone, len(leaving))
         else:
-            note = ChatMessage("user", _NOTE.format(n=len(leaving)))
+            note = ChatMessage("user", NOTE.format(n=len(leaving)))
             self._record(messages, turn, policy, gone, after=self.counter.message(note))
             left.hidden.update(gone)
 
@@ -223,7 +216,7 @@ class ContextWindow:
         summary = await self.summarise(left.summary, [messages[i] for i in gone])
         summary = self._cut(summary, self.budget.summary_max_tokens)
         covered = left.summarised + turns
-        after = self.counter.message(ChatMessage("user", _SUMMARY.format(n=covered, summary=summary)))
+        after = self.counter.message(ChatMessage("user", SUMMARY.format(n=covered, summary=summary)))
         self._record(messages, turn, Policy.SUMMARISE, gone, after=after, summary=summary)
         left.hidden.update(gone)
         left.summary, left.summarised = summary, covered
@@ -267,8 +260,8 @@ class ContextWindow:
     def _note(self, hidden_turns: int) -> ChatMessage:
         left = self._left
         if left.summary is not None:
-            return ChatMessage("user", _SUMMARY.format(n=hidden_turns, summary=left.summary))
-        return ChatMessage("user", _NOTE.format(n=hidden_turns))
+            return ChatMessage("user", SUMMARY.format(n=hidden_turns, summary=left.summary))
+        return ChatMessage("user", NOTE.format(n=hidden_turns))
 
     def _cut(self, text: str, max_tokens: int) -> str:
         """``text``, shortened from the end until it takes at most ``max_tokens``."""

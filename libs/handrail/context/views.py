@@ -50,7 +50,8 @@ def project(document: dict[str, Any], pointers: tuple[str, ...] | list[str]) -> 
     for pointer in pointers:
         tokens = [_unescape(t) for t in pointer.split("/")[1:]]
         _copy(document, view, tokens)
-    return _dense(view)
+    dense: dict[str, Any] = _dense(view)
+    return dense
 
 
 def _copy(source: Any, target: dict[Any, Any], tokens: list[str]) -> None:

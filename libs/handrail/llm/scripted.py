@@ -6,6 +6,10 @@ messages. Turn N of the plan answers the N-th model call. Strings of the form
 ``${path}`` are filled from ``{goal, context, input, tools}``, where
 ``tools.<name>`` is the last result of that tool. Token counts are estimates
 (about four characters a token) and cost is zero: nothing was bought.
+
+A prompt compacted to fit its context window still counts the turns it leaves
+out (``omitted_turns``), so the plan goes on where it was; a request for a
+summary (``is_summary_request``) gets ``extractive_summary``'s list of what happened.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from handrail.contracts.agents import ScriptedAnswer, ScriptedCall
 from handrail.errors import StepFailed
 from handrail.llm.base import ModelReply, ModelRequest, ToolCall
+from handrail.llm.compaction import extractive_summary, is_summary_request, omitted_turns
 
 _REF = re.compile(r"^\$\{([A-Za-z0-9_.-]+)\}$")
 #: Characters per token for the estimate; the usual rule of thumb for English text.
@@ -36,7 +41,17 @@ class ScriptedProvider:
 
     def reply(self, request: ModelRequest) -> ModelReply:
         """The plan's next turn for ``request`` (no I/O: a model server replaying plans calls this too)."""
-        turn = sum(1 for m in request.messages if m.role == "assistant")
+        if is_summary_request(request):
+            summary = {"summary": extractive_summary(request)}
+            chars = sum(len(m.content) for m in request.messages)
+            return ModelReply(
+                provider=self.name,
+                model=request.model,
+                answer=summary,
+                input_tokens=_tokens(chars),
+                output_tokens=_tokens(len(json.dumps(summary))),
+            )
+        turn = sum(1 for m in request.messages if m.role == "assistant") + omitted_turns(request.messages)
         if turn >= len(self._plan):
             raise StepFailed(f"the scripted plan has {len(self._plan)} turns; turn {turn + 1} was asked for")
         scope = _scope(request)

@@ -73,7 +73,7 @@ class TokenCounter:
 
 def tool_text(spec: ToolSpec) -> str:
     """What of a tool's spec a model is sent (the form is each provider's; its size is about this)."""
-    return json.dumps({"name": spec.name, "description": spec.description, "parameters": spec.input_schema})
+    return json.dumps({"name": spec.name, "description": spec.description, "parameters": spec.args_schema})
 
 
 def estimate_tokens(text: str) -> int:

@@ -1,4 +1,9 @@
-"""The ``summarise`` policy's model call: what it asks, and how its answer is read.
+"""What a compacted prompt says about itself, and the ``summarise`` policy's model call.
+
+A prompt that leaves earlier turns out says so in a note (or a summary) right after the task message,
+with how many turns it leaves out (``omitted_turns`` reads it back: the ``scripted`` model counts its
+plan's turns with it). The summarising call asks what ``summary_request`` builds; ``summary_text``
+reads the answer.
 
 The call is the agent's own model chain, made by the step runner through the step's guard like any
 other (admitted, reserved with the same token count, settled, listed in the step's decisions), with
@@ -10,6 +15,7 @@ honest about being a list of what happened rather than a model's prose.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 
 from handrail.llm.base import ChatMessage, ModelReply, ModelRequest
@@ -23,6 +29,18 @@ _ASK = (
 )
 #: How much of each message the extractive summary keeps.
 _EXCERPT_CHARS = 80
+
+NOTE = "[handrail: {n} earlier turns are not shown: left out to fit the context window]"
+SUMMARY = "[handrail: summary of {n} earlier turns]\n{summary}"
+_OMITTED = re.compile(r"^\[handrail: (?:summary of )?(\d+) earlier turns")
+
+
+def omitted_turns(messages: Sequence[ChatMessage]) -> int:
+    """How many earlier turns a fitted prompt leaves out (from its note or summary)."""
+    for message in messages:
+        if message.role == "user" and (match := _OMITTED.match(message.content)):
+            return int(match.group(1))
+    return 0
 
 
 def summary_request(model: str, previous: str | None, turns: Sequence[ChatMessage], max_tokens: int) -> ModelRequest:
