@@ -10,10 +10,11 @@ each model call is shown a *fit* of it (``ContextWindow.fit``):
 - ``system``, ``tools`` or ``task`` over its cap, or the three with the reply's ``max_output_tokens`` over
   the window, cannot be compacted: the step halts (``context_over_cap``) before the call.
 - ``history`` or ``observations`` over its cap, or the prompt over the window, applies the agent's policy:
-  ``keep_last_turns`` leaves earlier turns out (a note says how many), ``drop_oldest_observations`` elides
-  the oldest tool results first (each becomes a stub with its hash), ``summarise`` replaces earlier turns
-  with a summary its model writes (``handrail.llm.compaction``). Each leaves out at most what it must;
-  when the last turns alone are still over, more turns go, down to the last one.
+  ``keep_last_turns`` leaves earlier turns out (a note says how many); ``drop_oldest_observations`` elides
+  the oldest tool results first (each becomes ``{"elided": <its hash's first 12 digits>}``), and earlier
+  turns go when that is not enough; ``summarise`` replaces earlier turns with a summary its model writes
+  (``handrail.llm.compaction``). Each leaves out at most what it must; when the last turns alone are
+  still over, more turns go, down to the last one.
 - What is left out stays left out for the rest of the step (the prompt does not flap), and each
   compaction is recorded (``Compaction``: the hashes of the messages the model no longer saw).
 """
@@ -35,6 +36,10 @@ from handrail.tools.registry import ToolSpec
 
 #: Writes the summary of some turns, folding in the previous summary: (previous, turns) -> summary.
 Summarise = Callable[[str | None, list[ChatMessage]], Awaitable[str]]
+
+
+#: How much of an elided result's hash its stub shows: enough to find it in the trail's full hashes.
+_STUB_HASH_CHARS = 12
 
 
 class ContextOverCap(TaskHalted):
@@ -181,7 +186,15 @@ class ContextWindow:
         shown_turns = [t for t in _turns(messages) if not all(i in left.hidden for i in t)]
         keep = min(self.budget.keep_last_turns, len(shown_turns))
         if policy == Policy.DROP_OLDEST_OBSERVATIONS and ("observations" in over or "window" in over):
-            elidable = [i for t in shown_turns for i in t if messages[i].role == "tool" and i not in left.elided]
+            # The last turn's results are what the model acts on now: they go last, with their turn.
+            elidable = [
+                i
+                for t in shown_turns[:-1]
+                for i in t
+                if messages[i].role == "tool"
+                and i not in left.elided
+                and self.counter.message(messages[i]) > self.counter.message(_stub(messages[i]))
+            ]
             if elidable:
                 self._elide(messages, tools, turn, elidable)
                 return
@@ -292,7 +305,7 @@ def _turns(messages: Sequence[ChatMessage]) -> list[list[int]]:
 
 def _stub(message: ChatMessage) -> ChatMessage:
     """An elided tool result: what it was, by hash, without its content."""
-    body = {"elided": "this tool result was left out to fit the context window", "sha256": message_hash(message)}
+    body = {"elided": message_hash(message)[:_STUB_HASH_CHARS]}
     return ChatMessage(message.role, json.dumps(body), message.tool_calls, message.tool_call_id, message.name)
 
 
