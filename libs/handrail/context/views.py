@@ -73,10 +73,15 @@ def _copy(source: Any, target: dict[Any, Any], tokens: list[str]) -> None:
     if not isinstance(value, dict | list):
         return
     child = target.get(key)
+    if child is value:
+        return  # a shorter pointer selected all of it
     if child is None:
-        child = target[key] = {}
-    if isinstance(child, dict):  # a whole value already selected by a shorter pointer stays whole
+        child = {}
         _copy(value, child, rest)
+        if child:  # a pointer to nothing leaves no empty parents behind
+            target[key] = child
+        return
+    _copy(value, child, rest)
 
 
 class _Index(int):

