@@ -61,7 +61,8 @@ def test_views_and_budgets_load(tmp_path: Path) -> None:
         (
             lambda d: _intake(d).update(context_view=["input/amount"]),
             r"workflow 'expense-approval': field 'steps.0.context_view.str': Input should be a valid string; "
-            r"field 'steps.0.context_view.list\[.*\].0': Value error, 'input/amount' is not a JSON Pointer \(RFC 6901\)",
+            r"field 'steps.0.context_view.list\[.*\].0': Value error, 'input/amount' is not a JSON Pointer "
+            r"\(RFC 6901\)",
         ),
         (
             lambda d: d["workflows"]["expense-approval"].update(views={"claim": ["/input/~2"]}),
@@ -85,7 +86,8 @@ def test_bad_views_are_rejected_clearly(tmp_path: Path, change: Change, expected
     [
         (
             {"sections": {"observations": -1}},
-            r"agent 'expense-intake': field 'context.sections.observations': Input should be greater than or equal to 0",
+            r"agent 'expense-intake': field 'context.sections.observations': "
+            r"Input should be greater than or equal to 0",
         ),
         (
             {"policy": "forget_everything"},
