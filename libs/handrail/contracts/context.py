@@ -79,7 +79,7 @@ class ContextBudget(_Strict):
     policy: Policy = Policy.KEEP_LAST_TURNS
     keep_last_turns: int = Field(default=4, ge=1, description="Turns kept as they are when a policy applies.")
     summary_max_tokens: int = Field(
-        default=512, ge=16, description="For `summarise`: the most the summary may take (its call's output cap)."
+        default=512, ge=16, description="For `summarise`: the most the summary may take (asked for, then enforced)."
     )
 
     @property
