@@ -18,10 +18,10 @@ from handrail.hashing import GENESIS, context_hash
 from handrail.llm import ModelReply, ModelRequest, ScriptedProvider
 from handrail.llm.compaction import is_summary_request
 from handrail.llm.tokens import ESTIMATED
-from handrail.messages import HandoffEnvelope
-from handrail.tools import ToolCallError, ToolSpec, default_registry
+from handrail.messages import HandoffEnvelope, StepResume
+from handrail.tools import Tool, ToolCallError, ToolContext, ToolRegistry, ToolSpec, default_registry
 from handrail_worker.guard import Ticket
-from handrail_worker.runner import SUMMARY_PROMPT, StepOutcome, StepRunner
+from handrail_worker.runner import SUMMARY_PROMPT, Proposal, StepOutcome, StepRunner
 
 TURNS = 50
 WINDOW_TOKENS = 1200
@@ -193,3 +193,41 @@ async def test_the_agent_is_shown_its_steps_view_and_the_view_hash_is_recorded()
     assert outcome.context_seen is not None
     assert outcome.context_seen.view == "just-amount" and outcome.context_seen.pointers == ["/input/amount"]
     assert outcome.context_seen.view_hash == context_hash({"input": {"amount": 5}})
+
+
+def _registry_with_approval() -> ToolRegistry:
+    """The lookups, and a call a person must approve before it runs."""
+
+    async def pay(args: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        return {"paid": True}
+
+    spec = ToolSpec("pay", "pay someone", {"type": "object"}, requires_approval=True)
+    return ToolRegistry([*(default_registry().get(n) for n in ["lookup_employee"]), Tool(spec, pay)])  # type: ignore[misc]
+
+
+async def test_a_step_parked_for_approval_carries_on_with_its_compactions() -> None:
+    lookups = [ScriptedCall(call="lookup_employee", args={"employee_id": EMPLOYEES[i % 4]}) for i in range(20)]
+    plan = [*lookups, ScriptedCall(call="pay", args={"to": "E100"}), *lookups[:5], ScriptedAnswer(answer={"ok": 1})]
+    agent = _agent(_budget(Policy.SUMMARISE)).model_copy(update={"tools": ["lookup_employee", "pay"], "plan": plan})
+    provider, guard = RecordingProvider(agent), CountingGuard()
+    runner = StepRunner(agent, provider, _registry_with_approval())
+    parked = await runner.run(_envelope(), guard)
+    assert isinstance(parked, Proposal) and parked.call.tool == "pay"
+    carried = parked.progress.context_seen
+    assert carried is not None and carried.compactions  # the summaries so far travel with the step
+    summaries_before = sum(1 for r in provider.requests if is_summary_request(r))
+    assert summaries_before == len(carried.compactions)
+
+    resume = StepResume(
+        review_id="r1", decision="approved", arguments={"to": "E100"}, by=["ann"], progress=parked.progress
+    )
+    resumed = await runner.run(_envelope().model_copy(update={"resume": resume}), guard)
+    assert isinstance(resumed, StepOutcome) and resumed.output == {"ok": 1}
+    assert resumed.context_seen is not None
+    assert resumed.context_seen.compactions[: len(carried.compactions)] == carried.compactions
+    assert all(_tokens(r) + MAX_OUTPUT_TOKENS <= WINDOW_TOKENS for r in provider.requests)
+    # After the approval the step went on from its summary: no turn summarised before is summarised again.
+    before = {h for c in carried.compactions for h in c.replaced}
+    later = resumed.context_seen.compactions[len(carried.compactions) :]
+    assert all(not before & set(c.replaced) for c in later)
+    assert sum(1 for r in provider.requests if is_summary_request(r)) == summaries_before + len(later)
