@@ -1,5 +1,5 @@
 """Context views through a real worker on real Kafka and Redis: the agent is shown only its step's view,
-the task context travels whole with its hash chain, and the view's hash is in the audit trail."""
+the task context travels whole with its hash chain, and the view's hash is in the audit trail (and its trace)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.fixtures.cli import handrail
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 from handrail.client import HandrailClient
+from handrail.dev import signing_keys
 from handrail.hashing import context_hash
 from handrail.messages import HandoffEnvelope, StepCompleted, TaskStatus
 
@@ -67,3 +69,12 @@ async def test_a_step_sees_only_its_view_and_the_context_travels_whole(client: H
     # A step without a view records the hash of the whole context it was shown.
     assert steps["after"]["details"]["context_seen"]["view_hash"] == peek.context_hash
     assert "pointers" not in steps["after"]["details"]["context_seen"]
+
+    env = {
+        "HANDRAIL_KAFKA_BOOTSTRAP": stack.bootstrap,
+        "HANDRAIL_TOPIC_PREFIX": stack.topics.prefix,
+        "HANDRAIL_TRUSTED_KEYS_FILE": str(stack.run_dir / signing_keys.FOLDER),
+    }
+    traced = handrail("trace", task_id, env=env)
+    assert traced.returncode == 0, traced.stderr
+    assert f"shown amount-only  view {context_hash(shown)[:10]}" in traced.stdout, traced.stdout

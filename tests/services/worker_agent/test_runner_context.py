@@ -201,8 +201,9 @@ def _registry_with_approval() -> ToolRegistry:
     async def pay(args: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         return {"paid": True}
 
-    spec = ToolSpec("pay", "pay someone", {"type": "object"}, requires_approval=True)
-    return ToolRegistry([*(default_registry().get(n) for n in ["lookup_employee"]), Tool(spec, pay)])  # type: ignore[misc]
+    lookup = default_registry().get("lookup_employee")
+    assert lookup is not None
+    return ToolRegistry([lookup, Tool(ToolSpec("pay", "pay someone", {"type": "object"}, requires_approval=True), pay)])
 
 
 async def test_a_step_parked_for_approval_carries_on_with_its_compactions() -> None:
