@@ -364,7 +364,7 @@ def step_awaiting_approval(
     return _step(
         envelope, "awaiting_approval", agent=agent, output={}, context=envelope.context, head=envelope.context_hash,
         patch=[], budget=budget, reason=proposal.why, error_type="approval_required", proposal=proposal,
-        progress=progress, decisions=progress.decisions, usage=progress.usage,
+        progress=progress, decisions=progress.decisions, usage=progress.usage, context_seen=progress.context_seen,
     )  # fmt: skip
 
 
@@ -652,6 +652,8 @@ class Lifecycle:
         }
         if handoff is not None:
             details["handoff"] = handoff.model_dump(mode="json")
+        if step.context_seen is not None:
+            details["context_seen"] = step.context_seen.model_dump(mode="json", exclude_none=True)
         return {
             "dedupe_key": step.message_id,
             "actor": f"agent:{step.agent}",

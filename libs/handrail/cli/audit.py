@@ -146,6 +146,9 @@ def _tree(task_id: str, records: list[AuditRecord], events: list[DecisionEvent],
         if (record.action == "handoff.accepted" or record.action.startswith("step.")) and record.step in calls_by_step:
             for event in calls_by_step.pop(record.step):
                 node.add(_call(event))
+        seen = record.details.get("context_seen")
+        if isinstance(seen, dict) and (seen.get("pointers") is not None or seen.get("compactions")):
+            node.add(_context_seen(seen))
         patch = record.details.get("patch")
         if patch:
             for op in patch:
@@ -159,6 +162,15 @@ def _tree(task_id: str, records: list[AuditRecord], events: list[DecisionEvent],
                 f"cost {budget.get('cost_usd_used')}/{budget.get('max_cost_usd')} USD"
             )
     return tree
+
+
+def _context_seen(seen: dict[str, Any]) -> str:
+    """What of the context a step's agent was shown, and how often its conversation was compacted."""
+    view = seen.get("view") or ", ".join(seen.get("pointers") or []) or "all of it"
+    compactions = seen.get("compactions") or []
+    replaced = sum(len(c.get("replaced", [])) for c in compactions)
+    tail = f"  compacted {len(compactions)}x ({replaced} messages replaced)" if compactions else ""
+    return f"[dim]shown[/dim] {view}  view {str(seen.get('view_hash', '-'))[:10]}{tail}"
 
 
 def _line(record: AuditRecord) -> str:

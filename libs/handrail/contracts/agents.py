@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from handrail.contracts.tools import ToolPolicy, ToolPolicyOverride, compile_deny_patterns
 
+from handrail.contracts.context import ContextBudget
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -96,6 +98,9 @@ class AgentSpec(_Strict):
     confidence_floor: float = Field(default=0.0, ge=0, le=1)
     risk_class: str = "limited"
     baseline: Baseline = Field(default_factory=Baseline)
+    context: ContextBudget = Field(
+        default_factory=ContextBudget, description="Token caps per prompt section and what happens over them."
+    )
     plan: list[ScriptedCall | ScriptedAnswer] = Field(
         default_factory=list, description="What the built-in `scripted` model does, turn by turn."
     )

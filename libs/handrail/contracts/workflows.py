@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from handrail.contracts.context import Pointer, check_view
 from handrail.contracts.expressions import Expression
 from handrail.messages.calls import BudgetTopUp
 
@@ -19,6 +20,10 @@ class StepSpec(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     agent: str
     output_schema: dict[str, Any] = Field(description="JSON Schema the step's output must satisfy.")
+    context_view: str | list[Pointer] | None = Field(
+        default=None,
+        description="What of the task context the agent sees: a view's name or JSON Pointers; default: all of it.",
+    )
 
 
 class DefaultAction(StrEnum):
@@ -98,6 +103,15 @@ class WorkflowSpec(BaseModel):
         default=False,
         description="Whether time parked for review counts against the task's wall clock (by default it does not).",
     )
+    views: dict[str, list[Pointer]] = Field(
+        default_factory=dict, description="Named context views (JSON Pointers) steps may name as `context_view`."
+    )
+
+    @model_validator(mode="after")
+    def _step_views_exist(self) -> WorkflowSpec:
+        for step in self.steps:
+            check_view(step.name, step.context_view, self.views)
+        return self
 
     def step(self, name: str) -> StepSpec:
         """Return the step called ``name``."""

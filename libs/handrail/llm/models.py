@@ -69,6 +69,11 @@ class ModelSpec(_Strict):
     max_output_tokens: int = Field(default=1024, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     price: Price = Field(default_factory=Price)
+    tokenizer: str | None = Field(
+        default=None,
+        description="The encoding prompts are counted with (o200k_base, cl100k_base ...) or `estimate`; "
+        "default: looked up from the model id for OpenAI models, the estimate otherwise (handrail.llm.tokens).",
+    )
 
     @property
     def api_model_id(self) -> str:
@@ -81,6 +86,10 @@ class ModelSpec(_Strict):
             raise ValueError(f"field 'base_url': required for provider {self.provider.value!r}")
         if self.provider == ProviderKind.SCRIPTED and (self.base_url or self.api_key_env):
             raise ValueError("the scripted provider takes no base_url or api_key_env")
+        from handrail.llm.tokens import ESTIMATE, known_encoding  # it counts with these specs
+
+        if self.tokenizer is not None and not known_encoding(self.tokenizer):
+            raise ValueError(f"field 'tokenizer': unknown encoding {self.tokenizer!r} (or {ESTIMATE!r})")
         return self
 
 

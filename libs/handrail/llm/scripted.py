@@ -7,6 +7,10 @@ messages (``handrail.tools.observations``). Turn N of the plan answers the N-th 
 ``tools.<name>`` is the last result of that tool. Token counts are estimates
 (about four characters a token) and cost is zero: nothing was bought. A turn's
 ``delay_s`` makes it take that long, like a real model.
+
+A prompt compacted to fit its context window still counts the turns it leaves
+out (``omitted_turns``), so the plan goes on where it was; a request for a
+summary (``is_summary_request``) gets ``extractive_summary``'s list of what happened.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from handrail.contracts.agents import ScriptedAnswer, ScriptedCall
 from handrail.errors import StepFailed
 from handrail.llm.base import ModelReply, ModelRequest, ToolCall
+from handrail.llm.compaction import extractive_summary, is_summary_request, omitted_turns
 from handrail.tools.observations import observation_data
 
 _REF = re.compile(r"^\$\{([A-Za-z0-9_.-]+)\}$")
@@ -35,14 +40,24 @@ class ScriptedProvider:
         self._plan = plan
 
     async def complete(self, request: ModelRequest) -> ModelReply:
-        turn = sum(1 for m in request.messages if m.role == "assistant")
-        if turn < len(self._plan) and self._plan[turn].delay_s:
+        turn = _turn(request)
+        if not is_summary_request(request) and turn < len(self._plan) and self._plan[turn].delay_s:
             await asyncio.sleep(self._plan[turn].delay_s)
         return self.reply(request)
 
     def reply(self, request: ModelRequest) -> ModelReply:
         """The plan's next turn for ``request`` (no I/O: a model server replaying plans calls this too)."""
-        turn = sum(1 for m in request.messages if m.role == "assistant")
+        if is_summary_request(request):
+            summary = {"summary": extractive_summary(request)}
+            chars = sum(len(m.content) for m in request.messages)
+            return ModelReply(
+                provider=self.name,
+                model=request.model,
+                answer=summary,
+                input_tokens=_tokens(chars),
+                output_tokens=_tokens(len(json.dumps(summary))),
+            )
+        turn = _turn(request)
         if turn >= len(self._plan):
             raise StepFailed(f"the scripted plan has {len(self._plan)} turns; turn {turn + 1} was asked for")
         scope = _scope(request)
@@ -67,6 +82,11 @@ class ScriptedProvider:
             input_tokens=_tokens(prompt_chars),
             output_tokens=_tokens(len(json.dumps(answer))),
         )
+
+
+def _turn(request: ModelRequest) -> int:
+    """Which turn of the plan ``request`` asks for: the replies so far, those a compaction left out too."""
+    return sum(1 for m in request.messages if m.role == "assistant") + omitted_turns(request.messages)
 
 
 def _tokens(chars: int) -> int:

@@ -6,6 +6,7 @@ fields may be added, never renamed or repurposed.
 
 from handrail.messages.base import Payload, derived_message_id, new_message_id, utcnow
 from handrail.messages.calls import BudgetSnapshot, BudgetTopUp, Decision, Usage
+from handrail.messages.context import Compaction, ContextSeen
 from handrail.messages.dead_letter import DeadLetter
 from handrail.messages.envelope import HandoffEnvelope
 from handrail.messages.events import ControlRecord, DecisionEvent, DecisionEvents
@@ -17,6 +18,8 @@ from handrail.messages.tasks import TaskResult, TaskStatus, TaskSubmitted
 __all__ = [
     "BudgetSnapshot",
     "BudgetTopUp",
+    "Compaction",
+    "ContextSeen",
     "ControlRecord",
     "DeadLetter",
     "Decision",

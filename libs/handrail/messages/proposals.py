@@ -19,6 +19,7 @@ from pydantic import Field
 
 from handrail.messages.base import Payload
 from handrail.messages.calls import Decision, Usage
+from handrail.messages.context import ContextSeen
 
 
 class ProposedCall(Payload):
@@ -51,6 +52,9 @@ class StepProgress(Payload):
     corrections: int = Field(default=0, ge=0)
     approved_keys: list[str] = Field(default_factory=list, description="Calls of this step people approved before.")
     prompt: str = Field(description="The prompt name@version the step runs with.")
+    context_seen: ContextSeen | None = Field(
+        default=None, description="The step's view and compactions so far (a summary is not asked for twice)."
+    )
 
 
 class StepResume(Payload):

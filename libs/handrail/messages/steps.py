@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from handrail.messages.base import Payload
 from handrail.messages.calls import BudgetSnapshot, Decision, Usage
+from handrail.messages.context import ContextSeen
 from handrail.messages.proposals import ProposedCall, StepProgress
 
 
@@ -68,5 +69,9 @@ class StepCompleted(Payload):
     progress: StepProgress | None = Field(default=None, description="For `awaiting_approval`: where the step stands.")
     handoff: HandoffTaken | None = Field(
         default=None, description="The handoff the step ran on (the audit trail records both in one record)."
+    )
+    context_seen: ContextSeen | None = Field(
+        default=None,
+        description="What of the context the agent was shown (its view's hash) and what compaction left out.",
     )
     signature: str | None = Field(default=None, description="The agent's signature, when signing is on.")

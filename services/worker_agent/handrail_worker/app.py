@@ -46,6 +46,7 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
         workflows=runtime.contracts.workflows,
         before_effect=_chaos_hook(settings.chaos_exit_before_tool, "right before {tool} runs"),
         autonomy=runtime.autonomy,
+        models=catalogue,
     )
     handlers = WorkerHandlers(runtime, settings, runner)
     reporter = StepReporter(runtime, agent.name)

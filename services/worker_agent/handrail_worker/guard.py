@@ -26,9 +26,6 @@ from handrail.state.budgets import Amount, BudgetStore, Caps, Settlement, Usage,
 from handrail.state.controls import Halt
 from handrail.tools import ToolCallError, ToolSpec
 
-#: Characters per token when estimating a prompt before the provider has counted it.
-_CHARS_PER_TOKEN = 4
-
 
 class EventSink(Protocol):
     async def emit(self, event: DecisionEvent) -> None: ...
@@ -92,12 +89,11 @@ class StepGuard:
         total = Amount(amount.tokens + carried.tokens, amount.cost_usd + carried.cost_usd, amount.steps + carried.steps)
         return total, carried
 
-    async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket:
-        """Check and reserve for model call ``index`` of this step."""
+    async def before_model_call(self, index: int, model: str, prompt_tokens: int) -> Ticket:
+        """Check and reserve for model call ``index`` of this step: ``prompt_tokens`` (as the prompt's
+        assembly counted them, ``handrail.context.Prompt.tokens_for``) and the most the reply may take."""
         self._check_wall_clock()
-        estimate, carried = self._with_step(
-            Amount(tokens=prompt_chars // _CHARS_PER_TOKEN + self.agent.limits.max_output_tokens)
-        )
+        estimate, carried = self._with_step(Amount(tokens=prompt_tokens + self.agent.limits.max_output_tokens))
         reservation_id = f"{self.env.message_id}/{index}/model_call"
         # An open model breaker is the chain's business (it fails over); an open agent breaker stops the task.
         admitted = await self._admit(reservation_id, estimate, breaker=("agent", self.agent.name), carried=carried)

@@ -119,6 +119,7 @@ class WorkerHandlers:
             confidence=outcome.confidence,
             decisions=outcome.decisions,
             usage=outcome.usage,
+            context_seen=outcome.context_seen,
         )
         if self.settings.chaos_exit_after_publish:
             await self.rt.lifecycle.apply(HandOff(completed))

@@ -20,14 +20,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from handrail.autonomy import AutonomyLevels
+from handrail.context import ContextWindow, Prompt, View, view_for
+from handrail.context.assembly import context_seen
 from handrail.contracts import AgentSpec, Autonomy, WorkflowSpec
 from handrail.errors import TaskHalted
 from handrail.hashing import canonical_json, sha256_hex
-from handrail.llm import Attempt, ChatMessage, ModelProvider, ModelRequest, ToolCall
+from handrail.llm import Attempt, ChatMessage, ModelProvider, ModelReply, ModelRequest, ToolCall
 from handrail.llm.chain import as_chain
+from handrail.llm.compaction import summary_request, summary_text
 from handrail.llm.corrections import arguments_correction, reply_correction
+from handrail.llm.models import ModelCatalogue
 from handrail.llm.observers import Outcome, TracingObserver, observing
-from handrail.messages import Decision, HandoffEnvelope, ProposedCall, StepProgress, StepResume, Usage
+from handrail.llm.tokens import counters
+from handrail.messages import ContextSeen, Decision, HandoffEnvelope, ProposedCall, StepProgress, StepResume, Usage
 from handrail.metrics import TOOL_CALLS, TOOL_RESULTS_INVALID, labels
 from handrail.observability import tracer
 from handrail.orchestration import approval_for_call
@@ -43,7 +48,7 @@ class Guard(Protocol):
     """The checks around a step's calls (``handrail_worker.guard.StepGuard``)."""
 
     async def start(self) -> None: ...
-    async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket: ...
+    async def before_model_call(self, index: int, model: str, prompt_tokens: int) -> Ticket: ...
     async def before_tool_call(
         self, index: int, spec: ToolSpec, args_hash: str, *, retry: bool = False
     ) -> Ticket | ToolCallError: ...
@@ -67,6 +72,7 @@ class StepOutcome:
     confidence: float | None
     decisions: list[Decision] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
+    context_seen: ContextSeen | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,14 @@ class _Step:
     tally: _Tally = field(default_factory=_Tally)
     turns: int = 0
     approved: set[str] = field(default_factory=set)
+    view: View | None = None  # what of the task context the agent is shown
+    window: ContextWindow = field(default_factory=ContextWindow.unbounded)  # fits the conversation into the caps
+
+    def seen(self) -> ContextSeen | None:
+        """The step's view and compactions, for its record."""
+        if self.view is None:
+            return None
+        return context_seen(self.view.name, self.view.pointers, self.view.hash, self.window)
 
     @classmethod
     def resumed(cls, progress: StepProgress) -> _Step:
@@ -132,20 +146,23 @@ class _Step:
             corrections=self.tally.corrections,
             approved_keys=sorted(self.approved),
             prompt=self.prompt_ref,
+            context_seen=self.seen(),
         )
 
 
 class _GuardAttempts:
     """The step's guard as the model chain's observer: every attempt, retries included, is reserved and settled."""
 
-    def __init__(self, guard: Guard, next_index: Callable[[], int], prompt_chars: int) -> None:
+    def __init__(self, guard: Guard, next_index: Callable[[], int], prompt: Prompt) -> None:
         self.guard = guard
         self.next_index = next_index
-        self.prompt_chars = prompt_chars
+        self.prompt = prompt
         self.tickets: list[Ticket] = []
 
     async def before_attempt(self, model: str) -> None:
-        self.tickets.append(await self.guard.before_model_call(self.next_index(), model, self.prompt_chars))
+        # The count the prompt's section caps were checked with, for the model this attempt is on.
+        tokens = self.prompt.tokens_for(model)
+        self.tickets.append(await self.guard.before_model_call(self.next_index(), model, tokens))
 
     async def after_attempt(
         self,
@@ -183,8 +200,10 @@ class StepRunner:
         workflows: Mapping[str, WorkflowSpec] | None = None,
         before_effect: Callable[[str], None] | None = None,
         autonomy: AutonomyLevels | None = None,
+        models: ModelCatalogue | None = None,
     ) -> None:
         self.agent = agent
+        self.counters = counters(models)  # each model's tokenizer (or the estimate), for caps and reservations
         # A lone provider runs as a one-model chain, so every call is observed and listed the same way.
         self.provider = as_chain(provider, agent.model_chain[0])
         self.prompts = prompts
@@ -225,33 +244,34 @@ class StepRunner:
         await guard.start()
         next_index = itertools.count(1).__next__  # one index per model attempt and tool call: reservation ids
         resume = envelope.resume
+        view = view_for(self.workflows.get(envelope.workflow), envelope.step, envelope.context)
+        model = agent.model_chain[0]
+        span = {"handrail.prompt": "", "handrail.task_id": envelope.task_id}
+        span["handrail.step"] = envelope.step
         if resume is None:
-            system, prompt_ref = await self._system_prompt(envelope)
-            user = json.dumps({"goal": envelope.goal, "step": envelope.step, "context": envelope.context})
+            system, prompt_ref = await self._system_prompt(envelope, view.context)
+            user = json.dumps({"goal": envelope.goal, "step": envelope.step, "context": view.context})
             step = _Step([ChatMessage("system", system), ChatMessage("user", user)], prompt_ref)
+            step.view, step.window = view, self._window(guard, next_index, step, model, span)
         else:
             step = _Step.resumed(resume.progress)
+            step.view, step.window = view, self._window(guard, next_index, step, model, span)
+            seen = resume.progress.context_seen
+            step.window.restore(step.messages, seen.compactions if seen is not None else [])
             decided, *rest = [_call(c) for c in resume.progress.pending_calls]
             await self._carry_out(envelope, guard, next_index, step, decided, resume)
             await self._run_calls(envelope, guard, next_index, step, rest, model_text=None)
         specs = self.tools.specs(agent.tools)
-        model = agent.model_chain[0]
-        span = {"handrail.prompt": step.prompt_ref, "handrail.task_id": envelope.task_id}
-        span["handrail.step"] = envelope.step
-        messages, tally = step.messages, step.tally
+        span["handrail.prompt"] = step.prompt_ref
+        tally, window = step.tally, step.window
         while step.turns < agent.limits.max_turns:
             step.turns += 1
-            attempts = _GuardAttempts(guard, next_index, sum(len(m.content) for m in messages))
-            with observing(attempts, TracingObserver(span)):
-                reply = await self.provider.complete(ModelRequest(model=model, messages=messages, tools=specs))
-            for attempt in reply.attempts:
-                tally.model_calls += 1
-                tally.input_tokens += attempt.input_tokens
-                tally.output_tokens += attempt.output_tokens
-                tally.cost_usd += attempt.cost_usd
-                step.decisions.append(_model_decision(attempt, step.prompt_ref))
+            prompt = await window.fit(step.messages, specs, step.turns)
+            request = ModelRequest(model=model, messages=prompt.messages, tools=specs)
+            reply = await self._ask(request, prompt, guard, next_index, step, span, step.prompt_ref)
             if reply.answer is not None:
-                return StepOutcome(reply.answer, reply.confidence, step.decisions, tally.usage())
+                return StepOutcome(reply.answer, reply.confidence, step.decisions, tally.usage(), step.seen())
+            messages = step.messages
             if not reply.tool_calls:
                 correction = reply_correction(reply)
                 self._correct(tally, f"{correction.code}: {correction.message}")
@@ -268,6 +288,47 @@ class StepRunner:
             error_type="turns_exhausted",
             task_id=envelope.task_id,
         )
+
+    async def _ask(
+        self,
+        request: ModelRequest,
+        prompt: Prompt,
+        guard: Guard,
+        next_index: Callable[[], int],
+        step: _Step,
+        span: dict[str, str],
+        prompt_ref: str,
+    ) -> ModelReply:
+        """One model call through the guard (every attempt reserved with ``prompt``'s count), tallied."""
+        with observing(_GuardAttempts(guard, next_index, prompt), TracingObserver(span)):
+            reply = await self.provider.complete(request)
+        tally = step.tally
+        for attempt in reply.attempts:
+            tally.model_calls += 1
+            tally.input_tokens += attempt.input_tokens
+            tally.output_tokens += attempt.output_tokens
+            tally.cost_usd += attempt.cost_usd
+            step.decisions.append(_model_decision(attempt, prompt_ref))
+        return reply
+
+    def _window(
+        self, guard: Guard, next_index: Callable[[], int], step: _Step, model: str, span: dict[str, str]
+    ) -> ContextWindow:
+        """The step's context window; its ``summarise`` policy asks the agent's model, through the guard."""
+        budget = self.agent.context
+
+        async def summarise(previous: str | None, turns: list[ChatMessage]) -> str:
+            request = summary_request(model, previous, turns, budget.summary_max_tokens)
+            prompt = Prompt(request.messages, [], self.counters)
+            text = summary_text(await self._ask(request, prompt, guard, next_index, step, span, SUMMARY_PROMPT))
+            if text is None:
+                raise TaskHalted(
+                    f"agent {self.agent.name!r}: the model wrote no summary of its earlier turns",
+                    error_type="compaction_failed",
+                )
+            return text
+
+        return ContextWindow(budget, self.counters, model, self.agent.limits.max_output_tokens, summarise=summarise)
 
     async def _run_calls(
         self,
@@ -386,8 +447,9 @@ class StepRunner:
             observation, decision = await self._call_tool(envelope, guard, next_index, approved)
         self._record(step, approved, observation, decision)
 
-    async def _system_prompt(self, envelope: HandoffEnvelope) -> tuple[str, str]:
-        """The system message and the prompt version it came from (the active one, read at every step)."""
+    async def _system_prompt(self, envelope: HandoffEnvelope, context: dict[str, Any]) -> tuple[str, str]:
+        """The system message and the prompt version it came from (the active one, read at every step);
+        ``context`` is what of the task context the step's view shows."""
         agent = self.agent
         if self.prompts is None:
             return f"You are {agent.name}. {agent.purpose} (prompt {agent.prompt})", agent.prompt
@@ -399,7 +461,7 @@ class StepRunner:
             workflow=envelope.workflow,
             goal=envelope.goal,
             step=envelope.step,
-            context=envelope.context,
+            context=context,
         )
         return template.render(scope), template.ref
 
@@ -514,6 +576,10 @@ class StepRunner:
                 f"agent {self.agent.name!r} needed more than {limit} corrections; last: {last}",
                 error_type="too_many_corrections",
             )
+
+
+#: The ``prompt`` a summarising call's decision names (it runs with no prompt file).
+SUMMARY_PROMPT = "handrail:summarise"
 
 
 class _Stopped(Exception):
