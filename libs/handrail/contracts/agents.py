@@ -9,9 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from handrail.contracts.tools import ToolPolicy, ToolPolicyOverride, compile_deny_patterns
-
 from handrail.contracts.context import ContextBudget
+from handrail.contracts.tools import ToolPolicy, ToolPolicyOverride, compile_deny_patterns
 
 
 class _Strict(BaseModel):
