@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from handrail.contracts.mcp import McpServerSpec, with_mcp_tools
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,7 +60,11 @@ class AgentSpec(_Strict):
     purpose: str
     model_chain: list[str] = Field(min_length=1, description="Primary model first, then fallbacks.")
     prompt: str = Field(description="Prompt name@version.")
-    tools: list[str] = Field(default_factory=list, description="Allowed tools; anything else is denied.")
+    tools: list[str] = Field(
+        default_factory=list,
+        description="Allowed tools; anything else is denied. Each MCP server's `allow` joins them as <server>__<tool>.",
+    )
+    mcp_servers: list[McpServerSpec] = Field(default_factory=list, description="MCP servers the agent takes tools from.")
     limits: Limits = Field(default_factory=Limits)
     autonomy: Autonomy = Autonomy.EXCEPTION_BASED
     confidence_floor: float = Field(default=0.0, ge=0, le=1)
@@ -66,6 +72,18 @@ class AgentSpec(_Strict):
     plan: list[ScriptedCall | ScriptedAnswer] = Field(
         default_factory=list, description="What the built-in `scripted` model does, turn by turn."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mcp_tools(cls, data: Any) -> Any:
+        return with_mcp_tools(data)
+
+    @model_validator(mode="after")
+    def _mcp_server_names_differ(self) -> AgentSpec:
+        names = [server.name for server in self.mcp_servers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"`mcp_servers` names a server twice: {sorted(names)}")
+        return self
 
     @model_validator(mode="after")
     def _plan_ends_with_an_answer(self) -> AgentSpec:
