@@ -18,6 +18,8 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SEPARATOR = "__"
 #: How long a tools/call may take when the server's entry does not say: a slow server is a failing one.
 DEFAULT_TIMEOUT_S = 30.0
+#: How long opening a session may take: a stdio server is a process that has to start first.
+DEFAULT_CONNECT_TIMEOUT_S = 30.0
 
 
 def qualified(server: str, tool: str) -> str:
@@ -51,7 +53,10 @@ class McpServerSpec(_Strict):
     url: str | None = Field(default=None, pattern=r"^https?://", description="http: the streamable HTTP endpoint.")
     headers: dict[str, str] = Field(default_factory=dict, description="http: sent with every request (auth).")
     allow: list[str] = Field(min_length=1, description="The server's tools the agent may call; no others are offered.")
-    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, description="Per call, and for connecting and listing.")
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, description="Per request: each call, the listing.")
+    connect_timeout_s: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_S, gt=0, description="To start (stdio) or reach (http) the server and greet it."
+    )
     tools: dict[str, McpToolOptions] = Field(default_factory=dict, description="Per allowed tool, by its server name.")
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from handrail.metrics import labels
 from handrail.prompts import PromptLibrary, PromptStore, parse_ref
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail.state.effects import EffectStore
+from handrail.tools.mcp import McpToolset
 from handrail_worker.breakers import SharedModelBreakers
 from handrail_worker.handlers import WorkerHandlers
 from handrail_worker.reports import StepReporter
@@ -47,6 +48,8 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
         before_effect=_chaos_hook(settings.chaos_exit_before_tool, "right before {tool} runs"),
         autonomy=runtime.autonomy,
     )
+    # The agent's MCP servers: listed before the consumers start, their allowed tools registered as Tools.
+    mcp_tools = McpToolset(agent, runtime.tools)
     handlers = WorkerHandlers(runtime, settings, runner)
     reporter = StepReporter(runtime, agent.name)
     runtime.pipeline.subscribe(
@@ -60,7 +63,10 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
         on_halted=reporter.on_halted,
         topic_kind="agent",
     )
-    return runtime, asgi_app(runtime)
+    app = asgi_app(runtime)
+    app.on_startup(mcp_tools.start)
+    app.on_shutdown(mcp_tools.close)
+    return runtime, app
 
 
 def _chaos_hook(target: str | None, when: str) -> Callable[[str], None] | None:

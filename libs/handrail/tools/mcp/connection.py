@@ -5,6 +5,8 @@ went away) cancels the task that entered it. So the session lives in a task of i
 holds it open until ``close``; calls come from the steps' tasks and only wait on their replies.
 A call that cannot be made or answered in ``timeout_s`` raises ``McpUnavailable``, a
 ``ToolFailure``: the guard counts it as the tool's error, and the tool's breaker learns of it.
+A session whose server went away is noticed by the call that finds it closed (that call fails,
+it may have reached the server); the next call opens a new session.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 
 import httpx2
 import mcp.types
-from mcp import Client, StdioServerParameters
+from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp import Client, MCPError, StdioServerParameters
 from mcp.client import Transport
 from mcp.client.streamable_http import streamable_http_client
 
@@ -77,8 +80,14 @@ class McpConnection:
     async def _request(self, doing: str, send: Any) -> Any:
         server = self.spec.name
         try:
-            async with asyncio.timeout(self.spec.timeout_s):
+            async with asyncio.timeout(self.spec.connect_timeout_s):
                 client = await self._connected()
+        except TimeoutError:
+            raise McpUnavailable(
+                f"MCP server {server!r} could not be reached within {self.spec.connect_timeout_s:g}s"
+            ) from None
+        try:
+            async with asyncio.timeout(self.spec.timeout_s):
                 request = asyncio.ensure_future(send(client))
                 dropped = asyncio.ensure_future(self._dropped.wait())
                 try:
@@ -96,6 +105,15 @@ class McpConnection:
             ) from None
         except McpUnavailable:
             raise
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:
+                self._dropped.set()  # the next call opens a new session
+                raise McpUnavailable(f"MCP server {server!r} closed the connection while {doing}") from None
+            if exc.code == REQUEST_TIMEOUT:
+                raise McpUnavailable(
+                    f"MCP server {server!r} did not answer within {self.spec.timeout_s:g}s while {doing}"
+                ) from None
+            raise ToolFailure(f"MCP server {server!r} refused {doing}: {exc.message}") from None
         except Exception as exc:
             raise McpUnavailable(f"MCP server {server!r} failed while {doing}: {_describe(exc)}") from None
 
