@@ -72,7 +72,10 @@ def stack_config_dir(tmp_path_factory: pytest.TempPathFactory, mcp_calls: Path) 
     agents["agents"]["careful"] = _agent(
         "Files notes that a person approves first.",
         {**billing, "tools": {"file_note": {"requires_approval": True}}},
-        [{"call": "billing__file_note", "args": {"text": "${input.text}"}}, {"answer": {"note": "${tools.billing__file_note}"}}],
+        [
+            {"call": "billing__file_note", "args": {"text": "${input.text}"}},
+            {"answer": {"note": "${tools.billing__file_note}"}},
+        ],
     )
     for name, agent in (("invoice", "invoicer"), ("slow", "slowpoke"), ("careful-note", "careful")):
         workflows["workflows"][name] = {
@@ -114,7 +117,9 @@ async def test_an_mcp_tool_call_is_budgeted_and_carries_its_idempotency_key(
     assert result.output["invoice"] == {"invoice_id": "INV-42", "amount_usd": 120.5, "paid": False}
     assert result.output["note"] == {"filed": True, "duplicate": False}
     assert result.cost_usd >= 0.05, "the look-up's cost was charged to the task's budget"
-    events = [e for v in await stack.read(stack.topics.events, task_id) for e in DecisionEvents.model_validate_json(v).events]
+    events = [
+        e for v in await stack.read(stack.topics.events, task_id) for e in DecisionEvents.model_validate_json(v).events
+    ]
     tool_events = [(e.name, e.outcome, e.cost_usd) for e in events if e.kind == "tool_call"]
     assert tool_events == [("billing__lookup_invoice", "ok", 0.05), ("billing__file_note", "ok", 0.0)]
     made = [c for c in calls_made(mcp_calls) if c["meta"].get("handrail/task_id") == task_id]
@@ -130,7 +135,9 @@ async def test_an_mcp_tool_that_needs_approval_parks_the_task_for_review(
     task_id = await client.submit("careful-note", {"text": "pay it"}, task_id=new_id("careful"))
     requests: list[ReviewRequested] = []
     for _ in range(60):
-        requests = [ReviewRequested.model_validate_json(v) for v in await stack.read(stack.topics.reviews_requested, task_id)]
+        requests = [
+            ReviewRequested.model_validate_json(v) for v in await stack.read(stack.topics.reviews_requested, task_id)
+        ]
         if requests:
             break
         await asyncio.sleep(0.5)

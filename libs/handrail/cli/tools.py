@@ -68,7 +68,9 @@ async def _list_servers(servers: list[McpServerSpec]) -> dict[str, Discovered | 
     return {server.name: result for server, result in zip(servers, found, strict=True)}
 
 
-def _row(name: str, agent: AgentSpec, builtin: ToolSpec | None, listings: dict[str, Discovered | str]) -> dict[str, Any]:
+def _row(
+    name: str, agent: AgentSpec, builtin: ToolSpec | None, listings: dict[str, Discovered | str]
+) -> dict[str, Any]:
     server = next((s for s in agent.mcp_servers if name in s.qualified_names()), None)
     if server is None:
         return _described(name, "built-in", builtin, "ok" if builtin else "not registered")
@@ -113,4 +115,3 @@ def _print(rows: list[dict[str, Any]]) -> None:
             schema = row[f"{label}_schema"]
             if schema is not None:
                 console.print(f"  {label}: {json.dumps(schema, sort_keys=True)}", markup=False, highlight=False)
-

@@ -64,7 +64,7 @@ class AgentSpec(_Strict):
         default_factory=list,
         description="Allowed tools; anything else is denied. Each MCP server's `allow` joins them as <server>__<tool>.",
     )
-    mcp_servers: list[McpServerSpec] = Field(default_factory=list, description="MCP servers the agent takes tools from.")
+    mcp_servers: list[McpServerSpec] = Field(default_factory=list, description="MCP servers it takes tools from.")
     limits: Limits = Field(default_factory=Limits)
     autonomy: Autonomy = Autonomy.EXCEPTION_BASED
     confidence_floor: float = Field(default=0.0, ge=0, le=1)

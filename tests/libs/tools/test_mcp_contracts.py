@@ -30,7 +30,13 @@ def test_allowed_mcp_tools_join_the_agents_tools_under_the_servers_name(tmp_path
     http = {"name": "files", "transport": "http", "url": "https://files.example/mcp", "allow": ["read", "write"]}
     contracts = load_contracts(_config(tmp_path, [STDIO, http]), default_registry().names())
     agent = contracts.agent("expense-intake")
-    assert agent.tools == ["lookup_employee", "convert_currency", "billing__lookup_invoice", "files__read", "files__write"]
+    assert agent.tools == [
+        "lookup_employee",
+        "convert_currency",
+        "billing__lookup_invoice",
+        "files__read",
+        "files__write",
+    ]
     assert agent.mcp_servers[0].timeout_s == 30 and agent.mcp_servers[1].headers == {}
     # Dumped and read again (a copy, a redeploy): each tool once.
     assert type(agent).model_validate(agent.model_dump()).tools == agent.tools
@@ -44,7 +50,10 @@ def test_allowed_mcp_tools_join_the_agents_tools_under_the_servers_name(tmp_path
         ({**STDIO, "url": "http://x/mcp"}, r"`url` and `headers` are for transport http, not stdio"),
         ({"name": "b", "transport": "http", "allow": ["x"]}, r"transport http needs a `url`"),
         ({**STDIO, "allow": []}, r"field 'mcp_servers.0.allow'"),
-        ({**STDIO, "tools": {"refund": {"side_effect": True}}}, r"`tools` sets options of tools not in `allow`: \['refund'\]"),
+        (
+            {**STDIO, "tools": {"refund": {"side_effect": True}}},
+            r"`tools` sets options of tools not in `allow`: \['refund'\]",
+        ),
         ({**STDIO, "name": "Billing_2"}, r"field 'mcp_servers.0.name'"),
         ({**STDIO, "allow": ["x" * 70]}, r"`allow` has names that do not make a tool name"),
         ({**STDIO, "timeout_s": 0}, r"field 'mcp_servers.0.timeout_s'"),
@@ -66,7 +75,9 @@ def test_an_agent_may_not_name_another_agents_mcp_tool(tmp_path: Path) -> None:
     agents = yaml.safe_load((config / "agents.yaml").read_text())
     agents["agents"]["expense-approver"]["tools"].append("billing__lookup_invoice")
     (config / "agents.yaml").write_text(yaml.safe_dump(agents))
-    with pytest.raises(ContractError, match=r"agent 'expense-approver': field 'tools': unknown tool 'billing__lookup_invoice'"):
+    with pytest.raises(
+        ContractError, match=r"agent 'expense-approver': field 'tools': unknown tool 'billing__lookup_invoice'"
+    ):
         load_contracts(config, default_registry().names())
 
 

@@ -41,7 +41,9 @@ def server_entry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tup
         yield http_server(url), calls
 
 
-def _agent(server: dict[str, Any], plan: list[dict[str, Any]] | None = None, tools: list[str] | None = None) -> AgentSpec:
+def _agent(
+    server: dict[str, Any], plan: list[dict[str, Any]] | None = None, tools: list[str] | None = None
+) -> AgentSpec:
     return AgentSpec.model_validate(
         {
             "name": "billing-agent",
@@ -119,11 +121,18 @@ async def test_only_allowed_tools_with_valid_schemas_are_registered(server_entry
         mcp_names = {n for n in registry.names() if n.startswith("billing__")}
         # not_allowed is listed by the server but never offered; broken_schema's inputSchema is not JSON Schema.
         assert mcp_names == {"billing__lookup_invoice", "billing__file_note", "billing__slow"}
-        assert agent.tools == ["billing__lookup_invoice", "billing__file_note", "billing__slow", "billing__broken_schema"]
+        assert agent.tools == [
+            "billing__lookup_invoice",
+            "billing__file_note",
+            "billing__slow",
+            "billing__broken_schema",
+        ]
         lookup = registry.get("billing__lookup_invoice")
         assert lookup is not None
         assert lookup.spec.args_schema["required"] == ["invoice_id"]
-        assert lookup.spec.result_schema["type"] == "object" and "title" in lookup.spec.result_schema  # its outputSchema
+        assert (
+            lookup.spec.result_schema["type"] == "object" and "title" in lookup.spec.result_schema
+        )  # its outputSchema
         assert lookup.spec.side_effect is False  # the server says it only reads
         note, slow = registry.get("billing__file_note"), registry.get("billing__slow")
         assert note is not None and note.spec.side_effect is True  # says nothing: taken to change something
@@ -134,7 +143,9 @@ async def test_only_allowed_tools_with_valid_schemas_are_registered(server_entry
         await toolset.close()
 
 
-async def test_an_allowed_tool_the_server_does_not_offer_stops_the_start(server_entry: tuple[dict[str, Any], Path]) -> None:
+async def test_an_allowed_tool_the_server_does_not_offer_stops_the_start(
+    server_entry: tuple[dict[str, Any], Path],
+) -> None:
     entry, _ = server_entry
     agent = _agent({**entry, "allow": ["lookup_invoice", "refund_everything"]})
     with pytest.raises(ContractError, match=r"does not offer: \['refund_everything'\]"):

@@ -16,20 +16,21 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
 
 import httpx2
 import mcp.types
-from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client import Transport
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, RequestParamsMeta
 
 from handrail.contracts.mcp import McpServerSpec
 from handrail.tools.registry import ToolFailure
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: A page cap for tools/list: a server whose cursor never ends cannot hang the start.
 _MAX_PAGES = 100
@@ -57,19 +58,26 @@ class McpConnection:
         tools: list[mcp.types.Tool] = []
         cursor: str | None = None
         for _ in range(_MAX_PAGES):
-            page = await self._request("listing its tools", lambda c: c.list_tools(cursor=cursor, cache_mode="refresh"))
+
+            async def page_at(client: Client, at: str | None = cursor) -> mcp.types.ListToolsResult:
+                return await client.list_tools(cursor=at, cache_mode="refresh")
+
+            page = await self._request("listing its tools", page_at)
             tools += page.tools
             cursor = page.next_cursor
             if cursor is None:
                 break
         return tools
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], meta: Mapping[str, Any]) -> mcp.types.CallToolResult:
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], meta: Mapping[str, Any]
+    ) -> mcp.types.CallToolResult:
         """tools/call ``name`` with ``meta`` as the request's ``_meta``."""
         timeout_s = self.spec.timeout_s
+        request_meta = cast(RequestParamsMeta, dict(meta))
         return await self._request(
             f"calling {name}",
-            lambda c: c.call_tool(name, arguments, read_timeout_seconds=timeout_s, meta=dict(meta)),  # type: ignore[arg-type]
+            lambda c: c.call_tool(name, arguments, read_timeout_seconds=timeout_s, meta=request_meta),
         )
 
     async def close(self) -> None:
@@ -77,7 +85,7 @@ class McpConnection:
         async with self._lock:
             await self._end()
 
-    async def _request(self, doing: str, send: Any) -> Any:
+    async def _request(self, doing: str, send: Callable[[Client], Awaitable[T]]) -> T:
         server = self.spec.name
         try:
             async with asyncio.timeout(self.spec.connect_timeout_s):
@@ -140,11 +148,15 @@ class McpConnection:
                 ready.set_result(client)
                 log.info("MCP server %r: connected (%s)", self.spec.name, self.spec.transport)
                 await stop.wait()
-        except BaseException as exc:  # noqa: BLE001 - the transport's failures arrive as groups and cancellations
+        except BaseException as exc:  # the transport fails with groups and cancellations
             if not ready.done():
-                ready.set_exception(McpUnavailable(f"MCP server {self.spec.name!r} cannot be reached: {_describe(exc)}"))
+                ready.set_exception(
+                    McpUnavailable(f"MCP server {self.spec.name!r} cannot be reached: {_describe(exc)}")
+                )
             elif not stop.is_set():
-                log.warning("MCP server %r: connection lost (%s); the next call reconnects", self.spec.name, _describe(exc))
+                log.warning(
+                    "MCP server %r: connection lost (%s); the next call reconnects", self.spec.name, _describe(exc)
+                )
             if isinstance(exc, asyncio.CancelledError) and stop.is_set():
                 return
         finally:

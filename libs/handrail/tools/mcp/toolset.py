@@ -37,7 +37,12 @@ class McpToolset:
     """The MCP servers of ``agent``: one connection each, their tools registered in ``registry``."""
 
     def __init__(
-        self, agent: AgentSpec, registry: ToolRegistry, *, retry_first_s: float = RETRY_FIRST_S, retry_max_s: float = RETRY_MAX_S
+        self,
+        agent: AgentSpec,
+        registry: ToolRegistry,
+        *,
+        retry_first_s: float = RETRY_FIRST_S,
+        retry_max_s: float = RETRY_MAX_S,
     ) -> None:
         self.agent = agent
         self.registry = registry
