@@ -17,8 +17,9 @@ from tests.fixtures.mcp_tools import calls_made, stdio_server
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 from handrail.client import HandrailClient
+from handrail.dev import services
 from handrail.hashing import canonical_json, sha256_hex
-from handrail.messages import DecisionEvents, ReviewRequested, TaskStatus
+from handrail.messages import DecisionEvent, DecisionEvents, ReviewRequested, TaskStatus
 from handrail.state import connect_redis
 from handrail.state.controls import BreakerState, ControlStore
 from handrail.tools.mcp import META_IDEMPOTENCY_KEY
@@ -103,6 +104,12 @@ async def controls(stack: Stack) -> AsyncIterator[ControlStore]:
     await redis.aclose()
 
 
+async def _events(stack: Stack, task_id: str) -> list[DecisionEvent]:
+    return [
+        e for v in await stack.read(stack.topics.events, task_id) for e in DecisionEvents.model_validate_json(v).events
+    ]
+
+
 def new_id(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:10]}"
 
@@ -117,9 +124,7 @@ async def test_an_mcp_tool_call_is_budgeted_and_carries_its_idempotency_key(
     assert result.output["invoice"] == {"invoice_id": "INV-42", "amount_usd": 120.5, "paid": False}
     assert result.output["note"] == {"filed": True, "duplicate": False}
     assert result.cost_usd >= 0.05, "the look-up's cost was charged to the task's budget"
-    events = [
-        e for v in await stack.read(stack.topics.events, task_id) for e in DecisionEvents.model_validate_json(v).events
-    ]
+    events = await _events(stack, task_id)
     tool_events = [(e.name, e.outcome, e.cost_usd) for e in events if e.kind == "tool_call"]
     assert tool_events == [("billing__lookup_invoice", "ok", 0.05), ("billing__file_note", "ok", 0.0)]
     made = [c for c in calls_made(mcp_calls) if c["meta"].get("handrail/task_id") == task_id]
@@ -127,6 +132,29 @@ async def test_an_mcp_tool_call_is_budgeted_and_carries_its_idempotency_key(
     # The runner's key for the call (handrail_worker.runner.idempotency_key): task, step, tool, arguments.
     key = sha256_hex(canonical_json([task_id, "look", "billing__file_note", {"text": "INV-42"}]))
     assert made[1]["meta"][META_IDEMPOTENCY_KEY] == key
+
+
+async def test_an_mcp_side_effect_runs_once_even_when_the_worker_dies_right_after_it(
+    client: HandrailClient, stack: Stack, mcp_calls: Path
+) -> None:
+    worker = "worker-invoicer"
+    stack.stop(worker)
+    process = stack.processes[worker]
+    crashing = services.ServiceProcess(
+        process.name, process.argv, process.http_port, {"HANDRAIL_CHAOS_EXIT_AFTER_TOOL": "billing__file_note"}
+    )
+    services.start(crashing, stack.run_dir, stack.env, PROJECT_ROOT)
+    task_id = await client.submit("invoice", {"invoice_id": "INV-9"}, task_id=new_id("inv-crash"))
+    assert await stack.wait_exited(worker, timeout_s=60)
+    assert "chaos: exiting right after billing__file_note ran" in stack.log(worker)
+
+    stack.start(worker)  # the step is redelivered and runs again, up to the side effect
+    result = await client.wait_for_result(task_id, timeout_s=90)
+    assert result.status == TaskStatus.COMPLETED and result.output is not None, result.reason
+    assert result.output["note"] == {"filed": True, "duplicate": False}, "the recorded result, not a second call"
+    made = [c["tool"] for c in calls_made(mcp_calls) if c["meta"].get("handrail/task_id") == task_id]
+    assert made.count("file_note") == 1, made
+    assert made.count("lookup_invoice") == 2, "a read-only tool is simply asked again"
 
 
 async def test_an_mcp_tool_that_needs_approval_parks_the_task_for_review(
@@ -152,10 +180,11 @@ async def test_a_server_slower_than_its_timeout_opens_the_tools_breaker(
 ) -> None:
     slow = [await client.submit("slow", {}, task_id=new_id("slow")) for _ in range(BREAKER_MIN_CALLS)]
     for task_id in slow:
-        result = await client.wait_for_result(task_id, timeout_s=90)
-        assert result.output is not None, result.reason
-        error = result.output["slow"]["error"]
-        assert error["code"] == "tool_failed" and "did not answer within 1s" in error["message"]
+        # Each call failed; the answer after it may have been halted by the agent's own breaker (all three
+        # steps run at once, and half of the agent's calls failed).
+        await client.wait_for_result(task_id, timeout_s=90)
+        calls = [(e.outcome, e.error_type) for e in await _events(stack, task_id) if e.name == "billing__slow"]
+        assert calls == [("error", "tool_failed")]
     for _ in range(300):  # the circuit-breaker aggregates the events in batches: under load it takes a while
         if await controls.breaker_state("tool", "billing__slow") == BreakerState.OPEN:
             break

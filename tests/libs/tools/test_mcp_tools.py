@@ -281,3 +281,18 @@ def _server_pids() -> list[int]:
         if ppid == os.getpid() and "serve.py" in cmdline and state != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+async def test_http_headers_reach_the_server_with_variables_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCP_TEST_TOKEN", "s3cret")
+    calls = tmp_path / "calls.jsonl"
+    with serving_http(calls) as url:
+        spec = McpServerSpec.model_validate(http_server(url, headers={"Authorization": "Bearer ${MCP_TEST_TOKEN}"}))
+        connection = McpConnection(spec)
+        try:
+            await connection.call_tool("lookup_invoice", {"invoice_id": "A"}, {})
+        finally:
+            await connection.close()
+    assert [c["authorization"] for c in calls_made(calls)] == ["Bearer s3cret"]
