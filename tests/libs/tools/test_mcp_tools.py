@@ -296,3 +296,22 @@ async def test_http_headers_reach_the_server_with_variables_from_the_environment
         finally:
             await connection.close()
     assert [c["authorization"] for c in calls_made(calls)] == ["Bearer s3cret"]
+
+
+async def test_an_http_server_that_goes_away_fails_the_call_and_is_reached_again_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    calls, port = tmp_path / "calls.jsonl", free_port()
+    spec = McpServerSpec.model_validate(http_server(f"http://127.0.0.1:{port}/mcp", timeout_s=5))
+    connection = McpConnection(spec)
+    try:
+        with serving_http(calls, port):
+            await connection.call_tool("lookup_invoice", {"invoice_id": "A"}, {})
+        with pytest.raises(McpUnavailable):  # stopped: the session's transport fails, the call with it
+            await connection.call_tool("lookup_invoice", {"invoice_id": "B"}, {})
+        with serving_http(calls, port):
+            reply = await connection.call_tool("lookup_invoice", {"invoice_id": "C"}, {})
+        assert reply.structured_content == {"invoice_id": "C", "amount_usd": 120.5, "paid": False}
+    finally:
+        await connection.close()
+    assert [c["args"]["invoice_id"] for c in calls_made(calls)] == ["A", "C"]
