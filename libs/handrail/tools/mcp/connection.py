@@ -122,6 +122,8 @@ class McpConnection:
                     f"MCP server {server!r} did not answer within {self.spec.timeout_s:g}s while {doing}"
                 ) from None
             raise ToolFailure(f"MCP server {server!r} refused {doing}: {exc.message}") from None
+        except RuntimeError as exc:  # the SDK's checks of what came back: a result that breaks its outputSchema
+            raise ToolFailure(f"MCP server {server!r} answered {doing} with something unusable: {exc}") from None
         except Exception as exc:
             raise McpUnavailable(f"MCP server {server!r} failed while {doing}: {_describe(exc)}") from None
 
