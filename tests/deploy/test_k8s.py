@@ -233,3 +233,23 @@ def test_workers_with_remote_models_get_https_egress_only(contracts: Contracts) 
     (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
     assert policy["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 443}]
     assert "NetworkPolicy" not in files["worker-expense-approver.yaml"]
+
+
+def test_workers_with_http_mcp_servers_get_egress_to_their_ports(contracts: Contracts) -> None:
+    servers = [
+        {"name": "billing", "transport": "http", "url": "http://billing.tools.svc:8080/mcp", "allow": ["lookup"]},
+        {"name": "files", "transport": "http", "url": "https://files.example/mcp", "allow": ["read"]},
+        {"name": "local", "transport": "stdio", "command": "local-mcp", "allow": ["x"]},
+    ]
+    body = {**contracts.agent("expense-intake").model_dump(), "mcp_servers": servers}
+    agent = type(contracts.agent("expense-intake")).model_validate(body)
+    with_mcp = Contracts(agents={**contracts.agents, "expense-intake": agent}, workflows=contracts.workflows)
+    files = render_files(with_mcp, PROJECT_ROOT / "config")
+    docs = list(yaml.safe_load_all(files["worker-expense-intake.yaml"]))
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert policy["metadata"]["name"] == "worker-expense-intake-mcp-egress"
+    ports = [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 8080}]
+    assert policy["spec"]["egress"] == [{"ports": ports}]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSIONS[0], strict=True)
+    assert "NetworkPolicy" not in files["worker-expense-approver.yaml"]

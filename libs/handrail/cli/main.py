@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from handrail.cli import audit, autonomy, deploy, dev, dlq, halts, prompts, review, tasks, topics
+from handrail.cli import audit, autonomy, deploy, dev, dlq, halts, prompts, review, tasks, tools, topics
 from handrail.cli.common import JSON_OUTPUT, err_console
 from handrail.cli.exit_codes import ExitCode, epilog
 from handrail.errors import HandrailError
@@ -32,6 +32,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(review.app, name="review")
 app.add_typer(autonomy.app, name="autonomy")
+app.add_typer(tools.app, name="tools")
 app.add_typer(deploy.k8s_app, name="k8s")
 app.add_typer(deploy.acl_app, name="acl")
 app.add_typer(deploy.keys_app, name="keys")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from handrail.contracts.context import ContextBudget
+from handrail.contracts.mcp import McpServerSpec, with_mcp_tools
 from handrail.contracts.tools import ToolPolicy, ToolPolicyOverride, compile_deny_patterns
 
 
@@ -91,7 +92,11 @@ class AgentSpec(_Strict):
     purpose: str
     model_chain: list[str] = Field(min_length=1, description="Primary model first, then fallbacks.")
     prompt: str = Field(description="Prompt name@version.")
-    tools: list[str] = Field(default_factory=list, description="Allowed tools; anything else is denied.")
+    tools: list[str] = Field(
+        default_factory=list,
+        description="Allowed tools; anything else is denied. Each MCP server's `allow` joins them as <server>__<tool>.",
+    )
+    mcp_servers: list[McpServerSpec] = Field(default_factory=list, description="MCP servers it takes tools from.")
     limits: Limits = Field(default_factory=Limits)
     autonomy: Autonomy = Autonomy.EXCEPTION_BASED
     confidence_floor: float = Field(default=0.0, ge=0, le=1)
@@ -112,6 +117,18 @@ class AgentSpec(_Strict):
         default_factory=list,
         description="Regular expressions (case-insensitive); an observation matching one parks the step for review.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mcp_tools(cls, data: Any) -> Any:
+        return with_mcp_tools(data)
+
+    @model_validator(mode="after")
+    def _mcp_server_names_differ(self) -> AgentSpec:
+        names = [server.name for server in self.mcp_servers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"`mcp_servers` names a server twice: {sorted(names)}")
+        return self
 
     @model_validator(mode="after")
     def _plan_ends_with_an_answer(self) -> AgentSpec:

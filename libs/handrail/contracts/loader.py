@@ -47,9 +47,11 @@ def load_contracts(config_dir: Path, known_tools: set[str]) -> Contracts:
     agents = _load_section(agents_file, "agents", AgentSpec, "agent")
     workflows = _load_section(workflows_file, "workflows", WorkflowSpec, "workflow")
 
+    mcp_tools = {name for agent in agents.values() for server in agent.mcp_servers for name in server.qualified_names()}
     for agent in agents.values():
+        own_mcp_tools = {name for server in agent.mcp_servers for name in server.qualified_names()}
         for tool in agent.tools:
-            if tool not in known_tools:
+            if tool not in known_tools and tool not in own_mcp_tools:
                 raise ContractError(
                     f"{agents_file}: agent {agent.name!r}: field 'tools': unknown tool {tool!r} "
                     f"(registered tools: {sorted(known_tools)})"
@@ -72,7 +74,7 @@ def load_contracts(config_dir: Path, known_tools: set[str]) -> Contracts:
                     f"{workflows_file}: workflow {workflow.name!r}: field 'escalations.{i}.step': "
                     f"unknown step {rule.step!r} (the workflow has {names})"
                 )
-            if rule.tool is not None and rule.tool not in known_tools:
+            if rule.tool is not None and rule.tool not in known_tools | mcp_tools:
                 raise ContractError(
                     f"{workflows_file}: workflow {workflow.name!r}: field 'escalations.{i}.tool': "
                     f"unknown tool {rule.tool!r} (registered tools: {sorted(known_tools)})"

@@ -316,9 +316,25 @@ def model_egress_policy(w: Workload) -> Manifest:
     }
 
 
+def mcp_egress_policy(w: Workload) -> Manifest:
+    """Out to the ports of a worker's HTTP MCP servers, anywhere (a policy holds addresses, not their names)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(f"{w.name}-mcp-egress", w),
+        "spec": {
+            "podSelector": {"matchLabels": _selector(w)},
+            "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"protocol": "TCP", "port": port} for port in w.mcp_egress_ports]}],
+        },
+    }
+
+
 def workload_manifests(w: Workload, digest: str, config: dict[str, Any]) -> list[Manifest]:
     """Everything one workload needs, in apply order; ``config`` is :func:`config_volume`."""
     manifests = [service_account(w), deployment(w, digest, config), service(w), disruption_budget(w), autoscaler(w)]
     if w.needs_model_egress:
         manifests.append(model_egress_policy(w))
+    if w.mcp_egress_ports:
+        manifests.append(mcp_egress_policy(w))
     return manifests

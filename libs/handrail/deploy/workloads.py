@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from handrail.contracts import AgentSpec, Contracts
 from handrail.deploy import acl
@@ -32,6 +33,14 @@ class Workload:
     signer: str
     consumer_group: str | None
     agent: AgentSpec | None = None
+
+    @property
+    def mcp_egress_ports(self) -> list[int]:
+        """The TCP ports of its agent's streamable-HTTP MCP servers (stdio servers run in its own container)."""
+        if self.agent is None:
+            return []
+        urls = [urlsplit(s.url) for s in self.agent.mcp_servers if s.url is not None]
+        return sorted({u.port or (443 if u.scheme == "https" else 80) for u in urls})
 
     @property
     def needs_model_egress(self) -> bool:

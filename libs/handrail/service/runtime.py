@@ -84,7 +84,8 @@ def build_runtime(service: str, settings: ServiceSettings, *, agent: str | None 
     labels.declare(
         workflows=contracts.workflows,
         agents=contracts.agents,
-        tools=tools.names(),
+        # An agent's MCP tools are named in its contract, so they are known before their servers are listed.
+        tools=tools.names() | {tool for agent in contracts.agents.values() for tool in agent.tools},
         models={model for agent in contracts.agents.values() for model in agent.model_chain},
     )
     for workflow in contracts.workflows.values():

@@ -131,6 +131,8 @@ class ToolRegistry:
     def check_call(self, name: str, args: Any, allowed: list[str]) -> ToolCallError | None:
         """Return why the call may not run, or None when it may."""
         tool = self._tools.get(name)
+        if tool is None and name in allowed:  # an MCP tool whose server has not been listed yet
+            return ToolCallError("tool_unavailable", name, f"{name} is not available yet; try later", sorted(allowed))
         if tool is None:
             return ToolCallError("unknown_tool", name, f"there is no tool named {name!r}", sorted(allowed))
         if name not in allowed:

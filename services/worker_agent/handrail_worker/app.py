@@ -15,6 +15,7 @@ from handrail.metrics import labels
 from handrail.prompts import PromptLibrary, PromptStore, parse_ref
 from handrail.service import Runtime, asgi_app, build_runtime
 from handrail.state.effects import EffectStore
+from handrail.tools.mcp import McpToolset
 from handrail_worker.breakers import SharedModelBreakers
 from handrail_worker.handlers import WorkerHandlers
 from handrail_worker.reports import StepReporter
@@ -48,6 +49,8 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
         autonomy=runtime.autonomy,
         models=catalogue,
     )
+    # The agent's MCP servers: listed before the consumers start, their allowed tools registered as Tools.
+    mcp_tools = McpToolset(agent, runtime.tools)
     handlers = WorkerHandlers(runtime, settings, runner)
     reporter = StepReporter(runtime, agent.name)
     runtime.pipeline.subscribe(
@@ -61,7 +64,10 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
         on_halted=reporter.on_halted,
         topic_kind="agent",
     )
-    return runtime, asgi_app(runtime)
+    app = asgi_app(runtime)
+    app.on_startup(mcp_tools.start)
+    app.on_shutdown(mcp_tools.close)
+    return runtime, app
 
 
 def _chaos_hook(target: str | None, when: str) -> Callable[[str], None] | None:
