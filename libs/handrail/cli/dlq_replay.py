@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import typer
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
@@ -26,6 +27,7 @@ from handrail.cli.dlq_select import Selection
 from handrail.cli.exit_codes import ExitCode
 from handrail.cli.settings import CliSettings
 from handrail.client import open_reader, read_to_end
+from handrail.errors import HandrailError
 from handrail.messages import DeadLetter, new_message_id, utcnow
 from handrail.state import TaskStore
 from handrail.state.tasks import FINISHED_TTL_S
@@ -144,7 +146,14 @@ async def _send(broker: KafkaBroker, audit: AuditLog, item: Item, operator: str,
         },
     )
     headers = {TYPE_HEADER: item.payload_type, REPLAY_OF_HEADER: letter.message_id, REPLAY_ID_HEADER: replay_id}
-    await broker.publish(item.original, item.topic, key=letter.task_id.encode(), headers=headers)
+    try:
+        await broker.publish(item.original, item.topic, key=letter.task_id.encode(), headers=headers)
+    except KafkaError as exc:
+        raise HandrailError(
+            f"the replay of dead letter {letter.message_id} is on task {letter.task_id}'s audit trail, but Kafka"
+            f" did not take it: {type(exc).__name__}: {exc} (replays run as a principal that may write"
+            f" {item.topic}: handrail-replayer); it and the rest were not sent"
+        ) from None
 
 
 def _line(item: Item) -> str:
