@@ -1,4 +1,4 @@
-"""``handrail dlq list`` and ``handrail dlq show ID``: what was dead-lettered, and why (``dlq replay``: ``dlq_replay``)."""
+"""``handrail dlq list`` and ``handrail dlq show ID``: what was dead-lettered, and why (``replay``: ``dlq_replay``)."""
 
 from __future__ import annotations
 

@@ -91,7 +91,9 @@ def plan(letter: DeadLetter, topics: Topics) -> Item:
     if original is None:
         return Item(letter, Outcome.REFUSED, "the dead letter's original is not valid base64: it is damaged")
     if letter.original_sha256 is not None and hashlib.sha256(original).hexdigest() != letter.original_sha256:
-        return Item(letter, Outcome.REFUSED, "the original does not match its original_sha256: the dead letter is damaged")
+        return Item(
+            letter, Outcome.REFUSED, "the original does not match its original_sha256: the dead letter is damaged"
+        )
     if letter.task_id is None:
         return Item(
             letter,

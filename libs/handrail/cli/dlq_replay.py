@@ -42,6 +42,8 @@ REPLAYED = "dead_letter.replayed"
 #: ended a little before its message was dead-lettered. Past that, whether it ended cannot be told.
 MAX_AGE = timedelta(seconds=FINISHED_TTL_S) - timedelta(days=1)
 
+IdsArgument = typer.Argument(None, metavar="[ID]...", help="Dead letter ids (from `dlq list`), or their starts.")
+
 
 def _operator() -> str:
     try:
@@ -68,23 +70,32 @@ async def _read(settings: CliSettings, since: datetime | None) -> list[DeadLette
     return letters
 
 
-async def _skip_why(item: Item, store: TaskStore, now: datetime) -> str | None:
-    """Why sending ``item`` would change nothing (or could do harm), or None."""
+async def _checked(item: Item, duplicates: dict[str, str], store: TaskStore, now: datetime) -> Item:
+    """``item`` as it stands against the run and its task: skipped when sent already in this run or when its
+    task ended, refused when too old to tell."""
     letter = item.letter
+    if item.outcome != Outcome.WOULD_REPLAY:
+        return item
+    if letter.message_id in duplicates:
+        return item.with_outcome(
+            Outcome.SKIPPED, f"the same message to the same topic as {duplicates[letter.message_id]}"
+        )
     if now - letter.dead_lettered_at > MAX_AGE:
-        return (
+        return item.with_outcome(
+            Outcome.REFUSED,
             f"dead-lettered more than {MAX_AGE.days} days ago: a finished task is remembered"
             f" {FINISHED_TTL_S // 86400} days, so whether task {letter.task_id} ended cannot be told"
-            " and a replay could run it twice; submit it again under a new task id"
+            " and a replay could run it twice; submit it again under a new task id",
         )
     record = await store.get(letter.task_id or "")
     status = record.get("status")
     if status and status != "running":
-        return (
+        return item.with_outcome(
+            Outcome.SKIPPED,
             f"task {letter.task_id} already ended {status} (result {record.get('result_id') or '?'}):"
-            " a replay would do nothing; submit it again under a new task id to run it again"
+            " a replay would do nothing; submit it again under a new task id to run it again",
         )
-    return None
+    return item
 
 
 async def _replay(
@@ -104,20 +115,15 @@ async def _replay(
         store = TaskStore(redis, settings.redis_prefix)
         audit = AuditLog(redis, Publisher(broker, settings.operator_signer()), topics.audit, settings.redis_prefix)
         now, operator = utcnow(), _operator()
-        for item in items:
+        for planned in items:
+            item = await _checked(planned, duplicates, store, now)
             if item.outcome == Outcome.WOULD_REPLAY:
-                if item.letter.message_id in duplicates:
-                    first = duplicates[item.letter.message_id]
-                    item = item.with_outcome(Outcome.SKIPPED, f"the same message to the same topic as {first}")
-                elif (why := await _skip_why(item, store, now)) is not None:
-                    item = item.with_outcome(Outcome.SKIPPED, why)
-                elif sent >= limit:
+                if sent >= limit:
                     continue
-                else:
-                    sent += 1
-                    if not dry_run:
-                        await _send(broker, audit, item, operator, reason)
-                        item = item.with_outcome(Outcome.REPLAYED)
+                sent += 1
+                if not dry_run:
+                    await _send(broker, audit, item, operator, reason)
+                    item = item.with_outcome(Outcome.REPLAYED)
             done.append(item)
     finally:
         await broker.stop()
@@ -128,7 +134,9 @@ async def _replay(
 async def _send(broker: KafkaBroker, audit: AuditLog, item: Item, operator: str, reason: str) -> None:
     """Record the replay on the task's audit trail, then send the original (in that order: see above)."""
     letter = item.letter
-    assert item.topic is not None and letter.task_id is not None and item.payload_type is not None
+    assert item.topic is not None
+    assert letter.task_id is not None
+    assert item.payload_type is not None
     replay_id = new_message_id()  # each run is a replay of its own, by whoever ran it, for their reason
     await audit.record(
         letter.task_id,
@@ -165,7 +173,7 @@ def _line(item: Item) -> str:
 
 
 def replay(
-    ids: list[str] = typer.Argument(None, metavar="[ID]...", help="Dead letter ids (from `dlq list`), or their starts."),
+    ids: list[str] = IdsArgument,
     reason: str = typer.Option(..., "--reason", help="Why they are replayed: recorded on each task's audit trail."),
     error_type: str = typer.Option(None, "--error-type", help="Only dead letters of this error type (e.g. poison)."),
     reason_contains: str = typer.Option(None, "--reason-contains", help="Only those whose reason contains this."),
