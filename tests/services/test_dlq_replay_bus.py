@@ -213,8 +213,8 @@ async def test_a_rejected_task_is_not_run_by_a_replay(client: HandrailClient, st
     assert len(await records_on(stack, stack.topics.tasks, task_id)) == 1
 
 
-def fabricated(task_id: str | None, **fields: Any) -> DeadLetter:
-    original = json.dumps({"task_id": task_id, "workflow": "expense-approval", "input": claim(1)}).encode()
+def fabricated(task_id: str | None, amount: float = 1, **fields: Any) -> DeadLetter:
+    original = json.dumps({"task_id": task_id, "workflow": "expense-approval", "input": claim(amount)}).encode()
     return DeadLetter(
         message_id=str(uuid.uuid4()),
         reason="written by the test",
@@ -261,6 +261,17 @@ async def test_filters_pick_and_what_cannot_be_replayed_is_refused_saying_why(st
     nameless_only = await replay(stack, nameless.message_id, "--reason", WHY)
     assert nameless_only.returncode == 1 and "names no task" in nameless_only.stdout
     assert await stack.read(stack.topics.tasks, task_id) == [], "nothing was sent"
+
+    waiting = new_id("limited")
+    for amount in (1, 2, 3):
+        await stack.produce(
+            stack.topics.dlq, fabricated(waiting, amount, source_topic=f"{prefix}tasks").to_bytes(), waiting
+        )
+    limited = await replay(stack, "--task", waiting, "--limit", "2", "--dry-run", "--reason", WHY)
+    assert limited.returncode == 0, limited.stderr
+    assert "2 would replay; 1 more to send beyond --limit 2" in limited.stdout
+    assert await stack.read(stack.topics.tasks, waiting) == [], "a dry run sends nothing"
+    assert [r for r in await audit_of(stack, waiting) if r.action == REPLAYED] == [], "and records nothing"
 
     unknown = await replay(stack, "ffffffff-not-an-id", "--reason", WHY)
     assert unknown.returncode == 2 and "no dead letter starts with 'ffffffff-not-an-id'" in unknown.stderr

@@ -10,7 +10,7 @@ trail without having been sent, and running it again sends it (and records that 
 from __future__ import annotations
 
 import getpass
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import typer
@@ -99,9 +99,10 @@ async def _checked(item: Item, duplicates: dict[str, str], store: TaskStore, now
 
 
 async def _replay(
-    settings: CliSettings, selection: Selection, reason: str, dry_run: bool, limit: int
+    settings: CliSettings, selection: Selection, reason: str, dry_run: bool, limit: int, emit: Callable[[Item], None]
 ) -> tuple[list[Item], int]:
-    """Plan, check and (unless ``dry_run``) send each selected dead letter; and how many were left over."""
+    """Plan, check and (unless ``dry_run``) send each selected dead letter, emitting each as it is done (so
+    what went out before a failure is printed); return them, and how many were left over."""
     topics = Topics(settings.topic_prefix)
     chosen = selection.pick(await _read(settings, selection.since))
     items = [plan(letter, topics) for letter in chosen]
@@ -124,6 +125,7 @@ async def _replay(
                 if not dry_run:
                     await _send(broker, audit, item, operator, reason)
                     item = item.with_outcome(Outcome.REPLAYED)
+            emit(item)
             done.append(item)
     finally:
         await broker.stop()
@@ -208,13 +210,15 @@ def replay(
         until=until,
         now=utcnow(),
     )
-    items, left = run(_replay(settings, selection, reason, dry_run, limit))
-    counts = {o: sum(1 for i in items if i.outcome == o) for o in Outcome}
-    if as_json:
-        print_json_lines(item.as_json() for item in items)
-    else:
-        for item in items:
+
+    def emit(item: Item) -> None:
+        if as_json:
+            print_json_lines([item.as_json()])
+        else:
             console.print(_line(item), highlight=False, markup=False)
+
+    items, left = run(_replay(settings, selection, reason, dry_run, limit, emit))
+    counts = {o: sum(1 for i in items if i.outcome == o) for o in Outcome}
     summary = ", ".join(f"{n} {o.value.replace('_', ' ')}" for o, n in counts.items() if n) or "no dead letter matched"
     if left:
         summary += f"; {left} more to send beyond --limit {limit}"
