@@ -69,6 +69,16 @@ def test_only_the_validator_and_human_review_hand_later_steps_and_end_tasks(rule
     assert writers_of_results == {acl.ROUTER, acl.VALIDATOR, acl.HUMAN_REVIEW}
 
 
+def test_only_the_replayer_sends_dead_letters_back_and_the_operator_still_cannot(rules: list[AclBinding]) -> None:
+    assert allowed(rules, acl.REPLAYER, Operation.READ) == {"handrail.dlq"}
+    assert allowed(rules, acl.REPLAYER, Operation.WRITE) == {
+        "handrail.tasks", "handrail.agent.expense-intake", "handrail.agent.expense-approver", "handrail.steps",
+        "handrail.audit",
+    }  # fmt: skip
+    assert allowed(rules, acl.OPERATOR, Operation.WRITE) == {"handrail.control", "handrail.audit"}
+    assert not [r for r in rules if r.principal == acl.REPLAYER and r.resource_type == ResourceType.GROUP]
+
+
 def test_nobody_gets_wildcards_or_cluster_rights(rules: list[AclBinding]) -> None:
     assert all(r.resource_name not in ("*", "") for r in rules)
     prefixed = {(r.principal, r.operation) for r in rules if r.pattern_type == PatternType.PREFIXED}

@@ -1,4 +1,4 @@
-"""``handrail dlq list`` and ``handrail dlq show ID``: what was dead-lettered, and why."""
+"""``handrail dlq list`` and ``handrail dlq show ID``: what was dead-lettered, and why (``replay``: ``dlq_replay``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import typer
 from pydantic import ValidationError
 from rich.table import Column, Table
 
+from handrail.cli import dlq_replay
 from handrail.cli.common import JsonOption, console, err_console, print_json_lines, resolve_prefix, run
 from handrail.cli.settings import CliSettings
 from handrail.client import open_reader, read_to_end
 from handrail.messages import DeadLetter
 from handrail.topics import Topics
 
-app = typer.Typer(no_args_is_help=True, help="Read the dead-letter queue.")
+app = typer.Typer(no_args_is_help=True, help="Read the dead-letter queue, and replay from it.")
+app.command("replay")(dlq_replay.replay)
 
 SinceOption = typer.Option(86400.0, "--since-s", min=0, help="How far back to look.")
 BootstrapOption = typer.Option(None, help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP).")

@@ -20,6 +20,11 @@ and write only the topics it produces (``DESIGN.md``, Services):
 - ``handrail-submitter`` publishes tasks and reads results; ``handrail-operator`` reads
   everything under the prefix (watch, trace, dlq list) and writes ``control`` and ``audit``
   (halts and autonomy changes, signed with the operator's key); ``handrail-admin`` creates topics.
+- ``handrail-replayer`` is an operator replaying dead letters (``handrail dlq replay``): it reads
+  ``dlq`` and writes back to the topics a replay goes to (``tasks``, the agent topics any step is
+  handed to, ``steps``) and the replay's audit record. A principal of its own, so the everyday
+  operator can never publish a task or a handoff; what it sends is an original as it was
+  dead-lettered, checked by its consumer as any message is (signature, hashes, ids).
 
 Every service also reads ``audit``, ``results`` and ``control``, from the start and outside
 any group: whichever first finds that Redis lost its state rebuilds it from them
@@ -49,6 +54,7 @@ CIRCUIT_BREAKER = "handrail-circuit-breaker"
 HUMAN_REVIEW = "handrail-human-review"
 SUBMITTER = "handrail-submitter"
 OPERATOR = "handrail-operator"
+REPLAYER = "handrail-replayer"
 ADMIN = "handrail-admin"
 
 
@@ -155,6 +161,10 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
             OPERATOR, "operators (CLI watch, trace, dlq list, halt, autonomy)", read_prefixes=(t.prefix,),
             # halts and autonomy changes (ControlRecords), and a halted task's audit record
             writes=(t.control, t.audit),
+        ),
+        Principal(
+            REPLAYER, "operators replaying dead letters (CLI dlq replay)", reads=(t.dlq,),
+            writes=(t.tasks, *_agent_topics(t, sorted({*first, *later})), t.steps, t.audit),
         ),
         Principal(ADMIN, "handrail topics ensure", create_prefixes=(t.prefix,)),
     ]  # fmt: skip
