@@ -93,8 +93,8 @@ def bounded(tool: Tool, timeout_s: float) -> Tool:
         try:
             async with asyncio.timeout(timeout_s):
                 return await run(args, ctx)
-        except (ToolFailure, HandrailError):
-            raise
+        except (ToolFailure, ToolOutcomeUnknown, HandrailError):
+            raise  # classified by the tool itself (an MCP server that never answered, say)
         except TimeoutError:
             raise ToolOutcomeUnknown(
                 f"no answer within {timeout_s:g}s", kind=ToolErrorKind.TRANSIENT, timed_out=True

@@ -86,10 +86,12 @@ class RecordingGuard:
     async def start(self) -> None:
         return None
 
-    async def before_model_call(self, index: int, model: str, prompt_chars: int) -> Ticket:
+    async def before_model_call(self, index: int, model: str, prompt_tokens: int) -> Ticket:
         return Ticket(f"r{index}", "model_call", model, None, time.perf_counter())
 
-    async def before_tool_call(self, index: int, spec: ToolSpec, args_hash: str) -> Ticket | ToolCallError:
+    async def before_tool_call(
+        self, index: int, spec: ToolSpec, args_hash: str, *, retry: bool = False
+    ) -> Ticket | ToolCallError:
         self.tools.append(spec)
         return Ticket(f"r{index}", "tool_call", spec.name, args_hash, time.perf_counter())
 
@@ -198,11 +200,14 @@ async def test_a_slow_call_is_a_tool_failure_the_breaker_hears_of(server_entry: 
         assert (await tool.run({"invoice_id": "A"}, ToolContext("t", "s", "k")))["invoice_id"] == "A"
     finally:
         await toolset.close()
+    # No answer in time is a transient failure of unknown outcome: a read-only tool is tried again.
+    attempts = agent.tool_policy("billing__slow").max_attempts
     assert [(n, o, e) for n, o, e, _ in guard.settled if n == "billing__slow"] == [
-        ("billing__slow", "error", "tool_failed")
-    ]
+        ("billing__slow", "error", "tool_timeout")
+    ] * attempts
     error = outcome.output["slow"]["error"]  # type: ignore[union-attr]
     assert error["code"] == "tool_failed" and "did not answer within 1s" in error["message"]
+    assert (error["kind"], error["attempts"]) == ("transient", attempts)
 
 
 async def test_a_failing_tool_reports_its_reason(server_entry: tuple[dict[str, Any], Path]) -> None:

@@ -6,7 +6,7 @@ goes through the step's guard like a built-in tool's: budget, loop window, break
 key (in the request's ``_meta``) and approvals.
 """
 
-from handrail.tools.mcp.connection import McpConnection, McpUnavailable
+from handrail.tools.mcp.connection import McpConnection, McpNoAnswer, McpUnavailable, McpUnreachable
 from handrail.tools.mcp.tools import META_IDEMPOTENCY_KEY, META_STEP, META_TASK_ID, Discovered
 from handrail.tools.mcp.toolset import McpToolset, discover
 
@@ -17,6 +17,8 @@ __all__ = [
     "Discovered",
     "McpConnection",
     "McpToolset",
+    "McpNoAnswer",
     "McpUnavailable",
+    "McpUnreachable",
     "discover",
 ]

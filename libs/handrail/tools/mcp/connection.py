@@ -3,8 +3,16 @@
 The SDK's client runs its transport in an anyio task group: a transport that fails (the server
 went away) cancels the task that entered it. So the session lives in a task of its own, which
 holds it open until ``close``; calls come from the steps' tasks and only wait on their replies.
-A call that cannot be made or answered in ``timeout_s`` raises ``McpUnavailable``, a
-``ToolFailure``: the guard counts it as the tool's error, and the tool's breaker learns of it.
+A call that cannot be made or answered in ``timeout_s`` raises an ``McpUnavailable``: the
+guard counts it as the tool's error, and the tool's breaker learns of it. Which one says what
+the server may have done (``handrail.tools.kinds``):
+
+- ``McpUnreachable`` (a ``ToolFailure``, transient): the request never left, so nothing happened;
+  a side effect may be tried again under the same idempotency key;
+- ``McpNoAnswer`` (a ``ToolOutcomeUnknown``): the request went out and no usable answer came back
+  (a timeout, a dropped session, a reply that breaks the tool's schema), so the server may have
+  acted: a side effect is never repeated, its claim stays in doubt.
+
 A session whose server went away is noticed by the call that finds it closed (that call fails,
 it may have reached the server); the next call opens a new session.
 """
@@ -24,9 +32,10 @@ import mcp.types
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client import Transport
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, RequestParamsMeta
+from mcp.types import CONNECTION_CLOSED, INVALID_PARAMS, REQUEST_TIMEOUT, RequestParamsMeta
 
 from handrail.contracts.mcp import McpServerSpec
+from handrail.tools.kinds import ToolErrorKind, ToolOutcomeUnknown
 from handrail.tools.registry import ToolFailure
 
 log = logging.getLogger(__name__)
@@ -38,8 +47,22 @@ _MAX_PAGES = 100
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class McpUnavailable(ToolFailure):
+class McpUnavailable(Exception):
     """The server could not be reached, dropped the connection, or did not answer within its timeout."""
+
+
+class McpUnreachable(McpUnavailable, ToolFailure):
+    """The request never reached the server: nothing happened (a transient failure)."""
+
+    def __init__(self, message: str) -> None:
+        ToolFailure.__init__(self, message, kind=ToolErrorKind.TRANSIENT)
+
+
+class McpNoAnswer(McpUnavailable, ToolOutcomeUnknown):
+    """The request went out but no usable answer came back: what the server did is unknown."""
+
+    def __init__(self, message: str, *, kind: ToolErrorKind = ToolErrorKind.TRANSIENT, timed_out: bool = False) -> None:
+        ToolOutcomeUnknown.__init__(self, message, kind=kind, timed_out=timed_out)
 
 
 class McpConnection:
@@ -91,7 +114,7 @@ class McpConnection:
             async with asyncio.timeout(self.spec.connect_timeout_s):
                 client = await self._connected()
         except TimeoutError:
-            raise McpUnavailable(
+            raise McpUnreachable(
                 f"MCP server {server!r} could not be reached within {self.spec.connect_timeout_s:g}s"
             ) from None
         try:
@@ -105,27 +128,32 @@ class McpConnection:
                     if not request.done():
                         request.cancel()
                 if not request.done() or request.cancelled():
-                    raise McpUnavailable(f"MCP server {server!r} dropped the connection while {doing}")
+                    raise McpNoAnswer(f"MCP server {server!r} dropped the connection while {doing}")
                 return request.result()
         except TimeoutError:
-            raise McpUnavailable(
-                f"MCP server {server!r} did not answer within {self.spec.timeout_s:g}s while {doing}"
+            raise McpNoAnswer(
+                f"MCP server {server!r} did not answer within {self.spec.timeout_s:g}s while {doing}", timed_out=True
             ) from None
         except McpUnavailable:
             raise
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 self._dropped.set()  # the next call opens a new session
-                raise McpUnavailable(f"MCP server {server!r} closed the connection while {doing}") from None
+                raise McpNoAnswer(f"MCP server {server!r} closed the connection while {doing}") from None
             if exc.code == REQUEST_TIMEOUT:
-                raise McpUnavailable(
-                    f"MCP server {server!r} did not answer within {self.spec.timeout_s:g}s while {doing}"
+                raise McpNoAnswer(
+                    f"MCP server {server!r} did not answer within {self.spec.timeout_s:g}s while {doing}",
+                    timed_out=True,
                 ) from None
-            raise ToolFailure(f"MCP server {server!r} refused {doing}: {exc.message}") from None
+            # A JSON-RPC error: the server refused the request, the tool did not run.
+            kind = ToolErrorKind.INVALID_INPUT if exc.code == INVALID_PARAMS else ToolErrorKind.PERMANENT
+            raise ToolFailure(f"MCP server {server!r} refused {doing}: {exc.message}", kind=kind) from None
         except RuntimeError as exc:  # the SDK's checks of what came back: a result that breaks its outputSchema
-            raise ToolFailure(f"MCP server {server!r} answered {doing} with something unusable: {exc}") from None
+            raise McpNoAnswer(
+                f"MCP server {server!r} answered {doing} with something unusable: {exc}", kind=ToolErrorKind.PERMANENT
+            ) from None
         except Exception as exc:
-            raise McpUnavailable(f"MCP server {server!r} failed while {doing}: {_describe(exc)}") from None
+            raise McpNoAnswer(f"MCP server {server!r} failed while {doing}: {_describe(exc)}") from None
 
     async def _connected(self) -> Client:
         async with self._lock:
@@ -153,7 +181,7 @@ class McpConnection:
         except BaseException as exc:  # the transport fails with groups and cancellations
             if not ready.done():
                 ready.set_exception(
-                    McpUnavailable(f"MCP server {self.spec.name!r} cannot be reached: {_describe(exc)}")
+                    McpUnreachable(f"MCP server {self.spec.name!r} cannot be reached: {_describe(exc)}")
                 )
             elif not stop.is_set():
                 log.warning(
