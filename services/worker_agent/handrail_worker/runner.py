@@ -38,30 +38,17 @@ from handrail.observability import tracer
 from handrail.orchestration import approval_for_call
 from handrail.prompts import PromptStore, step_scope
 from handrail.state.effects import Claim, EffectStore
-from handrail.tools import Tool, ToolCallError, ToolContext, ToolFailure, ToolRegistry, ToolSpec, observation_text
+from handrail.tools import Tool, ToolCallError, ToolContext, ToolFailure, ToolRegistry, observation_text
 from handrail.tools.kinds import bounded
 from handrail_worker.guard import Ticket
-from handrail_worker.tool_attempts import GaveUp, ToolCallAttempts
+from handrail_worker.tool_attempts import GaveUp, ToolCallAttempts, ToolGuard
 
 
-class Guard(Protocol):
-    """The checks around a step's calls (``handrail_worker.guard.StepGuard``)."""
+class Guard(ToolGuard, Protocol):
+    """The checks around a step's calls (``handrail_worker.guard.StepGuard``): a tool call's, and these."""
 
     async def start(self) -> None: ...
     async def before_model_call(self, index: int, model: str, prompt_tokens: int) -> Ticket: ...
-    async def before_tool_call(
-        self, index: int, spec: ToolSpec, args_hash: str, *, retry: bool = False
-    ) -> Ticket | ToolCallError: ...
-    async def after_call(
-        self,
-        ticket: Ticket,
-        outcome: str,
-        error_type: str | None = None,
-        *,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        cost_usd: float = 0.0,
-    ) -> None: ...
 
 
 @dataclass
