@@ -183,8 +183,10 @@ async def test_a_server_slower_than_its_timeout_opens_the_tools_breaker(
         # Each call failed; the answer after it may have been halted by the agent's own breaker (all three
         # steps run at once, and half of the agent's calls failed).
         await client.wait_for_result(task_id, timeout_s=90)
+        # No answer in time is transient: tried again (read-only), until the tool's breaker opens on them.
         calls = [(e.outcome, e.error_type) for e in await _events(stack, task_id) if e.name == "billing__slow"]
-        assert calls == [("error", "tool_failed")]
+        assert calls and calls[0] == ("error", "tool_timeout"), calls
+        assert set(calls) <= {("error", "tool_timeout"), ("short_circuited", "tool_breaker_open")}, calls
     for _ in range(300):  # the circuit-breaker aggregates the events in batches: under load it takes a while
         if await controls.breaker_state("tool", "billing__slow") == BreakerState.OPEN:
             break

@@ -61,6 +61,9 @@ ERROR_TYPES = frozenset(
         "tool_breaker_open",
         "breaker_open",
         "behaviour_deviation",
+        # prompt assembly (handrail.context)
+        "context_over_cap",
+        "compaction_failed",
         # tool calls (handrail.tools.kinds, handrail.tools.observations)
         "tool_failed",
         "invalid_result",
