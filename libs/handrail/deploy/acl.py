@@ -17,7 +17,10 @@ and write only the topics it produces (``DESIGN.md``, Services):
   ``audit``, ``dlq``; ``handrail-human-review`` reads the review topics and resumes tasks.
 - ``handrail-submitter`` publishes tasks and reads results; ``handrail-operator`` reads
   everything under the prefix (watch, trace, dlq list) and writes ``control`` and ``audit``
-  (halts and autonomy changes, signed with the operator's key); ``handrail-admin`` creates topics.
+  (halts and autonomy changes, signed with the operator's key) and the agent topics (``task
+  resume|fork`` hand a step on from a task's checkpoint, signed with the same key; the
+  receiving agent still checks it against the task's committed head); ``handrail-admin``
+  creates topics.
 
 Every service also reads ``audit``, ``results`` and ``control``, from the start and outside
 any group: whichever first finds that Redis lost its state rebuilds it from them
@@ -151,8 +154,9 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
         Principal(SUBMITTER, "task producers (client, CLI submit)", reads=(t.results,), writes=(t.tasks,)),
         Principal(
             OPERATOR, "operators (CLI watch, trace, dlq list, halt, autonomy)", read_prefixes=(t.prefix,),
-            # halts and autonomy changes (ControlRecords), and a halted task's audit record
-            writes=(t.control, t.audit),
+            # halts and autonomy changes (ControlRecords), a halted task's audit record, and the handoff
+            # that resumes or forks a task from its checkpoint
+            writes=(t.control, t.audit, *_agent_topics(t, agents)),
         ),
         Principal(ADMIN, "handrail topics ensure", create_prefixes=(t.prefix,)),
     ]  # fmt: skip

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from handrail.messages.base import Payload
 from handrail.messages.calls import BudgetSnapshot, Decision, Usage
+from handrail.messages.overrides import StepOverrides
 from handrail.messages.proposals import ProposedCall, StepProgress
 
 
@@ -68,5 +69,8 @@ class StepCompleted(Payload):
     progress: StepProgress | None = Field(default=None, description="For `awaiting_approval`: where the step stands.")
     handoff: HandoffTaken | None = Field(
         default=None, description="The handoff the step ran on (the audit trail records both in one record)."
+    )
+    overrides: StepOverrides | None = Field(
+        default=None, description="The handoff's overrides (a forked task's), passed on to the next step."
     )
     signature: str | None = Field(default=None, description="The agent's signature, when signing is on.")

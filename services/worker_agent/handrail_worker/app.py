@@ -46,6 +46,10 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
         workflows=runtime.contracts.workflows,
         before_effect=_chaos_hook(settings.chaos_exit_before_tool, "right before {tool} runs"),
         autonomy=runtime.autonomy,
+        # A forked task may name another model of the catalogue (``handrail task fork --model``).
+        override_models=lambda model: build_provider(
+            agent.model_copy(update={"model_chain": [model]}), catalogue, breakers=SharedModelBreakers(runtime.controls)
+        ),
     )
     handlers = WorkerHandlers(runtime, settings, runner)
     reporter = StepReporter(runtime, agent.name)

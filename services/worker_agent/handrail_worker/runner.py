@@ -35,6 +35,7 @@ from handrail.prompts import PromptStore, step_scope
 from handrail.state.effects import Claim, EffectStore
 from handrail.tools import Tool, ToolCallError, ToolContext, ToolFailure, ToolRegistry, ToolSpec
 from handrail_worker.guard import Ticket
+from handrail_worker.overrides import ModelOverrides, ProviderFactory, prompt_for
 
 
 class Guard(Protocol):
@@ -179,10 +180,12 @@ class StepRunner:
         workflows: Mapping[str, WorkflowSpec] | None = None,
         before_effect: Callable[[str], None] | None = None,
         autonomy: AutonomyLevels | None = None,
+        override_models: ProviderFactory | None = None,
     ) -> None:
         self.agent = agent
         # A lone provider runs as a one-model chain, so every call is observed and listed the same way.
         self.provider = as_chain(provider, agent.model_chain[0])
+        self.models = ModelOverrides(agent, self.provider, override_models)  # a forked task's model, if any
         self.prompts = prompts
         self.tools = tools
         self.effects = effects
@@ -231,7 +234,7 @@ class StepRunner:
             await self._carry_out(envelope, guard, next_index, step, decided, resume)
             await self._run_calls(envelope, guard, next_index, step, rest, model_text=None)
         specs = self.tools.specs(agent.tools)
-        model = agent.model_chain[0]
+        provider, model = self.models.for_step(envelope)
         span = {"handrail.prompt": step.prompt_ref, "handrail.task_id": envelope.task_id}
         span["handrail.step"] = envelope.step
         messages, tally = step.messages, step.tally
@@ -239,7 +242,7 @@ class StepRunner:
             step.turns += 1
             attempts = _GuardAttempts(guard, next_index, sum(len(m.content) for m in messages))
             with observing(attempts, TracingObserver(span)):
-                reply = await self.provider.complete(ModelRequest(model=model, messages=messages, tools=specs))
+                reply = await provider.complete(ModelRequest(model=model, messages=messages, tools=specs))
             for attempt in reply.attempts:
                 tally.model_calls += 1
                 tally.input_tokens += attempt.input_tokens
@@ -387,7 +390,7 @@ class StepRunner:
         agent = self.agent
         if self.prompts is None:
             return f"You are {agent.name}. {agent.purpose} (prompt {agent.prompt})", agent.prompt
-        template = await self.prompts.resolve(agent.prompt)
+        template = await prompt_for(self.prompts, agent, envelope)
         scope = step_scope(
             agent=agent.name,
             purpose=agent.purpose,
