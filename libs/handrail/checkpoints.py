@@ -60,6 +60,9 @@ class Trail:
     result_id: str | None = None
     ended_at: datetime | None = None
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    #: Who started the current run, and why (a resume's record), when it is not the first.
+    resumed_by: str | None = None
+    resumed_why: str | None = None
     forked_from: dict[str, Any] | None = None
     forked_to: list[dict[str, Any]] = field(default_factory=list)
 
@@ -104,6 +107,7 @@ class Trail:
         elif action == RESUMED:
             self.status, self.result_id, self.ended_at = None, None, None
             self.epoch = int(details.get("epoch") or self.epoch + 1)
+            self.resumed_by, self.resumed_why = record.actor, record.reason
         elif action == FORKED:
             lineage = details.get("forked_to")
             if isinstance(lineage, dict):

@@ -101,6 +101,11 @@ def check_resumable(trail: Trail, workflow: WorkflowSpec | None) -> Checkpoint:
     task = trail.task_id
     if not trail.opened or workflow is None:
         raise RestartRefused(f"task {task} was never opened (its submission was refused): there is nothing to resume")
+    if trail.status is None and trail.resumed_by is not None:
+        raise RestartRefused(
+            f"task {task} is running again: {trail.resumed_by} resumed it as run {trail.epoch} "
+            f"({trail.resumed_why or 'no reason given'})"
+        )
     if trail.status is None:
         raise RestartRefused(
             f"task {task} is still running (run {trail.epoch}): only a failed or halted task can be resumed "
