@@ -81,6 +81,9 @@ class Trail:
         if record.workflow:
             self.workflow = record.workflow
         action, details = record.action, record.details
+        if action == "task.opened":
+            lineage = details.get("forked_from")
+            self.forked_from = lineage if isinstance(lineage, dict) else None
         if action == "task.opened" and record.source_id and record.output_hash and record.step:
             self.submission = record.source_id
             handed_to = details.get("handed_to")
@@ -93,8 +96,6 @@ class Trail:
                     str(handed_to) if handed_to else None,
                 )
             )
-            lineage = details.get("forked_from")
-            self.forked_from = lineage if isinstance(lineage, dict) else None
         elif action == "step.completed" and record.source_id and record.output_hash and record.step:
             self.checkpoints.append(Checkpoint("step", record.step, record.source_id, record.output_hash))
         elif action in _ENDINGS:
