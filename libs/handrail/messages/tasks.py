@@ -43,7 +43,10 @@ class TaskStatus(StrEnum):
 
 
 class TaskResult(Payload):
-    """The one final word on a task, on ``<prefix>results``, keyed by ``task_id``."""
+    """The one final word on a task, on ``<prefix>results``, keyed by ``task_id``.
+
+    A task an operator resumed has one per run: the later ones carry ``epoch`` and ``supersedes``.
+    """
 
     schema_version: Literal[1] = 1
     message_id: str
