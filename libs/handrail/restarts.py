@@ -112,8 +112,9 @@ def check_resumable(trail: Trail, workflow: WorkflowSpec | None) -> Checkpoint:
             f"(`handrail halt {task}` stops it)"
         )
     if trail.status in (TaskStatus.COMPLETED, TaskStatus.REJECTED):
+        run = f" (run {trail.epoch}, resumed by {trail.resumed_by})" if trail.resumed_by is not None else ""
         raise RestartRefused(
-            f"task {task} ended {trail.status.value}, which is final: only a failed or halted task can be resumed "
+            f"task {task} ended {trail.status.value}{run}, which is final: only a failed or halted task can be resumed "
             f"(`handrail task fork {task} --from-step S` starts a new task from one of its steps)"
         )
     checkpoint = trail.last

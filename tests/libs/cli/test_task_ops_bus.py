@@ -112,10 +112,9 @@ def prompts_used(record: AuditRecord) -> set[str]:
     return {d["prompt"] for d in record.details["decisions"] if d.get("prompt")}
 
 
-async def test_resuming_a_task_whose_agent_an_operator_halted_runs_it_on_from_its_last_accepted_step(
-    stack: Stack,
-) -> None:
-    halted = handrail(stack, "halt", "--agent", "expense-approver", "--reason", "suspicious spending")
+async def test_resuming_a_task_whose_agent_an_operator_halted_runs_it_from_its_last_checkpoint(stack: Stack) -> None:
+    """Halted before its first step was accepted, the task runs again from its opening."""
+    halted = handrail(stack, "halt", "--agent", "expense-intake", "--reason", "suspicious spending")
     assert halted.returncode == 0, halted.stderr
     try:
         task_id = await submit(stack, "expense-approval", "op-halted")
@@ -125,13 +124,14 @@ async def test_resuming_a_task_whose_agent_an_operator_halted_runs_it_on_from_it
 
         refused = handrail(stack, "task", "resume", task_id, "--reason", "checked")
         assert refused.returncode == 2, refused
-        assert "agent expense-approver is halted" in refused.stderr and "resume --agent" in refused.stderr
+        assert "agent expense-intake is halted" in refused.stderr and "resume --agent" in refused.stderr
     finally:
-        assert handrail(stack, "resume", "--agent", "expense-approver").returncode == 0
+        assert handrail(stack, "resume", "--agent", "expense-intake").returncode == 0
 
     resumed = handrail(stack, "task", "resume", task_id, "--reason", "spending checked with the team")
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resumed task {task_id} as run 2 from step intake: decide handed to expense-approver" in resumed.stdout
+    said = f"resumed task {task_id} as run 2 from its opening: intake handed to expense-intake"
+    assert said in resumed.stdout, resumed.stdout
 
     old, new = await results(stack, task_id, 2)
     assert old == first
@@ -142,14 +142,14 @@ async def test_resuming_a_task_whose_agent_an_operator_halted_runs_it_on_from_it
     [resume] = actions(records, "task.resumed")
     assert resume.actor.startswith("operator:") and resume.reason == "spending checked with the team"
     assert resume.details["epoch"] == 2 and resume.details["supersedes"] == first.message_id
-    assert resume.details["checkpoint"]["step"] == "intake"
-    [intake] = actions(records, "step.completed", "intake")
-    assert resume.input_hash == intake.output_hash, "the run starts from the accepted step's hash"
+    assert resume.details["checkpoint"]["kind"] == "opening"
+    [opened] = actions(records, "task.opened")
+    assert resume.input_hash == opened.input_hash, "the run starts from the chain's first head"
+    assert len(actions(records, "step.completed", "intake")) == 1
     assert len(actions(records, "step.completed", "decide")) == 1
     # The operator's halt on the task itself was lifted with the resume, and audited.
-    assert [r.reason for r in actions(records, "halt.resumed")] == [
-        "lifted to resume the task: spending checked with the team"
-    ]
+    lifted = [r.reason for r in actions(records, "halt.resumed")]
+    assert lifted == ["lifted to resume the task: spending checked with the team"]
     verified = handrail(stack, "audit", "verify", task_id)
     assert verified.returncode == 0 and "intact" in verified.stdout, verified.stdout + verified.stderr
 
@@ -171,7 +171,8 @@ async def test_a_failed_task_resumes_with_a_top_up_once_however_many_operators_r
     assert too_much.returncode == 2 and "allows at most" in too_much.stderr and "steps 3 > 2" in too_much.stderr
 
     # Two operators resume the same run at once: it starts once. The one that comes second is told it was
-    # done (when it looked before the first had started the run) or that the task runs again (after).
+    # done (when it looked before the first had started the run), that the task runs again, or that run 2
+    # ended (when it looked later still).
     argv = ["-m", "handrail.cli", "task", "resume", task_id, "--reason", "prompt rolled back"]
     argv += ["--top-up", "steps=1,wall_clock_s=30", "--json"]
     env = {**os.environ, **cli_env(stack)}
@@ -185,7 +186,8 @@ async def test_a_failed_task_resumes_with_a_top_up_once_however_many_operators_r
     said = [json.loads(out) for out, _ in outputs if out]
     assert {s["epoch"] for s in said} == {2} and all(s["supersedes"] == first.message_id for s in said)
     if codes == [0, 2]:
-        assert any("is running again" in err and "as run 2" in err for _, err in outputs), outputs
+        told = ("is running again", "ended completed (run 2, resumed by operator:")
+        assert any(any(t in err for t in told) for _, err in outputs), outputs
 
     old, new = await results(stack, task_id, 2)
     assert old == first and new.status == TaskStatus.COMPLETED and new.epoch == 2, new
