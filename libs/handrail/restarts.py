@@ -120,6 +120,10 @@ def check_resumable(trail: Trail, workflow: WorkflowSpec | None) -> Checkpoint:
     checkpoint = trail.last
     if checkpoint is None:
         raise RestartRefused(f"task {task} has no checkpoint on its audit trail to resume from")
+    if checkpoint.step not in {s.name for s in workflow.steps}:
+        raise RestartRefused(
+            f"task {task}'s checkpoint is at step {checkpoint.step!r}, which workflow {workflow.name!r} no longer has"
+        )
     if checkpoint.kind == "step" and workflow.next_step(checkpoint.step) is None:
         raise RestartRefused(
             f"task {task}'s last accepted step {checkpoint.step!r} is the workflow's last: nothing is left to run"

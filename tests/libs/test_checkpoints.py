@@ -67,6 +67,14 @@ def test_before_any_step_the_checkpoint_is_the_opening_handoff() -> None:
         ([OPENED, INTAKE, ended(3, "rejected", "r")], "ended rejected, which is final"),
         ([ended(1, "rejected", "r")], "was never opened"),
         ([OPENED, INTAKE, DECIDE, ended(4, "halted", "r")], "is the workflow's last: nothing is left to run"),
+        (
+            [
+                OPENED,
+                record(2, "step.completed", source_id="s", step="audit", output_hash="e" * 64),
+                ended(3, "failed", "r"),
+            ],
+            "at step 'audit', which workflow 'expense-approval' no longer has",
+        ),
     ],
 )
 def test_only_a_failed_or_halted_task_with_something_left_to_run_resumes(records: list[AuditRecord], said: str) -> None:
