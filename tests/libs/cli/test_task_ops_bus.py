@@ -29,6 +29,7 @@ from handrail.audit.reader import read_key
 from handrail.dev import signing_keys
 from handrail.messages import TaskResult, TaskStatus
 from handrail.signing import OPERATOR
+from handrail.state import TaskStore, connect_redis, generation
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(300)]
 
@@ -198,6 +199,24 @@ async def test_a_failed_task_resumes_with_a_top_up_once_however_many_operators_r
     assert grant.details["top_up"]["wall_clock_s"] == 30 and grant.details["epoch"] == 2
     assert len(actions(records, "step.completed", "decide")) == 1, "the resumed step ran once"
     assert len(actions(records, "step.completed", "intake")) == 1, "the accepted step did not run again"
+
+    # Redis loses this deployment's state: the services rebuild it from Kafka, run 2 and its result included.
+    prefix = stack.env["HANDRAIL_REDIS_PREFIX"]
+    redis = connect_redis(stack.redis_url)
+    try:
+        await redis.delete(*[key async for key in redis.scan_iter(match=f"{prefix}*")])
+        for _ in range(60):
+            if await generation.current(redis, prefix) is not None:
+                break
+            await asyncio.sleep(0.5)
+        rebuilt = await TaskStore(redis, prefix).get(task_id)
+    finally:
+        await redis.aclose()
+    assert rebuilt["status"] == "completed" and rebuilt["epoch"] == "2", rebuilt
+    assert rebuilt["supersedes"] == first.message_id and rebuilt["result_id"] == new.message_id
+    assert rebuilt["published"] == "1", "only the new run's result counts as the one published"
+    after = handrail(stack, "task", "resume", task_id, "--reason", "once more")
+    assert after.returncode == 2 and "ended completed (run 2, resumed by operator:" in after.stderr, after
 
 
 async def test_a_fork_with_another_prompt_version_runs_on_it_and_both_trails_link_the_tasks(stack: Stack) -> None:
