@@ -155,7 +155,8 @@ async def test_resuming_a_task_whose_agent_an_operator_halted_runs_it_from_its_l
     assert verified.returncode == 0 and "intact" in verified.stdout, verified.stdout + verified.stderr
 
     final = handrail(stack, "task", "resume", task_id, "--reason", "again")
-    assert final.returncode == 2 and "ended completed, which is final" in final.stderr, final
+    assert final.returncode == 2 and "ended completed (run 2, resumed by operator:" in final.stderr, final
+    assert "which is final" in final.stderr
 
 
 async def test_a_failed_task_resumes_with_a_top_up_once_however_many_operators_resume_it(stack: Stack) -> None:
