@@ -3,7 +3,9 @@
 A task is opened (``Open``), handed from step to step (``HandOff``: an envelope to
 an agent, a step's output to the validator), parked for a person (``Park``), taken
 up again by their decision (``Resume``) and ended with its one ``TaskResult``
-(``End``). Handlers decide what happens; they return transitions and
+(``End``). An operator may run an ended task again from its last accepted step, or
+start a new task from one (``handrail.restarts``, built on these transitions).
+Handlers decide what happens; they return transitions and
 ``Lifecycle.apply`` carries them out, each with its state change, its audit record
 and its output, in the order that keeps them durable:
 
@@ -103,6 +105,8 @@ class Open:
     first: HandoffEnvelope | None = None
     routing: dict[str, Any] | None = None
     audited: bool = True
+    #: More for the ``task.opened`` record's details: a fork's ``forked_from`` (``handrail.restarts``).
+    lineage: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,7 @@ def next_handoff(
         parent_hash=step.context_hash,
         budget=step.budget,
         idempotency_key=f"{step.task_id}/{to_step}/1",
+        overrides=step.overrides,
     )
 
 
@@ -307,6 +312,7 @@ def halted_handoff(step: StepCompleted, *, sender: str) -> HandoffEnvelope:
         parent_hash=step.parent_hash,
         budget=step.budget,
         idempotency_key=f"{step.task_id}/{step.step}/{step.attempt}",
+        overrides=step.overrides,
     )
 
 
@@ -400,6 +406,7 @@ def _step(
         budget=budget,
         finished_at=utcnow(),
         handoff=HandoffTaken(message_id=envelope.message_id, sender=envelope.sender, parent_hash=envelope.parent_hash),
+        overrides=envelope.overrides,
         **fields,
     )
 
@@ -465,6 +472,7 @@ class Lifecycle:
                 details["budget"] = {"max_steps": caps.steps, "max_tokens": caps.tokens, "max_cost_usd": caps.cost_usd}
             if opening.routing is not None:
                 details["routing"] = opening.routing
+            details.update(opening.lineage)
             spent = opening.spent
             await self.audit.record(
                 opening.task_id,
@@ -560,18 +568,34 @@ class Lifecycle:
         await self.publisher.publish(self.topics.reviews_decided, decision, key=request.task_id)
 
     async def _grant(self, grant: Grant, decision: ReviewDecided, request: ReviewRequested) -> None:
-        """Audit the grant (the record a rebuild folds it from), then raise the caps once."""
+        await self.grant(
+            grant, actor=decision.by, reason=decision.reason, workflow=request.workflow, step=request.step,
+            cause={"review_id": request.review_id},
+        )  # fmt: skip
+
+    async def grant(
+        self,
+        grant: Grant,
+        *,
+        actor: str,
+        reason: str | None,
+        workflow: str,
+        step: str | None,
+        cause: dict[str, Any],
+    ) -> None:
+        """Audit a grant (the record a rebuild folds it from), then raise the caps once; ``cause`` says what
+        granted it (a review, an operator's resume)."""
         extra = grant.extra
         await self.audit.record(
             grant.task_id,
             dedupe_key=grant.grant_id,
-            actor=decision.by,
+            actor=actor,
             action="budget.granted",
-            reason=decision.reason,
-            workflow=request.workflow,
-            step=request.step,
+            reason=reason,
+            workflow=workflow,
+            step=step,
             details={
-                "review_id": request.review_id,
+                **cause,
                 "grant_id": grant.grant_id,
                 "agent": grant.agent,
                 "top_up": {
@@ -613,6 +637,9 @@ class Lifecycle:
             cost_usd=round(budget.cost_usd_used, 6),
             context_hash=end.context_hash,
             finished_at=now,
+            # A resumed task's run, and the result of the run before (``handrail.restarts``).
+            epoch=finished.epoch if finished.epoch > 1 else None,
+            supersedes=finished.supersedes if finished.epoch > 1 else None,
         )
         await self.audit.record(
             end.task_id,
@@ -622,7 +649,12 @@ class Lifecycle:
             reason=end.reason,
             workflow=end.workflow,
             input_hash=end.context_hash,
-            details={"error_type": end.error_type, "steps": result.steps, "output": end.output},
+            details={
+                "error_type": end.error_type,
+                "steps": result.steps,
+                "output": end.output,
+                **({"epoch": result.epoch, "supersedes": result.supersedes} if result.epoch else {}),
+            },
             cost_usd=result.cost_usd,
             tokens=result.tokens,
         )

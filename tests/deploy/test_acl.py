@@ -94,9 +94,10 @@ def test_a_new_agent_gets_its_own_principal(contracts: Contracts) -> None:
     rules = acl.bindings(acl.principals(more, Topics("x.")))
     reads = allowed(rules, "handrail-agent-fraud-check", Operation.READ)
     assert reads == {"x.agent.fraud-check"}
-    # No workflow hands it a step yet: nobody may write its topic except human review.
+    # No workflow hands it a step yet: nobody may write its topic but human review and the operators (who
+    # resume and fork tasks from a checkpoint: `handrail task resume|fork`).
     writers = {r.principal for r in rules if r.resource_name == "x.agent.fraud-check" and r.operation == "WRITE"}
-    assert writers == {acl.HUMAN_REVIEW}
+    assert writers == {acl.HUMAN_REVIEW, acl.OPERATOR}
 
 
 def test_json_output_round_trips(rules: list[AclBinding]) -> None:

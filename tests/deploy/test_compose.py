@@ -155,7 +155,8 @@ def test_every_service_signs_with_its_own_key_made_by_the_keys_job(
     command = services["keys"]["command"]
     folder = command[command.index("--out") + 1]
     signers = {**{name: name for name in HANDRAIL_SERVICES}, **{f"worker-{a}": a for a in agents}}
-    assert set(command[command.index("--out") + 2 :]) == set(signers.values())
+    # And the operators' key: the CLI signs halts, autonomy changes and the handoffs of `task resume|fork`.
+    assert set(command[command.index("--out") + 2 :]) == {*signers.values(), "operator"}
     assert "--keep-existing" in command and services["keys"]["restart"] == "no"
     for name, signer in signers.items():
         service = services[name]

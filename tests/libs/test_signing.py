@@ -192,7 +192,8 @@ def test_only_the_validator_may_hand_over_a_later_step(keys: dict[str, SigningKe
     assert handoffs.check_handoff(by_validator, by_validator.to_bytes()) == "validator"
 
     by_router = Signer(keys["router"]).sign(envelope(step_index=1, sender="router"))
-    with pytest.raises(WrongSigner, match="only 'human-review', 'validator' may send") as caught:
+    # Besides the validator: human review (a decision) and the operator (`handrail task resume|fork`).
+    with pytest.raises(WrongSigner, match="only 'human-review', 'operator', 'validator' may send") as caught:
         handoffs.check_handoff(by_router, by_router.to_bytes())
     assert caught.value.error_type == "wrong_signer"
 

@@ -14,6 +14,7 @@ from rich.tree import Tree
 from handrail.audit import AuditRecord, verify_chain
 from handrail.audit.chain import ChainReport
 from handrail.audit.reader import read_key
+from handrail.checkpoints import Trail, lineage_line
 from handrail.cli.common import JsonOption, console, err_console, print_json_lines, run
 from handrail.cli.exit_codes import ExitCode
 from handrail.cli.settings import CliSettings
@@ -116,10 +117,14 @@ def trace(
         (err_console if as_json else console).print(f"no audit records for task {task_id}")
         raise typer.Exit(ExitCode.NOT_FOUND)
     chain = _verify(audit_raw, _verifier(settings))
+    lineage = Trail.of(task_id, records)
     if as_json:
         body = {
             "task_id": task_id,
             "chain": chain.describe(),
+            "epoch": lineage.epoch,
+            "forked_from": lineage.forked_from,
+            "forked_to": lineage.forked_to,
             "records": [r.model_dump(mode="json", exclude_none=True) for r in records],
             "calls": [e.model_dump(mode="json", exclude_none=True) for e in events],
         }
@@ -139,6 +144,8 @@ def _tree(task_id: str, records: list[AuditRecord], events: list[DecisionEvent],
         calls_by_step.setdefault(event.step, []).append(event)
     for record in records:
         node = tree.add(_line(record))
+        if (lineage := lineage_line(record)) is not None:
+            node.add(lineage)
         handoff = record.details.get("handoff")
         if isinstance(handoff, dict):
             node.add(f"[dim]took on[/dim] the handoff from {handoff.get('sender')} ({handoff.get('message_id')})")

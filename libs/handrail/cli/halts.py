@@ -22,7 +22,8 @@ def _target(task_id: str | None, agent: str | None) -> tuple[str, str]:
     return ("task", task_id) if task_id is not None else ("agent", agent)  # type: ignore[return-value]
 
 
-async def _apply(scope: str, name: str, state: str, reason: str) -> None:
+async def apply_halt(scope: str, name: str, state: str, reason: str) -> None:
+    """Halt or lift (``state``: halted | resumed) a task or an agent: in Redis, on the control topic, audited."""
     settings = CliSettings()
     redis = settings.redis_client()
     operator = f"operator:{getpass.getuser()}"
@@ -64,7 +65,7 @@ def halt(
 ) -> None:
     """Halt a task or an agent: workers stop it before its next call."""
     scope, name = _target(task_id, agent)
-    run(_apply(scope, name, "halted", reason))
+    run(apply_halt(scope, name, "halted", reason))
     console.print(f"halted {scope} {name}")
 
 
@@ -74,5 +75,5 @@ def resume(
 ) -> None:
     """Lift a halt on a task or an agent."""
     scope, name = _target(task_id, agent)
-    run(_apply(scope, name, "resumed", "resumed by an operator"))
+    run(apply_halt(scope, name, "resumed", "resumed by an operator"))
     console.print(f"resumed {scope} {name}")

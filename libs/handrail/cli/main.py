@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from handrail.cli import audit, autonomy, deploy, dev, dlq, halts, prompts, review, tasks, tools, topics
+from handrail.cli import audit, autonomy, deploy, dev, dlq, halts, prompts, review, task_ops, tasks, tools, topics
 from handrail.cli.common import JSON_OUTPUT, err_console
 from handrail.cli.exit_codes import ExitCode, epilog
 from handrail.errors import HandrailError
@@ -26,6 +26,7 @@ app.command("watch")(tasks.watch)
 app.command("trace")(audit.trace)
 app.command("halt")(halts.halt)
 app.command("resume")(halts.resume)
+app.add_typer(task_ops.app, name="task")
 app.add_typer(topics.app, name="topics")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(audit.app, name="audit")

@@ -163,7 +163,7 @@ def approve(
     if top_up is not None:
         if edit is not None:
             raise typer.BadParameter("approve a halt with more budget, or edit a step's context: not both")
-        body = {"reason": reason, "top_up": _top_up(top_up)}
+        body = {"reason": reason, "top_up": parse_top_up(top_up)}
         review = _call("POST", f"/api/reviews/{review_id}/approve", url, token, body)
     elif edit is not None:
         text = Path(edit[1:]).read_text() if edit.startswith("@") else edit
@@ -180,7 +180,7 @@ def approve(
 _TOP_UP_FIELDS = ("tokens", "cost_usd", "steps", "wall_clock_s")
 
 
-def _top_up(text: str) -> dict[str, float]:
+def parse_top_up(text: str) -> dict[str, float]:
     """``cost_usd=0.5,tokens=2000`` -> ``{"cost_usd": 0.5, "tokens": 2000}``; the service checks the bounds."""
     found: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):

@@ -19,11 +19,14 @@ and write only the topics it produces (``DESIGN.md``, Services):
   resumes tasks.
 - ``handrail-submitter`` publishes tasks and reads results; ``handrail-operator`` reads
   everything under the prefix (watch, trace, dlq list) and writes ``control`` and ``audit``
-  (halts and autonomy changes, signed with the operator's key); ``handrail-admin`` creates topics.
+  (halts and autonomy changes, signed with the operator's key) and the agent topics (``task
+  resume|fork`` hand a step on from a task's checkpoint, signed with the same key; the
+  receiving agent still checks it against the task's committed head); ``handrail-admin``
+  creates topics.
 - ``handrail-replayer`` is an operator replaying dead letters (``handrail dlq replay``): it reads
   ``dlq`` and writes back to the topics a replay goes to (``tasks``, the agent topics any step is
   handed to, ``steps``) and the replay's audit record. A principal of its own, so the everyday
-  operator can never publish a task or a handoff; what it sends is an original as it was
+  operator can never publish a task; what it sends is an original as it was
   dead-lettered, checked by its consumer as any message is (signature, hashes, ids).
 
 Every service also reads ``audit``, ``results`` and ``control``, from the start and outside
@@ -159,8 +162,9 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
         Principal(SUBMITTER, "task producers (client, CLI submit)", reads=(t.results,), writes=(t.tasks,)),
         Principal(
             OPERATOR, "operators (CLI watch, trace, dlq list, halt, autonomy)", read_prefixes=(t.prefix,),
-            # halts and autonomy changes (ControlRecords), and a halted task's audit record
-            writes=(t.control, t.audit),
+            # halts and autonomy changes (ControlRecords), a halted task's audit record, and the handoff
+            # that resumes or forks a task from its checkpoint
+            writes=(t.control, t.audit, *_agent_topics(t, agents)),
         ),
         Principal(
             REPLAYER, "operators replaying dead letters (CLI dlq replay)", reads=(t.dlq,),

@@ -10,6 +10,7 @@ from handrail.messages.context import Compaction, ContextSeen
 from handrail.messages.dead_letter import DeadLetter
 from handrail.messages.envelope import HandoffEnvelope
 from handrail.messages.events import ControlRecord, DecisionEvent, DecisionEvents
+from handrail.messages.overrides import StepOverrides
 from handrail.messages.proposals import ProposedCall, StepProgress, StepResume
 from handrail.messages.reviews import ReviewAction, ReviewDecided, ReviewRequested, ReviewTrigger
 from handrail.messages.steps import HandoffTaken, StepCompleted
@@ -34,6 +35,7 @@ __all__ = [
     "ReviewRequested",
     "ReviewTrigger",
     "StepCompleted",
+    "StepOverrides",
     "StepProgress",
     "StepResume",
     "TaskResult",

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from handrail.messages.base import Payload
 from handrail.messages.calls import BudgetSnapshot
+from handrail.messages.overrides import StepOverrides
 from handrail.messages.proposals import StepResume
 
 
@@ -39,5 +40,9 @@ class HandoffEnvelope(Payload):
     resume: StepResume | None = Field(
         default=None,
         description="Set when the step stopped for a person to approve a call: the decision and where the step stood.",
+    )
+    overrides: StepOverrides | None = Field(
+        default=None,
+        description="A forked task's prompt versions and models per agent, instead of the declared ones.",
     )
     signature: str | None = Field(default=None, description="The sender's signature, when signing is on.")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from handrail.messages.base import Payload
 from handrail.messages.calls import BudgetSnapshot, Decision, Usage
 from handrail.messages.context import ContextSeen
+from handrail.messages.overrides import StepOverrides
 from handrail.messages.proposals import ProposedCall, StepProgress
 
 
@@ -73,5 +74,8 @@ class StepCompleted(Payload):
     context_seen: ContextSeen | None = Field(
         default=None,
         description="What of the context the agent was shown (its view's hash) and what compaction left out.",
+    )
+    overrides: StepOverrides | None = Field(
+        default=None, description="The handoff's overrides (a forked task's), passed on to the next step."
     )
     signature: str | None = Field(default=None, description="The agent's signature, when signing is on.")

@@ -43,7 +43,10 @@ class TaskStatus(StrEnum):
 
 
 class TaskResult(Payload):
-    """The one final word on a task, on ``<prefix>results``, keyed by ``task_id``."""
+    """The one final word on a task, on ``<prefix>results``, keyed by ``task_id``.
+
+    A task an operator resumed has one per run: the later ones carry ``epoch`` and ``supersedes``.
+    """
 
     schema_version: Literal[1] = 1
     message_id: str
@@ -58,3 +61,14 @@ class TaskResult(Payload):
     cost_usd: float = Field(ge=0, description="What the task cost, in US dollars.")
     context_hash: str | None = None
     finished_at: datetime
+    epoch: int | None = Field(
+        default=None,
+        ge=2,
+        description="Set when an operator resumed the task (`handrail task resume`): the run this result ends, "
+        "2 for the first resume. Absent: the task's first run.",
+    )
+    supersedes: str | None = Field(
+        default=None,
+        description="With `epoch`: the `message_id` of the result this one replaces. The result of the highest "
+        "epoch is the task's result.",
+    )

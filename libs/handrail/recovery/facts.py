@@ -24,6 +24,7 @@ from datetime import datetime
 
 from handrail.audit.record import AuditRecord
 from handrail.autonomy.records import AutonomyChanged
+from handrail.checkpoints import RESUMED
 from handrail.hashing import GENESIS
 from handrail.messages import ControlRecord, TaskStatus
 from handrail.state.budgets import Amount, Caps, Grant
@@ -79,6 +80,9 @@ class TaskFacts:
     result_id: str | None = None
     ended_at: str | None = None
     published: bool = False
+    #: After ``handrail task resume``: the run the task is on, and the result of the run before.
+    epoch: int = 1
+    supersedes: str | None = None
     accepted: set[str] = field(default_factory=set)
     audit_head: str = GENESIS
     audit_seq: int = 0
@@ -101,6 +105,9 @@ class TaskFacts:
         }
         if self.published:
             record["published"] = "1"
+        if self.epoch > 1:
+            record["epoch"] = str(self.epoch)
+            record["supersedes"] = self.supersedes or ""
         for name, value in (("opened_at", self.opened_at), ("result_id", self.result_id), ("ended_at", self.ended_at)):
             if value is not None:
                 record[name] = value
@@ -137,6 +144,13 @@ class TaskFacts:
             self._granted(record)
         elif action in _ENDINGS:
             self.status, self.result_id, self.ended_at = _ENDINGS[action], source, record.at.isoformat()
+        elif action == RESUMED:
+            # A new run from a checkpoint: the chain is committed to the hash its handoff leaves from.
+            self.supersedes = self.result_id
+            self.status = self.result_id = self.ended_at = None
+            self.published = False
+            self.head = record.input_hash or self.head
+            self.epoch = int(record.details.get("epoch") or self.epoch + 1)
 
     def _opened(self, record: AuditRecord) -> None:
         self.submission = record.source_id or UNKNOWN_SUBMISSION
@@ -200,12 +214,16 @@ class Facts:
             facts = self.tasks[record.task_id] = TaskFacts(record.task_id)
         facts.fold(record, record.model_dump_json())
 
-    def fold_result(self, task_id: str) -> None:
-        """A result of ``task_id`` is on the results topic: it is never published again."""
+    def fold_result(self, task_id: str, result_id: str | None = None) -> None:
+        """A result of ``task_id`` is on the results topic: it is never published again.
+
+        A resumed task has a result per run: only its current run's (``result_id``) counts.
+        """
         facts = self.tasks.get(task_id)
         if facts is None:
             facts = self.tasks[task_id] = TaskFacts(task_id)
-        facts.published = True
+        if facts.epoch == 1 or result_id is None or result_id == facts.result_id:
+            facts.published = True
 
     def fold_control(self, control: ControlRecord) -> None:
         """Take in a control record: the latest word on each halt wins."""

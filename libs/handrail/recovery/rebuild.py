@@ -22,7 +22,7 @@ from handrail.autonomy.levels import restore_change
 from handrail.autonomy.records import AutonomyChanged
 from handrail.bus.broker import partitions_of
 from handrail.errors import RetryableError
-from handrail.messages import ControlRecord
+from handrail.messages import ControlRecord, TaskResult
 from handrail.recovery.facts import Facts
 from handrail.state import TaskStore
 from handrail.state import generation as gen
@@ -123,7 +123,11 @@ class Rebuilder:
                 facts.fold_audit(record.value or b"")
             async for record in read_topic(reader, self.topics.results):
                 if record.key:
-                    facts.fold_result(record.key.decode(errors="replace"))
+                    task_id = record.key.decode(errors="replace")
+                    known = facts.tasks.get(task_id)
+                    # Only a resumed task has more than one result: only its need reading.
+                    resumed = known is not None and known.epoch > 1
+                    facts.fold_result(task_id, _result_id(record.value or b"") if resumed else None)
             async for record in read_topic(reader, self.topics.control):
                 _fold_control(facts, record.value or b"")
         finally:
@@ -185,3 +189,11 @@ def _fold_control(facts: Facts, value: bytes) -> None:
         facts.fold_autonomy(change)
         return
     facts.fold_control(control)
+
+
+def _result_id(value: bytes) -> str | None:
+    """The ``message_id`` of a result record (None when it is not readable: it counts as the task's)."""
+    try:
+        return TaskResult.model_validate_json(value).message_id
+    except ValueError:
+        return None

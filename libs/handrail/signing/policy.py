@@ -2,8 +2,9 @@
 
 - A ``HandoffEnvelope`` (on ``agent.<name>``) is signed by the platform service
   that hands the step over: the router for a task's first step, the validator
-  for every later one, and human review when a decision resumes a task. The
-  envelope's ``sender`` must be that signer.
+  for every later one, and human review when a decision resumes a task; or by
+  the operator key when an operator resumes or forks a task from its checkpoint
+  (``handrail task resume|fork``). The envelope's ``sender`` must be that signer.
 - A ``StepCompleted`` (on ``steps``) is signed by the agent the workflow binds
   to that step, and its ``agent`` must be that signer: one agent can never
   report another agent's step.
@@ -76,7 +77,12 @@ def audit_signers(actor: str) -> frozenset[str]:
 
 def handoff_senders(step_index: int) -> frozenset[str]:
     """The services that may hand step ``step_index`` (0 = the first) to an agent."""
-    return frozenset({ROUTER, HUMAN_REVIEW}) if step_index == 0 else frozenset({VALIDATOR, HUMAN_REVIEW})
+    # The operator: ``handrail task resume|fork`` hands a step on from a task's checkpoint.
+    return (
+        frozenset({ROUTER, HUMAN_REVIEW, OPERATOR})
+        if step_index == 0
+        else frozenset({VALIDATOR, HUMAN_REVIEW, OPERATOR})
+    )
 
 
 @dataclass(frozen=True)

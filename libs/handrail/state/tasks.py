@@ -3,7 +3,8 @@
 Per task (all keys share the ``{task_id}`` hash tag, so they live in one slot):
 
 - ``<p>{id}:task``      hash: workflow, status, head (last committed context hash), submission, result_id,
-                        published (the result is on the results topic)
+                        published (the result is on the results topic); after ``handrail task resume``:
+                        epoch (the run, 2 for the first resume) and supersedes (the previous run's result id)
 - ``<p>{id}:accepted``  set of message ids accepted into the chain (a redelivery of one is resumed)
 - ``<p>{id}:done``      set of ``consumer/message_id`` fully processed (a redelivery of one is skipped)
 """
@@ -69,13 +70,33 @@ return accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARG
 
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
+local run = redis.call('HMGET', KEYS[1], 'epoch', 'supersedes')
 if status and status ~= 'running' then
   local found = redis.call('HMGET', KEYS[1], 'result_id', 'published')
-  return {'already', status, found[1] or '', found[2] or ''}
+  return {'already', status, found[1] or '', found[2] or '', run[1] or '', run[2] or ''}
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'result_id', ARGV[2], 'workflow', ARGV[3], 'ended_at', ARGV[4])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-return {'finished', ARGV[1], ARGV[2], ''}
+return {'finished', ARGV[1], ARGV[2], '', run[1] or '', run[2] or ''}
+"""
+
+#: ``reopen``: start run ``ARGV[1]`` (the previous one + 1) of a task that ended failed or halted, with the
+#: chain committed to ``ARGV[2]`` (its checkpoint's hash). Asking again for the same run changes nothing.
+_REOPEN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'unknown_task', ''} end
+local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '1')
+local wanted = tonumber(ARGV[1])
+if epoch == wanted then return {'already', status} end
+if epoch > wanted then return {'stale', tostring(epoch)} end
+if status ~= 'failed' and status ~= 'halted' then return {'not_resumable', status} end
+if wanted ~= epoch + 1 then return {'stale', tostring(epoch)} end
+local result = redis.call('HGET', KEYS[1], 'result_id') or ''
+redis.call('HSET', KEYS[1], 'status', 'running', 'head', ARGV[2], 'epoch', ARGV[1], 'supersedes', result,
+           'resumed_at', ARGV[3])
+redis.call('HDEL', KEYS[1], 'result_id', 'published', 'ended_at')
+for i = 1, 3 do redis.call('PERSIST', KEYS[i]) end
+return {'reopened', result}
 """
 
 
@@ -85,6 +106,24 @@ class Opening(StrEnum):
     OPENED = "opened"  # a new task
     RESUME = "resume"  # this very submission opened it before (a redelivery): carry on
     DUPLICATE = "duplicate"  # another submission with the same task id came first
+
+
+class Reopening(StrEnum):
+    """What reopening an ended task for another run found."""
+
+    REOPENED = "reopened"  # the task runs again from its checkpoint
+    ALREADY = "already"  # this very run was started before (a second ``task resume``): nothing more to do
+    STALE = "stale"  # the task is on a later run than the one asked for: look again
+    NOT_RESUMABLE = "not_resumable"  # running, completed or rejected
+    UNKNOWN_TASK = "unknown_task"
+
+
+@dataclass(frozen=True)
+class ReopenResult:
+    """A ``Reopening`` and its detail: the superseded result's id, the task's status, or its current epoch."""
+
+    outcome: Reopening
+    detail: str
 
 
 class Acceptance(StrEnum):
@@ -115,6 +154,9 @@ class FinishResult:
     status: str
     result_id: str
     published: bool = False
+    #: The task's run (1 unless it was resumed) and the result of the run before, which this one supersedes.
+    epoch: int = 1
+    supersedes: str | None = None
 
 
 def accept_args(
@@ -145,6 +187,7 @@ class TaskStore:
         self._open = GuardedScript(redis, _OPEN, prefix)
         self._accept = GuardedScript(redis, _ACCEPT, prefix)
         self._finish = GuardedScript(redis, _FINISH, prefix)
+        self._reopen = GuardedScript(redis, _REOPEN, prefix)
 
     def keys(self, task_id: str) -> list[str]:
         """The task's record, accepted set and done set (``ACCEPT_FN``'s keys)."""
@@ -189,10 +232,18 @@ class TaskStore:
     async def finish(self, task_id: str, workflow: str, status: str, result_id: str, now: str) -> FinishResult:
         """End the task with ``status`` unless it already ended; either way say which result is its one."""
         async with unavailable_as_retryable(f"finish task {task_id}"):
-            outcome, final_status, final_result, published = await self._finish(
+            outcome, final_status, final_result, published, epoch, supersedes = await self._finish(
                 keys=self.keys(task_id), args=[status, result_id, workflow, now, FINISHED_TTL_S]
             )
-        return FinishResult(outcome == "finished", final_status, final_result, published == "1")
+        return FinishResult(
+            outcome == "finished", final_status, final_result, published == "1", int(epoch or 1), supersedes or None
+        )
+
+    async def reopen(self, task_id: str, epoch: int, head: str, now: str) -> ReopenResult:
+        """Start run ``epoch`` of a task that ended ``failed`` or ``halted``, its chain committed to ``head``."""
+        async with unavailable_as_retryable(f"reopen task {task_id}"):
+            outcome, detail = await self._reopen(keys=self.keys(task_id), args=[epoch, head, now])
+        return ReopenResult(Reopening(outcome), str(detail))
 
     async def mark_published(self, task_id: str) -> None:
         """Record that the task's result is on the results topic: a redelivery publishes it no more."""

@@ -23,6 +23,7 @@ from handrail.messages import BudgetTopUp, ReviewRequested
 from handrail.patch import diff
 from handrail.state.budgets import BudgetStore
 from handrail.tools import ToolRegistry
+from handrail.topups import amounts, beyond_the_workflow, granted_so_far
 from handrail_review.errors import InvalidEdit, InvalidTopUp, NotAllowed, TooLarge
 from handrail_review.reviewers import Directory
 
@@ -87,27 +88,17 @@ class EditRules:
                 f"review {request.review_id} is not of a halted step: a top-up is granted only approving a halt"
             )
         workflow = self.contracts.workflows.get(request.workflow)
-        bound = workflow.max_top_up if workflow is not None else None
-        if bound is None:
+        if workflow is None or workflow.max_top_up is None:
+            # No bound: the sentence says so, whatever the amounts.
             raise InvalidTopUp(
-                f"workflow {request.workflow!r} grants no top-up (set max_top_up in workflows.yaml to allow one)"
+                beyond_the_workflow(workflow, request.workflow, request.task_id, BudgetTopUp(), top_up) or ""
             )
         mine = self.directory.top_up_limit(role)
         if mine is not None and (over := top_up.beyond(mine)):
-            raise NotAllowed(f"the role {role!r} may grant at most {_amounts(mine)} per approval: {', '.join(over)}")
-        so_far = await self.budgets.granted(request.task_id)
-        before = BudgetTopUp(
-            tokens=so_far.extra.tokens,
-            cost_usd=so_far.extra.cost_usd,
-            steps=so_far.extra.steps,
-            wall_clock_s=so_far.wall_ms / 1000,
-        )
-        if over := before.plus(top_up).beyond(bound):
-            raise InvalidTopUp(
-                f"workflow {request.workflow!r} allows at most {_amounts(bound)} of top-ups per task; "
-                f"task {request.task_id} was granted {_amounts(before)} so far, so this one is too much: "
-                f"{', '.join(over)}"
-            )
+            raise NotAllowed(f"the role {role!r} may grant at most {amounts(mine)} per approval: {', '.join(over)}")
+        before = await granted_so_far(self.budgets, request.task_id)
+        if refused := beyond_the_workflow(workflow, request.workflow, request.task_id, before, top_up):
+            raise InvalidTopUp(refused)
 
 
 def _check_locked(workflow: WorkflowSpec, ops: list[dict[str, Any]]) -> None:
@@ -152,10 +143,3 @@ def _validate(schema: dict[str, Any], document: Any, where: str, what: str) -> N
 def _problems(where: str, errors: list[jsonschema.ValidationError]) -> str:
     shown = "; ".join(f"{'/'.join([where, *map(str, e.absolute_path)])}: {e.message}" for e in errors[:3])
     return shown + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
-
-
-def _amounts(top_up: BudgetTopUp) -> str:
-    return (
-        f"{top_up.tokens} tokens, {top_up.cost_usd:g} USD, {top_up.steps} steps, "
-        f"{top_up.wall_clock_s:g} s of wall clock"
-    )

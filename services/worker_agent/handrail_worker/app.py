@@ -48,6 +48,10 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
         before_effect=_chaos_hook(settings.chaos_exit_before_tool, "right before {tool} runs"),
         autonomy=runtime.autonomy,
         models=catalogue,
+        # A forked task may name another model of the catalogue (``handrail task fork --model``).
+        override_models=lambda model: build_provider(
+            agent.model_copy(update={"model_chain": [model]}), catalogue, breakers=SharedModelBreakers(runtime.controls)
+        ),
     )
     # The agent's MCP servers: listed before the consumers start, their allowed tools registered as Tools.
     mcp_tools = McpToolset(agent, runtime.tools)

@@ -41,6 +41,7 @@ from handrail.state.effects import Claim, EffectStore
 from handrail.tools import Tool, ToolCallError, ToolContext, ToolFailure, ToolRegistry, observation_text
 from handrail.tools.kinds import bounded
 from handrail_worker.guard import Ticket
+from handrail_worker.overrides import ModelOverrides, ProviderFactory, prompt_for
 from handrail_worker.tool_attempts import GaveUp, ToolCallAttempts, ToolGuard
 
 
@@ -188,11 +189,13 @@ class StepRunner:
         before_effect: Callable[[str], None] | None = None,
         autonomy: AutonomyLevels | None = None,
         models: ModelCatalogue | None = None,
+        override_models: ProviderFactory | None = None,
     ) -> None:
         self.agent = agent
         self.counters = counters(models)  # each model's tokenizer (or the estimate), for caps and reservations
         # A lone provider runs as a one-model chain, so every call is observed and listed the same way.
         self.provider = as_chain(provider, agent.model_chain[0])
+        self.overrides = ModelOverrides(agent, self.provider, override_models)  # a forked task's model, if any
         self.prompts = prompts
         self.tools = tools
         self.effects = effects
@@ -232,17 +235,17 @@ class StepRunner:
         next_index = itertools.count(1).__next__  # one index per model attempt and tool call: reservation ids
         resume = envelope.resume
         view = view_for(self.workflows.get(envelope.workflow), envelope.step, envelope.context)
-        model = agent.model_chain[0]
+        provider, model = self.overrides.for_step(envelope)  # a forked task's model, else the agent's chain
         span = {"handrail.prompt": "", "handrail.task_id": envelope.task_id}
         span["handrail.step"] = envelope.step
         if resume is None:
             system, prompt_ref = await self._system_prompt(envelope, view.context)
             user = json.dumps({"goal": envelope.goal, "step": envelope.step, "context": view.context})
             step = _Step([ChatMessage("system", system), ChatMessage("user", user)], prompt_ref)
-            step.view, step.window = view, self._window(guard, next_index, step, model, span)
+            step.view, step.window = view, self._window(guard, next_index, step, provider, model, span)
         else:
             step = _Step.resumed(resume.progress)
-            step.view, step.window = view, self._window(guard, next_index, step, model, span)
+            step.view, step.window = view, self._window(guard, next_index, step, provider, model, span)
             seen = resume.progress.context_seen
             step.window.restore(step.messages, seen.compactions if seen is not None else [])
             decided, *rest = [_call(c) for c in resume.progress.pending_calls]
@@ -255,7 +258,7 @@ class StepRunner:
             step.turns += 1
             prompt = await window.fit(step.messages, specs, step.turns)
             request = ModelRequest(model=model, messages=prompt.messages, tools=specs)
-            reply = await self._ask(request, prompt, guard, next_index, step, span, step.prompt_ref)
+            reply = await self._ask(provider, request, prompt, guard, next_index, step, span, step.prompt_ref)
             if reply.answer is not None:
                 return StepOutcome(reply.answer, reply.confidence, step.decisions, tally.usage(), step.seen())
             messages = step.messages
@@ -278,6 +281,7 @@ class StepRunner:
 
     async def _ask(
         self,
+        provider: ModelProvider,
         request: ModelRequest,
         prompt: Prompt,
         guard: Guard,
@@ -288,7 +292,7 @@ class StepRunner:
     ) -> ModelReply:
         """One model call through the guard (every attempt reserved with ``prompt``'s count), tallied."""
         with observing(_GuardAttempts(guard, next_index, prompt), TracingObserver(span)):
-            reply = await self.provider.complete(request)
+            reply = await provider.complete(request)
         tally = step.tally
         for attempt in reply.attempts:
             tally.model_calls += 1
@@ -299,7 +303,13 @@ class StepRunner:
         return reply
 
     def _window(
-        self, guard: Guard, next_index: Callable[[], int], step: _Step, model: str, span: dict[str, str]
+        self,
+        guard: Guard,
+        next_index: Callable[[], int],
+        step: _Step,
+        provider: ModelProvider,
+        model: str,
+        span: dict[str, str],
     ) -> ContextWindow:
         """The step's context window; its ``summarise`` policy asks the agent's model, through the guard."""
         budget = self.agent.context
@@ -307,7 +317,9 @@ class StepRunner:
         async def summarise(previous: str | None, turns: list[ChatMessage]) -> str:
             request = summary_request(model, previous, turns, budget.summary_max_tokens)
             prompt = Prompt(request.messages, [], self.counters)
-            text = summary_text(await self._ask(request, prompt, guard, next_index, step, span, SUMMARY_PROMPT))
+            text = summary_text(
+                await self._ask(provider, request, prompt, guard, next_index, step, span, SUMMARY_PROMPT)
+            )
             if text is None:
                 raise TaskHalted(
                     f"agent {self.agent.name!r}: the model wrote no summary of its earlier turns",
@@ -440,7 +452,7 @@ class StepRunner:
         agent = self.agent
         if self.prompts is None:
             return f"You are {agent.name}. {agent.purpose} (prompt {agent.prompt})", agent.prompt
-        template = await self.prompts.resolve(agent.prompt)
+        template = await prompt_for(self.prompts, agent, envelope)
         scope = step_scope(
             agent=agent.name,
             purpose=agent.purpose,

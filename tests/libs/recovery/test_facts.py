@@ -177,3 +177,32 @@ def test_a_task_lost_before_its_first_step_was_recorded_is_back_at_its_genesis()
     # the first handoff leaves from the submission's hash; whether the agent took it on is not recorded
     # (a step run on it chains on from here: TaskStore.accept's via)
     assert facts.tasks["t1"].task_record()["head"] == "g" * 64
+
+
+def test_a_resumed_task_comes_back_running_from_its_checkpoint_and_only_its_new_result_counts() -> None:
+    """``task.resumed`` reopens the task at the checkpoint's hash; the first run's result is not the new run's."""
+    facts = Facts()
+    failed = {"source_id": "r-1", "actor": "service:validator", "action": "task.failed", "input_hash": "c3" * 32}
+    resumed = {
+        "source_id": "resume-2",
+        "actor": "operator:ana",
+        "action": "task.resumed",
+        "input_hash": "c2" * 32,
+        "output_hash": "c2" * 32,
+        "details": {"epoch": 2, "supersedes": "r-1", "checkpoint": {"kind": "step", "step": "intake"}},
+    }
+    for raw in chain("t1", OPENED, step("m2", "intake", "c1" * 32, "c2" * 32, 0.0, 0), failed, resumed):
+        facts.fold_audit(raw)
+    facts.fold_result("t1", "r-1")
+    record = facts.tasks["t1"].task_record()
+    assert record["status"] == "running" and record["head"] == "c2" * 32
+    assert record["epoch"] == "2" and record["supersedes"] == "r-1"
+    assert "result_id" not in record and "published" not in record, "the first run's result is not this run's"
+
+    ended = {"source_id": "r-2", "actor": "service:validator", "action": "task.completed", "input_hash": "c4" * 32}
+    for raw in chain("t1", OPENED, step("m2", "intake", "c1" * 32, "c2" * 32, 0.0, 0), failed, resumed, ended):
+        facts.fold_audit(raw)
+    facts.fold_result("t1", "r-1")
+    assert "published" not in facts.tasks["t1"].task_record(), "a redelivery may still publish the new result"
+    facts.fold_result("t1", "r-2")
+    assert facts.tasks["t1"].task_record()["published"] == "1"
