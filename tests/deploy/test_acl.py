@@ -75,7 +75,10 @@ def test_only_the_replayer_sends_dead_letters_back_and_the_operator_still_cannot
         "handrail.tasks", "handrail.agent.expense-intake", "handrail.agent.expense-approver", "handrail.steps",
         "handrail.audit",
     }  # fmt: skip
-    assert allowed(rules, acl.OPERATOR, Operation.WRITE) == {"handrail.control", "handrail.audit"}
+    # The operator hands steps on from checkpoints (task resume|fork), but never publishes a task or a step.
+    assert allowed(rules, acl.OPERATOR, Operation.WRITE) == {
+        "handrail.control", "handrail.audit", "handrail.agent.expense-intake", "handrail.agent.expense-approver",
+    }  # fmt: skip
     assert not [r for r in rules if r.principal == acl.REPLAYER and r.resource_type == ResourceType.GROUP]
 
 

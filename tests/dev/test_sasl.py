@@ -56,6 +56,7 @@ from handrail.dev.kafka import _run_sync
 from handrail.dev.sasl import SaslKafka, sasl_files, start_sasl_kafka, stop_sasl_kafka
 from handrail.errors import KafkaAdminError
 from handrail.messages import DeadLetter, TaskResult, TaskStatus, TaskSubmitted, utcnow
+from handrail.state import connect_redis, generation
 from handrail.tools import default_registry
 from handrail.topics import Topics, ensure_topics
 
@@ -375,16 +376,22 @@ async def test_an_operator_halts_and_resumes_a_task_as_its_own_principal(
 async def test_a_dead_letter_is_replayed_as_the_replayer_and_never_as_the_operator(
     broker: SaslKafka, topics: Topics, redis_url: str
 ) -> None:
-    """`handrail dlq replay` sends the original back as handrail-replayer; handrail-operator may not send it."""
+    """`handrail dlq replay` sends a task back as handrail-replayer; handrail-operator may not publish tasks
+    (it hands steps to agents for `task resume|fork`, never submits a task)."""
     task_id = f"replay-{uuid.uuid4().hex[:8]}"
-    original = json.dumps({"task_id": task_id, "step": "intake"}).encode()
+    original = json.dumps({"task_id": task_id, "workflow": "expense-approval"}).encode()
     letter = DeadLetter(
-        message_id=str(uuid.uuid4()), reason="drill", error_type="poison", source_topic=topics.agent("expense-intake"),
+        message_id=str(uuid.uuid4()), reason="drill", error_type="poison", source_topic=topics.tasks,
         partition=0, offset=0, original=base64.b64encode(original).decode(), task_id=task_id,
         service="worker-expense-intake", dead_lettered_at=utcnow(),
     )  # fmt: skip
     await produce(broker, INTAKE, topics.dlq, letter.model_dump(mode="json"), task_id)
     redis = {"HANDRAIL_REDIS_URL": redis_url, "HANDRAIL_REDIS_PREFIX": f"{topics.prefix}:"}
+    state = connect_redis(redis_url)
+    try:  # a deployment whose state is current: a new task is what the replay finds, not a lost one
+        await generation.stamp(state, redis["HANDRAIL_REDIS_PREFIX"])
+    finally:
+        await state.aclose()
     args = ("dlq", "replay", letter.message_id, "--reason", "drill")
 
     refused = await asyncio.to_thread(handrail, *args, env=cli_env(broker, topics, OPERATOR) | redis, timeout_s=120)
@@ -392,4 +399,4 @@ async def test_a_dead_letter_is_replayed_as_the_replayer_and_never_as_the_operat
     assert "did not take it" in refused.stderr and "handrail-replayer" in refused.stderr
     replayed = await asyncio.to_thread(handrail, *args, env=cli_env(broker, topics, REPLAYER) | redis, timeout_s=120)
     assert replayed.returncode == 0 and "1 replayed" in replayed.stdout, replayed.stdout + replayed.stderr
-    assert await consume(broker, INTAKE, topics.agent("expense-intake"), None, task_id) == json.loads(original)
+    assert await consume(broker, ROUTER, topics.tasks, None, task_id) == json.loads(original)
