@@ -62,9 +62,8 @@ def test_dev_up_and_services_up_on_a_base_port_of_their_own(tmp_path: Path) -> N
             with urllib.request.urlopen(url, timeout=5) as response:
                 assert response.status == 200, process.name
         stopped = [name for name, pid in services.running(planned, tmp_path).items() if pid is None]
-        assert not stopped, "not running: " + "; ".join(
-            f"{p.name}: {p.paths(tmp_path)[1].read_text(errors='replace')[-1500:]}" for p in planned if p.name in stopped
-        )
+        logs = {p.name: p.paths(tmp_path)[1].read_text(errors="replace")[-1500:] for p in planned}
+        assert not stopped, "not running: " + "; ".join(f"{name}: {logs[name]}" for name in stopped)
         status = _handrail("dev", "services", "status", "--base-port", str(base), env=env, timeout_s=60)
         assert f"http://127.0.0.1:{base + 10}/healthz" in status
     finally:
