@@ -114,7 +114,12 @@ class TaskFacts:
         return record
 
     def fold(self, record: AuditRecord, raw: str) -> None:
-        """Take in the task's next audit record (log order)."""
+        """Take in the task's next audit record (log order); a record published twice is taken once."""
+        if record.message_id in self.records:
+            # A writer that crashed after publishing, or two operators resuming a task at once, publish
+            # the same sealed record again: folding it twice would charge a step twice, or forget what a
+            # resumed run supersedes.
+            return
         self.records[record.message_id] = raw
         if record.seq > self.audit_seq:
             self.audit_seq, self.audit_head = record.seq, record.record_hash
@@ -146,7 +151,8 @@ class TaskFacts:
             self.status, self.result_id, self.ended_at = _ENDINGS[action], source, record.at.isoformat()
         elif action == RESUMED:
             # A new run from a checkpoint: the chain is committed to the hash its handoff leaves from.
-            self.supersedes = self.result_id
+            superseded = record.details.get("supersedes")
+            self.supersedes = superseded if isinstance(superseded, str) and superseded else self.result_id
             self.status = self.result_id = self.ended_at = None
             self.published = False
             self.head = record.input_hash or self.head

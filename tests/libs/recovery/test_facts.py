@@ -206,3 +206,23 @@ def test_a_resumed_task_comes_back_running_from_its_checkpoint_and_only_its_new_
     assert "published" not in facts.tasks["t1"].task_record(), "a redelivery may still publish the new result"
     facts.fold_result("t1", "r-2")
     assert facts.tasks["t1"].task_record()["published"] == "1"
+
+
+def test_a_record_published_twice_is_folded_once() -> None:
+    """Two operators resuming at once, or a writer that crashed after publishing, put a record on the topic twice."""
+    facts = Facts()
+    failed = {"source_id": "r-1", "actor": "service:validator", "action": "task.failed", "input_hash": "c3" * 32}
+    resumed = {
+        "source_id": "resume-2",
+        "actor": "operator:ana",
+        "action": "task.resumed",
+        "input_hash": "c2" * 32,
+        "details": {"epoch": 2, "supersedes": "r-1"},
+    }
+    records = chain("t1", OPENED, step("m2", "intake", "c1" * 32, "c2" * 32, 0.02, 100), failed, resumed)
+    for raw in [*records[:2], records[1], *records[2:], records[3]]:
+        facts.fold_audit(raw)
+    task = facts.tasks["t1"]
+    assert task.task_record()["supersedes"] == "r-1" and task.epoch == 2
+    assert task.budget is not None and task.budget.used.steps == 1 and task.budget.used.tokens == 110
+    assert facts.records == 6 and len(task.records) == 4
