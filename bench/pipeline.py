@@ -49,13 +49,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from handrail.bus import make_admin, make_producer
 from handrail.client import follow, open_reader
 from handrail.contracts import load_contracts
-from handrail.dev import services
-from handrail.dev.errors import ServiceStopError
-from handrail.dev.process import live_pid, tcp_open
 from handrail.errors import HandrailError
 from handrail.messages import TaskSubmitted
 from handrail.tools import default_registry
 from handrail.topics import Topics, TopicSpec, ensure_topics
+from handrail_dev import services
+from handrail_dev.errors import ServiceStopError
+from handrail_dev.process import live_pid, tcp_open
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = "expense-approval"

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from handrail.bus.broker import make_producer, make_reader, partitions_of
-from handrail.deploy.kafka_security import SaslCredentials
+from handrail.bus.security import SaslCredentials
 from handrail.errors import HandrailError
 from handrail.messages import TaskResult, TaskSubmitted
 from handrail.topics import Topics

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from handrail.bus.broker import make_admin
-from handrail.deploy.kafka_security import SaslCredentials
+from handrail.bus.security import SaslCredentials
 from handrail.errors import KafkaAdminError
 
 #: A week: long enough to replay a task after a weekend incident.

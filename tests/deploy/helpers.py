@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from tests.fixtures.infra import unavailable
 
-from handrail.cli import deploy
+from handrail_cli import deploy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

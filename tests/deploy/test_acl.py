@@ -10,11 +10,12 @@ import yaml
 from tests.deploy.helpers import PROJECT_ROOT, app
 from typer.testing import CliRunner
 
+from handrail.bus import acl
+from handrail.bus.acl import AclBinding, Operation, PatternType, ResourceType
 from handrail.contracts import Contracts, load_contracts
-from handrail.deploy import acl, acl_formats
-from handrail.deploy.acl import AclBinding, Operation, PatternType, ResourceType
 from handrail.tools import default_registry
 from handrail.topics import Topics
+from handrail_deploy import acl_formats
 
 ENV = {"HANDRAIL_CONFIG_DIR": str(PROJECT_ROOT / "config"), "HANDRAIL_TOPIC_PREFIX": "handrail."}
 

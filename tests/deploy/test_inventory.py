@@ -8,8 +8,8 @@ from tests.deploy.helpers import PROJECT_ROOT, app
 from typer.testing import CliRunner
 
 from handrail.contracts import load_contracts
-from handrail.deploy.inventory import inventory
 from handrail.tools import default_registry
+from handrail_deploy.inventory import inventory
 
 ENV = {"HANDRAIL_CONFIG_DIR": str(PROJECT_ROOT / "config"), "COLUMNS": "250"}
 

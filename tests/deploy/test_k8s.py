@@ -14,11 +14,11 @@ from tests.deploy.helpers import PROJECT_ROOT, app, require_tool
 from typer.testing import CliRunner
 
 from handrail.contracts import Contracts, load_contracts
-from handrail.deploy.render import render_files
-from handrail.deploy.workloads import workloads
 from handrail.observability import TracingConfig
 from handrail.observability.export import protocol, standard_exporter_names
 from handrail.tools import default_registry
+from handrail_deploy.render import render_files
+from handrail_deploy.workloads import workloads
 
 GENERATED = PROJECT_ROOT / "k8s" / "base" / "generated"
 #: The oldest Kubernetes release still in vendor support when this was written, and the newest schema we have.

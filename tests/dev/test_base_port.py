@@ -11,8 +11,8 @@ from tests.fixtures.cli import handrail
 from tests.fixtures.infra import unavailable
 from tests.fixtures.stack import port_is_free
 
-from handrail.dev import DevSettings, services
-from handrail.dev.ports import STACK_SPAN
+from handrail_dev import DevSettings, services
+from handrail_dev.ports import STACK_SPAN
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _AGENTS = ["expense-approver", "expense-intake"]  # config/agents.yaml

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from tests.fixtures.infra import TopicFactory, unavailable
 
-from handrail.dev import DevSettings, ServiceState, down, status, up
+from handrail_dev import DevSettings, ServiceState, down, status, up
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from handrail.dev import DevSettings, ServiceStartError, ServiceState, ServiceStatus
-from handrail.dev.lease import Server, lease
+from handrail_dev import DevSettings, ServiceStartError, ServiceState, ServiceStatus
+from handrail_dev.lease import Server, lease
 
 pytestmark = pytest.mark.timeout(20)  # a lock left held would hang the next lease
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from handrail.dev import DevSettings, services
-from handrail.dev.ports import STACK_SPAN, StackPorts
+from handrail_dev import DevSettings, services
+from handrail_dev.ports import STACK_SPAN, StackPorts
 
-#: As many agents as a stack's span has room for (``handrail.dev.ports``).
+#: As many agents as a stack's span has room for (``handrail_dev.ports``).
 _AGENTS = [f"agent-{i:02d}" for i in range(20)]
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from handrail.dev.reviewer_tokens import dev_tokens, login_hint
 from handrail.errors import ContractError
+from handrail_dev.reviewer_tokens import dev_tokens, login_hint
 from handrail_review.settings import ReviewSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

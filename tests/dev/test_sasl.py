@@ -33,8 +33,7 @@ from tests.fixtures.infra import unavailable
 from tests.fixtures.stack import free_port
 from typer.testing import CliRunner
 
-from handrail.contracts import load_contracts
-from handrail.deploy.acl import (
+from handrail.bus.acl import (
     ADMIN,
     CIRCUIT_BREAKER,
     HUMAN_REVIEW,
@@ -47,18 +46,19 @@ from handrail.deploy.acl import (
     agent_principal,
     principals,
 )
-from handrail.deploy.acl import bindings as acl_bindings
-from handrail.deploy.acl_formats import parse_json
-from handrail.deploy.kafka_admin import apply_acls
-from handrail.deploy.kafka_security import SaslCredentials
-from handrail.dev import DevInfraError, DevSettings, services
-from handrail.dev.kafka import _run_sync
-from handrail.dev.sasl import SaslKafka, sasl_files, start_sasl_kafka, stop_sasl_kafka
+from handrail.bus.acl import bindings as acl_bindings
+from handrail.bus.security import SaslCredentials
+from handrail.contracts import load_contracts
 from handrail.errors import KafkaAdminError
 from handrail.messages import DeadLetter, TaskResult, TaskStatus, TaskSubmitted, utcnow
 from handrail.state import connect_redis, generation
 from handrail.tools import default_registry
 from handrail.topics import Topics, ensure_topics
+from handrail_deploy.acl_formats import parse_json
+from handrail_deploy.kafka_admin import apply_acls
+from handrail_dev import DevInfraError, DevSettings, services
+from handrail_dev.kafka import _run_sync
+from handrail_dev.sasl import SaslKafka, sasl_files, start_sasl_kafka, stop_sasl_kafka
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from handrail.contracts import load_contracts
-from handrail.dev import services
-from handrail.dev.signing_keys import ensure_keys, signing_env
 from handrail.errors import ContractError
 from handrail.service.runtime import _signing
 from handrail.service.settings import ServiceSettings
 from handrail.signing import Signer, TrustStore, Verifier, load_signing_key
 from handrail.tools import default_registry
+from handrail_dev import services
+from handrail_dev.signing_keys import ensure_keys, signing_env
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 

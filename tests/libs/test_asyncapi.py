@@ -14,8 +14,8 @@ import pytest
 
 from handrail.asyncapi import document, render, stale
 from handrail.asyncapi.__main__ import main
+from handrail.bus import acl
 from handrail.contracts import Contracts, load_contracts
-from handrail.deploy import acl
 from handrail.messages import ControlRecord, TaskSubmitted, utcnow
 from handrail.schemas import PUBLIC_MODELS
 from handrail.tools import default_registry

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from handrail.tools import ToolContext, ToolFailure, default_registry
-from handrail.tools.expenses import check_policy, convert_currency, ledger_tool, lookup_employee
+from handrail_dev.expenses import check_policy, convert_currency, ledger_tool, lookup_employee
 
 LEDGER = "expense-ledger.jsonl"
 

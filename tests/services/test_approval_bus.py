@@ -127,7 +127,7 @@ async def test_a_worker_killed_between_approval_and_the_call_makes_it_exactly_on
 
 def _autonomy(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "handrail.cli", "autonomy", *args],
+        [sys.executable, "-m", "handrail_cli", "autonomy", *args],
         capture_output=True, text=True, timeout=90, cwd=PROJECT_ROOT, env={**os.environ, **stack.env}, check=False,
     )  # fmt: skip
 

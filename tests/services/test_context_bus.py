@@ -14,9 +14,9 @@ from tests.fixtures.cli import handrail
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 from handrail.client import HandrailClient
-from handrail.dev import signing_keys
 from handrail.hashing import context_hash
 from handrail.messages import HandoffEnvelope, StepCompleted, TaskStatus
+from handrail_dev import signing_keys
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from tests.fixtures.stack import Stack
 
-from handrail import demo
 from handrail.messages import TaskResult, TaskStatus
+from handrail_dev import demo
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
 

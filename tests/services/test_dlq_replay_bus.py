@@ -25,13 +25,13 @@ from handrail.bus.broker import make_broker
 from handrail.bus.delivery import Delivery
 from handrail.bus.pipeline import Pipeline
 from handrail.bus.publisher import Publisher
-from handrail.cli.dlq_replay import REPLAY_OF_HEADER, REPLAYED
 from handrail.client import HandrailClient, follow, open_reader
-from handrail.dev import signing_keys
 from handrail.messages import DeadLetter, TaskStatus, utcnow
 from handrail.signing import OPERATOR
 from handrail.state import TaskStore
 from handrail.state.client import connect_redis
+from handrail_cli.dlq_replay import REPLAY_OF_HEADER, REPLAYED
+from handrail_dev import signing_keys
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
 

@@ -17,12 +17,12 @@ from tests.fixtures.mcp_tools import calls_made, stdio_server
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 from handrail.client import HandrailClient
-from handrail.dev import services
 from handrail.hashing import canonical_json, sha256_hex
 from handrail.messages import DecisionEvent, DecisionEvents, ReviewRequested, TaskStatus
 from handrail.state import connect_redis
 from handrail.state.controls import BreakerState, ControlStore
 from handrail.tools.mcp import META_IDEMPOTENCY_KEY
+from handrail_dev import services
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
 

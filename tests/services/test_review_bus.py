@@ -419,7 +419,7 @@ async def test_other_tasks_keep_flowing_while_a_review_waits(
 
 def review_cli(stack: Stack, *args: str, who: str = "ana") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HANDRAIL_REVIEW_URL": review_url(stack), "HANDRAIL_REVIEW_TOKEN": TOKENS[who]}
-    command = [sys.executable, "-m", "handrail.cli.review", *args]
+    command = [sys.executable, "-m", "handrail_cli.review", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
 
 
@@ -504,7 +504,7 @@ async def test_watch_says_the_task_waits_for_a_person_and_follows_it_to_its_end(
     task_id = await client.submit("expense-approval", claim(7000, "GBP"), task_id=new_id("watch"))
     env = {**os.environ, "HANDRAIL_KAFKA_BOOTSTRAP": stack.bootstrap, "HANDRAIL_TOPIC_PREFIX": stack.topics.prefix}
     watcher = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "handrail.cli", "watch", task_id, "--idle-timeout-s", "1",
+        sys.executable, "-m", "handrail_cli", "watch", task_id, "--idle-timeout-s", "1",
         env=env, cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     seen: list[bytes] = []

@@ -18,10 +18,10 @@ from tests.fixtures.stack import Stack, free_port
 
 from handrail.audit import AuditRecord, verify_chain
 from handrail.client import HandrailClient
-from handrail.dev import signing_keys
 from handrail.messages import TaskStatus
 from handrail.signing import TrustStore, Verifier
 from handrail.state import generation
+from handrail_dev import signing_keys
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(300)]
 

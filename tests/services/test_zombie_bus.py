@@ -26,8 +26,8 @@ from tests.fixtures.stack import PROJECT_ROOT, Stack, free_port
 
 from handrail.audit import AuditRecord, verify_chain
 from handrail.client import HandrailClient
-from handrail.dev import services
 from handrail.messages import StepCompleted, TaskStatus
+from handrail_dev import services
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(300)]
 

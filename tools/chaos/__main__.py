@@ -20,10 +20,10 @@ from tools.chaos.cluster import PROJECT_ROOT, Cluster
 from tools.chaos.faults import Faults, ModelFaults
 from tools.chaos.workload import Reviewers, Submitter
 
-from handrail.dev import signing_keys
-from handrail.dev.process import tcp_open
-from handrail.dev.settings import DevSettings
 from handrail.signing import TrustStore, Verifier
+from handrail_dev import signing_keys
+from handrail_dev.process import tcp_open
+from handrail_dev.settings import DevSettings
 
 log = logging.getLogger("chaos")
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("aiokafka", "httpx"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
-    # The launcher's port layout (handrail.dev.ports), as `handrail dev up --base-port` uses it.
+    # The launcher's port layout (handrail_dev.ports), as `handrail dev up --base-port` uses it.
     dev = DevSettings.at_base_port(
         args.base_port,
         run_dir=args.run_dir / "infra",

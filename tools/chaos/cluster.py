@@ -1,6 +1,6 @@
 """A whole Handrail deployment of the soak's own: Kafka, Redis, the model server and every service.
 
-Ports are its own (``--base-port``, laid out as ``handrail.dev.ports`` says), so it runs beside a dev stack. Redis runs
+Ports are its own (``--base-port``, laid out as ``handrail_dev.ports`` says), so it runs beside a dev stack. Redis runs
 without persistence: a SIGKILL loses everything, and correctness must not
 depend on it.
 """
@@ -21,13 +21,13 @@ from bench import model_replay
 from tests.fixtures.model_server import FakeModelServer
 
 from handrail.contracts import Contracts, load_contracts
-from handrail.dev import services
-from handrail.dev.kafka import kafka_status, start_kafka, stop_kafka
-from handrail.dev.process import is_alive
-from handrail.dev.redis import redis_status, start_redis, stop_redis
-from handrail.dev.settings import DevSettings
 from handrail.tools import default_registry
 from handrail.topics import Topics, ensure_topics
+from handrail_dev import services
+from handrail_dev.kafka import kafka_status, start_kafka, stop_kafka
+from handrail_dev.process import is_alive
+from handrail_dev.redis import redis_status, start_redis, stop_redis
+from handrail_dev.settings import DevSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: The reviewers the soak approves as (``config/reviewers.yaml``): one manager, two directors.

@@ -3,7 +3,7 @@
 Keyed by channel id, the topic's name without the deployment's prefix; ``AGENT``
 stands for every agent's own topic (``agent.<name>``). Which topics exist and
 how they are created is ``handrail.topics``; who reads and writes them is
-``handrail.deploy.acl``.
+``handrail.bus.acl``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Channels come from ``Topics.specs`` (one per agent, from the contracts), their
 payloads from ``carried`` and the models of ``handrail.schemas``, the
-operations from the Kafka principals of ``handrail.deploy.acl``: every topic a
+operations from the Kafka principals of ``handrail.bus.acl``: every topic a
 principal may read is a ``receive``, every one it may write a ``send``.
 """
 
@@ -16,9 +16,9 @@ from pydantic.json_schema import models_json_schema
 import handrail
 from handrail.asyncapi.carried import AGENT, CHANNELS, Carried, channel_id
 from handrail.asyncapi.messages import KAFKA_BINDING_VERSION, message
+from handrail.bus import acl
+from handrail.bus.security import MECHANISMS, PROTOCOLS
 from handrail.contracts import Contracts
-from handrail.deploy import acl
-from handrail.deploy.kafka_security import MECHANISMS, PROTOCOLS
 from handrail.schemas import PUBLIC_MODELS
 from handrail.service.settings import KafkaSettings
 from handrail.topics import Topics, TopicSpec

@@ -6,8 +6,8 @@ from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from handrail.bus.broker import make_reader, partitions_of
+from handrail.bus.security import SaslCredentials
 from handrail.client import BrokerUnreachable
-from handrail.deploy.kafka_security import SaslCredentials
 from handrail.errors import HandrailError
 
 #: Stop reading once the partition's end (as of the start of the read) is reached, or after this long.

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
 
-from handrail.deploy.kafka_security import SaslCredentials
+from handrail.bus.security import SaslCredentials
 from handrail.errors import HandrailError
 
 

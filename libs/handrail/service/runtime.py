@@ -21,8 +21,8 @@ from handrail.audit import AuditLog
 from handrail.audit.acceptance import HopAcceptance
 from handrail.autonomy import AutonomyLevels
 from handrail.bus import Pipeline, Publisher, make_broker, make_consumer, make_reader
+from handrail.bus.security import SaslCredentials
 from handrail.contracts import Contracts, load_contracts
-from handrail.deploy.kafka_security import SaslCredentials
 from handrail.errors import ContractError
 from handrail.lifecycle import Lifecycle
 from handrail.metrics import WORKFLOW_MIN_STEPS, labels

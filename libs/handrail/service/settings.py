@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from handrail.deploy.kafka_security import SaslCredentials, credentials_from_settings
+from handrail.bus.security import SaslCredentials, credentials_from_settings
 from handrail.errors import ContractError
 from handrail.observability.export import TracingConfig
 from handrail.state.client import connect_redis

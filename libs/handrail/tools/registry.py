@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
 
+from handrail.errors import ContractError
 from handrail.tools.kinds import ToolErrorKind
 
 
@@ -103,11 +105,12 @@ class ToolRegistry:
         self._tools: dict[str, Tool] = {}
         self._validators: dict[str, jsonschema.Draft202012Validator] = {}  # compiled once, not per call
         self._result_validators: dict[str, jsonschema.Draft202012Validator] = {}
+        self._origins: dict[str, str] = {}
         for tool in tools:
             self.register(tool)
 
-    def register(self, tool: Tool) -> None:
-        """Add ``tool``; its schemas are checked now, not on first use."""
+    def register(self, tool: Tool, origin: str | None = None) -> None:
+        """Add ``tool`` (``origin``: the plugin that registered it); its schemas are checked now, not on first use."""
         jsonschema.Draft202012Validator.check_schema(tool.spec.args_schema)
         jsonschema.Draft202012Validator.check_schema(tool.spec.result_schema)
         if tool.spec.name in self._tools:
@@ -115,6 +118,12 @@ class ToolRegistry:
         self._tools[tool.spec.name] = tool
         self._validators[tool.spec.name] = jsonschema.Draft202012Validator(tool.spec.args_schema)
         self._result_validators[tool.spec.name] = jsonschema.Draft202012Validator(tool.spec.result_schema)
+        if origin is not None:
+            self._origins[tool.spec.name] = origin
+
+    def origin(self, name: str) -> str | None:
+        """Where tool ``name`` came from: ``plugin:<entry point>`` for an installed plugin's, else None."""
+        return self._origins.get(name)
 
     def names(self) -> set[str]:
         """Names of every registered tool."""
@@ -165,11 +174,31 @@ def _problems(errors: list[jsonschema.ValidationError]) -> str:
     return shown + (f"; and {len(errors) - _MAX_PROBLEMS} more" if len(errors) > _MAX_PROBLEMS else "")
 
 
+#: The entry point group installed packages register their in-process tools in (``pyproject.toml``:
+#: ``[project.entry-points."handrail.tools"] name = "package.module:tools"``).
+TOOLS_ENTRY_POINTS = "handrail.tools"
+
+
 def default_registry(data_dir: Path | None = None) -> ToolRegistry:
-    """The in-process tools that ship with Handrail (the demo's expense tools).
+    """The in-process tools the installed packages register: each entry point of ``handrail.tools`` names
+    a function ``tools(data_dir) -> Iterable[Tool]`` (the demo's expense tools are one such package).
 
-    ``data_dir`` is where tools with local side effects keep their files.
+    ``data_dir`` is where tools with local side effects keep their files. A plugin that does not load,
+    or a tool name two plugins both register, is a ``ContractError`` naming the plugin.
     """
-    from handrail.tools import expenses
-
-    return ToolRegistry([*expenses.TOOLS, expenses.ledger_tool(data_dir or Path(".run/data"))])
+    registry = ToolRegistry()
+    for point in sorted(entry_points(group=TOOLS_ENTRY_POINTS), key=lambda p: p.name):
+        where = f"tool plugin {point.name!r} ({point.value})"
+        try:
+            provide = point.load()
+            tools = list(provide(data_dir or Path(".run/data")))
+        except Exception as exc:  # a plugin's own failure, whatever it is, is reported as that plugin's
+            raise ContractError(f"{where} did not load: {type(exc).__name__}: {exc}") from exc
+        for tool in tools:
+            if not isinstance(tool, Tool):
+                raise ContractError(f"{where} gave {type(tool).__name__}, not a handrail.tools.Tool")
+            try:
+                registry.register(tool, f"plugin:{point.name}")
+            except (ValueError, jsonschema.SchemaError) as exc:
+                raise ContractError(f"{where}: {exc}") from exc
+    return registry

@@ -10,9 +10,9 @@ from tests.fixtures.cli import handrail
 from tests.fixtures.stack import Stack
 
 from handrail.audit import AuditRecord
-from handrail.dev import signing_keys
 from handrail.signing import OPERATOR
 from handrail.topics import TopicSpec, ensure_topics
+from handrail_dev import signing_keys
 
 
 def stack_env(stack: Stack) -> dict[str, str]:

@@ -12,10 +12,10 @@ import pytest
 import typer
 from tests.fixtures.cli import handrail
 
-from handrail.cli.dlq_plan import Outcome, duplicate_of, plan
-from handrail.cli.dlq_select import Selection, parse_when
 from handrail.messages import DeadLetter
 from handrail.topics import Topics
+from handrail_cli.dlq_plan import Outcome, duplicate_of, plan
+from handrail_cli.dlq_select import Selection, parse_when
 
 NOW = datetime(2026, 12, 3, 18, 0, tzinfo=UTC)
 TOPICS = Topics("handrail.")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from handrail.cli.exit_codes import ExitCode
-from handrail.cli.main import app
+from handrail_cli.exit_codes import ExitCode
+from handrail_cli.main import app
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 CLI_SOURCES = PROJECT_ROOT / "libs" / "handrail" / "cli"
@@ -34,4 +34,4 @@ def test_commands_exit_only_with_the_named_codes() -> None:
         for number, line in enumerate(path.read_text().splitlines(), start=1)
         if re.search(r"(Exit|exit)\(\s*\d", line)
     ]
-    assert not bare, f"use handrail.cli.exit_codes.ExitCode: {bare}"
+    assert not bare, f"use handrail_cli.exit_codes.ExitCode: {bare}"

@@ -8,7 +8,7 @@ import pytest
 from tests.fixtures.cli import command_paths, help_texts
 from typer.testing import CliRunner
 
-from handrail.cli.main import app
+from handrail_cli.main import app
 
 #: Wide enough that no help line wraps, so a bracketed phrase stays on one line.
 _WIDE = {"COLUMNS": "400"}

@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.cli import commands, handrail
 from typer.testing import CliRunner
 
-from handrail.cli.main import app
+from handrail_cli.main import app
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from handrail.cli.prompts import app
+from handrail_cli.prompts import app
 
 PROJECT_CONFIG = Path(__file__).resolve().parents[3] / "config"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from handrail.cli.main import app
+from handrail_cli.main import app
 
 # Kafka on the discard port: a command that got as far as the bus would fail with exit 1, not 2.
 ENV = {"HANDRAIL_KAFKA_BOOTSTRAP": "127.0.0.1:9", "COLUMNS": "200"}

@@ -26,10 +26,10 @@ from tests.fixtures.stack import PROJECT_ROOT, Stack
 
 from handrail.audit import AuditRecord
 from handrail.audit.reader import read_key
-from handrail.dev import signing_keys
 from handrail.messages import TaskResult, TaskStatus
 from handrail.signing import OPERATOR
 from handrail.state import TaskStore, connect_redis, generation
+from handrail_dev import signing_keys
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(300)]
 
@@ -175,7 +175,7 @@ async def test_a_failed_task_resumes_with_a_top_up_once_however_many_operators_r
     # Two operators resume the same run at once: it starts once. The one that comes second is told it was
     # done (when it looked before the first had started the run), that the task runs again, or that run 2
     # ended (when it looked later still).
-    argv = ["-m", "handrail.cli", "task", "resume", task_id, "--reason", "prompt rolled back"]
+    argv = ["-m", "handrail_cli", "task", "resume", task_id, "--reason", "prompt rolled back"]
     argv += ["--top-up", "steps=1,wall_clock_s=30", "--json"]
     env = {**os.environ, **cli_env(stack)}
     both = [
@@ -285,7 +285,7 @@ async def test_a_step_or_task_that_cannot_be_resumed_or_forked_changes_nothing_a
 
     async def attempt(args: tuple[str, ...]) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "handrail.cli", *args, cwd=CLI_ROOT, env=env, stdout=PIPE, stderr=PIPE
+            sys.executable, "-m", "handrail_cli", *args, cwd=CLI_ROOT, env=env, stdout=PIPE, stderr=PIPE
         )
         _, err = await process.communicate()
         return process.returncode or 0, err.decode()

@@ -1,4 +1,4 @@
-"""``handrail tools list --agent A``: each tool, its source, flags and schemas; a real MCP server listed over stdio."""
+"""``handrail tools list [--agent A]``: each tool, its source, flags and schemas; a real MCP server over stdio."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.fixtures.cli import PROJECT_ROOT, handrail
 from tests.fixtures.mcp_tools import http_server, stdio_server
 from tests.fixtures.stack import free_port
 
-from handrail.cli.exit_codes import ExitCode
+from handrail_cli.exit_codes import ExitCode
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,7 +39,7 @@ def test_lists_built_in_and_mcp_tools_with_their_source_flags_and_schemas(tmp_pa
         "billing__file_note",
         "billing__slow",
     ]
-    assert rows["lookup_employee"]["source"] == "built-in" and rows["lookup_employee"]["status"] == "ok"
+    assert rows["lookup_employee"]["source"] == "plugin:expenses" and rows["lookup_employee"]["status"] == "ok"
     note = rows["billing__file_note"]
     assert note["source"] == "mcp:billing" and note["status"] == "ok"
     assert (note["side_effect"], note["requires_approval"], note["cost_usd"]) == (True, True, 0.01)
@@ -76,3 +76,12 @@ def test_an_unknown_agent_is_a_usage_error(tmp_path: Path) -> None:
     done = handrail("tools", "list", "--agent", "nobody")
     assert done.returncode == ExitCode.USAGE
     assert "unknown agent 'nobody'" in done.stderr
+
+
+def test_without_an_agent_every_in_process_tool_is_listed_with_the_plugin_it_came_from() -> None:
+    done = handrail("tools", "list", "--json")
+    assert done.returncode == ExitCode.OK, done.stderr
+    rows = {row["tool"]: row for row in map(json.loads, done.stdout.splitlines())}
+    assert sorted(rows) == ["check_policy", "convert_currency", "lookup_employee", "record_decision"]
+    assert {row["source"] for row in rows.values()} == {"plugin:expenses"}
+    assert rows["record_decision"]["side_effect"] is True

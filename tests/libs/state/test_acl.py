@@ -13,9 +13,9 @@ from tests.fixtures.redis_server import PrivateRedis
 from tests.fixtures.stack import free_port
 from typer.testing import CliRunner
 
-from handrail.cli.main import app
-from handrail.dev.redis_users import ensure_users
 from handrail.state.acl import redis_users
+from handrail_cli.main import app
+from handrail_dev.redis_users import ensure_users
 
 pytestmark = pytest.mark.bus
 

@@ -31,11 +31,11 @@ from handrail.bus import Publisher, make_reader
 from handrail.bus.broker import make_broker, make_producer
 from handrail.contracts import Autonomy, GraduationRule, load_contracts
 from handrail.contracts.graduation import Demotion, Promotion
-from handrail.dev import services
 from handrail.messages import ReviewRequested
 from handrail.state import generation
 from handrail.tools import default_registry
 from handrail.topics import Topics, ensure_topics
+from handrail_dev import services
 from handrail_review import handlers, outcomes
 from handrail_review.autonomy import AutonomyWatch
 
