@@ -45,6 +45,7 @@ from handrail.messages import (
     ReviewRequested,
     StepCompleted,
     StepProgress,
+    StepRecording,
     TaskResult,
     TaskStatus,
     derived_message_id,
@@ -323,6 +324,11 @@ def spent_budget(envelope: HandoffEnvelope, spent: Usage) -> BudgetSnapshot:
     )
 
 
+def context_after(envelope: HandoffEnvelope, output: dict[str, Any]) -> dict[str, Any]:
+    """The task context once ``envelope``'s step produced ``output``: the step's output under ``steps``."""
+    return {**envelope.context, "steps": {**envelope.context.get("steps", {}), envelope.step: output}}
+
+
 def step_completed(
     envelope: HandoffEnvelope,
     *,
@@ -365,12 +371,14 @@ def step_awaiting_approval(
     proposal: ProposedCall,
     progress: StepProgress,
     budget: BudgetSnapshot,
+    recording: StepRecording | None = None,
 ) -> StepCompleted:
     """An agent's report that its step stopped before a call a person must approve; nothing of the call ran."""
     return _step(
         envelope, "awaiting_approval", agent=agent, output={}, context=envelope.context, head=envelope.context_hash,
         patch=[], budget=budget, reason=proposal.why, error_type="approval_required", proposal=proposal,
         progress=progress, decisions=progress.decisions, usage=progress.usage, context_seen=progress.context_seen,
+        recording=recording,
     )  # fmt: skip
 
 
@@ -686,6 +694,9 @@ class Lifecycle:
             details["handoff"] = handoff.model_dump(mode="json")
         if step.context_seen is not None:
             details["context_seen"] = step.context_seen.model_dump(mode="json", exclude_none=True)
+        if step.recording is not None:
+            # The trail commits to the recording the step report carries (``handrail replay`` checks it).
+            details["recording"] = {"hash": step.recording.content_hash(), "calls": len(step.recording.calls)}
         return {
             "dedupe_key": step.message_id,
             "actor": f"agent:{step.agent}",

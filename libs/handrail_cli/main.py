@@ -9,7 +9,21 @@ from pathlib import Path
 import typer
 
 from handrail.errors import HandrailError
-from handrail_cli import audit, autonomy, deploy, dev, dlq, halts, prompts, review, task_ops, tasks, tools, topics
+from handrail_cli import (
+    audit,
+    autonomy,
+    deploy,
+    dev,
+    dlq,
+    halts,
+    prompts,
+    replay,
+    review,
+    task_ops,
+    tasks,
+    tools,
+    topics,
+)
 from handrail_cli.common import JSON_OUTPUT, err_console
 from handrail_cli.exit_codes import ExitCode, epilog
 
@@ -24,6 +38,7 @@ app = typer.Typer(
 app.command("submit")(tasks.submit)
 app.command("watch")(tasks.watch)
 app.command("trace")(audit.trace)
+app.command("replay")(replay.replay)
 app.command("halt")(halts.halt)
 app.command("resume")(halts.resume)
 app.add_typer(task_ops.app, name="task")

@@ -12,6 +12,7 @@ from handrail.messages.envelope import HandoffEnvelope
 from handrail.messages.events import ControlRecord, DecisionEvent, DecisionEvents
 from handrail.messages.overrides import StepOverrides
 from handrail.messages.proposals import ProposedCall, StepProgress, StepResume
+from handrail.messages.recordings import RecordedCall, RecordedFailure, StepRecording
 from handrail.messages.reviews import ReviewAction, ReviewDecided, ReviewRequested, ReviewTrigger
 from handrail.messages.steps import HandoffTaken, StepCompleted
 from handrail.messages.tasks import TaskResult, TaskStatus, TaskSubmitted
@@ -30,6 +31,8 @@ __all__ = [
     "HandoffTaken",
     "Payload",
     "ProposedCall",
+    "RecordedCall",
+    "RecordedFailure",
     "ReviewAction",
     "ReviewDecided",
     "ReviewRequested",
@@ -37,6 +40,7 @@ __all__ = [
     "StepCompleted",
     "StepOverrides",
     "StepProgress",
+    "StepRecording",
     "StepResume",
     "TaskResult",
     "TaskStatus",

@@ -12,6 +12,7 @@ from handrail.messages.calls import BudgetSnapshot, Decision, Usage
 from handrail.messages.context import ContextSeen
 from handrail.messages.overrides import StepOverrides
 from handrail.messages.proposals import ProposedCall, StepProgress
+from handrail.messages.recordings import StepRecording
 
 
 class HandoffTaken(BaseModel):
@@ -77,5 +78,9 @@ class StepCompleted(Payload):
     )
     overrides: StepOverrides | None = Field(
         default=None, description="The handoff's overrides (a forked task's), passed on to the next step."
+    )
+    recording: StepRecording | None = Field(
+        default=None,
+        description="Every model reply and tool answer the step got, in order (`handrail replay` re-runs the step).",
     )
     signature: str | None = Field(default=None, description="The agent's signature, when signing is on.")

@@ -10,7 +10,7 @@ from typing import Any
 
 from handrail.bus import Delivery
 from handrail.errors import HandoffError
-from handrail.lifecycle import HandOff, spent_budget, step_awaiting_approval, step_completed
+from handrail.lifecycle import HandOff, context_after, spent_budget, step_awaiting_approval, step_completed
 from handrail.messages import DecisionEvent, DecisionEvents, HandoffEnvelope, derived_message_id
 from handrail.patch import diff
 from handrail.service import Runtime
@@ -104,11 +104,11 @@ class WorkerHandlers:
                 proposal=outcome.call,
                 progress=outcome.progress,
                 budget=spent_budget(envelope, spent),
+                recording=outcome.recording,
             )
             log.info("task %s: step %r waits for approval of %s", envelope.task_id, envelope.step, outcome.call.tool)
             return HandOff(waiting)
-        steps = {**envelope.context.get("steps", {}), envelope.step: outcome.output}
-        context = {**envelope.context, "steps": steps}
+        context = context_after(envelope, outcome.output)
         completed = step_completed(
             envelope,
             agent=self.agent.name,
@@ -120,6 +120,7 @@ class WorkerHandlers:
             decisions=outcome.decisions,
             usage=outcome.usage,
             context_seen=outcome.context_seen,
+            recording=outcome.recording,
         )
         if self.settings.chaos_exit_after_publish:
             await self.rt.lifecycle.apply(HandOff(completed))

@@ -7,18 +7,28 @@ a model of the catalogue instead of the agent's chain, its provider built once p
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from handrail.contracts import AgentSpec
 from handrail.llm import ModelProvider
 from handrail.llm.chain import ModelChain, as_chain
 from handrail.messages import HandoffEnvelope
-from handrail.prompts import PromptStore, PromptTemplate, parse_ref
+from handrail.prompts import PromptLibrary, PromptTemplate, parse_ref
 
 #: Builds the provider of one catalogue model for the agent (``handrail.llm.factory.build_provider``).
 ProviderFactory = Callable[[str], ModelProvider]
 
 
-async def prompt_for(prompts: PromptStore, agent: AgentSpec, envelope: HandoffEnvelope) -> PromptTemplate:
+class PromptSource(Protocol):
+    """Where a step's prompt comes from: ``handrail.prompts.PromptStore`` (the active version), or a replay's
+    pinned version (``handrail_worker.replay``)."""
+
+    library: PromptLibrary
+
+    async def resolve(self, ref: str) -> PromptTemplate: ...
+
+
+async def prompt_for(prompts: PromptSource, agent: AgentSpec, envelope: HandoffEnvelope) -> PromptTemplate:
     """The template the step renders: the override's version of the agent's prompt, else the active one."""
     version = envelope.overrides.prompts.get(agent.name) if envelope.overrides is not None else None
     if version is None:

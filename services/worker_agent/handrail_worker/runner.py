@@ -32,16 +32,26 @@ from handrail.llm.corrections import arguments_correction, reply_correction
 from handrail.llm.models import ModelCatalogue
 from handrail.llm.observers import Outcome, TracingObserver, observing
 from handrail.llm.tokens import counters
-from handrail.messages import ContextSeen, Decision, HandoffEnvelope, ProposedCall, StepProgress, StepResume, Usage
+from handrail.messages import (
+    ContextSeen,
+    Decision,
+    HandoffEnvelope,
+    ProposedCall,
+    StepProgress,
+    StepRecording,
+    StepResume,
+    Usage,
+)
 from handrail.metrics import TOOL_CALLS, TOOL_RESULTS_INVALID, labels
 from handrail.observability import tracer
 from handrail.orchestration import approval_for_call
-from handrail.prompts import PromptStore, step_scope
+from handrail.prompts import step_scope
 from handrail.state.effects import Claim, EffectStore
 from handrail.tools import Tool, ToolCallError, ToolContext, ToolFailure, ToolRegistry, observation_text
 from handrail.tools.kinds import bounded
 from handrail_worker.guard import Ticket
-from handrail_worker.overrides import ModelOverrides, ProviderFactory, prompt_for
+from handrail_worker.overrides import ModelOverrides, PromptSource, ProviderFactory, prompt_for
+from handrail_worker.tape import Recorder, Tape
 from handrail_worker.tool_attempts import GaveUp, ToolCallAttempts, ToolGuard
 
 
@@ -61,6 +71,8 @@ class StepOutcome:
     decisions: list[Decision] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     context_seen: ContextSeen | None = None
+    #: Every answer the step's model and tools gave, in order (``handrail_worker.tape``).
+    recording: StepRecording | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ class Proposal:
 
     call: ProposedCall
     progress: StepProgress
+    recording: StepRecording | None = None
 
 
 @dataclass
@@ -106,6 +119,10 @@ class _Step:
     approved: set[str] = field(default_factory=set)
     view: View | None = None  # what of the task context the agent is shown
     window: ContextWindow = field(default_factory=ContextWindow.unbounded)  # fits the conversation into the caps
+    tape: Tape = field(default_factory=Recorder)  # where its calls get their answers: live, or a recording
+
+    def recording(self) -> StepRecording:
+        return StepRecording(prompt=self.prompt_ref, calls=list(self.tape.calls))
 
     def seen(self) -> ContextSeen | None:
         """The step's view and compactions, for its record."""
@@ -184,12 +201,13 @@ class StepRunner:
         effects: EffectStore | None = None,
         on_effect_recorded: Callable[[str], None] | None = None,
         *,
-        prompts: PromptStore | None = None,
+        prompts: PromptSource | None = None,
         workflows: Mapping[str, WorkflowSpec] | None = None,
         before_effect: Callable[[str], None] | None = None,
         autonomy: AutonomyLevels | None = None,
         models: ModelCatalogue | None = None,
         override_models: ProviderFactory | None = None,
+        tapes: Callable[[HandoffEnvelope], Tape] | None = None,
     ) -> None:
         self.agent = agent
         self.counters = counters(models)  # each model's tokenizer (or the estimate), for caps and reservations
@@ -204,6 +222,8 @@ class StepRunner:
         # Fault injection for crash drills: called with the tool's name before its effect runs / once it is recorded.
         self.before_effect = before_effect
         self.on_effect_recorded = on_effect_recorded
+        # Each step's tape: a ``Recorder`` (live), or a recording's ``Player`` (``handrail_worker.replay``).
+        self.tapes = tapes or (lambda envelope: Recorder())
 
     async def run(self, envelope: HandoffEnvelope, guard: Guard) -> StepOutcome | Proposal:
         """Run the step ``envelope`` hands over (or carry it on after a decision); ``StepFailed`` or
@@ -242,9 +262,11 @@ class StepRunner:
             system, prompt_ref = await self._system_prompt(envelope, view.context)
             user = json.dumps({"goal": envelope.goal, "step": envelope.step, "context": view.context})
             step = _Step([ChatMessage("system", system), ChatMessage("user", user)], prompt_ref)
+            step.tape = self.tapes(envelope)
             step.view, step.window = view, self._window(guard, next_index, step, provider, model, span)
         else:
             step = _Step.resumed(resume.progress)
+            step.tape = self.tapes(envelope)
             step.view, step.window = view, self._window(guard, next_index, step, provider, model, span)
             seen = resume.progress.context_seen
             step.window.restore(step.messages, seen.compactions if seen is not None else [])
@@ -260,7 +282,8 @@ class StepRunner:
             request = ModelRequest(model=model, messages=prompt.messages, tools=specs)
             reply = await self._ask(provider, request, prompt, guard, next_index, step, span, step.prompt_ref)
             if reply.answer is not None:
-                return StepOutcome(reply.answer, reply.confidence, step.decisions, tally.usage(), step.seen())
+                usage, seen = tally.usage(), step.seen()
+                return StepOutcome(reply.answer, reply.confidence, step.decisions, usage, seen, step.recording())
             messages = step.messages
             if not reply.tool_calls:
                 correction = reply_correction(reply)
@@ -292,7 +315,7 @@ class StepRunner:
     ) -> ModelReply:
         """One model call through the guard (every attempt reserved with ``prompt``'s count), tallied."""
         with observing(_GuardAttempts(guard, next_index, prompt), TracingObserver(span)):
-            reply = await provider.complete(request)
+            reply = await step.tape.model(request, lambda: provider.complete(request))
         tally = step.tally
         for attempt in reply.attempts:
             tally.model_calls += 1
@@ -344,11 +367,11 @@ class StepRunner:
         for position, call in enumerate(calls):
             proposed = self._needs_approval(envelope, step, call, model_text, level)
             if proposed is not None:
-                raise _Stopped(Proposal(proposed, step.progress(calls[position:])))
+                raise _Stopped(Proposal(proposed, step.progress(calls[position:]), step.recording()))
             with tracer().start_as_current_span(
                 f"execute_tool {call.name}", attributes=_tool_attributes(call.name, envelope)
             ) as tool_span:
-                observation, decision = await self._call_tool(envelope, guard, next_index, call)
+                observation, decision = await self._call_tool(envelope, guard, next_index, call, step)
                 if decision.outcome != "ok":
                     tool_span.set_attribute("error.type", (decision.error or decision.outcome).split(":")[0])
             self._record(step, call, observation, decision)
@@ -443,7 +466,7 @@ class StepRunner:
             f"execute_tool {approved.name}", attributes=_tool_attributes(approved.name, envelope)
         ) as tool_span:
             tool_span.set_attribute("handrail.review_id", resume.review_id)
-            observation, decision = await self._call_tool(envelope, guard, next_index, approved)
+            observation, decision = await self._call_tool(envelope, guard, next_index, approved, step)
         self._record(step, approved, observation, decision)
 
     async def _system_prompt(self, envelope: HandoffEnvelope, context: dict[str, Any]) -> tuple[str, str]:
@@ -465,7 +488,7 @@ class StepRunner:
         return template.render(scope), template.ref
 
     async def _call_tool(
-        self, envelope: HandoffEnvelope, guard: Guard, next_index: Callable[[], int], call: ToolCall
+        self, envelope: HandoffEnvelope, guard: Guard, next_index: Callable[[], int], call: ToolCall, step: _Step
     ) -> tuple[dict[str, Any], Decision]:
         index = next_index()
         started = time.perf_counter()
@@ -490,10 +513,16 @@ class StepRunner:
         policy = self.agent.tool_policy(name)  # retries, timeout, what a failure of each kind does
         limited = bounded(tool, policy.timeout_s)
         attempts = ToolCallAttempts(guard, next_index, self.agent.name, envelope.task_id)
+        tape = step.tape
         ran = await attempts.run(
-            index, tool.spec, args_hash, policy, lambda: self._run(limited, args, context, envelope)
+            index,
+            tool.spec,
+            args_hash,
+            policy,
+            lambda: tape.tool(name, args_hash, lambda: self._run(limited, args, context, envelope)),
         )
         if isinstance(ran, ToolCallError):
+            tape.refused(name, args_hash, ran)
             return ran.as_observation(), Decision(
                 kind="tool_call",
                 name=name,
