@@ -19,6 +19,7 @@ from handrail.errors import KafkaAdminError
 
 #: A week: long enough to replay a task after a weekend incident.
 _WEEK_MS = 7 * 24 * 3600 * 1000
+_DAY_MS = 24 * 3600 * 1000
 #: Partitions for the busy topics: the most consumers one group can use in parallel.
 DEFAULT_PARTITIONS = 6
 
@@ -78,12 +79,16 @@ class Topics:
         """The topic agent ``name`` consumes its handoffs from."""
         return f"{self.prefix}agent.{name}"
 
-    def specs(self, agents: Iterable[str]) -> list[TopicSpec]:
-        """All topics with partitions, retention and compaction."""
+    def specs(self, agents: Iterable[str], *, steps_retention_days: float = 7) -> list[TopicSpec]:
+        """All topics with partitions, retention and compaction.
+
+        ``steps_retention_days``: how long step reports are kept, and with them the steps' recordings
+        (``handrail replay``) and the checkpoints a task resumes or forks from.
+        """
         week = {"retention.ms": str(_WEEK_MS)}
         specs = [
             TopicSpec(self.tasks, config=week),
-            TopicSpec(self.steps, config=week),
+            TopicSpec(self.steps, config={"retention.ms": str(int(steps_retention_days * _DAY_MS))}),
             TopicSpec(self.events, config=week),
             # Latest halt / breaker state per key is all that matters.
             TopicSpec(self.control, partitions=1, config={"cleanup.policy": "compact"}),

@@ -235,7 +235,8 @@ def sasl_up(
         raise typer.Exit(ExitCode.FAILED) from None
     # ACLs first: handrail-admin may create the topics only once its ACLs exist.
     count = run(apply_acls(bootstrap, broker.admin, acl.bindings(principals)))
-    created = run(ensure_topics(bootstrap, topics.specs(contracts.agents), credentials=broker.credentials(acl.ADMIN)))
+    specs = topics.specs(contracts.agents, steps_retention_days=settings.steps_retention_days)
+    created = run(ensure_topics(bootstrap, specs, credentials=broker.credentials(acl.ADMIN)))
     console.print(f"SASL Kafka at {bootstrap} (pid {broker.pid}): {len(created)} topics created, {count} ACLs applied")
     console.print(f"credentials (SCRAM-SHA-512): {broker.files.root / 'credentials.json'}")
 

@@ -69,7 +69,7 @@ def up_command(base_port: int | None = BASE_PORT_OPTION, as_json: bool = JsonOpt
     processes = [with_reviewer_tokens(p, tokens) for p in services.plan(agents, base_port=settings.ports.services)]
     # The services consume from the moment they start, and the broker creates no topic by itself.
     cli = CliSettings()
-    specs = Topics(cli.topic_prefix).specs(agents)
+    specs = Topics(cli.topic_prefix).specs(agents, steps_retention_days=cli.steps_retention_days)
     run(ensure_topics(settings.kafka_bootstrap, specs, credentials=cli.kafka_credentials()))
     try:
         services.up(processes, settings.run_dir, services.stack_env(settings), Path.cwd())

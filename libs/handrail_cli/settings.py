@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from handrail.service.settings import KafkaSettings, RedisSettings
 from handrail.signing import OPERATOR, Signer, TrustStore, Verifier, load_signing_key
@@ -24,6 +24,9 @@ class CliSettings(KafkaSettings, RedisSettings):
     trusted_keys_file: Path | None = None
     #: ``audit verify`` checks every record's signature (``false``: the hash chain alone).
     signing_required: bool = True
+    #: How long ``topics ensure`` has a new steps topic keep step reports: their recordings (``replay``)
+    #: and the checkpoints tasks resume and fork from.
+    steps_retention_days: float = Field(default=7, gt=0)
 
     def operator_signer(self) -> Signer | None:
         """The key operators' records are signed with: the configured one, else the local stack's."""

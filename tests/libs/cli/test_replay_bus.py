@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from tests.fixtures.cli import handrail as run_handrail
 from tests.fixtures.stack import Stack
 from tests.libs.cli.test_task_ops_bus import cli_env, results, submit
 from tests.services.test_limits_bus import ledger_entries
 
 from handrail.audit.reader import read_key
+from handrail.bus.broker import make_admin
 from handrail.messages import StepCompleted, TaskStatus
 from handrail.topics import TopicSpec, ensure_topics
 
@@ -89,3 +92,27 @@ async def test_a_changed_prompt_file_shows_as_a_divergence_at_the_first_model_ca
     intake = next(r for r in rows if r["step"] == "intake")
     assert intake["outcome"] == "diverged" and intake["played"] == 0, intake
     assert intake["detail"].startswith("call 1: the re-run was asked something else"), intake
+
+
+async def test_how_long_recordings_are_kept_is_the_steps_topic_s_retention_set_at_creation(
+    kafka_bootstrap: str,
+) -> None:
+    prefix = f"retention{uuid.uuid4().hex[:8]}."
+    done = run_handrail(
+        "topics", "ensure", "--prefix", prefix, "--steps-retention-days", "2.5",
+        env={"HANDRAIL_KAFKA_BOOTSTRAP": kafka_bootstrap},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    admin = make_admin(kafka_bootstrap, "retention-check")
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, f"{prefix}{name}") for name in ("steps", "tasks")]
+        )
+    finally:
+        await admin.close()
+    retention = {
+        topic: {key: value for key, value, *_ in entries}["retention.ms"]
+        for _, _, _, topic, entries in response.resources
+    }
+    assert retention == {f"{prefix}steps": str(int(2.5 * 86_400_000)), f"{prefix}tasks": str(7 * 86_400_000)}
