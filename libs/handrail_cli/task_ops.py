@@ -24,7 +24,7 @@ from handrail.checkpoints import Checkpoint, Trail
 from handrail.contracts import Contracts, WorkflowSpec, load_contracts
 from handrail.hashing import context_hash
 from handrail.lifecycle import Lifecycle
-from handrail.messages import BudgetTopUp, HandoffEnvelope, StepCompleted, StepOverrides, utcnow
+from handrail.messages import BudgetTopUp, HandoffEnvelope, StepCompleted, utcnow
 from handrail.messages.tasks import TASK_ID_PATTERN
 from handrail.restarts import (
     Fork,
@@ -51,6 +51,7 @@ from handrail.topups import beyond_the_workflow, granted_so_far
 from handrail_cli.common import JsonOption, console, err_console, print_json_lines, run
 from handrail_cli.exit_codes import ExitCode
 from handrail_cli.halts import apply_halt
+from handrail_cli.overrides import ModelOption, PromptOption, parse_overrides
 from handrail_cli.review import parse_top_up
 from handrail_cli.settings import CliSettings
 
@@ -58,14 +59,6 @@ T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, help="Run a failed or halted task again, or start a new task from one's step.")
 
-PromptOption = typer.Option(
-    None, "--prompt", help="AGENT@VERSION: that agent's steps use this version of its prompt (repeatable)."
-)
-ModelOption = typer.Option(
-    None,
-    "--model",
-    help="[AGENT=]NAME: a model of models.yaml for that agent's steps, or for all of them (repeatable).",
-)
 BootstrapOption = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP).")
 
 
@@ -282,7 +275,8 @@ async def _fork(
     workflow = session.workflow(trail)
     checkpoint = check_forkable(trail, step, workflow)
     assert workflow is not None
-    asked = _overrides(session, workflow, step, prompts, models)
+    later = later_agents(workflow, step)
+    asked = parse_overrides(session.contracts, session.settings.config_dir, prompts, models, later, f"after {step!r}")
     source = await session.checkpoint_message(task_id, checkpoint)
     assert isinstance(source, StepCompleted)
     overrides = merged_overrides(source.overrides, asked)
@@ -302,50 +296,6 @@ async def _fork(
         "checkpoint": checkpoint.message_id,
         "overrides": overrides.model_dump(mode="json") if overrides is not None else None,
     }
-
-
-def _overrides(
-    session: _Session, workflow: WorkflowSpec, step: str, prompts: list[str], models: list[str]
-) -> StepOverrides | None:
-    """``--prompt`` and ``--model`` checked: agents that run after ``step``, versions that load, models declared."""
-    from handrail.llm.models import load_catalogue
-    from handrail.prompts import PromptError, PromptLibrary, parse_ref
-
-    later = later_agents(workflow, step)
-    chosen = StepOverrides()
-    library = PromptLibrary(session.settings.config_dir / "prompts")
-    for text in prompts:
-        agent, sep, version = text.partition("@")
-        _check_agent(agent, later, step, "--prompt", text, sep == "@" and bool(version))
-        name = parse_ref(session.contracts.agents[agent].prompt)[0]
-        try:
-            library.load(name, version)
-        except PromptError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--prompt") from None
-        chosen.prompts[agent] = version
-    catalogue = load_catalogue(session.settings.config_dir).models
-    for text in models:
-        agent, sep, name = text.rpartition("=")
-        if name not in catalogue:
-            raise typer.BadParameter(
-                f"{name!r} is not a model of models.yaml ({', '.join(sorted(catalogue))})", param_hint="--model"
-            )
-        if sep:
-            _check_agent(agent, later, step, "--model", text, True)
-        for one in [agent] if sep else later:
-            chosen.models[one] = name
-    return None if chosen.empty else chosen
-
-
-def _check_agent(agent: str, later: list[str], step: str, hint: str, text: str, well_formed: bool) -> None:
-    if not well_formed or not agent:
-        form = "AGENT@VERSION" if hint == "--prompt" else "[AGENT=]NAME"
-        raise typer.BadParameter(f"{text!r}: expected {form}", param_hint=hint)
-    if agent not in later:
-        raise typer.BadParameter(
-            f"agent {agent!r} runs no step after {step!r} (those agents: {', '.join(dict.fromkeys(later))})",
-            param_hint=hint,
-        )
 
 
 def _next_agent(workflow: WorkflowSpec, step: str) -> str:

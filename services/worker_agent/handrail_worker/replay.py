@@ -10,27 +10,37 @@ its tools are today's config: a change to either shows as a divergence, which is
 
 Not re-run (said so): a step that did not finish (failed or halted: its report carries no
 recording), and a step of an agent with MCP tools (their schemas are the servers').
+
+``rerun_live`` runs a step again for real, from the same handoff: its model is called (another
+prompt version or model if asked), tools without side effects run, and a side-effecting tool runs
+dry: it answers what the recorded step got from the same call, or fails saying it was not run.
+Its output is compared with the recorded one: ``same``, ``changed`` (with the JSON Patch from the
+recorded output to the new one), or ``failed`` (it did not finish, or its output breaks the step's
+schema).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jsonschema
 
 from handrail.contracts import AgentSpec, WorkflowSpec
 from handrail.errors import HandrailError, TaskHalted
 from handrail.hashing import context_hash
 from handrail.lifecycle import context_after
-from handrail.llm import ModelReply, ModelRequest
+from handrail.llm import ModelProvider, ModelReply, ModelRequest
 from handrail.llm.models import ModelCatalogue
-from handrail.messages import HandoffEnvelope, StepCompleted, StepOverrides
+from handrail.messages import HandoffEnvelope, RecordedCall, StepCompleted, StepOverrides
+from handrail.patch import diff
 from handrail.prompts import PromptLibrary, PromptTemplate, parse_ref
-from handrail.tools import ToolCallError, ToolRegistry, ToolSpec
+from handrail.tools import ToolCallError, ToolFailure, ToolRegistry, ToolSpec
 from handrail_worker.guard import Ticket
 from handrail_worker.runner import Proposal, StepRunner
-from handrail_worker.tape import Diverged, Player
+from handrail_worker.tape import Diverged, Player, Recorder
 
 Outcome = Literal["same", "diverged", "tampered", "not_rerun"]
 
@@ -192,3 +202,128 @@ class _ReplayGuard:
         cost_usd: float = 0.0,
     ) -> None:
         return None
+
+
+LiveOutcome = Literal["same", "changed", "failed"]
+
+
+@dataclass(frozen=True)
+class LiveRerun:
+    """How one step run again for real compares with the recorded run."""
+
+    step: str
+    agent: str
+    outcome: LiveOutcome
+    detail: str
+    output: dict[str, Any] | None = None
+    #: JSON Patch from the recorded output to the new one (empty when the same).
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    #: The calls of each run: ``kind name`` in order.
+    recorded_calls: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    cost_usd: float = 0.0
+    tokens: int = 0
+
+
+async def rerun_live(
+    agent: AgentSpec,
+    provider: ModelProvider,
+    tools: ToolRegistry,
+    workflows: Mapping[str, WorkflowSpec],
+    catalogue: ModelCatalogue,
+    library: PromptLibrary,
+    envelope: HandoffEnvelope,
+    report: StepCompleted,
+    *,
+    prompt: str | None = None,
+) -> LiveRerun:
+    """Run ``report``'s step again for real from its handoff (prompt ``prompt``, else the recorded one)."""
+    recording = report.recording
+    recorded_calls = [_said(c) for c in recording.calls] if recording is not None else []
+    ref = prompt or (recording.prompt if recording is not None else agent.prompt)
+    tape = _DryRun(tools, recording.calls if recording is not None else [])
+
+    def result(outcome: LiveOutcome, detail: str, **more: Any) -> LiveRerun:
+        calls = [_said(c) for c in tape.calls]
+        return LiveRerun(report.step, agent.name, outcome, detail, recorded_calls=recorded_calls, calls=calls, **more)
+
+    try:
+        library.load(*parse_ref(ref))
+    except HandrailError as exc:
+        return result("failed", f"prompt {ref}: {exc}")
+    runner = StepRunner(
+        agent,
+        provider,
+        tools,
+        prompts=_Pinned(library, parse_ref(ref)[1]),
+        workflows=workflows,
+        models=catalogue,
+        tapes=lambda _: tape,
+    )
+    try:
+        outcome = await runner.run(_pinned_prompt(envelope, agent.name, ref), _OpenGuard())
+    except HandrailError as exc:
+        return result("failed", f"the step did not finish: {type(exc).__name__}: {exc}")
+    if isinstance(outcome, Proposal):
+        proposed = report.proposal if report.status == "awaiting_approval" else None
+        if proposed is not None and outcome.call.idempotency_key == proposed.idempotency_key:
+            return result("same", f"stopped for approval of {outcome.call.tool} again")
+        return result("changed", f"stopped for approval of {outcome.call.tool} (arguments {outcome.call.arguments})")
+    spent = {"cost_usd": round(outcome.usage.cost_usd, 6), "tokens": outcome.usage.tokens}
+    step = next((s for s in _workflow_steps(workflows, envelope.workflow) if s.name == envelope.step), None)
+    schema = step.output_schema if step is not None else None
+    if schema:
+        problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(outcome.output), key=str)
+        if problems:
+            where = "/".join(map(str, problems[0].absolute_path)) or "(root)"
+            broken = f"its output breaks the step's schema at {where}: {problems[0].message}"
+            return result("failed", broken, output=outcome.output, **spent)
+    if report.status == "completed" and outcome.output == report.output:
+        return result("same", "the same output", output=outcome.output, **spent)
+    patch = diff(report.output, outcome.output) if report.status == "completed" else []
+    detail = f"{len(patch)} change(s) to the output" if patch else f"completed where the step was {report.status}"
+    return result("changed", detail, output=outcome.output, patch=patch, **spent)
+
+
+def _workflow_steps(workflows: Mapping[str, WorkflowSpec], name: str) -> list[Any]:
+    workflow = workflows.get(name)
+    return list(workflow.steps) if workflow is not None else []
+
+
+def _said(call: RecordedCall) -> str:
+    return f"{call.kind} {call.name}"
+
+
+class _DryRun(Recorder):
+    """The live re-run's tape: the model and side-effect-free tools for real; a side-effecting tool never runs.
+
+    It answers what the recorded step got from the very same call (same tool, same arguments), or
+    fails (``invalid_input``: the model is told) saying it was not run.
+    """
+
+    def __init__(self, tools: ToolRegistry, recorded: list[RecordedCall]) -> None:
+        super().__init__()
+        self.tools = tools
+        self.recorded = {(c.name, c.request_hash): c for c in recorded if c.kind == "tool" and c.reply is not None}
+
+    async def tool(self, name: str, args_hash: str, run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        tool = self.tools.get(name)
+        if tool is None or not tool.spec.side_effect:
+            return await super().tool(name, args_hash, run)
+        seen = self.recorded.get((name, args_hash))
+
+        async def dry() -> dict[str, Any]:
+            if seen is None:
+                raise ToolFailure(
+                    f"{name} has a side effect and is not run on a replay; the recorded step made no such call"
+                )
+            return dict(seen.reply or {})
+
+        return await super().tool(name, args_hash, dry)
+
+
+class _OpenGuard(_ReplayGuard):
+    """Grants every call of a live re-run (no budget: it is an operator's own run)."""
+
+    def __init__(self) -> None:
+        super().__init__(Player([]))

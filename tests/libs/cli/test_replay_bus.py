@@ -116,3 +116,21 @@ async def test_how_long_recordings_are_kept_is_the_steps_topic_s_retention_set_a
         for _, _, _, topic, entries in response.resources
     }
     assert retention == {f"{prefix}steps": str(int(2.5 * 86_400_000)), f"{prefix}tasks": str(7 * 86_400_000)}
+
+
+async def test_a_live_rerun_calls_the_models_again_runs_no_side_effect_and_compares_outputs(stack: Stack) -> None:
+    task_id = await submit(stack, "expense-approval", "live")
+    [result] = await results(stack, task_id, 1)
+    assert result.status == TaskStatus.COMPLETED, result
+    ledger = ledger_entries(stack, task_id)
+
+    code, rows = replay(stack, task_id, "--live", "--prompt", "expense-intake@2")
+    assert code == 0, rows
+    by_step = {r["step"]: r for r in rows}
+    assert {r["mode"] for r in rows} == {"live"} and all(r["outcome"] == "same" for r in rows), rows
+    assert by_step["intake"]["prompt"] == "expense-intake@2" and by_step["decide"]["prompt"] is None
+    assert "tool record_decision" in by_step["decide"]["calls"], "the side effect was asked for, and answered dry"
+    assert ledger_entries(stack, task_id) == ledger, "and did not happen again"
+
+    wrong = run_handrail("replay", task_id, "--prompt", "expense-approver@7", env=cli_env(stack))
+    assert wrong.returncode == 2 and "expense-approver" in wrong.stderr, wrong.stderr

@@ -16,7 +16,7 @@ from handrail.messages import BudgetSnapshot, HandoffEnvelope, StepCompleted, St
 from handrail.patch import diff
 from handrail.prompts import PromptLibrary, PromptTemplate, parse_ref
 from handrail.tools import Tool, ToolContext, ToolRegistry, default_registry
-from handrail_worker.replay import Committed, replay_step
+from handrail_worker.replay import Committed, replay_step, rerun_live
 from handrail_worker.runner import StepOutcome, StepRunner
 
 CONFIG = Path(__file__).resolve().parents[3] / "config"
@@ -164,3 +164,95 @@ async def test_a_step_without_a_recording_is_not_rerun() -> None:
         report, envelope, Committed(None, report.context_hash, "step.completed"), default_registry()
     )
     assert replayed.outcome == "not_rerun", replayed
+
+
+# -- live: the model and side-effect-free tools for real, side effects dry ------------------------------------
+
+
+def decide_envelope(intake: StepCompleted) -> HandoffEnvelope:
+    """The approver's handoff after ``intake``, as the validator sends it."""
+    return HandoffEnvelope(
+        message_id="m2",
+        task_id="t",
+        workflow="expense-approval",
+        step="decide",
+        step_index=1,
+        sender="validator",
+        receiver="expense-approver",
+        goal="g",
+        context=intake.context,
+        context_hash=intake.context_hash,
+        parent_hash=intake.parent_hash,
+        idempotency_key="k2",
+    )
+
+
+def with_plan(agent: AgentSpec, answer: dict[str, Any]) -> AgentSpec:
+    """``agent`` whose scripted model ends on ``answer`` instead (a new prompt or model, as far as the step goes)."""
+    plan = [*agent.model_dump(mode="json")["plan"][:-1], {"answer": answer}]
+    return AgentSpec.model_validate({**agent.model_dump(mode="json"), "plan": plan})
+
+
+async def test_a_live_rerun_calls_the_model_and_free_tools_again_and_a_side_effect_never(tmp_path: Path) -> None:
+    ran: list[str] = []
+    tools = counted(default_registry(tmp_path), ran)
+    intake = await run_live(CONTRACTS.agent("expense-intake"), _envelope(TASK))
+    approver = CONTRACTS.agent("expense-approver")
+    envelope = decide_envelope(intake)
+    runner = StepRunner(approver, ScriptedProvider(approver.plan), tools, prompts=Declared())
+    outcome = await runner.run(envelope, OpenGuard())
+    assert isinstance(outcome, StepOutcome) and ran == ["check_policy", "record_decision"]
+    context = context_after(envelope, outcome.output)
+    report = step_completed(
+        envelope, agent=approver.name, output=outcome.output, context=context,
+        patch=diff(envelope.context, context), budget=BudgetSnapshot(), recording=outcome.recording,
+    )  # fmt: skip
+
+    same = await rerun_live(
+        approver, ScriptedProvider(approver.plan), tools, CONTRACTS.workflows, load_catalogue(CONFIG), LIBRARY,
+        envelope, report,
+    )  # fmt: skip
+    assert (same.outcome, same.patch) == ("same", []), same
+    assert (
+        same.calls
+        == same.recorded_calls
+        == ["model scripted", "tool check_policy", "model scripted", "tool record_decision", "model scripted"]
+    )
+    assert ran == ["check_policy", "record_decision", "check_policy"], "the side effect answered from the recording"
+
+    changed_agent = with_plan(approver, {**report.output, "reasons": ["a new prompt says so"]})
+    changed = await rerun_live(
+        changed_agent, ScriptedProvider(changed_agent.plan), tools, CONTRACTS.workflows, load_catalogue(CONFIG),
+        LIBRARY, envelope, report,
+    )  # fmt: skip
+    assert changed.outcome == "changed" and changed.detail == "1 change(s) to the output", changed
+    assert changed.patch == [{"op": "replace", "path": "/reasons/0", "value": "a new prompt says so"}], changed.patch
+
+    broken_agent = with_plan(approver, {"decision": "maybe"})
+    broken = await rerun_live(
+        broken_agent, ScriptedProvider(broken_agent.plan), tools, CONTRACTS.workflows, load_catalogue(CONFIG),
+        LIBRARY, envelope, report,
+    )  # fmt: skip
+    assert broken.outcome == "failed" and "breaks the step's schema" in broken.detail, broken
+    assert "record_decision" not in ran[3:], "never run for real on a re-run"
+
+
+async def test_a_live_rerun_of_a_side_effect_the_recorded_step_never_made_fails_that_call_not_the_world(
+    tmp_path: Path,
+) -> None:
+    ran: list[str] = []
+    tools = counted(default_registry(tmp_path), ran)
+    intake = await run_live(CONTRACTS.agent("expense-intake"), _envelope(TASK))
+    approver = CONTRACTS.agent("expense-approver")
+    envelope = decide_envelope(intake)
+    report = step_completed(
+        envelope, agent=approver.name, output={}, context=envelope.context, patch=[], budget=BudgetSnapshot(),
+        recording=StepRecording(prompt="expense-approver@1", calls=[]),
+    )  # fmt: skip
+    rerun = await rerun_live(
+        approver, ScriptedProvider(approver.plan), tools, CONTRACTS.workflows, load_catalogue(CONFIG), LIBRARY,
+        envelope, report,
+    )  # fmt: skip
+    assert "record_decision" not in ran
+    assert "tool record_decision" in rerun.calls, rerun
+    assert rerun.outcome == "changed", rerun
