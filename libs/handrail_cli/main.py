@@ -15,6 +15,7 @@ from handrail_cli import (
     deploy,
     dev,
     dlq,
+    golden,
     halts,
     prompts,
     replay,
@@ -42,6 +43,7 @@ app.command("replay")(replay.replay)
 app.command("halt")(halts.halt)
 app.command("resume")(halts.resume)
 app.add_typer(task_ops.app, name="task")
+app.add_typer(golden.app, name="golden")
 app.add_typer(topics.app, name="topics")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(audit.app, name="audit")

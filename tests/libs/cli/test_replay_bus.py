@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from tests.fixtures.cli import handrail as run_handrail
 from tests.fixtures.stack import Stack
@@ -134,3 +136,74 @@ async def test_a_live_rerun_calls_the_models_again_runs_no_side_effect_and_compa
 
     wrong = run_handrail("replay", task_id, "--prompt", "expense-approver@7", env=cli_env(stack))
     assert wrong.returncode == 2 and "expense-approver" in wrong.stderr, wrong.stderr
+
+
+# -- golden suites --------------------------------------------------------------------------------------------
+
+
+def golden(stack: Stack, *args: str, env: dict[str, str] | None = None) -> tuple[int, list[Any], str]:
+    done = run_handrail("golden", *args, env={**cli_env(stack), **(env or {})})
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return done.returncode, rows, done.stdout + done.stderr
+
+
+async def test_a_suite_exported_from_production_passes_and_shows_what_a_change_does(
+    stack: Stack, tmp_path: Path
+) -> None:
+    since = datetime.now(UTC).isoformat()
+    tasks = [await submit(stack, "expense-approval", f"golden{i}") for i in range(2)]
+    for task_id in tasks:
+        [result] = await results(stack, task_id, 1)
+        assert result.status == TaskStatus.COMPLETED, result
+    suite = tmp_path / "suite.json"
+    code, _, said = golden(stack, "export", "-w", "expense-approval", "--since", since, "--out", str(suite))
+    assert code == 0, said
+    cases = json.loads(suite.read_text())["cases"]
+    assert sorted(c["task_id"] for c in cases) == sorted(tasks)
+    assert all(c["input"]["employee_id"] == "E100" and len(c["steps"]) == 2 for c in cases)
+
+    code, rows, said = golden(stack, "run", str(suite), "--json")
+    assert code == 0, said
+    assert [r["verdict"] for r in rows] == ["pass", "pass"], rows
+
+    # The approver's model now gives other reasons: from the recordings nothing shows (it is not asked);
+    # run for real, the cases change, and the diff says how.
+    config = tmp_path / "config"
+    shutil.copytree(Path(stack.env["HANDRAIL_CONFIG_DIR"]), config)
+    agents = yaml.safe_load((config / "agents.yaml").read_text())
+    agents["agents"]["expense-approver"]["plan"][-1]["answer"]["reasons"] = ["a new prompt says so"]
+    (config / "agents.yaml").write_text(yaml.safe_dump(agents))
+    changed_env = {"HANDRAIL_CONFIG_DIR": str(config)}
+    code, rows, said = golden(stack, "run", str(suite), "--json", env=changed_env)
+    assert code == 0, said
+    code, rows, said = golden(stack, "run", str(suite), "--json", "--live", env=changed_env)
+    assert code == 1, said
+    assert [r["verdict"] for r in rows] == ["changed", "changed"], rows
+    decide = next(s for s in rows[0]["steps"] if s["step"] == "decide")
+    assert decide["mode"] == "live" and decide["outcome"] == "changed"
+    assert {"op": "replace", "path": "/reasons/0", "value": "a new prompt says so"} in decide["patch"], decide
+    code, _, said = golden(stack, "run", str(suite), "--live", env=changed_env)
+    assert code == 1 and "case " in said and "changed" in said and "/reasons/0" in said, said
+
+    # A recording altered in the file fails its case.
+    body = json.loads(suite.read_text())
+    for call in body["cases"][0]["steps"][1]["report"]["recording"]["calls"]:
+        if call["kind"] == "tool":
+            call["reply"] = {**call["reply"], "decision": "rejected"}
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(body))
+    code, rows, said = golden(stack, "run", str(forged), "--json")
+    assert code == 1 and [r["verdict"] for r in rows] == ["failed", "pass"], rows
+
+
+async def test_golden_export_says_what_is_wrong_with_its_arguments(stack: Stack, tmp_path: Path) -> None:
+    out = str(tmp_path / "s.json")
+    code, _, said = golden(stack, "export", "-w", "expense-approval", "--only", "maybe", "--out", out)
+    assert code == 2 and "expected completed or approved" in said, said
+    code, _, said = golden(stack, "export", "-w", "nope", "--out", out)
+    assert code == 2 and "workflow 'nope' is not in workflows.yaml" in said, said
+    code, _, said = golden(stack, "export", "-w", "expense-approval", "--since", "2999-01-01T00:00:00", "--out", out)
+    assert code == 4 and "no completed task" in said, said
+    code, _, said = golden(stack, "export", "-w", "expense-approval", "--only", "approved", "--since",
+                           datetime.now(UTC).isoformat(), "--out", out)  # fmt: skip
+    assert code == 4 and "no approved task" in said, said
