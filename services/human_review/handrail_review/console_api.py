@@ -191,20 +191,25 @@ class _TaskNotFound(ReviewError):
     code = "not_found"
 
 
+async def console_reader(request: Request, who: Annotated[Reviewer, Depends(current_reviewer)]) -> Reviewer:
+    """Any reviewer's token, once the task index has caught up with Kafka (503 until then)."""
+    console: Console = request.app.state.console
+    try:
+        await asyncio.wait_for(console.ready.wait(), _READY_WAIT_S)
+    except TimeoutError:
+        raise NotReady("the task index is still being read from Kafka; try again shortly") from None
+    return who
+
+
+Reader = Annotated[Reviewer, Depends(console_reader)]
+
+
 def add_console(api: FastAPI, console: Console) -> None:
     """The console's routes and page on ``api`` (built by ``handrail_review.api.build_api``)."""
     page = resources.files("handrail_review").joinpath("static/console.html").read_text()
     page_policy = {"Content-Security-Policy": content_security_policy(page)}
 
-    async def reader(who: Annotated[Reviewer, Depends(current_reviewer)]) -> Reviewer:
-        """Any reviewer's token, once the task index has caught up with Kafka (503 until then)."""
-        try:
-            await asyncio.wait_for(console.ready.wait(), _READY_WAIT_S)
-        except TimeoutError:
-            raise NotReady("the task index is still being read from Kafka; try again shortly") from None
-        return who
-
-    Reader = Annotated[Reviewer, Depends(reader)]
+    api.state.console = console
 
     @api.get("/console", response_class=HTMLResponse, include_in_schema=False)
     async def console_page() -> HTMLResponse:
