@@ -108,7 +108,7 @@ async def test_tasks_are_listed_with_filters_and_pages(ran: dict[str, str], http
     assert ids(await tasks(http, q=done[:12])) == [done], "a task id prefix"
     assert ids(await tasks(http, q="no receipt")) == [refused], "the reason of the task's end"
 
-    # Paging: one task a page, each once, in order; the cursor is opaque.
+    # Paging: one task a page, each once, in order.
     seen: list[str] = []
     params: dict[str, str | int] = {"limit": 1, "workflow": "expense-approval"}
     for _ in range(50):
@@ -169,6 +169,7 @@ async def test_dead_letters_are_listed_with_their_reasons(ran: dict[str, str], h
         ("/api/tasks", {"colour": "red"}, "colour"),
         ("/api/dead-letters", {"limit": 201}, "query.limit"),
         ("/api/dead-letters", {"cursor": "@@"}, "query.cursor"),
+        ("/api/tasks", {"cursor": "12"}, "query.cursor"),
     ],
 )
 async def test_bad_parameters_answer_422_saying_what_is_wrong(

@@ -10,6 +10,7 @@ Pages come from the task index (``tasks_index``), never from a read of the topic
 from __future__ import annotations
 
 import asyncio
+import re
 import string
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from handrail.errors import ContractError
 from handrail_review.api import _errors, _InvalidQuery, _refuse_repeated, current_reviewer
@@ -31,6 +32,9 @@ from handrail_review.timeline import STATUSES
 
 #: How long a request waits for the task index to catch up with Kafka after a start before answering 503.
 _READY_WAIT_S = 10.0
+#: A cursor as ``tasks_index.Cursor`` spells it: what the document says is exactly what is taken.
+CURSOR_PATTERN = r"^[0-9]{1,16}:"
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z")
 #: What a trace URL template may name.
 _TRACE_FIELDS = frozenset({"trace_id", "task_id"})
 
@@ -134,13 +138,24 @@ class DeadLetterPage(BaseModel):
     total: int | None = Field(description="How many match, when that is cheap (no filter but time); else none.")
 
 
+def _rfc3339(value: object) -> object:
+    """A time as the document says (``format: date-time``, RFC 3339), not whatever else pydantic would take for
+    one (a number of seconds, a date alone)."""
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("a date-time with its zone, RFC 3339: e.g. 2026-12-01T09:00:00Z")
+    return value
+
+
+Instant = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+
 class _Paged(BaseModel):
     """Time bounds, a cursor and a page size; an unknown parameter is an error."""
 
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime | None = Field(default=None, description="Opened (dead-lettered) at or after this time.")
-    until: datetime | None = Field(default=None, description="Opened (dead-lettered) at or before this time.")
+    since: Instant | None = Field(default=None, description="Opened (dead-lettered) at or after this time.")
+    until: Instant | None = Field(default=None, description="Opened (dead-lettered) at or before this time.")
     q: str | None = Field(
         default=None,
         min_length=1,
@@ -148,17 +163,23 @@ class _Paged(BaseModel):
         description="Text: a task id prefix, or words in the reason (or the workflow). Checked on the summaries "
         "a page reads (at most 5000), not a full-text index.",
     )
-    cursor: str | None = Field(default=None, min_length=1, max_length=400, description="From the previous page.")
+    cursor: str | None = Field(
+        default=None,
+        max_length=600,
+        pattern=CURSOR_PATTERN,
+        description="The previous page's `next_cursor`, as it was returned.",
+    )
     limit: int = Field(default=50, ge=1, le=200)
 
     @model_validator(mode="after")
     def _bounds_can_overlap(self) -> _Paged:
-        if self.since is not None and self.until is not None and self.since > self.until:
-            raise ValueError(f"since ({self.since.isoformat()}) is after until ({self.until.isoformat()})")
+        # A time without a zone is UTC (first: an aware and a naive time cannot be compared).
         for name in ("since", "until"):
             moment = getattr(self, name)
             if moment is not None and moment.tzinfo is None:
                 setattr(self, name, moment.replace(tzinfo=UTC))
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError(f"since ({self.since.isoformat()}) is after until ({self.until.isoformat()})")
         return self
 
     def span_ms(self) -> tuple[int | None, int | None]:

@@ -26,8 +26,6 @@ by that bound still carries a cursor to go on from.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -112,23 +110,22 @@ return 1
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where a page ended: the score and id of its last entry read; the next page starts after it."""
+    """Where a page ended: ``<score>:<id>`` of its last entry read (the time in ms, the id whole); the next page
+    starts after it. Plain text, so that every string the API documents as a cursor is one."""
 
     score: float
     member: str
 
     def encode(self) -> str:
-        return base64.urlsafe_b64encode(f"{self.score:.0f}:{self.member}".encode()).decode().rstrip("=")
+        return f"{self.score:.0f}:{self.member}"
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
-        """The cursor a page returned; ``ValueError`` for anything else."""
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-            score, member = raw.split(":", 1)
-            return cls(float(int(score)), member)
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise ValueError("not a cursor this API returned") from None
+        """The cursor ``text`` spells; ``ValueError`` for anything else."""
+        score, colon, member = text.partition(":")
+        if not colon or not score.isascii() or not score.isdigit() or len(score) > 16:
+            raise ValueError("not a cursor this API returned (`<opened at, ms>:<id>`)")
+        return cls(float(int(score)), member)
 
 
 @dataclass(frozen=True)

@@ -262,10 +262,10 @@ async def test_offsets_count_only_under_the_generation_they_were_stored_with(ind
     assert await index.resume_offsets("g2") == {}, "Redis was rebuilt meanwhile: read everything again"
 
 
-def test_a_cursor_is_opaque_and_checked() -> None:
+def test_a_cursor_is_checked() -> None:
     cursor = Cursor(1764579600000.0, "task:with:colons")
     assert Cursor.decode(cursor.encode()) == cursor
-    for bad in ("", "nope", "!!!", Cursor(1, "x").encode()[:-2] + "@@"):
+    for bad in ("", "nope", "12", "x:1", "-1:a", "１２:a", "1" * 17 + ":a"):
         with pytest.raises(ValueError):
             Cursor.decode(bad)
 
