@@ -30,6 +30,7 @@ from tests.services.test_review_bus import (
 
 from handrail.client import HandrailClient
 from handrail.messages import TaskStatus
+from handrail.state import connect_redis
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
 
@@ -195,6 +196,26 @@ async def test_unknown_tasks_repeats_and_missing_tokens_are_refused(http: httpx.
     assert page.status_code == 200 and "script-src 'self' 'sha256-" in page.headers["content-security-policy"]
 
 
+async def test_the_index_is_rebuilt_from_kafka_when_redis_lost_it(
+    ran: dict[str, str], stack: Stack, http: httpx.AsyncClient
+) -> None:
+    before = await indexed(http, ran["done"], "completed")
+    redis = connect_redis(stack.redis_url)
+    try:
+        keys = [key async for key in redis.scan_iter(match=f"{stack.env['HANDRAIL_REDIS_PREFIX']}{{console}}*")]
+        assert keys
+        await redis.unlink(*keys)  # the index and the projector's offsets: as if Redis had lost them
+    finally:
+        await redis.aclose()
+    assert (await http.get(f"/api/tasks/{ran['done']}")).status_code == 404
+    stack.stop("human-review")
+    stack.start("human-review")
+    after = await indexed(http, ran["done"], "completed")
+    assert after == before, "the same summary and timeline, read again from the audit topic"
+    letters = await http.get("/api/dead-letters", params={"task_id": ran["garbage"]})
+    assert len(letters.json()["dead_letters"]) == 1
+
+
 async def test_the_page_filters_opens_a_timeline_and_lists_dead_letters(ran: dict[str, str], stack: Stack) -> None:
     require_chromium()
     from playwright.async_api import async_playwright, expect
@@ -247,6 +268,7 @@ async def test_the_page_filters_opens_a_timeline_and_lists_dead_letters(ran: dic
             await expect(first_hop.locator(".action")).to_have_text("step.completed")
             await expect(first_hop.locator("pre.patch div").first).to_be_visible()
             await expect(first_hop.locator("table.calls tr.call").first).to_be_visible()
+            await expect(first_hop.locator(".budget")).to_contain_text("Budget used: 1 of 6 steps")
             await expect(page.locator("#timeline li.k-task").last).to_contain_text("task.completed")
             href = await page.locator("#t-trace").get_attribute("href")
             assert href is not None and href.startswith("http://traces.example/trace/") and done in href, href
