@@ -257,6 +257,7 @@ async def test_the_page_filters_opens_a_timeline_and_lists_dead_letters(ran: dic
             await expect(row.locator("td.c-reason")).to_contain_text("no receipt")
             assert "status=rejected" in page.url and "workflow=expense-approval" in page.url, page.url
             assert await rows.count() >= 1
+            await page.screenshot(path=str(screenshot_path("console-tasks.png")), full_page=True)
 
             # Into a task: its timeline, hops with their diffs and calls, and the trace link.
             await page.select_option("#f-status", "completed")
