@@ -18,7 +18,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 from tests.fixtures.stack import Stack
 
 from handrail.client import HandrailClient
@@ -83,6 +83,10 @@ def test_the_review_api_keeps_its_openapi_document(
             # so: a rule across two fields, which JSON Schema cannot state, so it is the one valid-looking
             # request refused.
             excluded = [positive_data_acceptance] if impossible else []
+            # A parameter generated as an empty list is sent as no parameter at all, so the request that arrives
+            # may be a valid one: it is not held against the API that it was accepted.
+            if any(value == [] for value in (case.query or {}).values()):
+                excluded.append(negative_data_rejection)
             case.call_and_validate(headers=headers, excluded_checks=excluded)
 
         try:
