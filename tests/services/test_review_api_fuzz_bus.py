@@ -12,12 +12,13 @@ import asyncio
 import json
 import secrets
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 from tests.fixtures.stack import Stack
 
 from handrail.client import HandrailClient
@@ -76,9 +77,16 @@ def test_the_review_api_keeps_its_openapi_document(
                 case.path_parameters["review_id"] = parked_review
             ages = [(case.query or {}).get(bound) for bound in ("min_age_s", "max_age_s")]
             impossible = all(isinstance(a, int | float) for a in ages) and ages[0] > ages[1]
-            # An age range no review can be in is refused with a 422 that says so: a rule across two
-            # fields, which JSON Schema cannot state, so it is the one valid-looking request refused.
+            span = [_instant((case.query or {}).get(bound)) for bound in ("since", "until")]
+            impossible |= span[0] is not None and span[1] is not None and span[0] > span[1]
+            # An age range no review can be in (a time span no task can be in) is refused with a 422 that says
+            # so: a rule across two fields, which JSON Schema cannot state, so it is the one valid-looking
+            # request refused.
             excluded = [positive_data_acceptance] if impossible else []
+            # A parameter generated as an empty list is sent as no parameter at all, so the request that arrives
+            # may be a valid one: it is not held against the API that it was accepted.
+            if any(value == [] for value in (case.query or {}).values()):
+                excluded.append(negative_data_rejection)
             case.call_and_validate(headers=headers, excluded_checks=excluded)
 
         try:
@@ -86,3 +94,12 @@ def test_the_review_api_keeps_its_openapi_document(
         except Exception as failure:
             failures.append(f"{operation.label}:\n{failure}")
     assert not failures, "\n\n".join(failures)
+
+
+def _instant(value: object) -> datetime | None:
+    """A generated ``since`` / ``until`` as the API reads it (no zone: UTC), or None when it is not a time."""
+    try:
+        moment = datetime.fromisoformat(str(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment

@@ -16,7 +16,7 @@ and write only the topics it produces (``DESIGN.md``, Services):
 - ``handrail-circuit-breaker`` reads ``events`` and ``results`` (completed tasks teach the agents'
   behavioural baselines) and writes ``control``, ``events`` (a deviation from a baseline),
   ``reviews.requested``, ``audit``, ``dlq``; ``handrail-human-review`` reads the review topics and
-  resumes tasks.
+  ``dlq`` (the task console's dead letters) and resumes tasks.
 - ``handrail-submitter`` publishes tasks and reads results; ``handrail-operator`` reads
   everything under the prefix (watch, trace, dlq list) and writes ``control`` and ``audit``
   (halts and autonomy changes, signed with the operator's key) and the agent topics (``task
@@ -151,9 +151,10 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
             writes=(t.control, t.events, t.reviews_requested, t.audit, t.dlq),
         ),
         Principal(
-            HUMAN_REVIEW, "human-review", reads=(t.reviews_requested, t.reviews_decided, *state), group=HUMAN_REVIEW,
-            # reviews.requested too: a timed-out review is re-requested for a higher role; control: the
-            # graduation rule's autonomy changes (config/autonomy.yaml, auto: true).
+            HUMAN_REVIEW, "human-review", reads=(t.reviews_requested, t.reviews_decided, t.dlq, *state),
+            group=HUMAN_REVIEW,
+            # dlq: the task console lists dead letters. reviews.requested too: a timed-out review is re-requested
+            # for a higher role; control: the graduation rule's autonomy changes (config/autonomy.yaml, auto: true).
             writes=(
                 t.reviews_requested, t.reviews_decided, *_agent_topics(t, agents), t.results, t.control, t.audit,
                 t.dlq,

@@ -1,5 +1,6 @@
 """The reviewers' HTTP API (OpenAPI at ``/api/openapi.json``, docs at ``/api/docs``) and the web page at ``/``;
-the deployment's Kafka topics as AsyncAPI at ``/api/asyncapi.json``.
+the deployment's Kafka topics as AsyncAPI at ``/api/asyncapi.json``. The task console's routes and its page
+(``/console``) are added by ``console_api``, under the same tokens and errors.
 
 Every ``/api`` call but the page and the two documents needs ``Authorization: Bearer <token>``. Errors
 are JSON: ``{"error": "<code>", "detail": "<for a person>"}`` with 401, 403,

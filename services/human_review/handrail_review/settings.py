@@ -28,6 +28,9 @@ class ReviewSettings(ServiceSettings):
     review_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     #: The largest edited context or arguments taken (413 beyond): they travel on in a Kafka record.
     review_max_edit_bytes: int = Field(default=256 * 1024, gt=0)
+    #: The task console's link to a task's trace in the tracing UI, naming ``{trace_id}`` (the W3C trace id
+    #: the task's records carried) or ``{task_id}``, e.g. ``http://jaeger:16686/trace/{trace_id}``. Unset: no link.
+    trace_url_template: str | None = Field(default=None, min_length=1)
 
     def reviewers_path(self) -> Path:
         return self.reviewers_file or self.config_dir / "reviewers.yaml"
