@@ -19,7 +19,7 @@ from handrail.errors import HandrailError
 from handrail.messages import DecisionEvent, DecisionEvents
 from handrail.signing import Verifier
 from handrail.topics import Topics
-from handrail_cli.common import JsonOption, console, err_console, print_json_lines, run
+from handrail_cli.common import JsonOption, console, err_console, print_json_lines, resolve_task, run
 from handrail_cli.exit_codes import ExitCode
 from handrail_cli.settings import CliSettings
 
@@ -28,7 +28,7 @@ app = typer.Typer(no_args_is_help=True, help="Check a task's audit trail.")
 
 @app.command("verify")
 def verify(
-    task_id: str = typer.Argument(..., help="The task whose audit chain to check."),
+    task_id: str = typer.Argument(..., help="The task whose audit chain to check (its id, or its unique start)."),
     topic: str = typer.Option(None, "--topic", help="Read this topic instead of <prefix>audit (e.g. a copy)."),
     as_json: bool = JsonOption,
     bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP)."),
@@ -40,6 +40,7 @@ def verify(
     Exit codes: 0 intact, 1 broken, 2 no trust store to check signatures with, 4 no records.
     """
     settings = CliSettings()
+    task_id = resolve_task(task_id, settings)
     verifier = _verifier(settings)
     if verifier is None and settings.signing_required:
         err_console.print(
@@ -93,12 +94,13 @@ def _verify(raw: list[tuple[int, int, bytes]], verifier: Verifier | None = None)
 
 
 def trace(
-    task_id: str = typer.Argument(..., help="The task to trace."),
+    task_id: str = typer.Argument(..., help="The task to trace (its id, or its unique start)."),
     as_json: bool = JsonOption,
     bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP)."),
 ) -> None:
     """Rebuild a task's lineage from the audit trail: steps, handoffs with diffs, calls, budget, ending."""
     settings = CliSettings()
+    task_id = resolve_task(task_id, settings)
     topics = Topics(settings.topic_prefix)
     address = bootstrap or settings.kafka_bootstrap
     credentials = settings.kafka_credentials()

@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.console import Console
 
 from handrail.errors import HandrailError
+from handrail.service.settings import RedisSettings
 from handrail_cli.exit_codes import ExitCode
 
 T = TypeVar("T")
@@ -99,3 +100,40 @@ def resolve_prefix(typed: str, known: Iterable[str], what: str, param_hint: str)
     raise typer.BadParameter(
         f"{typed!r} is the start of {len(matches)} ids ({listed}); give more of the id", param_hint=param_hint
     )
+
+
+#: Glob characters Redis's SCAN MATCH would read in a typed id; escaped so they match themselves.
+_GLOB = str.maketrans({c: f"\\{c}" for c in "*?[]\\"})
+
+
+def resolve_task(typed: str, settings: RedisSettings) -> str:
+    """The task ``typed`` is, or is the unique start of, among the tasks the state store knows (running,
+    or ended within the week their records are kept); an ambiguous prefix is a usage error listing them.
+
+    ``settings``: where the state store is (the CLI's). Without Redis, or
+    when no known task starts so, ``typed`` is taken as the full id (the command then says it found nothing).
+    """
+    from redis.exceptions import RedisError
+
+    async def known() -> list[str]:
+        redis = settings.redis_client()
+        prefix = settings.redis_prefix
+        pattern = f"{prefix}{{{typed.translate(_GLOB)}*}}:task"
+        try:
+            found = []
+            async for key in redis.scan_iter(match=pattern, count=1000):
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                found.append(name[len(prefix) + 1 : -len("}:task")])
+                if len(found) > _CANDIDATES_SHOWN * 10:
+                    break
+            return found
+        finally:
+            await redis.aclose()
+
+    try:
+        ids = asyncio.run(known())
+    except (RedisError, OSError, HandrailError):
+        return typed
+    if typed in ids or not ids:
+        return typed
+    return resolve_prefix(typed, ids, "task", "TASK")

@@ -27,7 +27,7 @@ from handrail.llm.models import load_catalogue
 from handrail.prompts import PromptLibrary
 from handrail.tools import default_registry
 from handrail.topics import Topics
-from handrail_cli.common import JsonOption, console, err_console, print_json_lines, run
+from handrail_cli.common import JsonOption, console, err_console, print_json_lines, resolve_task, run
 from handrail_cli.exit_codes import ExitCode
 from handrail_cli.overrides import ModelOption, PromptOption, parse_overrides
 from handrail_cli.recorded import RecordedStep, Rerunner, Source
@@ -38,7 +38,7 @@ BAD = frozenset({"diverged", "tampered", "failed", "changed"})
 
 
 def replay(
-    task_id: str = typer.Argument(..., help="The task whose steps to re-run (its full id)."),
+    task_id: str = typer.Argument(..., help="The task whose steps to re-run (its id, or its unique start)."),
     live: bool = typer.Option(
         False, "--live", help="Run each step again for real: its model, tools without side effects (others run dry)."
     ),
@@ -72,6 +72,7 @@ def replay(
     except ContractError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(ExitCode.USAGE) from None
+    task_id = resolve_task(task_id, settings)
     topics = Topics(settings.topic_prefix)
     source = Source(settings, topics, bootstrap or settings.kafka_bootstrap, steps_topic or topics.steps)
     records, steps = run(source.for_task(task_id))

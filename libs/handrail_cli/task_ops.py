@@ -48,7 +48,7 @@ from handrail.state.tasks import Reopening
 from handrail.tools import default_registry
 from handrail.topics import Topics
 from handrail.topups import beyond_the_workflow, granted_so_far
-from handrail_cli.common import JsonOption, console, err_console, print_json_lines, run
+from handrail_cli.common import JsonOption, console, err_console, print_json_lines, resolve_task, run
 from handrail_cli.exit_codes import ExitCode
 from handrail_cli.halts import apply_halt
 from handrail_cli.overrides import ModelOption, PromptOption, parse_overrides
@@ -154,7 +154,7 @@ async def _checked(coro: Coroutine[Any, Any, T]) -> T:
 
 @app.command("resume")
 def resume(
-    task_id: str = typer.Argument(..., help="The failed or halted task (its full id)."),
+    task_id: str = typer.Argument(..., help="The failed or halted task (its id, or its unique start)."),
     reason: str = typer.Option(..., "--reason", help="Why; recorded on the task's audit trail with who resumed it."),
     top_up: str = typer.Option(
         None,
@@ -172,6 +172,7 @@ def resume(
     """
     extra = _top_up(top_up)
     session = _Session.make(bootstrap)
+    task_id = resolve_task(task_id, session.settings)
     try:
         done = run(_checked(_resume(session, task_id, reason, extra)))
     except Refused as exc:
@@ -229,7 +230,7 @@ async def _resume(session: _Session, task_id: str, reason: str, extra: BudgetTop
 
 @app.command("fork")
 def fork(
-    task_id: str = typer.Argument(..., help="The task to fork (its full id)."),
+    task_id: str = typer.Argument(..., help="The task to fork (its id, or its unique start)."),
     from_step: str = typer.Option(..., "--from-step", help="An accepted step of the task: the fork runs what follows."),
     prompt: list[str] = PromptOption,
     model: list[str] = ModelOption,
@@ -248,6 +249,7 @@ def fork(
     if new_task_id is not None and not re.match(TASK_ID_PATTERN, new_task_id):
         raise typer.BadParameter("letters, digits and . _ : @ - only, at most 200", param_hint="--task-id")
     session = _Session.make(bootstrap)
+    task_id = resolve_task(task_id, session.settings)
     try:
         done = run(_checked(_fork(session, task_id, from_step, prompt or [], model or [], new_task_id, reason)))
     except Refused as exc:

@@ -207,3 +207,17 @@ async def test_golden_export_says_what_is_wrong_with_its_arguments(stack: Stack,
     code, _, said = golden(stack, "export", "-w", "expense-approval", "--only", "approved", "--since",
                            datetime.now(UTC).isoformat(), "--out", out)  # fmt: skip
     assert code == 4 and "no approved task" in said, said
+
+
+async def test_a_task_is_named_by_the_unique_start_of_its_id(stack: Stack) -> None:
+    twins = [await submit(stack, "expense-approval", "twin") for _ in range(2)]
+    for task_id in twins:
+        await results(stack, task_id, 1)
+    code, rows = replay(stack, twins[0][:-3])
+    assert code == 0 and {r["task_id"] for r in rows} == {twins[0]}, rows
+    traced = run_handrail("trace", twins[1][:-3], "--json", env=cli_env(stack))
+    assert traced.returncode == 0 and twins[1] in traced.stdout, traced.stderr
+
+    both = run_handrail("replay", "twin-", env=cli_env(stack))
+    assert both.returncode == 2 and "is the start of" in both.stderr, both.stderr
+    assert all(t in both.stderr.replace("\n", "").replace("│", "").replace(" ", "") for t in twins), both.stderr
