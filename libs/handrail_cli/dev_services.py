@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import typer
 from rich.table import Table
 
-from handrail.contracts import load_contracts
+from handrail.contracts import Contracts, load_contracts
 from handrail.errors import ContractError
 from handrail.tools import default_registry
 from handrail.topics import Topics, ensure_topics
@@ -25,15 +25,23 @@ app = typer.Typer(no_args_is_help=True, help="Run router, validator and one work
 
 
 def _agents() -> list[str]:
+    return sorted(_contracts().agents)
+
+
+def _shadows() -> list[str]:
+    return sorted(name for name, spec in _contracts().agents.items() if spec.shadow is not None)
+
+
+def _contracts() -> Contracts:
     try:
-        return sorted(load_contracts(Path("config"), default_registry().names()).agents)
+        return load_contracts(Path("config"), default_registry().names())
     except ContractError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(ExitCode.USAGE) from None
 
 
 def _plan(settings: DevSettings) -> list[services.ServiceProcess]:
-    return services.plan(_agents(), base_port=settings.ports.services)
+    return services.plan(_agents(), base_port=settings.ports.services, shadows=_shadows())
 
 
 def _show(processes: list[services.ServiceProcess], run_dir: Path, as_json: bool) -> None:
@@ -66,7 +74,10 @@ def up_command(base_port: int | None = BASE_PORT_OPTION, as_json: bool = JsonOpt
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(ExitCode.USAGE) from None
     agents = _agents()
-    processes = [with_reviewer_tokens(p, tokens) for p in services.plan(agents, base_port=settings.ports.services)]
+    processes = [
+        with_reviewer_tokens(p, tokens)
+        for p in services.plan(agents, base_port=settings.ports.services, shadows=_shadows())
+    ]
     # The services consume from the moment they start, and the broker creates no topic by itself.
     cli = CliSettings()
     specs = Topics(cli.topic_prefix).specs(agents, steps_retention_days=cli.steps_retention_days)

@@ -88,6 +88,7 @@ def export(
         "completed", "--only", help="completed: tasks that completed; approved: and that a person approved."
     ),
     limit: int = typer.Option(50, "--limit", min=1, help="At most this many tasks, the latest first."),
+    as_json: bool = JsonOption,
     bootstrap: str = typer.Option(
         None, "--bootstrap", help="Kafka bootstrap servers (default: HANDRAIL_KAFKA_BOOTSTRAP)."
     ),
@@ -117,6 +118,10 @@ def export(
         err_console.print(f"no {only} task of {workflow!r} to export" + _left_out(left_out))
         raise typer.Exit(ExitCode.NOT_FOUND)
     out.write_text(suite.model_dump_json(indent=1, exclude_none=True) + "\n")
+    if as_json:
+        said = {"suite": str(out), "workflow": workflow, "cases": [c.task_id for c in cases], "left_out": left_out}
+        print_json_lines([said])
+        return
     console.print(f"wrote {len(cases)} case(s) of {workflow!r} to {out}" + _left_out(left_out), highlight=False)
 
 

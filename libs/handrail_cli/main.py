@@ -20,6 +20,7 @@ from handrail_cli import (
     prompts,
     replay,
     review,
+    shadow,
     task_ops,
     tasks,
     tools,
@@ -44,6 +45,7 @@ app.command("halt")(halts.halt)
 app.command("resume")(halts.resume)
 app.add_typer(task_ops.app, name="task")
 app.add_typer(golden.app, name="golden")
+app.add_typer(shadow.app, name="shadow")
 app.add_typer(topics.app, name="topics")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(audit.app, name="audit")

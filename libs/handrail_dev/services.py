@@ -14,7 +14,7 @@ import os
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -69,8 +69,11 @@ class ServiceProcess:
         return base / f"{self.name}.pid", base / f"{self.name}.log"
 
 
-def plan(agents: list[str], base_port: int = StackPorts.at(None).services) -> list[ServiceProcess]:
-    """The processes of a full local stack: router, validator, circuit-breaker, human-review, one worker per agent.
+def plan(
+    agents: list[str], base_port: int = StackPorts.at(None).services, shadows: Sequence[str] = ()
+) -> list[ServiceProcess]:
+    """The processes of a full local stack: router, validator, circuit-breaker, human-review, one worker per agent,
+    and the shadow worker of each agent in ``shadows`` (those with a ``shadow`` in agents.yaml), from port + 45.
 
     Ports from ``base_port`` (a stack's ``DevSettings.ports.services``): router +0, validator +2,
     circuit-breaker +4, human-review +5, workers +10 onwards. Each process is given its port as
@@ -88,6 +91,9 @@ def plan(agents: list[str], base_port: int = StackPorts.at(None).services) -> li
         processes.append(
             ServiceProcess(f"worker-{agent}", (python, "-m", "handrail_worker", "--agent", agent), base_port + 10 + i)
         )
+    for i, agent in enumerate(sorted(shadows)):
+        argv = (python, "-m", "handrail_worker", "--agent", agent, "--shadow")
+        processes.append(ServiceProcess(f"shadow-{agent}", argv, base_port + 45 + i))
     return processes
 
 

@@ -84,6 +84,21 @@ class ScriptedAnswer(_Strict):
     delay_s: float = Field(default=0.0, ge=0, le=600, description="How long the turn takes, like a real model.")
 
 
+class Shadow(_Strict):
+    """A candidate version of the agent, run beside it on copies of its live steps (``handrail_worker.shadow``):
+    another version of its prompt and/or another model of the catalogue."""
+
+    prompt: str | None = Field(default=None, description="A version of the agent's prompt (config/prompts/<prompt>/).")
+    model: str | None = Field(default=None, description="A model of models.yaml, instead of the agent's chain.")
+    max_in_flight: int = Field(default=32, ge=1, le=1024, description="Shadow steps run at once, at most.")
+
+    @model_validator(mode="after")
+    def _something_differs(self) -> Shadow:
+        if self.prompt is None and self.model is None:
+            raise ValueError("a shadow names a `prompt` version, a `model`, or both")
+        return self
+
+
 class AgentSpec(_Strict):
     """One agent: who owns it, what it may do, and within which limits."""
 
@@ -102,6 +117,7 @@ class AgentSpec(_Strict):
     confidence_floor: float = Field(default=0.0, ge=0, le=1)
     risk_class: str = "limited"
     baseline: Baseline = Field(default_factory=Baseline)
+    shadow: Shadow | None = Field(default=None, description="A candidate version run beside the live one, dry.")
     context: ContextBudget = Field(
         default_factory=ContextBudget, description="Token caps per prompt section and what happens over them."
     )

@@ -8,7 +8,7 @@ Every key of a deployment starts with its prefix (``HANDRAIL_REDIS_PREFIX``). Wi
   (``handrail.recovery``), which writes every kind of key;
 - an agent's worker may read and write the tasks' keys (``<p>{<task>}…``: acceptance, budgets,
   loop windows, side-effect claims), the breakers (its admission takes a half-open probe) and
-  the fences of its own consumer group, and only read halts, autonomy levels, active prompts
+  the fences of its own consumer group, its own shadow's findings, and only read halts, autonomy levels, active prompts
   and the state generation. So no agent can lift a halt on itself, raise its own autonomy,
   switch a prompt, or stamp a state generation; workers never rebuild (they wait for a
   service to), and nobody may touch another deployment's keys.
@@ -75,7 +75,13 @@ def redis_users(prefix: str, agents: list[str], group_prefix: str) -> list[Redis
         users.append(
             RedisUser(
                 user_name(prefix, agent),
-                read_write=(f"{prefix}{{*", f"{prefix}breaker:*", f"{prefix}fence:{{{group}:*"),
+                # shadow:<agent>: what its shadow worker found (``handrail_worker.shadow``), its own keys only.
+                read_write=(
+                    f"{prefix}{{*",
+                    f"{prefix}breaker:*",
+                    f"{prefix}fence:{{{group}:*",
+                    f"{prefix}shadow:{agent}:*",
+                ),
                 read_only=(f"{prefix}halt:*", f"{prefix}autonomy:*", f"{prefix}prompt:*", f"{prefix}state:*"),
             )
         )

@@ -21,12 +21,15 @@ from handrail_worker.handlers import WorkerHandlers
 from handrail_worker.reports import StepReporter
 from handrail_worker.runner import StepRunner
 from handrail_worker.settings import WorkerSettings
+from handrail_worker.shadow import ShadowWorker
 
 log = logging.getLogger(__name__)
 
 
 def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
-    """Build the worker app for ``settings.agent``."""
+    """Build the worker app for ``settings.agent`` (or its shadow, ``settings.shadow``)."""
+    if settings.shadow:
+        return create_shadow(settings)
     # An agent writes no audit records (the validator records each step it verifies, in the agent's
     # name) and never rebuilds the state.
     runtime = build_runtime(f"worker-{settings.agent}", settings, agent=settings.agent)
@@ -71,6 +74,19 @@ def create(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
     app = asgi_app(runtime)
     app.on_startup(mcp_tools.start)
     app.on_shutdown(mcp_tools.close)
+    return runtime, app
+
+
+def create_shadow(settings: WorkerSettings) -> tuple[Runtime, AsgiFastStream]:
+    """The agent's shadow: no subscription of the pipeline's, nothing written to Kafka (``handrail_worker.shadow``)."""
+    runtime = build_runtime(f"shadow-{settings.agent}", settings, agent=settings.agent)
+    agent = runtime.contracts.agent(settings.agent)
+    catalogue = load_catalogue(settings.config_dir)
+    library = PromptLibrary(settings.config_dir / "prompts")
+    shadow = ShadowWorker(runtime, agent, catalogue, library, settings.group(f"shadow-{agent.name}"))
+    app = asgi_app(runtime)
+    app.on_startup(shadow.start)
+    app.on_shutdown(shadow.stop)
     return runtime, app
 
 

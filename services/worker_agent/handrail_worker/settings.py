@@ -12,6 +12,8 @@ class WorkerSettings(ServiceSettings):
 
     agent: str = Field(min_length=1, description="The agent this process runs (one deployment per agent).")
     http_port: int = Field(default=8082, ge=0, le=65535)
+    #: Run the agent's shadow (``handrail_worker.shadow``) instead of the agent.
+    shadow: bool = False
     #: Fault injection for crash-recovery tests and drills: exit the process right
     #: after publishing a step's output and before its offset is committed.
     chaos_exit_after_publish: bool = False
