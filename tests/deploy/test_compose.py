@@ -148,9 +148,7 @@ def test_grafana_is_provisioned_with_the_dashboard(compose: dict[str, Any]) -> N
     assert Path(base / "dashboards" / "handrail.json").is_file()
 
 
-def test_every_service_signs_with_its_own_key_made_by_the_keys_job(
-    compose: dict[str, Any], agents: list[str]
-) -> None:
+def test_every_service_signs_with_its_own_key_made_by_the_keys_job(compose: dict[str, Any], agents: list[str]) -> None:
     services = compose["services"]
     command = services["keys"]["command"]
     folder = command[command.index("--out") + 1]

@@ -196,7 +196,9 @@ def test_every_pod_signs_with_its_own_required_key(built: list[dict[str, Any]]) 
         signer = variables["HANDRAIL_SIGNER"]
         assert signer == name.removeprefix("worker-"), name
         assert volumes["signing-key"]["secret"] == {
-            "secretName": f"handrail-signing-{signer}", "optional": False, "defaultMode": 0o440
+            "secretName": f"handrail-signing-{signer}",
+            "optional": False,
+            "defaultMode": 0o440,
         }
         assert volumes["trusted-keys"]["configMap"]["optional"] is False
         # and logs in to Redis as its own ACL user

@@ -319,9 +319,7 @@ def test_the_cli_connects_as_the_principal_its_settings_name(
     assert submitted.returncode == 0, submitted.stderr
     assert json.loads(submitted.stdout.split("\n", 1)[1])["status"] == "completed"
     # Without its password the same command is refused by the broker, and says so.
-    refused = handrail(
-        "submit", "-w", "expense-approval", "-i", claim, env={**env, "HANDRAIL_KAFKA_PASSWORD": "wrong"}
-    )
+    refused = handrail("submit", "-w", "expense-approval", "-i", claim, env={**env, "HANDRAIL_KAFKA_PASSWORD": "wrong"})
     assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
 
 

@@ -35,8 +35,12 @@ def new_id(label: str) -> str:
 
 def nested(task_id: str) -> bytes:
     return (
-        b'{"task_id": "' + task_id.encode() + b'", "workflow": "expense-approval", "input": '
-        + b"[" * DEPTH + b"]" * DEPTH + b"}"
+        b'{"task_id": "'
+        + task_id.encode()
+        + b'", "workflow": "expense-approval", "input": '
+        + b"[" * DEPTH
+        + b"]" * DEPTH
+        + b"}"
     )
 
 
@@ -70,11 +74,22 @@ async def test_json_nested_past_any_parser_limit_is_dead_lettered_and_the_partit
 @pytest.mark.parametrize(
     ("label", "body", "error_type"),
     [
-        ("nan", lambda t: b'{"task_id":"%s","workflow":"expense-approval","input":{"employee_id":"E1","amount":1,'
-         b'"currency":"USD","description":"x"},"metadata":{"x":NaN}}' % t.encode(), "malformed_message"),
+        (
+            "nan",
+            lambda t: (
+                b'{"task_id":"%s","workflow":"expense-approval","input":{"employee_id":"E1","amount":1,'
+                b'"currency":"USD","description":"x"},"metadata":{"x":NaN}}' % t.encode()
+            ),
+            "malformed_message",
+        ),
         ("bad-utf8", lambda t: b'{"task_id":"%s","workflow":"expense-\xff\xfe"}' % t.encode(), "malformed_message"),
-        ("huge-int", lambda t: json.dumps({"task_id": t, "workflow": "expense-approval", "input": claim(1),
-                                           "metadata": {"n": 10**400}}).encode(), "invalid_number"),
+        (
+            "huge-int",
+            lambda t: json.dumps(
+                {"task_id": t, "workflow": "expense-approval", "input": claim(1), "metadata": {"n": 10**400}}
+            ).encode(),
+            "invalid_number",
+        ),
     ],
 )
 async def test_values_that_cannot_be_hashed_or_decoded_are_rejected_with_a_reason(

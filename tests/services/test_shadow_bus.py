@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.fixtures.cli import handrail as run_handrail
-from tests.fixtures.model_server import FakeModelServer, Received, Reply, answer
+from tests.fixtures.model_server import FakeModelServer, Received, Reply, answer, openai_model, serving
 from tests.fixtures.stack import PROJECT_ROOT, Stack
 from tests.libs.cli.test_task_ops_bus import cli_env, results, submit
 from tests.services.test_limits_bus import ledger_entries
@@ -44,11 +44,8 @@ def hasty_intake(received: Received) -> Reply:
 
 @pytest.fixture(scope="module")
 def model_server() -> Iterator[FakeModelServer]:
-    server = FakeModelServer()
-    server.responder = hasty_intake
-    server.start()
-    yield server
-    server.stop()
+    with serving(hasty_intake) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +59,7 @@ def stack_config_dir(tmp_path_factory: pytest.TempPathFactory, model_server: Fak
     agents["agents"]["expense-intake"]["shadow"] = {"model": MODEL}
     (config / "agents.yaml").write_text(yaml.safe_dump(agents))
     catalogue = yaml.safe_load((config / "models.yaml").read_text())
-    catalogue["models"][MODEL] = {
-        "provider": "openai", "base_url": f"{model_server.url}/v1", "api_key_env": KEY_ENV, "timeout_s": 5,
-        "max_retries": 0, "price": {"input_usd_per_1m": 1.0, "output_usd_per_1m": 2.0},
-    }  # fmt: skip
+    catalogue["models"][MODEL] = openai_model(model_server, KEY_ENV)
     (config / "models.yaml").write_text(yaml.safe_dump(catalogue))
     return config
 

@@ -14,7 +14,8 @@ and write only the topics it produces (``DESIGN.md``, Services):
 - ``handrail-validator`` reads ``steps`` and writes the agent topics of later steps,
   ``reviews.requested``, ``results``, ``dlq``, ``audit``.
 - ``handrail-circuit-breaker`` reads ``events`` and ``results`` (completed tasks teach the agents'
-  behavioural baselines) and writes ``control``, ``events`` (a deviation from a baseline),
+  behavioural baselines; canaries count tasks per prompt version) and ``reviews.requested`` (a
+  canary's review rate), and writes ``control``, ``events`` (a deviation from a baseline),
   ``reviews.requested``, ``audit``, ``dlq``; ``handrail-human-review`` reads the review topics and
   ``dlq`` (the task console's dead letters) and resumes tasks.
 - ``handrail-submitter`` publishes tasks and reads results; ``handrail-operator`` reads
@@ -147,7 +148,7 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
             writes=(*_agent_topics(t, later), t.reviews_requested, t.results, t.dlq, t.audit),
         ),
         Principal(
-            CIRCUIT_BREAKER, "circuit-breaker", reads=(t.events, *state), group=CIRCUIT_BREAKER,
+            CIRCUIT_BREAKER, "circuit-breaker", reads=(t.events, t.reviews_requested, *state), group=CIRCUIT_BREAKER,
             writes=(t.control, t.events, t.reviews_requested, t.audit, t.dlq),
         ),
         Principal(

@@ -4,7 +4,7 @@ Everything is validated at start-up; a bad file stops the service with a
 message naming the file, the entry and the field.
 """
 
-from handrail.contracts.agents import AgentSpec, Autonomy, Baseline, Limits, Shadow
+from handrail.contracts.agents import AgentSpec, Autonomy, Baseline, CanaryRule, Limits, Shadow
 from handrail.contracts.expressions import ExpressionError, evaluate
 from handrail.contracts.graduation import GraduationRule
 from handrail.contracts.loader import Contracts, load_contracts
@@ -14,6 +14,7 @@ __all__ = [
     "AgentSpec",
     "Autonomy",
     "Baseline",
+    "CanaryRule",
     "Contracts",
     "DefaultAction",
     "EscalationRule",

@@ -99,6 +99,26 @@ class Shadow(_Strict):
         return self
 
 
+class CanaryRule(_Strict):
+    """When a canary of this agent's prompt (``handrail prompts canary AGENT@V``) rolls itself back.
+
+    The circuit-breaker counts the tasks the agent ran in, per version, over the last
+    ``window_s`` seconds: how many ended failed or halted, rejected, went to a person, and
+    what they cost. Once both versions have ``min_tasks`` tasks in the window, the candidate
+    is rolled back when any of its rates is above the live version's by more than its margin,
+    or its mean cost per task is above ``max_cost_ratio`` times the live one's.
+    """
+
+    window_s: float = Field(default=900.0, gt=0, le=7 * 86_400, description="How far back the rates are counted.")
+    min_tasks: int = Field(default=20, ge=1, description="Tasks each version needs in the window before judging.")
+    max_failure_rate_increase: float = Field(
+        default=0.05, ge=0, le=1, description="Failed or halted share of tasks above the live version's by more."
+    )
+    max_rejection_rate_increase: float = Field(default=0.05, ge=0, le=1, description="Rejected share, the same.")
+    max_review_rate_increase: float = Field(default=0.10, ge=0, le=1, description="Share sent to a person, the same.")
+    max_cost_ratio: float = Field(default=1.5, gt=1, description="Mean cost per task above this multiple of live.")
+
+
 class AgentSpec(_Strict):
     """One agent: who owns it, what it may do, and within which limits."""
 
@@ -118,6 +138,7 @@ class AgentSpec(_Strict):
     risk_class: str = "limited"
     baseline: Baseline = Field(default_factory=Baseline)
     shadow: Shadow | None = Field(default=None, description="A candidate version run beside the live one, dry.")
+    canary: CanaryRule = Field(default_factory=CanaryRule, description="When a canary of its prompt rolls back.")
     context: ContextBudget = Field(
         default_factory=ContextBudget, description="Token caps per prompt section and what happens over them."
     )

@@ -108,9 +108,7 @@ def model_http_client() -> httpx.AsyncClient:
     httpcore's pool walks every connection on each request, so with hundreds in flight it spent
     most of a worker's CPU on bookkeeping; aiohttp's does not.
     """
-    return HttpxAiohttpClient(
-        limits=httpx.Limits(max_connections=MAX_MODEL_CONNECTIONS, max_keepalive_connections=256)
-    )
+    return HttpxAiohttpClient(limits=httpx.Limits(max_connections=MAX_MODEL_CONNECTIONS, max_keepalive_connections=256))
 
 
 class HttpProvider:

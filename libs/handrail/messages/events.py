@@ -31,6 +31,9 @@ class DecisionEvent(Payload):
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
     cost_usd: float = Field(default=0.0, ge=0)
+    prompt: str | None = Field(
+        default=None, description="For a model call: the prompt name@version it was made with (canaries count it)."
+    )
     at: datetime
 
 
@@ -57,14 +60,17 @@ class DecisionEvents(Payload):
 
 
 class ControlRecord(Payload):
-    """The latest word on a halt or a breaker, keyed ``<kind>:<scope>:<name>`` on the compacted control topic."""
+    """The latest word on a halt, a breaker or a canary, keyed ``<kind>:<scope>:<name>`` on the compacted
+    control topic."""
 
     schema_version: Literal[1] = 1
     message_id: str
-    kind: Literal["halt", "breaker"]
-    scope: Literal["task", "agent", "tool", "model"]
+    kind: Literal["halt", "breaker", "canary"]
+    scope: Literal["task", "agent", "tool", "model"] = Field(description="For a canary: agent.")
     name: str
-    state: str = Field(description="halted | resumed for halts; closed | open | half_open for breakers.")
+    state: str = Field(
+        description="halted | resumed for halts; closed | open | half_open for breakers; rolled_back for canaries."
+    )
     reason: str
     by: str = Field(description="Who decided: an operator, a worker, or the circuit-breaker service.")
     at: datetime

@@ -46,13 +46,19 @@ local function breaker_allow(key, now)
 end
 """
 
-_LOOP = LOOP_FN + """
+_LOOP = (
+    LOOP_FN
+    + """
 return loop_count(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
 """
+)
 
-_ALLOW = ALLOW_FN + """
+_ALLOW = (
+    ALLOW_FN
+    + """
 return breaker_allow(KEYS[1], tonumber(ARGV[1]))
 """
+)
 
 #: Count a batch of outcomes on one breaker, in order, as if each were counted alone: the hash is read
 #: once, the state machine runs in Lua, and what changed is written once. ARGV: 1 failure ratio,

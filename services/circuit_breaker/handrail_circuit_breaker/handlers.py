@@ -8,12 +8,21 @@ import time
 from prometheus_client import Counter
 
 from handrail.bus import Delivery
-from handrail.messages import ControlRecord, DecisionEvent, DecisionEvents, TaskResult, derived_message_id, utcnow
+from handrail.messages import (
+    ControlRecord,
+    DecisionEvent,
+    DecisionEvents,
+    ReviewRequested,
+    TaskResult,
+    derived_message_id,
+    utcnow,
+)
 from handrail.metrics import BREAKER_STATE, labels
 from handrail.service import Runtime
 from handrail.state.controls import BreakerPolicy
 from handrail_circuit_breaker.baselines import BaselineWatcher
 from handrail_circuit_breaker.batching import OutcomeBatcher
+from handrail_circuit_breaker.canaries import CanaryWatcher
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +41,14 @@ class BreakerHandlers:
         self.policy = policy
         self.outcomes = OutcomeBatcher(runtime.controls, policy)
         self.baselines = BaselineWatcher(runtime)
+        self.canaries = CanaryWatcher(runtime)
 
     async def on_events(self, batch: DecisionEvents, delivery: Delivery) -> None:
         """Count the ok/error outcomes of a step's events on the agent's and the tool's or model's breakers,
         all in one batch; announce each breaker that changed, and each halt. The batch counts toward its
         agents' baselines first: that counts a batch once however often it is read, the breakers do not."""
         await self.baselines.on_events(batch)
+        await self.canaries.on_events(batch)
         now_ms = int(time.time() * 1000)
         counted: list[tuple[DecisionEvent, str, str]] = []
         for event in batch.events:
@@ -70,8 +81,13 @@ class BreakerHandlers:
             )
 
     async def on_result(self, result: TaskResult, delivery: Delivery) -> None:
-        """A task ended: its agents' baselines learn from it if it completed."""
+        """A task ended: its agents' baselines learn from it if it completed, and canaries count it."""
         await self.baselines.on_result(result)
+        await self.canaries.on_result(result)
+
+    async def on_review(self, request: ReviewRequested, delivery: Delivery) -> None:
+        """A task went to a person: canaries count it for the version it ran."""
+        await self.canaries.on_review(request)
 
     async def announce_halt(self, event: DecisionEvent) -> None:
         """A worker stopped a task before a call: the halt on the control topic and in the audit trail."""

@@ -42,6 +42,8 @@ class Ticket:
     started: float
     #: What the reservation also holds besides the call: the step itself, for the step's first call.
     carried: Amount = field(default_factory=Amount)
+    #: For a model call: the prompt version (name@version) it is made with.
+    prompt: str | None = None
 
 
 def _now_ms() -> int:
@@ -89,9 +91,10 @@ class StepGuard:
         total = Amount(amount.tokens + carried.tokens, amount.cost_usd + carried.cost_usd, amount.steps + carried.steps)
         return total, carried
 
-    async def before_model_call(self, index: int, model: str, prompt_tokens: int) -> Ticket:
+    async def before_model_call(self, index: int, model: str, prompt_tokens: int, prompt: str | None = None) -> Ticket:
         """Check and reserve for model call ``index`` of this step: ``prompt_tokens`` (as the prompt's
-        assembly counted them, ``handrail.context.Prompt.tokens_for``) and the most the reply may take."""
+        assembly counted them, ``handrail.context.Prompt.tokens_for``) and the most the reply may take;
+        ``prompt`` is the version the call is made with, for its event."""
         self._check_wall_clock()
         estimate, carried = self._with_step(Amount(tokens=prompt_tokens + self.agent.limits.max_output_tokens))
         reservation_id = f"{self.env.message_id}/{index}/model_call"
@@ -103,7 +106,7 @@ class StepGuard:
         if admitted.outcome == Admit.REFUSED:
             await self._emit_stop("model_call", model, None, "halted", self._refusal(admitted))
         self._raise_unless_granted(admitted)
-        return Ticket(reservation_id, "model_call", model, None, time.perf_counter(), carried)
+        return Ticket(reservation_id, "model_call", model, None, time.perf_counter(), carried, prompt)
 
     async def before_tool_call(
         self, index: int, spec: ToolSpec, args_hash: str, *, retry: bool = False
@@ -218,6 +221,7 @@ class StepGuard:
                 output_tokens,
                 cost_usd,
                 ticket.reservation_id,
+                ticket.prompt,
             )
         )
 
@@ -270,6 +274,7 @@ class StepGuard:
         output_tokens: int,
         cost_usd: float,
         call_id: str,
+        prompt: str | None = None,
     ) -> DecisionEvent:
         return DecisionEvent(
             message_id=derived_message_id(self.env.message_id, f"event/{call_id}/{outcome}"),
@@ -286,6 +291,7 @@ class StepGuard:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cost_usd=cost_usd,
+            prompt=prompt,
             at=utcnow(),
         )
 

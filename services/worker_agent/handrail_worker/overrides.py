@@ -25,14 +25,15 @@ class PromptSource(Protocol):
 
     library: PromptLibrary
 
-    async def resolve(self, ref: str) -> PromptTemplate: ...
+    async def resolve(self, ref: str, *, agent: str | None = None, task_id: str | None = None) -> PromptTemplate: ...
 
 
 async def prompt_for(prompts: PromptSource, agent: AgentSpec, envelope: HandoffEnvelope) -> PromptTemplate:
-    """The template the step renders: the override's version of the agent's prompt, else the active one."""
+    """The template the step renders: the override's version of the agent's prompt, else the active one
+    (or the candidate of the agent's canary, for a task in its cohort)."""
     version = envelope.overrides.prompts.get(agent.name) if envelope.overrides is not None else None
     if version is None:
-        return await prompts.resolve(agent.prompt)
+        return await prompts.resolve(agent.prompt, agent=agent.name, task_id=envelope.task_id)
     return prompts.library.load(parse_ref(agent.prompt)[0], version)
 
 

@@ -158,7 +158,7 @@ class _Pinned:
         self.library = library
         self.version = version
 
-    async def resolve(self, ref: str) -> PromptTemplate:
+    async def resolve(self, ref: str, *, agent: str | None = None, task_id: str | None = None) -> PromptTemplate:
         return self.library.load(parse_ref(ref)[0], self.version)
 
 
@@ -180,7 +180,7 @@ class _ReplayGuard:
     async def start(self) -> None:
         return None
 
-    async def before_model_call(self, index: int, model: str, prompt_tokens: int) -> Ticket:
+    async def before_model_call(self, index: int, model: str, prompt_tokens: int, prompt: str | None = None) -> Ticket:
         return Ticket(f"replay-{index}", "model_call", model, None, time.perf_counter())
 
     async def before_tool_call(

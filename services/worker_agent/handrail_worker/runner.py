@@ -59,7 +59,9 @@ class Guard(ToolGuard, Protocol):
     """The checks around a step's calls (``handrail_worker.guard.StepGuard``): a tool call's, and these."""
 
     async def start(self) -> None: ...
-    async def before_model_call(self, index: int, model: str, prompt_tokens: int) -> Ticket: ...
+    async def before_model_call(
+        self, index: int, model: str, prompt_tokens: int, prompt: str | None = None
+    ) -> Ticket: ...
 
 
 @dataclass
@@ -158,16 +160,17 @@ class _Step:
 class _GuardAttempts:
     """The step's guard as the model chain's observer: every attempt, retries included, is reserved and settled."""
 
-    def __init__(self, guard: Guard, next_index: Callable[[], int], prompt: Prompt) -> None:
+    def __init__(self, guard: Guard, next_index: Callable[[], int], prompt: Prompt, prompt_ref: str) -> None:
         self.guard = guard
         self.next_index = next_index
         self.prompt = prompt
+        self.prompt_ref = prompt_ref
         self.tickets: list[Ticket] = []
 
     async def before_attempt(self, model: str) -> None:
         # The count the prompt's section caps were checked with, for the model this attempt is on.
         tokens = self.prompt.tokens_for(model)
-        self.tickets.append(await self.guard.before_model_call(self.next_index(), model, tokens))
+        self.tickets.append(await self.guard.before_model_call(self.next_index(), model, tokens, self.prompt_ref))
 
     async def after_attempt(
         self,
@@ -314,7 +317,7 @@ class StepRunner:
         prompt_ref: str,
     ) -> ModelReply:
         """One model call through the guard (every attempt reserved with ``prompt``'s count), tallied."""
-        with observing(_GuardAttempts(guard, next_index, prompt), TracingObserver(span)):
+        with observing(_GuardAttempts(guard, next_index, prompt, prompt_ref), TracingObserver(span)):
             reply = await step.tape.model(request, lambda: provider.complete(request))
         tally = step.tally
         for attempt in reply.attempts:

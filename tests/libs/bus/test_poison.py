@@ -19,7 +19,11 @@ class _NoStore:
 
 def _pipeline(broker: KafkaBroker, letters: list[DeadLetter]) -> Pipeline:
     pipeline = Pipeline(
-        service="router", publisher=Publisher(broker), store=_NoStore(), dlq_topic="dlq", poison_after_attempts=3  # type: ignore[arg-type]
+        service="router",
+        publisher=Publisher(broker),
+        store=_NoStore(),
+        dlq_topic="dlq",
+        poison_after_attempts=3,  # type: ignore[arg-type]
     )
 
     @broker.subscriber("dlq", group_id="dlq-reader")

@@ -20,8 +20,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 LETTERS = 60
 
 
-
-
 def letter(message_id: str, index: int) -> DeadLetter:
     return DeadLetter(
         message_id=message_id,

@@ -30,7 +30,7 @@ class Declared:
 
     library = LIBRARY
 
-    async def resolve(self, ref: str) -> PromptTemplate:
+    async def resolve(self, ref: str, *, agent: str | None = None, task_id: str | None = None) -> PromptTemplate:
         return LIBRARY.load(*parse_ref(ref))
 
 
