@@ -537,7 +537,7 @@ def run(
     started += relay_processes
     print(f"starting the relay: {', '.join(p.name for p in relay_processes)}", flush=True)
     for process in relay_processes:
-        services.start(process, run_dir, {}, PROJECT_ROOT)
+        services.start(process, run_dir, env, PROJECT_ROOT)
     for process in relay_processes:
         _wait_logged(process, run_dir, READY_LINE, timeout_s=60.0)
     relay = asyncio.run(
