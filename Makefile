@@ -94,6 +94,10 @@ lint: install rules ## ruff, mypy (strict), the schema and AsyncAPI checks, prom
 	$(HANDRAIL) k8s render --out k8s/base/generated --check
 	$(BIN)/hadolint Dockerfile
 
+.PHONY: image
+image: ## build the Handrail image handrail:local (podman or docker; BASE_IMAGE=... its base, else built from Debian packages when python:slim cannot be pulled)
+	tools/container/build-image.sh
+
 .PHONY: k8s
 k8s: install ## re-render k8s/base/generated from config/ (run after changing the contracts)
 	$(HANDRAIL) k8s render --out k8s/base/generated
