@@ -36,9 +36,11 @@ if ! debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mi
 fi
 echo "deb $mirror $suite main" >"$rootfs/etc/apt/sources.list"
 ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python"
-# What an image does not need: package lists, caches, docs, the host's resolver.
+# What an image does not need: package lists, caches, docs, the host's resolver. The man and doc
+# folders stay (empty): some packages' scripts link into them (a JRE's update-alternatives).
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb \
-  "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* "$rootfs"/etc/resolv.conf
+  "$rootfs"/usr/share/locale/* "$rootfs"/etc/resolv.conf
+find "$rootfs"/usr/share/doc "$rootfs"/usr/share/man ! -type d -delete
 quiet=()
 [ "$(basename "$engine")" = podman ] && quiet=(--quiet)  # no progress bars (docker import prints none)
 tar -C "$rootfs" --numeric-owner -c . | "$engine" import "${quiet[@]}" \
