@@ -92,7 +92,7 @@ lint: install rules ## ruff, mypy (strict), the schema and AsyncAPI checks, prom
 	$(BIN)/python -m handrail.schemas --check
 	$(BIN)/python -m handrail.asyncapi --check
 	$(HANDRAIL) k8s render --out k8s/base/generated --check
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile tools/container/kafka/Containerfile tools/container/redis/Containerfile
 
 .PHONY: image
 image: ## build the Handrail image handrail:local (podman or docker; BASE_IMAGE=... its base, else built from Debian packages when python:slim cannot be pulled)

@@ -7,7 +7,9 @@
 set -euo pipefail
 here=$(dirname "$0")
 log=${1:-.run/apt.log}
+# netavark and aardvark-dns: the compose network, where containers find each other by service name.
 "$here/../apt-install.sh" "$log" podman:podman runc:runc debootstrap:debootstrap \
+  /usr/lib/podman/netavark:netavark /usr/lib/podman/aardvark-dns:aardvark-dns \
   slirp4netns:slirp4netns fuse-overlayfs:fuse-overlayfs newuidmap:uidmap mvn:maven
 conf=/etc/containers/containers.conf
 if [ ! -e "$conf" ]; then
