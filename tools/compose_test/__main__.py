@@ -17,7 +17,7 @@ import yaml
 from tools.compose_test import ComposeTestFailed
 from tools.compose_test.checks import Target, check
 from tools.compose_test.engine import Engine
-from tools.compose_test.stack import Stack, published_ports
+from tools.compose_test.stack import Stack, external_bootstrap, published_ports
 
 from handrail_dev.reviewer_tokens import reviewer_ids
 
@@ -63,12 +63,6 @@ def reviewer_tokens(run_dir: Path) -> tuple[Path, str, str]:
     # A throwaway stack's tokens, removed with it.
     path.chmod(0o644)
     return path, manager, tokens[manager]
-
-
-def external_bootstrap(kafka: dict[str, Any]) -> str:
-    """The address Kafka advertises to clients outside the containers (its EXTERNAL listener)."""
-    listeners = str(kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]).split(",")
-    return next(entry.split("://", 1)[1] for entry in listeners if entry.startswith("EXTERNAL://"))
 
 
 def main() -> int:

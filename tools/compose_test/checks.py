@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from aiokafka.errors import KafkaError
 from tools.compose_test import ComposeTestFailed
 
 from handrail.client import HandrailClient, ResultTimeout
+from handrail.errors import HandrailError
 
 WORKFLOW = "expense-approval"
 # A task crosses four services and two agents; a cold consumer group may take a few seconds to join.
@@ -66,6 +68,15 @@ async def _pending_review(http: httpx.AsyncClient, task_id: str) -> str:
 
 async def check(target: Target, say: Any = print) -> None:
     """Submit claims, check their results, and decide one review over the HTTP API."""
+    try:
+        await _check(target, say)
+    except (HandrailError, KafkaError) as exc:
+        raise ComposeTestFailed(f"Kafka at {target.bootstrap}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise ComposeTestFailed(f"the review service at {target.review_url}: {exc!r}") from None
+
+
+async def _check(target: Target, say: Any) -> None:
     headers = {"Authorization": f"Bearer {target.manager_token}"}
     async with (
         HandrailClient(target.bootstrap) as client,

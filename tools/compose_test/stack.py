@@ -25,6 +25,12 @@ def published_ports(service: dict[str, Any]) -> list[int]:
     return [int(str(spec).split(":")[-2]) for spec in service.get("ports", []) if ":" in str(spec)]
 
 
+def external_bootstrap(kafka: dict[str, Any]) -> str:
+    """The address Kafka advertises to clients outside the containers (its EXTERNAL listener)."""
+    listeners = str(kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]).split(",")
+    return next(entry.split("://", 1)[1] for entry in listeners if entry.startswith("EXTERNAL://"))
+
+
 @dataclass
 class Stack:
     """The core services of ``compose_file`` as project ``project``, with ``override`` merged over it."""
@@ -140,18 +146,25 @@ class Stack:
             one_shot = spec.get("restart") == "no"
             self.wait(name, "service_completed_successfully" if one_shot else "service_healthy", deadline)
 
+    def _labelled(self, kind: str) -> list[str]:
+        """The project's volumes or networks, by the labels podman-compose and docker compose give them."""
+        names: list[str] = []
+        for label in ("io.podman.compose.project", "com.docker.compose.project"):
+            out = self.engine.run(kind, "ls", "-q", "--filter", f"label={label}={self.project}")
+            names += [n for n in out.stdout.split() if n not in names]
+        return names
+
     def down(self) -> None:
         """Remove the project's containers, networks and volumes, even those compose no longer knows."""
+        if not (self.engine.containers(self.project) or self._labelled("volume") or self._labelled("network")):
+            return
         try:
             self.compose("down", "-v", "-t", "10")
         except ComposeTestFailed as exc:
             with self.log.open("a") as log:
                 log.write(f"down failed, removing what is left by label: {exc}\n")
-        ids = self.engine.containers(self.project)
-        if ids:
+        if ids := self.engine.containers(self.project):
             self.engine.run("rm", "-f", "-v", *ids)
-        for label in ("io.podman.compose.project", "com.docker.compose.project"):
-            for kind in ("volume", "network"):
-                names = self.engine.run(kind, "ls", "-q", "--filter", f"label={label}={self.project}").stdout.split()
-                if names:
-                    self.engine.run(kind, "rm", "-f", *names)
+        for kind in ("volume", "network"):
+            if names := self._labelled(kind):
+                self.engine.run(kind, "rm", "-f", *names)
