@@ -24,6 +24,8 @@ from handrail_dev.reviewer_tokens import reviewer_ids
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 #: The registry images of the core and their stand-ins (tools/container/build-standins.sh).
 STAND_INS = {"kafka": "localhost/handrail-kafka:{tag}", "redis": "localhost/handrail-redis:7"}
+#: The stack's reviewer tokens (the human-review secret), removed with the stack.
+TOKENS_FILE = "reviewer-tokens.json"
 # Kafka, then the one-shot jobs, then six services, on two cores.
 _UP_TIMEOUT_S = 300.0
 
@@ -57,10 +59,9 @@ def reviewer_tokens(run_dir: Path) -> tuple[Path, str, str]:
     tokens = {r: secrets.token_urlsafe(24) for r in reviewer_ids(reviewers_file)}
     declared = yaml.safe_load(reviewers_file.read_text())["reviewers"]
     manager = next(r for r, spec in declared.items() if "manager" in spec.get("roles", []))
-    path = run_dir / "reviewer-tokens.json"
+    path = run_dir / TOKENS_FILE
     path.write_text(json.dumps(tokens))
     # The secret is bind-mounted: the service runs as uid 10001, not as this file's owner.
-    # A throwaway stack's tokens, removed with it.
     path.chmod(0o644)
     return path, manager, tokens[manager]
 
@@ -89,7 +90,6 @@ def main() -> int:
         stack = Stack(engine, args.project, compose_file, override, run_dir)
         stack.down()  # whatever a killed run left
         if args.down:
-            stack = None
             return 0
         if taken := stack.ports_in_use():
             raise ComposeTestFailed(f"ports {taken} are in use on this host: stop what listens there first")
@@ -109,6 +109,7 @@ def main() -> int:
     finally:
         if stack is not None and not args.keep:
             stack.down()
+            (run_dir / TOKENS_FILE).unlink(missing_ok=True)
             say("torn down")
     say("passed")
     return 0
