@@ -32,8 +32,10 @@ LABEL org.opencontainers.image.title="handrail" \
       org.opencontainers.image.description="A production runtime for AI agents as event-driven microservices on Kafka." \
       org.opencontainers.image.licenses="Apache-2.0"
 # No pip, setuptools or wheel in the final image: nothing in it can build or install packages.
-# (python:*-slim ships them; Debian's python3, on the base build-base.sh makes, has none.)
+# (python:*-slim ships them; Debian's python3, on the base build-base.sh makes, has none, only the
+# wheels its venv module installs pip from, which go too.)
 RUN if python -m pip --version >/dev/null 2>&1; then python -m pip uninstall --yes pip setuptools wheel; fi \
+    && rm -rf /usr/share/python-wheels \
     && groupadd --system --gid 10001 handrail \
     && useradd --system --uid 10001 --gid handrail --home-dir /app --shell /usr/sbin/nologin handrail \
     && mkdir -p /app /var/lib/handrail /var/lib/handrail-keys /var/lib/handrail-redis \
