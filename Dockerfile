@@ -2,11 +2,15 @@
 # One image for every Handrail service; the first argument picks the service:
 #   docker run handrail router | validator | worker-agent --agent NAME | circuit-breaker | human-review | cli ...
 # Build: docker build -t handrail:0.1.0 .   (OTLP over gRPC too: --build-arg HANDRAIL_EXTRAS=[grpc])
+# or `make image` (podman or docker), which builds its own base when no registry can be pulled from.
 
-ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+# The image both stages start from: any Debian-like image with python3.11+ as `python` and its venv
+# module. Where python:*-slim cannot be pulled, tools/container/build-base.sh makes one from Debian
+# packages (`make image` does it for you): --build-arg BASE_IMAGE=localhost/handrail-base:bookworm
+ARG BASE_IMAGE=python:3.11.7-slim-bookworm
 
 # ---- build: install Handrail and its dependencies into a virtualenv ---------------------------
-FROM ${PYTHON_IMAGE} AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -23,12 +27,15 @@ RUN /opt/handrail/bin/pip install ".${HANDRAIL_EXTRAS}" \
     && /opt/handrail/bin/python -m compileall -q /opt/handrail
 
 # ---- runtime: the virtualenv, the contracts, nothing to build with ----------------------------
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="handrail" \
       org.opencontainers.image.description="A production runtime for AI agents as event-driven microservices on Kafka." \
       org.opencontainers.image.licenses="Apache-2.0"
 # No pip, setuptools or wheel in the final image: nothing in it can build or install packages.
-RUN python -m pip uninstall --yes pip setuptools wheel \
+# (python:*-slim ships them; Debian's python3, on the base build-base.sh makes, has none, only the
+# wheels its venv module installs pip from, which go too.)
+RUN if python -m pip --version >/dev/null 2>&1; then python -m pip uninstall --yes pip setuptools wheel; fi \
+    && rm -rf /usr/share/python-wheels \
     && groupadd --system --gid 10001 handrail \
     && useradd --system --uid 10001 --gid handrail --home-dir /app --shell /usr/sbin/nologin handrail \
     && mkdir -p /app /var/lib/handrail /var/lib/handrail-keys /var/lib/handrail-redis \

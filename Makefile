@@ -92,7 +92,19 @@ lint: install rules ## ruff, mypy (strict), the schema and AsyncAPI checks, prom
 	$(BIN)/python -m handrail.schemas --check
 	$(BIN)/python -m handrail.asyncapi --check
 	$(HANDRAIL) k8s render --out k8s/base/generated --check
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile tools/container/kafka/Containerfile tools/container/redis/Containerfile
+
+.PHONY: image
+image: ## build the Handrail image handrail:local (podman or docker; BASE_IMAGE=... its base, else built from Debian packages when python:slim cannot be pulled)
+	tools/container/build-image.sh
+
+# podman-compose drives podman (docker has `docker compose`); pinned, like the other tools.
+PODMAN_COMPOSE_VERSION ?= 1.6.0
+
+.PHONY: compose-test
+compose-test: install ## docker-compose.yml's core in containers (local stand-ins for Kafka and Redis if need be): tasks and a review checked from the host, then torn down
+	@$(BIN)/python -c "import podman_compose" 2>/dev/null || $(BIN)/pip install --quiet podman-compose==$(PODMAN_COMPOSE_VERSION)
+	$(BIN)/python -m tools.compose_test $(COMPOSE_TEST_ARGS)
 
 .PHONY: k8s
 k8s: install ## re-render k8s/base/generated from config/ (run after changing the contracts)

@@ -60,7 +60,7 @@ def test_multi_stage_with_a_slim_non_root_final_stage() -> None:
     build, final = stages()[0], stages()[-1]
     assert len(stages()) >= 2
     assert build[0].endswith("AS build") and final[0].endswith("AS runtime")
-    assert "ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm" in DOCKERFILE.read_text()
+    assert "ARG BASE_IMAGE=python:3.11.7-slim-bookworm" in DOCKERFILE.read_text()
     final_text = "\n".join(final)
     # Nothing that builds or installs software in the final stage ...
     assert not re.search(r"apt-get|apk |gcc|build-essential|pip install", final_text)
