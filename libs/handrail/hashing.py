@@ -52,8 +52,60 @@ def canonical_json(value: Any) -> bytes:
 
 
 def _prepared(value: Any) -> Any:
-    """``value`` with its floats as RFC 8785 fragments; ``_Reference`` when orjson cannot encode it canonically."""
+    """``value`` with its floats as RFC 8785 fragments; ``_Reference`` when orjson cannot encode it canonically.
+
+    A container with no float beneath it is checked and returned as it is, not copied: most of a
+    context is strings and integers, and this walk is the part of hashing that runs in Python.
+    """
     kind = type(value)
+    if kind is dict:
+        return _prepared_dict(value)
+    if kind is list or kind is tuple:
+        return _prepared_list(value)
+    return _prepared_scalar(value, kind)
+
+
+def _prepared_dict(value: dict[Any, Any]) -> dict[str, Any]:
+    prepared: dict[str, Any] | None = None
+    for key, item in value.items():
+        if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
+            raise _Reference  # code point order is UTF-16 order only within the BMP
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is dict:
+            done: Any = _prepared_dict(item)
+        elif kind is list or kind is tuple:
+            done = _prepared_list(item)
+        else:
+            done = _prepared_scalar(item, kind)
+        if done is not item:
+            if prepared is None:
+                prepared = dict(value)
+            prepared[key] = done
+    return value if prepared is None else prepared
+
+
+def _prepared_list(value: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
+    prepared: list[Any] | None = None
+    for index, item in enumerate(value):
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is dict:
+            done: Any = _prepared_dict(item)
+        elif kind is list or kind is tuple:
+            done = _prepared_list(item)
+        else:
+            done = _prepared_scalar(item, kind)
+        if done is not item:
+            if prepared is None:
+                prepared = list(value)
+            prepared[index] = done
+    return value if prepared is None else prepared
+
+
+def _prepared_scalar(value: Any, kind: type) -> Any:
     if kind is str or kind is bool or value is None:
         return value
     if kind is int:
@@ -62,15 +114,6 @@ def _prepared(value: Any) -> Any:
         raise _Reference
     if kind is float:
         return orjson.Fragment(_float(value))
-    if kind is dict:
-        prepared = {}
-        for key, item in value.items():
-            if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
-                raise _Reference  # code point order is UTF-16 order only within the BMP
-            prepared[key] = _prepared(item)
-        return prepared
-    if kind is list or kind is tuple:
-        return [_prepared(item) for item in value]
     raise _Reference
 
 

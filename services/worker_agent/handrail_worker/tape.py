@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from handrail.hashing import canonical_json, sha256_hex
-from handrail.llm import Attempt, ModelReply, ModelRequest, ToolCall
+from handrail.llm import Attempt, ChatMessage, ModelReply, ModelRequest, ToolCall
 from handrail.messages import RecordedCall, RecordedFailure
-from handrail.tools import ToolCallError, ToolFailure
+from handrail.tools import ToolCallError, ToolFailure, ToolSpec
 from handrail.tools.kinds import ToolErrorKind, ToolOutcomeUnknown
 
 
@@ -42,8 +42,48 @@ class Diverged(Exception):
 
 
 def request_hash(request: ModelRequest) -> str:
-    """sha256 of the request's canonical JSON: the model, every message, every tool offered."""
-    return sha256_hex(canonical_json(_plain(dataclasses.asdict(request))))
+    """sha256 of the request's canonical JSON: the model, every message, every tool offered.
+
+    The bytes are those of ``canonical_json`` over the request as plain JSON (``dataclasses.asdict``,
+    tuples as lists), put together from its parts in key order: the tools' part, the same at every
+    call of a step, is encoded once per tool (``_spec_json``), not copied and encoded at each call.
+    """
+    messages = [_message(m) for m in request.messages]
+    tools = b",".join(_spec_json(spec) for spec in request.tools)
+    return sha256_hex(
+        b'{"messages":' + canonical_json(messages) + b',"model":' + canonical_json(request.model)
+        + b',"tools":[' + tools + b"]}"
+    )  # fmt: skip
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    calls = [
+        {"id": c.id, "name": c.name, "arguments": c.arguments, "arguments_error": c.arguments_error}
+        for c in message.tool_calls
+    ]
+    return {
+        "role": message.role,
+        "content": message.content,
+        "tool_calls": calls,
+        "tool_call_id": message.tool_call_id,
+        "name": message.name,
+    }
+
+
+#: Each tool spec's canonical JSON, by the spec's id (the spec is kept, so its id cannot be reused).
+_SPECS: dict[int, tuple[ToolSpec, bytes]] = {}
+_SPECS_KEPT = 4096
+
+
+def _spec_json(spec: ToolSpec) -> bytes:
+    cached = _SPECS.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    encoded = canonical_json(_plain(dataclasses.asdict(spec)))
+    if len(_SPECS) >= _SPECS_KEPT:
+        _SPECS.clear()
+    _SPECS[id(spec)] = (spec, encoded)
+    return encoded
 
 
 class Recorder:
