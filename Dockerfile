@@ -38,8 +38,9 @@ RUN if python -m pip --version >/dev/null 2>&1; then python -m pip uninstall --y
     && rm -rf /usr/share/python-wheels \
     && groupadd --system --gid 10001 handrail \
     && useradd --system --uid 10001 --gid handrail --home-dir /app --shell /usr/sbin/nologin handrail \
-    && mkdir -p /app /var/lib/handrail /var/lib/handrail-keys /var/lib/handrail-redis \
-    && chown handrail:handrail /var/lib/handrail /var/lib/handrail-keys /var/lib/handrail-redis
+    && mkdir -p /app /var/lib/handrail /var/lib/handrail-keys /var/lib/handrail-redis /var/lib/handrail-reviewers \
+    && chown handrail:handrail /var/lib/handrail /var/lib/handrail-keys /var/lib/handrail-redis \
+        /var/lib/handrail-reviewers
 COPY --from=build /opt/handrail /opt/handrail
 COPY config /app/config
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/handrail-entrypoint

@@ -220,7 +220,7 @@ def tokens(
 ) -> None:
     """A token for every reviewer, kept in <run dir>/reviewer-tokens.json (0600, reused; delete it for new ones).
 
-    `make up` and `make demo` use it; docker-compose mounts it as a secret; for Kubernetes:
+    `make up` and `make demo` use it; docker-compose runs it as its reviewer-tokens job; for Kubernetes:
     kubectl create secret generic handrail-reviewer-tokens --from-file=tokens.json=.run/reviewer-tokens.json
     """
     try:

@@ -19,7 +19,7 @@ from handrail.tools import default_registry
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 HANDRAIL_SERVICES = {"router": 8081, "validator": 8083, "circuit-breaker": 8085, "human-review": 8086}
-INFRA = {"kafka", "redis", "topics", "keys", "redis-users"} | {
+INFRA = {"kafka", "redis", "topics", "keys", "redis-users", "reviewer-tokens"} | {
     "otel-collector", "jaeger", "prometheus", "grafana", "kafka-exporter"
 }  # fmt: skip
 
@@ -182,3 +182,24 @@ def test_every_service_logs_in_to_redis_as_its_own_user(compose: dict[str, Any],
         assert environment["HANDRAIL_REDIS_USERNAME"] == f"{prefix}{user}", name
         assert environment["HANDRAIL_REDIS_PASSWORD_FILE"] == f"{folder}/{prefix}{user}.password", name
         assert f"handrail-redis-users:{folder}:ro" in services[name]["volumes"], name
+
+
+def test_reviewers_log_in_with_tokens_the_job_makes_that_only_human_review_mounts(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    job = services["reviewer-tokens"]
+    assert job["command"] == ["cli", "review", "tokens"] and job["restart"] == "no"
+    folder = job["environment"]["HANDRAIL_RUN_DIR"]
+    assert job["volumes"] == [f"handrail-reviewer-tokens:{folder}"]
+    review = services["human-review"]
+    assert review["environment"]["HANDRAIL_REVIEWER_TOKENS_FILE"] == f"{folder}/reviewer-tokens.json"
+    assert f"handrail-reviewer-tokens:{folder}:ro" in review["volumes"]
+    assert review["depends_on"]["reviewer-tokens"]["condition"] == "service_completed_successfully"
+    # human-review lists its volumes and dependencies itself: it must keep every one the others have.
+    worker = next(s for n, s in services.items() if n.startswith("worker-"))
+    assert set(worker["volumes"]) < set(review["volumes"])
+    assert set(worker["depends_on"]) < set(review["depends_on"])
+    mounting = {
+        n for n, s in services.items() if any(v.startswith("handrail-reviewer-tokens:") for v in s.get("volumes", []))
+    }
+    assert mounting == {"human-review", "reviewer-tokens"}
+    assert "secrets" not in compose, "no bind-mounted token file the services' user could not read"

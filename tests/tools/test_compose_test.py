@@ -19,7 +19,7 @@ def stack(tmp_path: Path, override: dict[str, Any] | None = None) -> Stack:
 
 def test_the_core_starts_in_the_order_depends_on_gives(tmp_path: Path) -> None:
     waves = stack(tmp_path).start_order()
-    assert waves[:2] == [["kafka", "keys", "redis-users"], ["redis", "topics"]]
+    assert waves[:2] == [["kafka", "keys", "redis-users", "reviewer-tokens"], ["redis", "topics"]]
     handrail = {"router", "validator", "circuit-breaker", "human-review"}
     assert handrail <= set(waves[2]) and all(n in handrail or n.startswith("worker-") for n in waves[2])
     assert len(waves) == 3

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -19,13 +17,9 @@ from tools.compose_test.checks import Target, check
 from tools.compose_test.engine import Engine
 from tools.compose_test.stack import Stack, external_bootstrap, published_ports
 
-from handrail_dev.reviewer_tokens import reviewer_ids
-
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 #: The registry images of the core and their stand-ins (tools/container/build-standins.sh).
 STAND_INS = {"kafka": "localhost/handrail-kafka:{tag}", "redis": "localhost/handrail-redis:7"}
-#: The stack's reviewer tokens (the human-review secret), removed with the stack.
-TOKENS_FILE = "reviewer-tokens.json"
 # Kafka, then the one-shot jobs, then six services, on two cores.
 _UP_TIMEOUT_S = 300.0
 
@@ -53,17 +47,15 @@ def stand_ins(engine: Engine, services: dict[str, Any], build: bool) -> dict[str
     return {n: {"image": STAND_INS[n].format(tag=image.rsplit(":", 1)[-1])} for n, image in missing.items()}
 
 
-def reviewer_tokens(run_dir: Path) -> tuple[Path, str, str]:
-    """A fresh token per reviewer in a file the human-review container can read, and a manager and its token."""
-    reviewers_file = PROJECT_DIR / "config" / "reviewers.yaml"
-    tokens = {r: secrets.token_urlsafe(24) for r in reviewer_ids(reviewers_file)}
-    declared = yaml.safe_load(reviewers_file.read_text())["reviewers"]
+def manager_token(stack: Stack) -> tuple[str, str]:
+    """A manager of reviewers.yaml and the token the stack's reviewer-tokens job printed for them."""
+    declared = yaml.safe_load((PROJECT_DIR / "config" / "reviewers.yaml").read_text())["reviewers"]
     manager = next(r for r, spec in declared.items() if "manager" in spec.get("roles", []))
-    path = run_dir / TOKENS_FILE
-    path.write_text(json.dumps(tokens))
-    # The secret is bind-mounted: the service runs as uid 10001, not as this file's owner.
-    path.chmod(0o644)
-    return path, manager, tokens[manager]
+    printed = stack.engine.logs(stack.container("reviewer-tokens"), lines=len(declared) + 5)
+    tokens = dict(line.split() for line in printed.splitlines() if len(line.split()) == 2)
+    if manager not in tokens:
+        raise ComposeTestFailed(f"the reviewer-tokens job printed no token for {manager}:\n{printed}")
+    return manager, tokens[manager]
 
 
 def main() -> int:
@@ -85,8 +77,6 @@ def main() -> int:
             _script("build-image.sh")
         services = yaml.safe_load(compose_file.read_text())["services"]
         override: dict[str, Any] = {"services": {} if args.down else stand_ins(engine, services, not args.no_build)}
-        tokens, manager, token = reviewer_tokens(run_dir)
-        override["secrets"] = {"reviewer_tokens": {"file": str(tokens)}}
         stack = Stack(engine, args.project, compose_file, override, run_dir)
         stack.down()  # whatever a killed run left
         if args.down:
@@ -96,6 +86,7 @@ def main() -> int:
         stack.up(_UP_TIMEOUT_S, say)
         say(f"healthy: {', '.join(stack.services)}")
         review = services["human-review"]
+        manager, token = manager_token(stack)
         target = Target(
             bootstrap=external_bootstrap(services["kafka"]),
             review_url=f"http://127.0.0.1:{published_ports(review)[0]}",
@@ -109,7 +100,6 @@ def main() -> int:
     finally:
         if stack is not None and not args.keep:
             stack.down()
-            (run_dir / TOKENS_FILE).unlink(missing_ok=True)
             say("torn down")
     say("passed")
     return 0
