@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -99,12 +100,19 @@ def main() -> int:
         return 1
     finally:
         if stack is not None and not args.keep:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the teardown short
             stack.down()
             say("torn down")
     say("passed")
     return 0
 
 
+def _stop(signum: int, _frame: object) -> None:
+    """A SIGTERM (a CI timeout, ``kill``) unwinds like Ctrl-C: the stack is torn down on the way out."""
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
     os.chdir(PROJECT_DIR)
+    signal.signal(signal.SIGTERM, _stop)
     sys.exit(main())
