@@ -5,6 +5,8 @@
 - ``<p>canary:<c>:task:<id>``: one task of the canary (hash: ``arm``, set by its model calls'
   events, ``candidate`` once any call ran the candidate; ``counted`` once its result is counted;
   one ``r:<review>`` per review request counted). A result or a review read again counts once.
+  One read before the task's events (the circuit-breaker reads the topics apart) waits in the hash
+  as ``p:<flag>`` (for ``PENDING_TTL_S``) and is counted when the events mark the task.
 - ``<p>canary:<c>:<arm>:<slot>``: the tasks of one version that ended within one slot of time
   (``window_s / SLOTS`` long): ``tasks``, ``failed``, ``rejected``, ``reviewed``, ``cost``.
 
@@ -28,32 +30,68 @@ TASK_TTL_S = 7 * 24 * 3600
 #: The window is summed from this many slots (and the one being filled).
 SLOTS = 12
 
-#: KEYS: task hash. ARGV: 1 arm, 2 ttl s. The candidate arm sticks: a task that ran it once is its.
-_MARK = """
+#: Count one flag of a task (its end, or one review) into its arm's slot, once.
+_COUNT_FN = """
+local function count(task, candidate_slot, live_slot, arm, flag, ttl, field, cost, whole, failed, rejected)
+  if redis.call('HSETNX', task, flag, '1') == 0 then return '' end
+  local slot = candidate_slot
+  if arm == 'live' then slot = live_slot end
+  redis.call('HINCRBY', slot, field, 1)
+  if cost ~= '' then redis.call('HINCRBYFLOAT', slot, 'cost', cost) end
+  if whole == '1' then
+    redis.call('HINCRBY', slot, 'failed', failed)
+    redis.call('HINCRBY', slot, 'rejected', rejected)
+  end
+  redis.call('EXPIRE', slot, ttl)
+  return arm
+end
+"""
+
+#: KEYS: task hash, then the slot of each arm now (candidate, live). ARGV: 1 arm, 2 task ttl s, 3 slot
+#: ttl s. The candidate arm sticks: a task that ran it once is its. What was counted before the task
+#: had an arm (its events came after its end: the topics are read apart) is counted now, once.
+_MARK = (
+    _COUNT_FN
+    + """
 if ARGV[1] == 'candidate' then redis.call('HSET', KEYS[1], 'arm', 'candidate')
 else redis.call('HSETNX', KEYS[1], 'arm', 'live') end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
+local arm = redis.call('HGET', KEYS[1], 'arm')
+local counted = ''
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(name, 1, 2) == 'p:' then
+    local a = cjson.decode(redis.call('HGET', KEYS[1], name))
+    redis.call('HDEL', KEYS[1], name)
+    if count(KEYS[1], KEYS[2], KEYS[3], arm, string.sub(name, 3), ARGV[3], a[1], a[2], a[3], a[4], a[5]) ~= '' then
+      counted = arm
+    end
+  end
+end
+return counted
 """
+)
 
 #: KEYS: task hash, then the slot of each arm (candidate, live). ARGV: 1 flag field, 2 slot ttl s,
 #: 3 field to add 1 to, 4 cost ('' none), 5 whether the result's other fields count ('1'), 6 failed,
-#: 7 rejected. Counts once per flag, into the task's arm; nothing for a task of no arm.
-_COUNT = """
+#: 7 rejected, 8 how long a count waits for the task's arm (s). Counts once per flag, into the task's
+#: arm; a task with no arm yet keeps the count (``p:<flag>``) for its mark.
+_COUNT = (
+    _COUNT_FN
+    + """
 local arm = redis.call('HGET', KEYS[1], 'arm')
-if not arm then return '' end
-if redis.call('HSETNX', KEYS[1], ARGV[1], '1') == 0 then return '' end
-local slot = KEYS[2]
-if arm == 'live' then slot = KEYS[3] end
-redis.call('HINCRBY', slot, ARGV[3], 1)
-if ARGV[4] ~= '' then redis.call('HINCRBYFLOAT', slot, 'cost', ARGV[4]) end
-if ARGV[5] == '1' then
-  redis.call('HINCRBY', slot, 'failed', ARGV[6])
-  redis.call('HINCRBY', slot, 'rejected', ARGV[7])
+if arm then
+  return count(KEYS[1], KEYS[2], KEYS[3], arm, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 end
-redis.call('EXPIRE', slot, ARGV[2])
-return arm
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'p:' .. ARGV[1], cjson.encode({ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]}))
+  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[8]) end
+end
+return ''
 """
+)
+
+#: How long the end or a review of a task with no arm yet waits for its events.
+PENDING_TTL_S = 3600
 
 
 class CanaryCohorts:
@@ -80,10 +118,15 @@ class CanaryCohorts:
         ttl = math.ceil(self._slot_s(window_s) * (SLOTS + 2))
         return [self._slot(canary, Arm.CANDIDATE, slot), self._slot(canary, Arm.LIVE, slot)], ttl
 
-    async def mark(self, canary: Canary, task_id: str, arm: Arm) -> None:
-        """A model call of the task ran ``arm``'s version."""
+    async def mark(
+        self, canary: Canary, task_id: str, arm: Arm, window_s: float, now: float | None = None
+    ) -> Arm | None:
+        """A model call of the task ran ``arm``'s version. The task's arm, when what was counted of it before
+        it had one (its end, a review) is counted now; None otherwise."""
+        slots, ttl = self._slots_now(canary, window_s, now)
         async with unavailable_as_retryable(f"mark task {task_id} in a canary"):
-            await self._mark(keys=[self._task(canary, task_id)], args=[arm.value, TASK_TTL_S])
+            counted = await self._mark(keys=[self._task(canary, task_id), *slots], args=[arm.value, TASK_TTL_S, ttl])
+        return _arm(counted)
 
     async def count_result(
         self, canary: Canary, result: TaskResult, window_s: float, now: float | None = None
@@ -95,7 +138,7 @@ class CanaryCohorts:
         async with unavailable_as_retryable(f"count task {result.task_id} into a canary"):
             arm = await self._count(
                 keys=[self._task(canary, result.task_id), *slots],
-                args=["counted", ttl, "tasks", repr(result.cost_usd), "1", int(failed), int(rejected)],
+                args=["counted", ttl, "tasks", repr(result.cost_usd), "1", int(failed), int(rejected), PENDING_TTL_S],
             )
         return _arm(arm)
 
@@ -106,7 +149,8 @@ class CanaryCohorts:
         slots, ttl = self._slots_now(canary, window_s, now)
         async with unavailable_as_retryable(f"count a review of task {task_id} into a canary"):
             arm = await self._count(
-                keys=[self._task(canary, task_id), *slots], args=[f"r:{review_id}", ttl, "reviewed", "", "0", 0, 0]
+                keys=[self._task(canary, task_id), *slots],
+                args=[f"r:{review_id}", ttl, "reviewed", "", "0", 0, 0, PENDING_TTL_S],
             )
         return _arm(arm)
 

@@ -59,7 +59,8 @@ class CanaryWatcher:
         return self._running
 
     async def on_events(self, batch: DecisionEvents) -> None:
-        """Mark the task with the version each of its canaried agents' model calls ran."""
+        """Mark the task with the version each of its canaried agents' model calls ran (and judge the canary
+        when that counted an end read before these events)."""
         running = await self.running()
         if not running:
             return
@@ -70,31 +71,47 @@ class CanaryWatcher:
                 continue
             name, version = parse_ref(event.prompt)
             arm = canary.arm_of(version) if name == canary.prompt else None
-            if arm is not None and (event.agent, arm) not in marked:
-                marked.add((event.agent, arm))
-                await self.cohorts.mark(canary, batch.task_id, arm)
+            if arm is None or (event.agent, arm) in marked:
+                continue
+            marked.add((event.agent, arm))
+            rule = self.rt.contracts.agents[event.agent].canary
+            counted = await self.cohorts.mark(canary, batch.task_id, arm, rule.window_s)
+            if counted is not None:
+                await self._counted(canary, counted, batch.task_id, event.workflow)
 
     async def on_review(self, request: ReviewRequested) -> None:
         """A task went to a person: a review for the version it ran, in each canary it is part of."""
         for agent, canary in (await self.running()).items():
-            window = self.rt.contracts.agents[agent].canary.window_s
-            await self.cohorts.count_review(canary, request.task_id, request.review_id, window)
+            if self._runs_in(agent, request.workflow):
+                window = self.rt.contracts.agents[agent].canary.window_s
+                await self.cohorts.count_review(canary, request.task_id, request.review_id, window)
 
     async def on_result(self, result: TaskResult) -> None:
         """A task ended: count it for the version it ran, then judge that canary."""
         for agent, canary in (await self.running()).items():
+            if not self._runs_in(agent, result.workflow):
+                continue
             rule = self.rt.contracts.agents[agent].canary
             arm = await self.cohorts.count_result(canary, result, rule.window_s)
-            if arm is None:
-                continue
-            CANARY_TASKS.labels(labels.agent(agent), arm.value).inc()
-            figures = await self.cohorts.figures(canary, rule.window_s)
-            worse = judge(figures[Arm.CANDIDATE], figures[Arm.LIVE], rule)
-            if worse:
-                await self.roll_back(canary, worse, figures, result)
+            if arm is not None:
+                await self._counted(canary, arm, result.task_id, result.workflow)
+
+    def _runs_in(self, agent: str, workflow: str) -> bool:
+        """Whether a step of ``workflow`` runs ``agent``: only those tasks can be a canary's."""
+        spec = self.rt.contracts.workflows.get(workflow)
+        return spec is not None and any(step.agent == agent for step in spec.steps)
+
+    async def _counted(self, canary: Canary, arm: Arm, task_id: str, workflow: str) -> None:
+        """A task's end counted into ``arm``: judge the canary by its agent's rule."""
+        rule = self.rt.contracts.agents[canary.agent].canary
+        CANARY_TASKS.labels(labels.agent(canary.agent), arm.value).inc()
+        figures = await self.cohorts.figures(canary, rule.window_s)
+        worse = judge(figures[Arm.CANDIDATE], figures[Arm.LIVE], rule)
+        if worse:
+            await self.roll_back(canary, worse, figures, task_id, workflow)
 
     async def roll_back(
-        self, canary: Canary, worse: list[Worse], figures: dict[Arm, Cohort], result: TaskResult
+        self, canary: Canary, worse: list[Worse], figures: dict[Arm, Cohort], task_id: str, workflow: str
     ) -> None:
         """Announce and audit the rollback (ids derived from the canary), then end the canary."""
         agent = canary.agent
@@ -118,12 +135,12 @@ class CanaryWatcher:
         )
         await self.rt.publisher.publish(self.rt.topics.control, record, key=record.key)
         await self.rt.audit.record(
-            result.task_id,
+            task_id,
             dedupe_key=act_id,
             actor=ACTOR,
             action="canary.rolled_back",
             reason=reason,
-            workflow=result.workflow,
+            workflow=workflow,
             details={
                 "agent": agent,
                 "canary_id": canary.id,

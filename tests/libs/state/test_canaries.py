@@ -15,7 +15,7 @@ from handrail.messages import TaskResult, TaskStatus
 from handrail.prompts import PromptLibrary, PromptStore
 from handrail.prompts.canary import Arm, Canary, Cohort, judge
 from handrail.state import connect_redis
-from handrail.state.canaries import CanaryCohorts
+from handrail.state.canaries import PENDING_TTL_S, CanaryCohorts
 
 pytestmark = pytest.mark.bus
 
@@ -94,10 +94,10 @@ async def test_workers_resolve_the_candidate_for_its_cohort_until_the_canary_end
 async def test_each_end_and_each_review_counts_once_for_the_version_the_task_ran(prompts: PromptStore) -> None:
     canary = Canary.start(AGENT, "approver", "2", "1", 50, "test")
     cohorts = CanaryCohorts(prompts.redis, prompts._prefix)
-    await cohorts.mark(canary, "a", Arm.LIVE)
-    await cohorts.mark(canary, "b", Arm.LIVE)
-    await cohorts.mark(canary, "b", Arm.CANDIDATE)  # once a call ran the candidate, the task is its
-    await cohorts.mark(canary, "b", Arm.LIVE)
+    await cohorts.mark(canary, "a", Arm.LIVE, 60)
+    await cohorts.mark(canary, "b", Arm.LIVE, 60)
+    await cohorts.mark(canary, "b", Arm.CANDIDATE, 60)  # once a call ran the candidate, the task is its
+    await cohorts.mark(canary, "b", Arm.LIVE, 60)
     assert await cohorts.count_result(canary, result("a", TaskStatus.COMPLETED), 60) == Arm.LIVE
     assert await cohorts.count_result(canary, result("a", TaskStatus.COMPLETED), 60) is None, "read again: once"
     assert await cohorts.count_review(canary, "b", "r1", 60) == Arm.CANDIDATE
@@ -109,3 +109,23 @@ async def test_each_end_and_each_review_counts_once_for_the_version_the_task_ran
     assert figures[Arm.CANDIDATE] == Cohort(tasks=1, failed=1, reviewed=1, cost_usd=0.05)
     later = await cohorts.figures(canary, 60, now=datetime.now(UTC).timestamp() + 120)
     assert later[Arm.CANDIDATE].tasks == 0, "out of the window"
+
+
+async def test_an_end_or_a_review_read_before_the_tasks_events_is_counted_when_they_mark_it(
+    prompts: PromptStore,
+) -> None:
+    # The circuit-breaker reads the results, reviews and events topics apart: the end can come first.
+    canary = Canary.start(AGENT, "approver", "2", "1", 50, "test")
+    cohorts = CanaryCohorts(prompts.redis, prompts._prefix)
+    assert await cohorts.count_result(canary, result("late", TaskStatus.FAILED, 0.02), 60) is None
+    assert await cohorts.count_result(canary, result("late", TaskStatus.FAILED, 0.02), 60) is None, "read again"
+    assert await cohorts.count_review(canary, "late", "r7", 60) is None
+    assert (await cohorts.figures(canary, 60))[Arm.CANDIDATE] == Cohort(), "not counted before it has an arm"
+    assert await cohorts.mark(canary, "late", Arm.CANDIDATE, 60) == Arm.CANDIDATE
+    assert await cohorts.mark(canary, "late", Arm.CANDIDATE, 60) is None, "counted once"
+    assert await cohorts.count_result(canary, result("late", TaskStatus.FAILED, 0.02), 60) is None
+    assert (await cohorts.figures(canary, 60))[Arm.CANDIDATE] == Cohort(tasks=1, failed=1, reviewed=1, cost_usd=0.02)
+    assert await cohorts.mark(canary, "early", Arm.LIVE, 60) is None, "nothing waited for this one"
+    assert await cohorts.count_result(canary, result("never", TaskStatus.COMPLETED), 60) is None
+    waiting = await prompts.redis.ttl(f"{prompts._prefix}canary:{canary.id}:task:never")
+    assert 0 < waiting <= PENDING_TTL_S, "a task its events never mark is forgotten within the hour"
