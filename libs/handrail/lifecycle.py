@@ -1,7 +1,8 @@
 """A task's lifecycle, in one place: the transitions handlers return, and the code that applies them.
 
 A task is opened (``Open``), handed from step to step (``HandOff``: an envelope to
-an agent, a step's output to the validator), parked for a person (``Park``), taken
+an agent, a step's output to the validator), sent back to run a step again with an
+evaluator's critique (``Iterate``), parked for a person (``Park``), taken
 up again by their decision (``Resume``) and ended with its one ``TaskResult``
 (``End``). An operator may run an ended task again from its last accepted step, or
 start a new task from one (``handrail.restarts``, built on these transitions).
@@ -122,6 +123,23 @@ class HandOff:
 
 
 @dataclass(frozen=True)
+class Iterate:
+    """Run a step again because its output failed its evaluator: audit the verdict, then hand the step
+    to its agent with the critique in its context (``Orchestrator.iterate``).
+
+    The record (``evaluation.failed``) carries the critique and the diff from the step's context to the
+    one handed on; the handoff's id is derived from the step's report, so a redelivery sends the same.
+    """
+
+    handoff: HandOff
+    iteration: int  # the run the step is handed on for (2: its first iteration)
+    max_iterations: int
+    critique: tuple[str, ...]
+    actor: str
+    patch: list[dict[str, Any]] = field(default_factory=list)  # from the step's context to the one handed on
+
+
+@dataclass(frozen=True)
 class Park:
     """Park the task on ``reviews.requested`` with its whole checkpoint, for a person."""
 
@@ -191,7 +209,7 @@ class End:
         )
 
 
-Transition = Open | HandOff | Park | Resume | End
+Transition = Open | HandOff | Iterate | Park | Resume | End
 #: What a handler returns: nothing, one transition, or several applied in order.
 Plan = Transition | Sequence[Transition] | None
 
@@ -199,7 +217,7 @@ Plan = Transition | Sequence[Transition] | None
 def steps_of(plan: Plan) -> list[Transition]:
     if plan is None:
         return []
-    if isinstance(plan, Open | HandOff | Park | Resume | End):
+    if isinstance(plan, Open | HandOff | Iterate | Park | Resume | End):
         return [plan]
     return list(plan)
 
@@ -210,6 +228,8 @@ def describe(transition: Transition) -> str:
         return describe(transition.then)
     if isinstance(transition, End):
         return transition.status.value
+    if isinstance(transition, Iterate):
+        return f"iterate:{transition.handoff.message.step}"
     if isinstance(transition, HandOff):
         message = transition.message
         if isinstance(message, StepCompleted):
@@ -273,6 +293,30 @@ def next_handoff(
         parent_hash=step.context_hash,
         budget=step.budget,
         idempotency_key=f"{step.task_id}/{to_step}/1",
+        overrides=step.overrides,
+    )
+
+
+def iteration_handoff(
+    step: StepCompleted, *, agent: str, sender: str, context: dict[str, Any], iteration: int
+) -> HandoffEnvelope:
+    """``step``'s step handed to ``agent`` again for run ``iteration``, from ``step``'s hash (the committed head),
+    with ``context`` (the critique added)."""
+    return HandoffEnvelope(
+        message_id=derived_message_id(step.message_id, "iterate"),
+        task_id=step.task_id,
+        workflow=step.workflow,
+        step=step.step,
+        step_index=step.step_index + 1,
+        sender=sender,
+        receiver=agent,
+        deadline=step.deadline,
+        goal=step.goal,
+        context=context,
+        context_hash=context_hash(context),
+        parent_hash=step.context_hash,
+        budget=step.budget,
+        idempotency_key=f"{step.task_id}/{step.step}@{iteration}/1",
         overrides=step.overrides,
     )
 
@@ -448,6 +492,8 @@ class Lifecycle:
                 return await self._open(transition)
             case HandOff(message=message):
                 await self._hand_off(message)
+            case Iterate():
+                await self._iterate(transition)
             case Park():
                 await self._park(transition)
             case Resume():
@@ -520,6 +566,30 @@ class Lifecycle:
         head = self.audit.head_of(message.task_id)  # the next service's audit append needs no read of it
         headers = {AUDIT_HEAD_HEADER: head} if head is not None else None
         await self.publisher.publish(topic, message, key=message.task_id, headers=headers)
+
+    async def _iterate(self, iterate: Iterate) -> None:
+        handoff = iterate.handoff.message
+        assert isinstance(handoff, HandoffEnvelope)
+        await self.audit.record(
+            handoff.task_id,
+            dedupe_key=handoff.message_id,
+            actor=iterate.actor,
+            action="evaluation.failed",
+            reason=f"run {iterate.iteration - 1} of {iterate.max_iterations} failed its evaluation: "
+            + "; ".join(iterate.critique),
+            workflow=handoff.workflow,
+            step=handoff.step,
+            input_hash=handoff.parent_hash,
+            output_hash=handoff.context_hash,
+            details={
+                "iteration": iterate.iteration,
+                "max_iterations": iterate.max_iterations,
+                "critique": list(iterate.critique),
+                "handed_to": handoff.receiver,
+                "patch": iterate.patch,
+            },
+        )
+        await self._hand_off(handoff)
 
     async def _park(self, park: Park) -> None:
         request = park.request

@@ -9,6 +9,8 @@
 - ``Orchestrator.request_review``: ``Park`` a task on ``reviews.requested`` with its
   whole checkpoint.
 - ``Orchestrator.retry``: hand a halted step to its agent again.
+- ``evaluate_output`` and ``Orchestrator.iterate``: evaluator-optimizer; a step whose output fails
+  its evaluator runs again with the critique, up to ``max_iterations`` runs.
 
 It decides; ``handrail.lifecycle`` carries the transitions out.
 
@@ -30,12 +32,24 @@ from handrail.contracts import (
     EscalationRule,
     ExpressionError,
     ReviewPolicy,
+    StepSpec,
     WorkflowSpec,
+    documents,
     evaluate,
 )
+from handrail.contracts.workflows import EVALUATION_HOP
 from handrail.errors import TaskHalted
 from handrail.hashing import context_hash
-from handrail.lifecycle import End, HandOff, Park, halted_handoff, next_handoff, retry_handoff
+from handrail.lifecycle import (
+    End,
+    HandOff,
+    Iterate,
+    Park,
+    halted_handoff,
+    iteration_handoff,
+    next_handoff,
+    retry_handoff,
+)
 from handrail.messages import (
     HandoffEnvelope,
     ProposedCall,
@@ -48,6 +62,7 @@ from handrail.messages import (
     derived_message_id,
     utcnow,
 )
+from handrail.patch import diff
 from handrail.tools import ToolSpec
 
 #: Halts a person cannot usefully overrule: an operator decided it, or the task's wall clock ran out.
@@ -138,6 +153,82 @@ def approval_for_call(
     return None
 
 
+#: Where a step's evaluation travels in the task context: ``evaluations.<step>``.
+EVALUATIONS = "evaluations"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How a step's output fared against its schema and its evaluator: what is wrong with it, by kind.
+
+    ``iteration`` is the run of the step the output is from (1: the first).
+    """
+
+    iteration: int
+    broken: tuple[str, ...] = ()  # the output breaks the step's output_schema
+    critique: tuple[str, ...] = ()  # the evaluator's schema and rules
+
+    @property
+    def passed(self) -> bool:
+        return not self.broken and not self.critique
+
+    @property
+    def lines(self) -> list[str]:
+        """Everything the step's agent is told, schema problems first."""
+        return [*self.broken, *self.critique]
+
+
+def iteration_of(step: StepCompleted) -> int:
+    """Which run of its step ``step`` is (1: the first; more after an evaluator sent it back)."""
+    found = step.context.get(EVALUATIONS, {})
+    entry = found.get(step.step) if isinstance(found, dict) else None
+    iteration = entry.get("iteration") if isinstance(entry, dict) else None
+    return iteration if isinstance(iteration, int) and iteration >= 1 else 1
+
+
+def evaluate_output(step: StepCompleted, spec: StepSpec) -> Evaluation:
+    """Check ``step``'s output: its ``output_schema``, then, when it holds, the step's evaluator (schema, then
+    rules in order).
+
+    A rule that cannot be evaluated (a missing field, a type error) fails closed: its critique is
+    the error, so the agent hears what is missing.
+    """
+    broken = documents.problems(spec.output_schema, step.output, "output")
+    evaluator = spec.evaluator
+    critique: list[str] = []
+    if evaluator is not None and not broken:  # the rules are written for outputs their step's schema allows
+        if evaluator.schema_ is not None:
+            critique += documents.problems(evaluator.schema_, step.output, "output")
+        scope = {"output": step.output, "context": step.context}
+        for rule in evaluator.rules:
+            try:
+                held = evaluate(rule.require, scope)
+            except ExpressionError as exc:
+                critique.append(f"{rule.name}: {rule.critique} (the rule could not be evaluated: {exc})")
+                continue
+            if not held:
+                critique.append(f"{rule.name}: {rule.critique}")
+    return Evaluation(iteration_of(step), tuple(broken), tuple(critique))
+
+
+def verdict_of(report: StepCompleted, judged: StepCompleted) -> Evaluation:
+    """An evaluator agent's verdict (``report``: its answer met VERDICT_SCHEMA) on ``judged``
+    (``judged_step``: the output of the step it judged, that step's run)."""
+    if report.output.get("passed") is True:
+        return Evaluation(iteration_of(judged))
+    critique = report.output.get("critique")
+    lines = [critique] if isinstance(critique, str) else list(critique or [])
+    return Evaluation(iteration_of(judged), critique=tuple(lines or [f"agent {report.agent} did not pass the output"]))
+
+
+def judged_step(report: StepCompleted, generator: StepSpec) -> StepCompleted:
+    """An evaluation hop's report standing for the step it judged: that step's name, agent and output, on the
+    hop's hash (the committed head), so the task moves on, iterates or parks from there."""
+    output = report.context.get("steps", {}).get(generator.name, {})
+    update = {"step": generator.name, "agent": generator.agent, "output": output, "confidence": None}
+    return report.model_copy(update=update)
+
+
 def _confidence(step: StepCompleted) -> float | None:
     """The model's reported confidence, else the output's own top-level ``confidence`` number."""
     if step.confidence is not None:
@@ -197,6 +288,39 @@ class Orchestrator:
             actor=actor or f"service:{self.service}",
             output=step.output if output is None else output,
             context_hash=new_hash,
+        )
+
+    def evaluate(self, step: StepCompleted, spec: StepSpec) -> HandOff:
+        """Hand ``step``'s output to its evaluator agent: the hop ``<step>.evaluation``, on ``step``'s hash."""
+        assert spec.evaluator is not None
+        assert spec.evaluator.agent is not None
+        hop = next_handoff(
+            step,
+            to_step=f"{step.step}{EVALUATION_HOP}",
+            agent=spec.evaluator.agent,
+            sender=self.service,
+            context=step.context,
+            hash_=step.context_hash,
+        )
+        return HandOff(hop)
+
+    def iterate(self, step: StepCompleted, evaluation: Evaluation, spec: StepSpec) -> Iterate:
+        """Run ``step``'s step again from its report, told what was wrong: the critique under
+        ``evaluations.<step>`` of the context, the last output still under ``steps.<step>``."""
+        assert spec.evaluator is not None, "only a step with an evaluator is iterated"
+        evaluations = step.context.get(EVALUATIONS)
+        evaluations = dict(evaluations) if isinstance(evaluations, dict) else {}
+        following = evaluation.iteration + 1
+        evaluations[step.step] = {"iteration": following, "critique": evaluation.lines}
+        context = {**step.context, EVALUATIONS: evaluations}
+        handoff = iteration_handoff(step, agent=spec.agent, sender=self.service, context=context, iteration=following)
+        return Iterate(
+            HandOff(handoff),
+            iteration=following,
+            max_iterations=spec.evaluator.max_iterations,
+            critique=tuple(evaluation.lines),
+            actor=f"service:{self.service}",
+            patch=diff(step.context, context),
         )
 
     def retry(

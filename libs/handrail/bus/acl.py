@@ -135,7 +135,17 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
     """Every principal of a Handrail deployment with these contracts, services first, then one per agent."""
     agents = sorted(contracts.agents)
     first = sorted({w.steps[0].agent for w in contracts.workflows.values()})
-    later = sorted({s.agent for w in contracts.workflows.values() for s in w.steps[1:]})
+    # The validator hands on every step after the first, any step its evaluator sends back, and outputs to
+    # evaluator agents.
+    later = sorted(
+        {s.agent for w in contracts.workflows.values() for i, s in enumerate(w.steps) if i or s.evaluator is not None}
+        | {
+            s.evaluator.agent
+            for w in contracts.workflows.values()
+            for s in w.steps
+            if s.evaluator and s.evaluator.agent
+        }
+    )
     t = topics
     state = state_topics(t)
     fixed = [

@@ -3,7 +3,8 @@
 The view keeps each selected value at its place: ``["/input/amount", "/steps/intake/employee/name"]``
 over ``{"input": {...}, "steps": {...}}`` is ``{"input": {"amount": ...}, "steps": {"intake":
 {"employee": {"name": ...}}}}``. Through an array, the view keeps the selected elements, in their
-order. A pointer to nothing (a step's output that is not there yet) selects nothing. The full
+order. A pointer to nothing (a step's output that is not there yet) selects nothing. A step with an
+evaluator is also shown its evaluation (``/evaluations/<step>``) and its last output. The full
 context still travels in the envelope, its hash chain unchanged; the agent is shown the view, and
 ``View.hash`` (sha256 of its RFC 8785 JSON) goes in the step's audit record.
 """
@@ -33,12 +34,17 @@ class View:
 
 def view_for(workflow: WorkflowSpec | None, step: str, context: dict[str, Any]) -> View:
     """The view of ``context`` that ``step`` of ``workflow`` declares (all of it when it declares none)."""
-    declared = workflow.step(step).context_view if workflow is not None and _has(workflow, step) else None
+    spec = workflow.hop(step) if workflow is not None else None
+    declared = spec.context_view if spec is not None else None
     if declared is None:
         return View(context)
     name = declared if isinstance(declared, str) else None
     assert workflow is not None
+    assert spec is not None
     pointers = tuple(workflow.views[declared] if isinstance(declared, str) else declared)
+    if spec.evaluator is not None:
+        # A step its evaluator sends back is shown the critique and its last output, whatever its view.
+        pointers += tuple(p for p in (f"/evaluations/{step}", f"/steps/{step}") if p not in pointers)
     return View(project(context, pointers), name, pointers)
 
 
@@ -95,10 +101,6 @@ def _dense(node: Any) -> Any:
     if all(isinstance(k, _Index) for k in node):
         return [_dense(node[k]) for k in sorted(node)]
     return {k: _dense(v) for k, v in node.items()}
-
-
-def _has(workflow: WorkflowSpec, step: str) -> bool:
-    return any(s.name == step for s in workflow.steps)
 
 
 def _unescape(token: str) -> str:

@@ -8,7 +8,16 @@ from handrail.contracts.agents import AgentSpec, Autonomy, Baseline, CanaryRule,
 from handrail.contracts.expressions import ExpressionError, evaluate
 from handrail.contracts.graduation import GraduationRule
 from handrail.contracts.loader import Contracts, load_contracts
-from handrail.contracts.workflows import DefaultAction, EscalationRule, ReviewPolicy, StepSpec, WorkflowSpec
+from handrail.contracts.workflows import (
+    DefaultAction,
+    EscalationRule,
+    EvaluationRule,
+    EvaluatorSpec,
+    Exhausted,
+    ReviewPolicy,
+    StepSpec,
+    WorkflowSpec,
+)
 
 __all__ = [
     "AgentSpec",
@@ -18,6 +27,9 @@ __all__ = [
     "Contracts",
     "DefaultAction",
     "EscalationRule",
+    "EvaluationRule",
+    "EvaluatorSpec",
+    "Exhausted",
     "ExpressionError",
     "GraduationRule",
     "Limits",

@@ -64,6 +64,13 @@ def load_contracts(config_dir: Path, known_tools: set[str]) -> Contracts:
                     f"unknown agent {step.agent!r} (agents.yaml declares {sorted(agents)})"
                 )
             _check_schema(workflows_file, workflow.name, f"steps.{i}.output_schema", step.output_schema)
+            if step.evaluator is not None and step.evaluator.agent not in (None, *agents):
+                raise ContractError(
+                    f"{workflows_file}: workflow {workflow.name!r}: field 'steps.{i}.evaluator.agent': "
+                    f"unknown agent {step.evaluator.agent!r} (agents.yaml declares {sorted(agents)})"
+                )
+            if step.evaluator is not None and step.evaluator.schema_ is not None:
+                _check_schema(workflows_file, workflow.name, f"steps.{i}.evaluator.schema", step.evaluator.schema_)
         _check_schema(workflows_file, workflow.name, "input_schema", workflow.input_schema)
         names = [s.name for s in workflow.steps]
         if len(set(names)) != len(names):

@@ -12,6 +12,71 @@ from handrail.contracts.expressions import Expression
 from handrail.messages.calls import BudgetTopUp
 
 
+class EvaluationRule(BaseModel):
+    """A CEL expression over the step's ``output`` and ``context`` that must hold, and what its agent is
+    told when it does not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    require: Expression
+    critique: str = Field(min_length=1, description="What the agent is told when the expression does not hold.")
+
+
+class Exhausted(StrEnum):
+    """What becomes of a task whose step still fails its evaluation after its last iteration."""
+
+    FAIL = "fail"  # the task ends ``failed`` (``evaluation_exhausted``)
+    REVIEW = "review"  # a person decides on the last output, under the workflow's review policy
+
+
+class EvaluatorSpec(BaseModel):
+    """Evaluator-optimizer: the step's output is judged, and the step runs again with the critique until it
+    passes, ``max_iterations`` runs in all.
+
+    The judgement is the output's ``output_schema``, then this ``schema`` (stricter, if given), then the
+    ``rules`` in order; every failure is a line of the critique. The step runs again with the critique
+    under ``evaluations.<step>`` of its context (``iteration``, the run it is, and ``critique``), its
+    last output still under ``steps.<step>``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    agent: str | None = Field(
+        default=None,
+        description=(
+            "An agent that judges an output the schema and rules passed, in a hop of its own (the step "
+            "`<step>.evaluation`); it answers `passed` and `critique` (VERDICT_SCHEMA)."
+        ),
+    )
+    schema_: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="A JSON Schema the output must also satisfy to pass."
+    )
+    rules: list[EvaluationRule] = Field(default_factory=list)
+    max_iterations: int = Field(default=3, ge=1, le=20, description="Runs of the step in all, the first one included.")
+    on_exhausted: Exhausted = Exhausted.FAIL
+
+    @model_validator(mode="after")
+    def _judges_something(self) -> EvaluatorSpec:
+        if self.schema_ is None and not self.rules and self.agent is None:
+            raise ValueError("an evaluator needs an `agent`, a `schema` or `rules` to judge the output by")
+        return self
+
+
+#: What an evaluator agent answers about the output it was shown.
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["passed"],
+    "properties": {
+        "passed": {"type": "boolean"},
+        "critique": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    },
+}
+#: The hop in which a step's evaluator agent judges its output is the step ``<step>.evaluation`` (a dot
+#: is in no step's name).
+EVALUATION_HOP = ".evaluation"
+
+
 class StepSpec(BaseModel):
     """One step: the agent that runs it and the schema its output must satisfy."""
 
@@ -23,6 +88,9 @@ class StepSpec(BaseModel):
     context_view: str | list[Pointer] | None = Field(
         default=None,
         description="What of the task context the agent sees: a view's name or JSON Pointers; default: all of it.",
+    )
+    evaluator: EvaluatorSpec | None = Field(
+        default=None, description="Judge the output and run the step again with the critique until it passes."
     )
 
 
@@ -119,6 +187,27 @@ class WorkflowSpec(BaseModel):
             if step.name == name:
                 return step
         raise KeyError(name)
+
+    def hop(self, name: str) -> StepSpec | None:
+        """The step a hop called ``name`` runs: a step of the workflow, or the evaluation hop of one whose
+        evaluator is an agent (``<step>.evaluation``: that agent, answering VERDICT_SCHEMA); None: neither."""
+        generator = self.generator_of(name)
+        if generator is not None:
+            assert generator.evaluator is not None
+            assert generator.evaluator.agent is not None
+            return StepSpec.model_construct(
+                name=name, agent=generator.evaluator.agent, output_schema=VERDICT_SCHEMA, context_view=None
+            )
+        return next((s for s in self.steps if s.name == name), None)
+
+    def generator_of(self, name: str) -> StepSpec | None:
+        """The step whose output the evaluation hop ``name`` judges; None when ``name`` is no evaluation hop."""
+        if not name.endswith(EVALUATION_HOP):
+            return None
+        step = next((s for s in self.steps if s.name == name.removesuffix(EVALUATION_HOP)), None)
+        if step is None or step.evaluator is None or step.evaluator.agent is None:
+            return None
+        return step
 
     def next_step(self, name: str) -> StepSpec | None:
         """Return the step after ``name``, or None when ``name`` is the last."""

@@ -29,6 +29,7 @@ class ReviewTrigger(StrEnum):
     LOW_CONFIDENCE = "low_confidence"  # the output's confidence is below the agent's floor
     APPROVAL_GATE = "approval_gate"  # approval gates: every step, and every side effect before it runs
     HALT = "halt"  # a budget, loop or breaker stopped the task before a call
+    EVALUATION = "evaluation"  # the step's output still failed its evaluator after its last iteration
 
 
 class ReviewRequested(Payload):

@@ -125,7 +125,7 @@ class HandoffVerifier:
     def expected_agent(self, report: StepReportLike) -> str:
         """The agent ``workflows.yaml`` binds to the report's step."""
         workflow = self.contracts.workflows.get(report.workflow)
-        names = {s.name: s.agent for s in workflow.steps} if workflow is not None else {}
-        if report.step not in names:
+        spec = workflow.hop(report.step) if workflow is not None else None
+        if spec is None:
             raise StepFailed(f"workflow {report.workflow!r} has no step {report.step!r}", task_id=report.task_id)
-        return names[report.step]
+        return spec.agent

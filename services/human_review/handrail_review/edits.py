@@ -15,9 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import jsonpatch
-import jsonschema
 
-from handrail.contracts import Contracts, WorkflowSpec
+from handrail.contracts import Contracts, WorkflowSpec, documents
 from handrail.hashing import canonical_json, context_hash
 from handrail.messages import BudgetTopUp, ReviewRequested
 from handrail.patch import diff
@@ -77,9 +76,9 @@ class EditRules:
         spec = self.tools.get(tool)
         if spec is None:
             raise InvalidEdit(f"the tool {tool!r} is not registered here, so its edited arguments cannot be checked")
-        errors = sorted(jsonschema.Draft202012Validator(spec.spec.args_schema).iter_errors(arguments), key=str)
+        errors = documents.problems(spec.spec.args_schema, arguments, "arguments")
         if errors:
-            raise InvalidEdit(f"the edited arguments of {tool} break its schema: {_problems('arguments', errors)}")
+            raise InvalidEdit(f"the edited arguments of {tool} break its schema: {documents.summary(errors)}")
 
     async def top_up(self, request: ReviewRequested, role: str, top_up: BudgetTopUp) -> None:
         """Refuse a top-up that is not approving a halt, or is more than the workflow or the role allows."""
@@ -135,11 +134,6 @@ def _check_contract(workflow: WorkflowSpec, before: dict[str, Any], after: dict[
 
 
 def _validate(schema: dict[str, Any], document: Any, where: str, what: str) -> None:
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(document), key=str)
-    if errors:
-        raise InvalidEdit(f"the edited context breaks {what}: {_problems(where, errors)}")
-
-
-def _problems(where: str, errors: list[jsonschema.ValidationError]) -> str:
-    shown = "; ".join(f"{'/'.join([where, *map(str, e.absolute_path)])}: {e.message}" for e in errors[:3])
-    return shown + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
+    found = documents.problems(schema, document, where)
+    if found:
+        raise InvalidEdit(f"the edited context breaks {what}: {documents.summary(found)}")

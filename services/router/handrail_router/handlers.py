@@ -9,11 +9,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-import jsonschema
-
 from handrail.bus import Delivery
 from handrail.bus.identity import body_field, task_id_of
-from handrail.contracts import WorkflowSpec
+from handrail.contracts import WorkflowSpec, documents
 from handrail.contracts.routing import AUTO
 from handrail.errors import InputRejected, Rejected
 from handrail.hashing import context_hash
@@ -163,9 +161,9 @@ class RouterHandlers:
                 error_type="submitter_not_allowed",
                 task_id=task.task_id,
             )
-        errors = sorted(jsonschema.Draft202012Validator(workflow.input_schema).iter_errors(task.input), key=str)
+        errors = documents.problems(workflow.input_schema, task.input, "input")
         if errors:
-            detail = "; ".join(f"input/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
+            detail = documents.summary(errors, shown=10)
             raise InputRejected(
                 f"input does not match workflow {workflow.name!r}{how}: {detail}",
                 error_type="invalid_input",

@@ -1,8 +1,11 @@
 """Deterministic orchestration: check a ``StepCompleted`` and decide what happens next.
 
 The step's output must satisfy its schema (else it is dead-lettered and the task
-fails). Then, when a person must decide (an escalation rule holds, the confidence
-is below the agent's floor, or the agent runs on approval gates), the task is
+fails). A step with an evaluator is judged too, and when its output fails, the
+step runs again with the critique, up to its ``max_iterations`` runs; then the task
+fails or a person decides, per its ``on_exhausted``. Then, when a person must
+decide (an escalation rule holds, the confidence is below the agent's floor, or
+the agent runs on approval gates), the task is
 parked on ``reviews.requested`` with its checkpoint; otherwise it moves on: the
 next step, or its result. A step its agent stopped before a call that needs
 approval is parked with the proposed call, before anything ran.
@@ -12,16 +15,24 @@ from __future__ import annotations
 
 import logging
 
-import jsonschema
 from prometheus_client import Counter
 
 from handrail.bus import Delivery
-from handrail.contracts import Autonomy
+from handrail.contracts import Autonomy, Exhausted, StepSpec, WorkflowSpec, documents
+from handrail.contracts.workflows import VERDICT_SCHEMA
 from handrail.errors import StepFailed, TaskHalted
 from handrail.lifecycle import End, Plan, halted_handoff
-from handrail.messages import StepCompleted, TaskStatus
+from handrail.messages import ReviewTrigger, StepCompleted, TaskStatus
 from handrail.metrics import labels
-from handrail.orchestration import Orchestrator, escalation_for
+from handrail.orchestration import (
+    Escalation,
+    Evaluation,
+    Orchestrator,
+    escalation_for,
+    evaluate_output,
+    judged_step,
+    verdict_of,
+)
 from handrail.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -30,6 +41,12 @@ SERVICE = "validator"
 
 ESCALATIONS = Counter(
     "handrail_escalations_total", "Steps sent to human review, by workflow and trigger.", ["workflow", "trigger"]
+)
+EVALUATIONS = Counter(
+    "handrail_evaluations_total",
+    "Outputs of steps with an evaluator judged, by workflow, step and verdict "
+    "(passed; iterated: the step runs again; exhausted: no runs left).",
+    ["workflow", "step", "verdict"],
 )
 
 
@@ -53,16 +70,30 @@ class ValidatorHandlers:
         if step.status != "completed":
             return await self._not_completed(step)
         workflow = self.rt.contracts.workflows.get(step.workflow)
-        if workflow is None or step.step not in {s.name for s in workflow.steps}:
+        spec = workflow.hop(step.step) if workflow is not None else None
+        if workflow is None or spec is None:
             raise StepFailed(f"workflow {step.workflow!r} has no step {step.step!r}", task_id=step.task_id)
-        spec = workflow.step(step.step)
-        errors = sorted(jsonschema.Draft202012Validator(spec.output_schema).iter_errors(step.output), key=str)
-        if errors:
-            detail = "; ".join(f"output/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:3])
-            if len(errors) > 3:
-                detail += f"; and {len(errors) - 3} more"
+        generator = workflow.generator_of(step.step)
+        if generator is not None:  # an evaluator agent's verdict on the output of ``generator``
+            if broken := documents.problems(VERDICT_SCHEMA, step.output, "output"):
+                raise OutputRejected(
+                    f"evaluator {step.agent!r} of step {generator.name!r} of task {step.task_id} answered with "
+                    f"no verdict: {documents.summary(broken)}",
+                    task_id=step.task_id,
+                )
+            report, step, spec = step, judged_step(step, generator), generator
+            if (judged := self._judged(step, spec, workflow, verdict_of(report, step))) is not None:
+                return judged
+        elif spec.evaluator is not None:
+            evaluation = evaluate_output(step, spec)
+            if evaluation.passed and spec.evaluator.agent is not None:
+                return self.orchestrator.evaluate(step, spec)  # the schema and rules passed: the agent judges
+            if (judged := self._judged(step, spec, workflow, evaluation)) is not None:
+                return judged
+        elif (evaluation := evaluate_output(step, spec)).broken:
             raise OutputRejected(
-                f"step {step.step!r} of task {step.task_id} produced an output that breaks its schema: {detail}",
+                f"step {step.step!r} of task {step.task_id} produced an output that breaks its schema: "
+                f"{documents.summary(list(evaluation.broken))}",
                 task_id=step.task_id,
             )
         agent = self.rt.contracts.agents.get(step.agent)
@@ -80,6 +111,39 @@ class ValidatorHandlers:
             )
             return park
         return self.orchestrator.advance(step)
+
+    def _judged(self, step: StepCompleted, spec: StepSpec, workflow: WorkflowSpec, evaluation: Evaluation) -> Plan:
+        """What an evaluator's verdict does to the task: nothing (None: it passed, the step moves on), another
+        run with the critique, or, with no runs left, the end of the task or a person's decision."""
+        evaluator = spec.evaluator
+        assert evaluator is not None
+        name = labels.workflow(step.workflow)
+        if evaluation.passed:
+            EVALUATIONS.labels(name, step.step, "passed").inc()
+            return None
+        if evaluation.iteration < evaluator.max_iterations:
+            EVALUATIONS.labels(name, step.step, "iterated").inc()
+            log.info(
+                "task %s: step %r run %d of %d failed its evaluation; it runs again",
+                step.task_id, step.step, evaluation.iteration, evaluator.max_iterations,
+            )  # fmt: skip
+            return self.orchestrator.iterate(step, evaluation, spec)
+        EVALUATIONS.labels(name, step.step, "exhausted").inc()
+        runs = f"after {evaluation.iteration} run(s)"
+        if evaluation.broken:  # a person cannot approve an output its step's contract rules out
+            raise OutputRejected(
+                f"step {step.step!r} of task {step.task_id} produced an output that breaks its schema {runs}: "
+                f"{documents.summary(list(evaluation.broken))}",
+                task_id=step.task_id,
+            )
+        reason = f"step {step.step!r} failed its evaluation {runs}: {documents.summary(list(evaluation.critique))}"
+        if evaluator.on_exhausted == Exhausted.REVIEW:
+            escalation = Escalation(ReviewTrigger.EVALUATION, reason, workflow.review)
+            ESCALATIONS.labels(name, escalation.trigger.value).inc()
+            return self.orchestrator.request_review(escalation, checkpoint=step)
+        return End.of(
+            step, TaskStatus.FAILED, actor=f"service:{SERVICE}", reason=reason, error_type="evaluation_exhausted"
+        )
 
     def _awaiting_approval(self, step: StepCompleted) -> Plan:
         """A step stopped before a call a person must approve: park it with the proposal, nothing has run."""
