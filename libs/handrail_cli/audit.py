@@ -142,8 +142,10 @@ def _tree(task_id: str, records: list[AuditRecord], events: list[DecisionEvent],
         f"audit chain {chain.describe()}"
     )
     calls_by_step: dict[str, list[DecisionEvent]] = {}
-    for event in events:
+    for event in sorted(events, key=lambda e: e.at):
         calls_by_step.setdefault(event.step, []).append(event)
+    takes_calls = [r for r in records if r.action == "handoff.accepted" or r.action.startswith("step.")]
+    last_of_step = {r.step: r for r in takes_calls}
     for record in records:
         node = tree.add(_line(record))
         if (lineage := lineage_line(record)) is not None:
@@ -151,9 +153,14 @@ def _tree(task_id: str, records: list[AuditRecord], events: list[DecisionEvent],
         handoff = record.details.get("handoff")
         if isinstance(handoff, dict):
             node.add(f"[dim]took on[/dim] the handoff from {handoff.get('sender')} ({handoff.get('message_id')})")
-        # A step's calls under its record (or, in older trails, under the handoff.accepted before it).
-        if (record.action == "handoff.accepted" or record.action.startswith("step.")) and record.step in calls_by_step:
-            for event in calls_by_step.pop(record.step):
+        # A step's calls under its record (or, in older trails, under the handoff.accepted before it); a step
+        # that ran more than once (an evaluator sent it back) has each run's calls under that run's record.
+        if any(r is record for r in takes_calls) and record.step in calls_by_step:
+            pending = calls_by_step[record.step]
+            is_last = last_of_step[record.step] is record
+            taken = pending if is_last else [e for e in pending if e.at <= record.at]
+            calls_by_step[record.step] = [e for e in pending if e not in taken]
+            for event in taken:
                 node.add(_call(event))
         seen = record.details.get("context_seen")
         if isinstance(seen, dict) and (seen.get("pointers") is not None or seen.get("compactions")):

@@ -128,7 +128,7 @@ def _describe(topic: str, body: dict[str, Any], topics: Any, required: int = 0) 
     if topic == topics.steps:
         usage = body.get("usage", {})
         return (
-            f"step done    {body.get('step')} by {body.get('agent')}  "
+            f"step done    {body.get('step')}{_run(body)} by {body.get('agent')}  "
             f"calls={usage.get('model_calls', 0)}m/{usage.get('tool_calls', 0)}t  "
             f"context={str(body.get('context_hash'))[:12]}"
         )
@@ -150,4 +150,22 @@ def _describe(topic: str, body: dict[str, Any], topics: Any, required: int = 0) 
             return f"reviewed     {body.get('decision')} by {', '.join(approvals) or body.get('by')}"
         review = body.get("review_id")
         return f"approval     by {body.get('by')}: {len(approvals)} of {required} approvals  (review {review})"
-    return f"handoff      {body.get('step')} -> {body.get('receiver')}  context={str(body.get('context_hash'))[:12]}"
+    evaluation = _evaluation(body)
+    told = f"  told: {'; '.join(evaluation.get('critique') or [])}" if evaluation.get("critique") else ""
+    return (
+        f"handoff      {body.get('step')}{_run(body)} -> {body.get('receiver')}  "
+        f"context={str(body.get('context_hash'))[:12]}{told}"
+    )
+
+
+def _evaluation(body: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation a step's evaluator sent it back with (``evaluations.<step>`` of the context), if any."""
+    found = (body.get("context") or {}).get("evaluations") or {}
+    entry = found.get(body.get("step")) if isinstance(found, dict) else None
+    return entry if isinstance(entry, dict) else {}
+
+
+def _run(body: dict[str, Any]) -> str:
+    """`` (run N)`` for a step an evaluator sent back; nothing for a first run."""
+    iteration = _evaluation(body).get("iteration")
+    return f" (run {iteration})" if isinstance(iteration, int) and iteration > 1 else ""

@@ -108,7 +108,7 @@ def test_the_step_runs_again_from_its_report_told_what_was_wrong() -> None:
 
 
 def test_an_evaluator_needs_something_to_judge_by_and_a_sane_iteration_count() -> None:
-    with pytest.raises(ValidationError, match="needs a `schema` or `rules`"):
+    with pytest.raises(ValidationError, match="needs an `agent`, a `schema` or `rules`"):
         EvaluatorSpec.model_validate({"max_iterations": 2})
     with pytest.raises(ValidationError, match="max_iterations"):
         EvaluatorSpec.model_validate({**EVALUATOR, "max_iterations": 0})

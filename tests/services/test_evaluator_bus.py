@@ -39,7 +39,9 @@ def stack_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return config
 
 
-async def test_a_step_runs_again_with_its_critique_until_it_passes(client: HandrailClient, stack: Stack) -> None:
+async def test_a_step_runs_again_with_its_critique_until_it_passes(
+    client: HandrailClient, stack: Stack, stack_config_dir: Path
+) -> None:
     before = await scrape(stack, "validator")
     task_id = await client.submit("refine-test", {"topic": "x"}, task_id=f"refine-{uuid.uuid4().hex[:10]}")
     result = await client.wait_for_result(task_id, timeout_s=90)
@@ -90,6 +92,21 @@ async def test_a_step_runs_again_with_its_critique_until_it_passes(client: Handr
     assert traced.returncode == 0, traced.stderr
     assert "evaluation.failed step=draft" in traced.stdout and "third-time: not yet" in traced.stdout
     assert "audit chain intact" in traced.stdout, traced.stdout
+    watched = handrail(
+        "watch", task_id, "--idle-timeout-s", "2", env={**env, "HANDRAIL_CONFIG_DIR": str(stack_config_dir)}
+    )
+    assert watched.returncode == 0, watched.stderr
+    assert "handoff      draft (run 3) -> drafter" in watched.stdout, watched.stdout
+    assert "told: third-time: not yet: revise it once more" in watched.stdout
+    assert "step done    draft (run 2) by drafter" in watched.stdout
+    # Each run of the step has its own model call under its own record.
+    runs = traced.stdout.split("step.completed step=draft")[1:]
+    assert len(runs) == 3
+    assert [run.split("evaluation.failed")[0].split("step.completed")[0].count("model_call") for run in runs] == [
+        1,
+        1,
+        1,
+    ]
 
 
 async def test_an_evaluator_loop_that_never_converges_fails_the_task_after_its_last_run(

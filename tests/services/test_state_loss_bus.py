@@ -8,22 +8,43 @@ where it stopped (``audit verify`` says intact).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import yaml
 from tests.fixtures.redis_server import PrivateRedis, run_private_redis
-from tests.fixtures.stack import Stack, free_port
+from tests.fixtures.stack import PROJECT_ROOT, Stack, free_port
 
 from handrail.audit import AuditRecord, verify_chain
 from handrail.client import HandrailClient
-from handrail.messages import TaskStatus
+from handrail.messages import StepCompleted, TaskStatus
 from handrail.signing import TrustStore, Verifier
 from handrail.state import generation
 from handrail_dev import signing_keys
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(300)]
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def stack_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's contracts and the evaluator test workflow whose first step runs three times."""
+    config = tmp_path_factory.mktemp("state-loss-config")
+    for name in ("agents", "workflows"):
+        merged = yaml.safe_load((PROJECT_ROOT / "config" / f"{name}.yaml").read_text())
+        for source in ("evaluator", "context"):
+            extra = yaml.safe_load((HERE / "config" / f"{source}-{name}.yaml").read_text())[name]
+            merged[name].update({k: v for k, v in extra.items() if k in ("drafter", "viewer", "refine-test")})
+        (config / f"{name}.yaml").write_text(yaml.safe_dump(merged))
+    shutil.copytree(PROJECT_ROOT / "config" / "prompts", config / "prompts")
+    for agent in ("drafter", "viewer"):
+        shutil.copytree(HERE / "config" / "prompts" / agent, config / "prompts" / agent)
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -143,4 +164,37 @@ async def test_a_step_reported_before_the_loss_is_verified_after_it(
         result = await client.wait_for_result(task_id, timeout_s=120)
         assert result.status == TaskStatus.COMPLETED, f"{task_id}: {result.status} {result.reason}"
         assert await stack.dead_letters_for(task_id) == [], f"{task_id} was dead-lettered"
+        await assert_chain_intact(stack, task_id)
+
+
+async def test_a_step_iterating_at_the_loss_runs_exactly_its_runs(
+    client: HandrailClient, stack: Stack, private_redis: PrivateRedis
+) -> None:
+    # The run a step is on travels in its context (evaluations.<step>), not in Redis: a loss between two runs
+    # neither starts the count again nor runs a step twice, and the chain goes on through every run.
+    task_ids = [f"iterating-{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
+    drafter = "worker-drafter"
+    stack.stop(drafter)
+    try:
+        for task_id in task_ids:
+            await client.submit("refine-test", {}, task_id=task_id)
+        stack.start(drafter)
+        for task_id in task_ids:  # sent back once at least: the loss comes between runs
+            for _ in range(600):
+                if len(await stack.read(stack.topics.agent("drafter"), task_id)) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail(f"{task_id}: the step was never sent back")
+        stack.stop(drafter)
+        lose_state(private_redis)
+    finally:
+        stack.start(drafter)
+    for task_id in task_ids:
+        result = await client.wait_for_result(task_id, timeout_s=120)
+        assert result.status == TaskStatus.COMPLETED, f"{task_id}: {result.status} {result.reason}"
+        assert len({r.message_id for r in await stack.results_for(task_id)}) == 1
+        reports = [StepCompleted.model_validate_json(v) for v in await stack.read(stack.topics.steps, task_id)]
+        runs = {r.message_id: r.output["revision"] for r in reports if r.step == "draft"}
+        assert sorted(runs.values(), key=str) == [2, 3, None], f"{task_id}: runs {runs}"
         await assert_chain_intact(stack, task_id)

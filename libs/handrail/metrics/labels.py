@@ -45,6 +45,7 @@ ERROR_TYPES = frozenset(
         "invalid_input",
         # the step (validator, worker)
         "output_schema_violation",
+        "evaluation_exhausted",
         "prompt_render_failed",
         "side_effect_in_doubt",
         "too_many_corrections",
