@@ -138,3 +138,9 @@ def sha256_hex(data: bytes) -> str:
 def context_hash(context: Any) -> str:
     """Return the hash carried as ``context_hash``: sha256 hex of the canonical JSON."""
     return sha256_hex(canonical_json(context))
+
+
+def join_hash(parents: dict[str, str]) -> str:
+    """The parent of a join of a parallel step's branches: sha256 of the RFC 8785 JSON of every branch's
+    head, by branch name (``{"join": {branch: head}}``)."""
+    return context_hash({"join": parents})

@@ -1,8 +1,9 @@
 """A task's lifecycle, in one place: the transitions handlers return, and the code that applies them.
 
 A task is opened (``Open``), handed from step to step (``HandOff``: an envelope to
-an agent, a step's output to the validator), sent back to run a step again with an
-evaluator's critique (``Iterate``), parked for a person (``Park``), taken
+an agent, a step's output to the validator), forked into the branches of a parallel
+step (``Fork``) and joined once all of them are in (``Join``), sent back to run a step
+again with an evaluator's critique (``Iterate``), parked for a person (``Park``), taken
 up again by their decision (``Resume``) and ended with its one ``TaskResult``
 (``End``). An operator may run an ended task again from its last accepted step, or
 start a new task from one (``handrail.restarts``, built on these transitions).
@@ -36,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 from handrail.bus.delivery import Delivery
 from handrail.bus.publisher import AUDIT_HEAD_HEADER, Publisher
 from handrail.errors import Rejected
-from handrail.hashing import GENESIS, context_hash
+from handrail.hashing import GENESIS, context_hash, join_hash
 from handrail.messages import (
     BudgetSnapshot,
+    ForkPoint,
     HandoffEnvelope,
     HandoffTaken,
     ProposedCall,
@@ -53,6 +55,7 @@ from handrail.messages import (
     utcnow,
 )
 from handrail.metrics import (
+    BRANCHES,
     REVIEWS_REQUESTED,
     TASK_COST_USD,
     TASK_STEPS,
@@ -123,6 +126,34 @@ class HandOff:
 
 
 @dataclass(frozen=True)
+class Fork:
+    """Start the branches of a parallel step: one handoff per branch, all from the same head (the trunk's,
+    which stays there until the join), audited as one ``branches.forked`` record."""
+
+    point: ForkPoint
+    handoffs: tuple[HandoffEnvelope, ...]
+    actor: str
+
+
+@dataclass(frozen=True)
+class Join:
+    """All branches of a parallel step are in: move the trunk's head from the fork point to the joined step's
+    hash (once), audit the join with its parents (``branches.joined``: every branch's head, and their
+    ``join_hash`` as the record's input), then carry on from the joined step (``then``).
+
+    ``joined`` is the parallel step's report as the branches make it: their outputs under their names.
+    Every id is derived from the fork, so whichever branch's report completes the join, and however often
+    it is redelivered, the same messages are published.
+    """
+
+    joined: StepCompleted
+    point: ForkPoint
+    parents: dict[str, str]
+    then: Transition
+    actor: str
+
+
+@dataclass(frozen=True)
 class Iterate:
     """Run a step again because its output failed its evaluator: audit the verdict, then hand the step
     to its agent with the critique in its context (``Orchestrator.iterate``).
@@ -159,7 +190,7 @@ class Resume:
 
     decision: ReviewDecided
     request: ReviewRequested
-    then: HandOff | End
+    then: HandOff | Fork | End
     #: More budget granted with the decision, and the parked time given back to the deadline (audited first).
     grant: Grant | None = None
 
@@ -209,7 +240,7 @@ class End:
         )
 
 
-Transition = Open | HandOff | Iterate | Park | Resume | End
+Transition = Open | HandOff | Fork | Join | Iterate | Park | Resume | End
 #: What a handler returns: nothing, one transition, or several applied in order.
 Plan = Transition | Sequence[Transition] | None
 
@@ -217,7 +248,7 @@ Plan = Transition | Sequence[Transition] | None
 def steps_of(plan: Plan) -> list[Transition]:
     if plan is None:
         return []
-    if isinstance(plan, Open | HandOff | Iterate | Park | Resume | End):
+    if isinstance(plan, Open | HandOff | Fork | Join | Iterate | Park | Resume | End):
         return [plan]
     return list(plan)
 
@@ -230,6 +261,10 @@ def describe(transition: Transition) -> str:
         return transition.status.value
     if isinstance(transition, Iterate):
         return f"iterate:{transition.handoff.message.step}"
+    if isinstance(transition, Fork):
+        return f"fork:{transition.point.step}"
+    if isinstance(transition, Join):
+        return f"join:{transition.point.step}"
     if isinstance(transition, HandOff):
         message = transition.message
         if isinstance(message, StepCompleted):
@@ -297,6 +332,73 @@ def next_handoff(
     )
 
 
+def branch_handoffs(
+    step: StepCompleted, *, parallel: str, branches: dict[str, str], sender: str
+) -> tuple[ForkPoint, tuple[HandoffEnvelope, ...]]:
+    """The fork from ``step`` into parallel step ``parallel``: one handoff per branch (name -> agent), each the
+    hop ``<parallel>.<branch>`` with ``step``'s context, chained on ``step``'s hash (the committed head)."""
+    point = ForkPoint(id=derived_message_id(step.message_id, "fork"), step=parallel, head=step.context_hash)
+    handoffs = tuple(
+        HandoffEnvelope(
+            message_id=derived_message_id(point.id, name),
+            task_id=step.task_id,
+            workflow=step.workflow,
+            step=f"{parallel}.{name}",
+            step_index=step.step_index + 1,
+            sender=sender,
+            receiver=agent,
+            deadline=step.deadline,
+            goal=step.goal,
+            context=step.context,
+            context_hash=step.context_hash,
+            parent_hash=step.context_hash,
+            budget=step.budget,
+            idempotency_key=f"{step.task_id}/{parallel}.{name}/1",
+            overrides=step.overrides,
+            fork=point,
+        )
+        for name, agent in branches.items()
+    )
+    return point, handoffs
+
+
+def joined_step(
+    report: StepCompleted, point: ForkPoint, outputs: dict[str, dict[str, Any]], budgets: list[BudgetSnapshot]
+) -> StepCompleted:
+    """The parallel step's report as its branches make it (``report`` is any of theirs): their outputs under
+    their names, in the context the fork left with, chained on the ``join_hash`` of their heads (set by ``Join``)."""
+    steps = {k: v for k, v in report.context.get("steps", {}).items() if not k.startswith(f"{point.step}.")}
+    context = {**report.context, "steps": {**steps, point.step: outputs}}
+    budget = BudgetSnapshot.model_validate(
+        {
+            **report.budget.model_dump(),
+            "steps_used": max(b.steps_used for b in budgets),
+            "tokens_used": max(b.tokens_used for b in budgets),
+            "cost_usd_used": max(b.cost_usd_used for b in budgets),
+        }
+    )
+    return StepCompleted(
+        message_id=derived_message_id(point.id, "join"),
+        status="completed",
+        task_id=report.task_id,
+        workflow=report.workflow,
+        step=point.step,
+        step_index=report.step_index,
+        attempt=1,
+        agent=report.agent,
+        goal=report.goal,
+        deadline=report.deadline,
+        output=outputs,
+        context=context,
+        context_hash=context_hash(context),
+        parent_hash=point.head,
+        patch=[],
+        budget=budget,
+        finished_at=utcnow(),
+        overrides=report.overrides,
+    )
+
+
 def iteration_handoff(
     step: StepCompleted, *, agent: str, sender: str, context: dict[str, Any], iteration: int
 ) -> HandoffEnvelope:
@@ -358,6 +460,7 @@ def halted_handoff(step: StepCompleted, *, sender: str) -> HandoffEnvelope:
         budget=step.budget,
         idempotency_key=f"{step.task_id}/{step.step}/{step.attempt}",
         overrides=step.overrides,
+        fork=step.fork,
     )
 
 
@@ -459,6 +562,7 @@ def _step(
         finished_at=utcnow(),
         handoff=HandoffTaken(message_id=envelope.message_id, sender=envelope.sender, parent_hash=envelope.parent_hash),
         overrides=envelope.overrides,
+        fork=envelope.fork,
         **fields,
     )
 
@@ -494,6 +598,10 @@ class Lifecycle:
                 await self._hand_off(message)
             case Iterate():
                 await self._iterate(transition)
+            case Fork():
+                await self._fork(transition)
+            case Join():
+                return await self._join(transition)
             case Park():
                 await self._park(transition)
             case Resume():
@@ -566,6 +674,48 @@ class Lifecycle:
         head = self.audit.head_of(message.task_id)  # the next service's audit append needs no read of it
         headers = {AUDIT_HEAD_HEADER: head} if head is not None else None
         await self.publisher.publish(topic, message, key=message.task_id, headers=headers)
+
+    async def _fork(self, fork: Fork) -> None:
+        point = fork.point
+        first = fork.handoffs[0]
+        await self.audit.record(
+            first.task_id,
+            dedupe_key=point.id,
+            actor=fork.actor,
+            action="branches.forked",
+            reason=f"step {point.step!r} runs {len(fork.handoffs)} branches at once",
+            workflow=first.workflow,
+            step=point.step,
+            input_hash=point.head,
+            output_hash=point.head,
+            details={"fork_id": point.id, "branches": {h.step: h.receiver for h in fork.handoffs}},
+        )
+        for handoff in fork.handoffs:
+            await self._hand_off(handoff)
+        BRANCHES.labels(labels.workflow(first.workflow), point.step, "forked").inc(len(fork.handoffs))
+
+    async def _join(self, join: Join) -> bool:
+        joined, point = join.joined, join.point
+        if not await self.store.join(joined.task_id, point.head, joined.context_hash, point.step):
+            log.warning(
+                "task %s: the chain moved on from the fork of %r before its join: nothing more is published",
+                joined.task_id, point.step,
+            )  # fmt: skip
+            return False
+        await self.audit.record(
+            joined.task_id,
+            dedupe_key=joined.message_id,
+            actor=join.actor,
+            action="branches.joined",
+            reason=f"all {len(join.parents)} branches of step {point.step!r} are in",
+            workflow=joined.workflow,
+            step=point.step,
+            input_hash=join_hash(join.parents),
+            output_hash=joined.context_hash,
+            details={"fork_id": point.id, "fork_head": point.head, "parents": join.parents},
+        )
+        BRANCHES.labels(labels.workflow(joined.workflow), point.step, "joined").inc()
+        return await self._apply(join.then)
 
     async def _iterate(self, iterate: Iterate) -> None:
         handoff = iterate.handoff.message

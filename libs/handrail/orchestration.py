@@ -21,6 +21,7 @@ messages, and a redelivered decision resumes the task once.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,15 +43,21 @@ from handrail.errors import TaskHalted
 from handrail.hashing import context_hash
 from handrail.lifecycle import (
     End,
+    Fork,
     HandOff,
     Iterate,
+    Join,
     Park,
+    branch_handoffs,
     halted_handoff,
     iteration_handoff,
+    joined_step,
     next_handoff,
     retry_handoff,
 )
 from handrail.messages import (
+    BudgetSnapshot,
+    ForkPoint,
     HandoffEnvelope,
     ProposedCall,
     ReviewRequested,
@@ -260,8 +267,9 @@ class Orchestrator:
         context: dict[str, Any] | None = None,
         output: dict[str, Any] | None = None,
         actor: str | None = None,
-    ) -> HandOff | End:
-        """Hand the next step on from ``step`` (with ``context`` when a reviewer edited it), or end the task.
+    ) -> HandOff | Fork | End:
+        """Hand the next step on from ``step`` (with ``context`` when a reviewer edited it), fork into the
+        branches of a parallel next step, or end the task.
 
         The handoff's ``parent_hash`` is the checkpoint's hash, the task's committed
         head; an edited context travels with its own new ``context_hash``. The
@@ -271,12 +279,19 @@ class Orchestrator:
         following = workflow.next_step(step.step)
         new_context = step.context if context is None else context
         new_hash = step.context_hash if context is None else context_hash(new_context)
+        if following is not None and following.parallel is not None:
+            base = (
+                step if context is None else step.model_copy(update={"context": new_context, "context_hash": new_hash})
+            )
+            branches = {name: branch.agent for name, branch in following.parallel.items()}
+            point, handoffs = branch_handoffs(base, parallel=following.name, branches=branches, sender=self.service)
+            return Fork(point, handoffs, actor=f"service:{self.service}")
         if following is not None:
             return HandOff(
                 next_handoff(
                     step,
                     to_step=following.name,
-                    agent=following.agent,
+                    agent=following.agents[0],
                     sender=self.service,
                     context=new_context,
                     hash_=new_hash,
@@ -289,6 +304,20 @@ class Orchestrator:
             output=step.output if output is None else output,
             context_hash=new_hash,
         )
+
+    def join(self, report: StepCompleted, point: ForkPoint, entries: dict[str, str]) -> Join:
+        """Join the branches of ``point``'s parallel step, all in (``entries``: per branch, its JSON entry of
+        ``TaskStore.branch_done``; ``report`` is the branch report that completed them), and carry on from
+        the joined step as from any accepted step."""
+        found = {name: json.loads(entry) for name, entry in sorted(entries.items())}
+        outputs = {name: entry["output"] for name, entry in found.items()}
+        budgets = [BudgetSnapshot.model_validate(entry["budget"]) for entry in found.values()]
+        first = next(iter(found.values()))
+        joined = joined_step(report, point, outputs, budgets).model_copy(
+            update={"agent": first.get("agent", report.agent)}
+        )
+        parents = {name: str(entry["head"]) for name, entry in found.items()}
+        return Join(joined, point, parents, then=self.advance(joined), actor=f"service:{self.service}")
 
     def evaluate(self, step: StepCompleted, spec: StepSpec) -> HandOff:
         """Hand ``step``'s output to its evaluator agent: the hop ``<step>.evaluation``, on ``step``'s hash."""
@@ -313,7 +342,9 @@ class Orchestrator:
         following = evaluation.iteration + 1
         evaluations[step.step] = {"iteration": following, "critique": evaluation.lines}
         context = {**step.context, EVALUATIONS: evaluations}
-        handoff = iteration_handoff(step, agent=spec.agent, sender=self.service, context=context, iteration=following)
+        handoff = iteration_handoff(
+            step, agent=spec.agents[0], sender=self.service, context=context, iteration=following
+        )
         return Iterate(
             HandOff(handoff),
             iteration=following,

@@ -128,7 +128,19 @@ def check_resumable(trail: Trail, workflow: WorkflowSpec | None) -> Checkpoint:
         raise RestartRefused(
             f"task {task}'s last accepted step {checkpoint.step!r} is the workflow's last: nothing is left to run"
         )
+    if checkpoint.kind == "step":
+        _refuse_parallel(workflow, checkpoint.step)
     return checkpoint
+
+
+def _refuse_parallel(workflow: WorkflowSpec, step: str) -> None:
+    """Resuming or forking into a parallel step is not supported: its branches would need a join of their own."""
+    following = workflow.next_step(step)
+    if following is not None and following.parallel is not None:
+        raise RestartRefused(
+            f"the step after {step!r} is the parallel step {following.name!r}: a task cannot be resumed or forked "
+            "into the branches of a parallel step; resume it from a checkpoint after the join"
+        )
 
 
 def check_forkable(trail: Trail, step: str, workflow: WorkflowSpec | None) -> Checkpoint:
@@ -150,13 +162,14 @@ def check_forkable(trail: Trail, step: str, workflow: WorkflowSpec | None) -> Ch
         raise RestartRefused(
             f"step {step!r} is the last of workflow {workflow.name!r}: a fork from it has nothing to run"
         )
+    _refuse_parallel(workflow, step)
     return checkpoint
 
 
 def later_agents(workflow: WorkflowSpec, step: str) -> list[str]:
     """The agents of the steps after ``step``: what a fork from it runs."""
     names = [s.name for s in workflow.steps]
-    return [s.agent for s in workflow.steps[names.index(step) + 1 :]]
+    return list(dict.fromkeys(a for s in workflow.steps[names.index(step) + 1 :] for a in s.agents))
 
 
 def top_up_grant(task_id: str, epoch: int, agent: str, top_up: BudgetTopUp | None, idle_ms: int) -> Grant | None:
@@ -186,7 +199,7 @@ def resumed_handoff(
         following = workflow.next_step(source.step)
         assert following is not None, "check_resumable refuses the last step"
         envelope = next_handoff(
-            source, to_step=following.name, agent=following.agent, sender=OPERATOR, context=source.context,
+            source, to_step=following.name, agent=following.agents[0], sender=OPERATOR, context=source.context,
             hash_=source.context_hash,
         )  # fmt: skip
     else:

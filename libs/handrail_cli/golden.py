@@ -111,7 +111,7 @@ def export(
         )
     topics = Topics(settings.topic_prefix)
     source = Source(settings, topics, bootstrap or settings.kafka_bootstrap, topics.steps)
-    tasks = run(source.for_workflow(workflow, [s.agent for s in spec.steps]))
+    tasks = run(source.for_workflow(workflow, list(spec.agents)))
     cases, left_out = select_cases(tasks, since=since, only=only, limit=limit)
     suite = GoldenSuite.model_validate({"workflow": workflow, "exported_at": utcnow(), "only": only, "cases": cases})
     if not cases:
@@ -182,7 +182,7 @@ def run_suite(
         raise typer.BadParameter(
             f"the suite's workflow {suite.workflow!r} is not in workflows.yaml", param_hint="SUITE"
         )
-    agents = list(dict.fromkeys(s.agent for s in workflow.steps))
+    agents = list(workflow.agents)
     where = f"of workflow {suite.workflow!r}"
     overrides = parse_overrides(contracts, settings.config_dir, prompts or [], models or [], agents, where)
     library = PromptLibrary(settings.config_dir / "prompts")

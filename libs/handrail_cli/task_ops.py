@@ -303,7 +303,7 @@ async def _fork(
 def _next_agent(workflow: WorkflowSpec, step: str) -> str:
     following = workflow.next_step(step)
     assert following is not None, "check_resumable refuses the last step"
-    return following.agent
+    return following.agents[0]  # and a parallel step
 
 
 def _top_up(text: str | None) -> BudgetTopUp | None:

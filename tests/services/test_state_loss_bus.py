@@ -29,20 +29,22 @@ from handrail_dev import signing_keys
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(300)]
 
 HERE = Path(__file__).parent
+#: The test agents and workflows this module's stack runs beside the demo's.
+KEPT = ("drafter", "viewer", "lefty", "righty", "refine-test", "section-test")
 
 
 @pytest.fixture(scope="module")
 def stack_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's contracts and the evaluator test workflow whose first step runs three times."""
+    """The demo's contracts, the evaluator test workflow whose first step runs three times, and the parallel one."""
     config = tmp_path_factory.mktemp("state-loss-config")
     for name in ("agents", "workflows"):
         merged = yaml.safe_load((PROJECT_ROOT / "config" / f"{name}.yaml").read_text())
-        for source in ("evaluator", "context"):
+        for source in ("evaluator", "context", "parallel"):
             extra = yaml.safe_load((HERE / "config" / f"{source}-{name}.yaml").read_text())[name]
-            merged[name].update({k: v for k, v in extra.items() if k in ("drafter", "viewer", "refine-test")})
+            merged[name].update({k: v for k, v in extra.items() if k in KEPT})
         (config / f"{name}.yaml").write_text(yaml.safe_dump(merged))
     shutil.copytree(PROJECT_ROOT / "config" / "prompts", config / "prompts")
-    for agent in ("drafter", "viewer"):
+    for agent in ("drafter", "viewer", "lefty", "righty"):
         shutil.copytree(HERE / "config" / "prompts" / agent, config / "prompts" / agent)
     return config
 
@@ -197,4 +199,41 @@ async def test_a_step_iterating_at_the_loss_runs_exactly_its_runs(
         reports = [StepCompleted.model_validate_json(v) for v in await stack.read(stack.topics.steps, task_id)]
         runs = {r.message_id: r.output["revision"] for r in reports if r.step == "draft"}
         assert sorted(runs.values(), key=str) == [2, 3, None], f"{task_id}: runs {runs}"
+        await assert_chain_intact(stack, task_id)
+
+
+async def test_branches_waiting_to_be_joined_at_the_loss_are_joined_once(
+    client: HandrailClient, stack: Stack, private_redis: PrivateRedis
+) -> None:
+    # The right branches are in, the left ones not yet run, when the state is lost: the rebuilt state has each
+    # branch's head and the right branches' outputs (from their audit records), and the join comes once.
+    task_ids = [f"joining-{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
+    stack.stop("worker-lefty")
+    try:
+        for task_id in task_ids:
+            await client.submit("section-test", {}, task_id=task_id)
+        for task_id in task_ids:
+            for _ in range(600):
+                steps = [
+                    StepCompleted.model_validate_json(v).step for v in await stack.read(stack.topics.steps, task_id)
+                ]
+                if "checks.right" in steps:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail(f"{task_id}: the right branch was never reported")
+        await asyncio.sleep(1.0)  # the validator has taken the right branches in
+        lose_state(private_redis)
+    finally:
+        stack.start("worker-lefty")
+    for task_id in task_ids:
+        result = await client.wait_for_result(task_id, timeout_s=120)
+        assert result.status == TaskStatus.COMPLETED, f"{task_id}: {result.status} {result.reason}"
+        assert len({r.message_id for r in await stack.results_for(task_id)}) == 1
+        summary = [
+            r
+            for r in map(StepCompleted.model_validate_json, await stack.read(stack.topics.steps, task_id))
+            if r.step == "summary"
+        ]
+        assert summary and set(summary[0].output["seen"]["steps"]["checks"]) == {"left", "right"}
         await assert_chain_intact(stack, task_id)

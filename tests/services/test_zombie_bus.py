@@ -61,11 +61,6 @@ def claim(amount: float) -> dict[str, object]:
     return {"employee_id": "E100", "amount": amount, "currency": "USD", "description": "cables"}
 
 
-def pid_of(stack: Stack, name: str) -> int:
-    pid_path, _ = stack.processes[name].paths(stack.run_dir)
-    return int(pid_path.read_text().split()[0])
-
-
 async def steps_with_times(stack: Stack) -> list[tuple[int, StepCompleted]]:
     """Every ``StepCompleted`` on the steps topic with its record timestamp (ms)."""
     reader = AIOKafkaConsumer(stack.topics.steps, bootstrap_servers=stack.bootstrap, auto_offset_reset="earliest")
@@ -95,7 +90,7 @@ async def test_a_worker_woken_after_its_partitions_moved_publishes_nothing(
             if model_server.in_flight >= 4:
                 break
             await asyncio.sleep(0.05)
-        frozen_pid = pid_of(stack, FROZEN)
+        frozen_pid = stack.pid(FROZEN)
         os.kill(frozen_pid, signal.SIGSTOP)
         try:
             # Past the session timeout the group moves the frozen one's partitions to the replica, which

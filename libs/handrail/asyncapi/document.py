@@ -133,7 +133,9 @@ def _channel(spec: TopicSpec, cid: str, contracts: Contracts) -> dict[str, Any]:
     about = {}
     if channel_id(cid) == AGENT:
         agent = cid.removeprefix("agent.")
-        steps = [f"`{s.name}` of `{w.name}`" for w in contracts.workflows.values() for s in w.steps if s.agent == agent]
+        steps = [
+            f"`{s.name}` of `{w.name}`" for w in contracts.workflows.values() for s in w.steps if agent in s.agents
+        ]
         purpose = contracts.agents[agent].purpose.strip()
         about["description"] = f"Agent `{agent}`: {purpose} Its steps: {', '.join(steps) or 'none'}."
     config = {}

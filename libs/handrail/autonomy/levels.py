@@ -135,10 +135,9 @@ class AutonomyLevels:
             raise UnknownTarget(
                 f"unknown workflow {workflow!r}; workflows.yaml declares {sorted(self.contracts.workflows)}"
             )
-        if all(step.agent != agent for step in spec.steps):
+        if agent not in spec.agents:
             raise UnknownTarget(
-                f"agent {agent!r} runs no step of workflow {workflow!r} "
-                f"(its agents: {sorted({s.agent for s in spec.steps})})"
+                f"agent {agent!r} runs no step of workflow {workflow!r} (its agents: {sorted(spec.agents)})"
             )
 
     async def level(self, agent: str, workflow: str) -> Autonomy:

@@ -134,16 +134,16 @@ class Principal:
 def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
     """Every principal of a Handrail deployment with these contracts, services first, then one per agent."""
     agents = sorted(contracts.agents)
-    first = sorted({w.steps[0].agent for w in contracts.workflows.values()})
-    # The validator hands on every step after the first, any step its evaluator sends back, and outputs to
-    # evaluator agents.
+    first = sorted({w.steps[0].agents[0] for w in contracts.workflows.values()})
+    # The validator hands on every step after the first (each branch of a parallel one), any step its
+    # evaluator sends back, and outputs to evaluator agents: every agent but those only ever first.
     later = sorted(
-        {s.agent for w in contracts.workflows.values() for i, s in enumerate(w.steps) if i or s.evaluator is not None}
-        | {
-            s.evaluator.agent
+        {
+            agent
             for w in contracts.workflows.values()
-            for s in w.steps
-            if s.evaluator and s.evaluator.agent
+            for i, s in enumerate(w.steps)
+            for agent in (*s.agents, *([s.evaluator.agent] if s.evaluator and s.evaluator.agent else []))
+            if i or s.evaluator is not None
         }
     )
     t = topics

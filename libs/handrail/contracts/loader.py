@@ -37,7 +37,7 @@ class Contracts:
 
     def agent_workflows(self) -> list[tuple[str, str]]:
         """Every (agent, workflow) where the agent runs a step of the workflow, sorted."""
-        return sorted({(step.agent, w.name) for w in self.workflows.values() for step in w.steps})
+        return sorted({(agent, w.name) for w in self.workflows.values() for agent in w.agents})
 
 
 def load_contracts(config_dir: Path, known_tools: set[str]) -> Contracts:
@@ -58,11 +58,17 @@ def load_contracts(config_dir: Path, known_tools: set[str]) -> Contracts:
                 )
     for workflow in workflows.values():
         for i, step in enumerate(workflow.steps):
-            if step.agent not in agents:
-                raise ContractError(
-                    f"{workflows_file}: workflow {workflow.name!r}: field 'steps.{i}.agent': "
-                    f"unknown agent {step.agent!r} (agents.yaml declares {sorted(agents)})"
-                )
+            bound = (
+                {"agent": step.agent}
+                if step.parallel is None
+                else {f"parallel.{name}.agent": branch.agent for name, branch in step.parallel.items()}
+            )
+            for field, name in bound.items():
+                if name not in agents:
+                    raise ContractError(
+                        f"{workflows_file}: workflow {workflow.name!r}: field 'steps.{i}.{field}': "
+                        f"unknown agent {name!r} (agents.yaml declares {sorted(agents)})"
+                    )
             _check_schema(workflows_file, workflow.name, f"steps.{i}.output_schema", step.output_schema)
             if step.evaluator is not None and step.evaluator.agent not in (None, *agents):
                 raise ContractError(

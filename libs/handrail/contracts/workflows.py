@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from handrail.contracts.context import Pointer, check_view
 from handrail.contracts.expressions import Expression
@@ -77,14 +77,49 @@ VERDICT_SCHEMA: dict[str, Any] = {
 EVALUATION_HOP = ".evaluation"
 
 
+def branch_hop(name: str) -> tuple[str, str] | None:
+    """``(step, branch)`` when the hop ``name`` is a branch of a parallel step (``<step>.<branch>``), else None.
+
+    Told from the name alone, as ``TaskStore``'s accept script tells it: a branch chains on a head of its own.
+    """
+    step, dot, branch = name.partition(".")
+    return (step, branch) if dot and branch != EVALUATION_HOP[1:] else None
+
+
+class BranchSpec(BaseModel):
+    """One branch of a parallel step: the agent that runs it and the schema its output must satisfy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str
+    output_schema: dict[str, Any] = Field(description="JSON Schema the branch's output must satisfy.")
+    context_view: str | list[Pointer] | None = Field(
+        default=None, description="What of the task context the branch's agent sees; default: all of it."
+    )
+
+
+#: A branch's name: a step's, and not ``evaluation`` (the hop ``<step>.evaluation`` is an evaluator's).
+def _not_evaluation(name: str) -> str:
+    if name == "evaluation":
+        raise ValueError("a branch may not be called `evaluation` (the hop `<step>.evaluation` is an evaluator's)")
+    return name
+
+
+BranchName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$"), AfterValidator(_not_evaluation)]
+
+
 class StepSpec(BaseModel):
-    """One step: the agent that runs it and the schema its output must satisfy."""
+    """One step: the agent that runs it and the schema its output must satisfy, or, for a parallel step
+    (sectioning), the branches that run at the same time, each with its own agent and schema."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
-    agent: str
-    output_schema: dict[str, Any] = Field(description="JSON Schema the step's output must satisfy.")
+    agent: str | None = Field(default=None, description="The agent that runs the step; none for a parallel step.")
+    output_schema: dict[str, Any] = Field(
+        description="JSON Schema the step's output must satisfy; for a parallel step, the branches' outputs "
+        "under their names (made from the branches' schemas when not given)."
+    )
     context_view: str | list[Pointer] | None = Field(
         default=None,
         description="What of the task context the agent sees: a view's name or JSON Pointers; default: all of it.",
@@ -92,6 +127,43 @@ class StepSpec(BaseModel):
     evaluator: EvaluatorSpec | None = Field(
         default=None, description="Judge the output and run the step again with the critique until it passes."
     )
+    parallel: dict[BranchName, BranchSpec] | None = Field(
+        default=None,
+        min_length=2,
+        description="Branches run at the same time on their agents' topics (the hops `<step>.<branch>`); the "
+        "step after receives their outputs under `steps.<step>.<branch>`, once all of them are in.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parallel_output_schema(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("parallel"), dict) and "output_schema" not in data:
+            branches = data["parallel"]
+            properties = {
+                name: branch.get("output_schema", {}) if isinstance(branch, dict) else branch.output_schema
+                for name, branch in branches.items()
+            }
+            data = {**data, "output_schema": {"type": "object", "required": sorted(branches), "properties": properties}}
+        return data
+
+    @model_validator(mode="after")
+    def _one_agent_or_branches(self) -> StepSpec:
+        if (self.agent is None) == (self.parallel is None):
+            raise ValueError(f"step {self.name!r}: give either `agent` or `parallel` (branches), not both or neither")
+        if self.parallel is not None and (self.evaluator is not None or self.context_view is not None):
+            raise ValueError(
+                f"step {self.name!r}: a parallel step has no `evaluator` or `context_view` of its own "
+                "(each branch has its `context_view`)"
+            )
+        return self
+
+    @property
+    def agents(self) -> tuple[str, ...]:
+        """Every agent the step runs: its agent, or its branches' (in branch order)."""
+        if self.parallel is not None:
+            return tuple(branch.agent for branch in self.parallel.values())
+        assert self.agent is not None
+        return (self.agent,)
 
 
 class DefaultAction(StrEnum):
@@ -179,7 +251,21 @@ class WorkflowSpec(BaseModel):
     def _step_views_exist(self) -> WorkflowSpec:
         for step in self.steps:
             check_view(step.name, step.context_view, self.views)
+            for name, branch in (step.parallel or {}).items():
+                check_view(f"{step.name}.{name}", branch.context_view, self.views)
+        if self.steps[0].parallel is not None:
+            raise ValueError(f"step {self.steps[0].name!r}: the first step may not be parallel; put a step before it")
         return self
+
+    @property
+    def agents(self) -> tuple[str, ...]:
+        """Every agent the workflow runs, in step order, once each: steps', branches' and evaluators'."""
+        found = [
+            a
+            for s in self.steps
+            for a in (*s.agents, *([s.evaluator.agent] if s.evaluator and s.evaluator.agent else []))
+        ]
+        return tuple(dict.fromkeys(found))
 
     def step(self, name: str) -> StepSpec:
         """Return the step called ``name``."""
@@ -189,8 +275,9 @@ class WorkflowSpec(BaseModel):
         raise KeyError(name)
 
     def hop(self, name: str) -> StepSpec | None:
-        """The step a hop called ``name`` runs: a step of the workflow, or the evaluation hop of one whose
-        evaluator is an agent (``<step>.evaluation``: that agent, answering VERDICT_SCHEMA); None: neither."""
+        """The step a hop called ``name`` runs: a step of the workflow, the evaluation hop of one whose
+        evaluator is an agent (``<step>.evaluation``: that agent, answering VERDICT_SCHEMA), or a branch of a
+        parallel step (``<step>.<branch>``); None: none of them. A parallel step itself runs no hop."""
         generator = self.generator_of(name)
         if generator is not None:
             assert generator.evaluator is not None
@@ -198,7 +285,26 @@ class WorkflowSpec(BaseModel):
             return StepSpec.model_construct(
                 name=name, agent=generator.evaluator.agent, output_schema=VERDICT_SCHEMA, context_view=None
             )
-        return next((s for s in self.steps if s.name == name), None)
+        forked = self.fork_of(name)
+        if forked is not None:
+            assert forked.parallel is not None
+            branch = forked.parallel[name.split(".", 1)[1]]
+            return StepSpec.model_construct(
+                name=name, agent=branch.agent, output_schema=branch.output_schema, context_view=branch.context_view
+            )
+        step = next((s for s in self.steps if s.name == name), None)
+        return step if step is not None and step.parallel is None else None
+
+    def fork_of(self, name: str) -> StepSpec | None:
+        """The parallel step the branch hop ``name`` (``<step>.<branch>``) belongs to; None for any other hop."""
+        hop = branch_hop(name)
+        if hop is None:
+            return None
+        step_name, branch = hop
+        step = next((s for s in self.steps if s.name == step_name), None)
+        if step is None or step.parallel is None or branch not in step.parallel:
+            return None
+        return step
 
     def generator_of(self, name: str) -> StepSpec | None:
         """The step whose output the evaluation hop ``name`` judges; None when ``name`` is no evaluation hop."""

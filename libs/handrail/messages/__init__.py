@@ -8,7 +8,7 @@ from handrail.messages.base import Payload, derived_message_id, new_message_id, 
 from handrail.messages.calls import BudgetSnapshot, BudgetTopUp, Decision, Usage
 from handrail.messages.context import Compaction, ContextSeen
 from handrail.messages.dead_letter import DeadLetter
-from handrail.messages.envelope import HandoffEnvelope
+from handrail.messages.envelope import ForkPoint, HandoffEnvelope
 from handrail.messages.events import ControlRecord, DecisionEvent, DecisionEvents
 from handrail.messages.overrides import StepOverrides
 from handrail.messages.proposals import ProposedCall, StepProgress, StepResume
@@ -27,6 +27,7 @@ __all__ = [
     "Decision",
     "DecisionEvent",
     "DecisionEvents",
+    "ForkPoint",
     "HandoffEnvelope",
     "HandoffTaken",
     "Payload",

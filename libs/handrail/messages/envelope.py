@@ -5,12 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from handrail.messages.base import Payload
 from handrail.messages.calls import BudgetSnapshot
 from handrail.messages.overrides import StepOverrides
 from handrail.messages.proposals import StepResume
+
+
+class ForkPoint(BaseModel):
+    """Where a branch of a parallel step left the task's chain: the fork's id, the parallel step, its head."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    step: str
+    head: str = Field(pattern=r"^[0-9a-f]{64}$", description="The trunk's head the branches left from.")
 
 
 class HandoffEnvelope(Payload):
@@ -44,5 +54,8 @@ class HandoffEnvelope(Payload):
     overrides: StepOverrides | None = Field(
         default=None,
         description="A forked task's prompt versions and models per agent, instead of the declared ones.",
+    )
+    fork: ForkPoint | None = Field(
+        default=None, description="For a branch of a parallel step (`<step>.<branch>`): the fork it left from."
     )
     signature: str | None = Field(default=None, description="The sender's signature, when signing is on.")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from handrail.messages.base import Payload
 from handrail.messages.calls import BudgetSnapshot, Decision, Usage
 from handrail.messages.context import ContextSeen
+from handrail.messages.envelope import ForkPoint
 from handrail.messages.overrides import StepOverrides
 from handrail.messages.proposals import ProposedCall, StepProgress
 from handrail.messages.recordings import StepRecording
@@ -82,5 +83,8 @@ class StepCompleted(Payload):
     recording: StepRecording | None = Field(
         default=None,
         description="Every model reply and tool answer the step got, in order (`handrail replay` re-runs the step).",
+    )
+    fork: ForkPoint | None = Field(
+        default=None, description="For a branch of a parallel step: the fork its handoff left from."
     )
     signature: str | None = Field(default=None, description="The agent's signature, when signing is on.")

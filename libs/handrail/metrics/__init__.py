@@ -92,6 +92,12 @@ STATE_REBUILDS = Counter(
     "Rebuilds of Redis from Kafka after it lost its state, by outcome (done, failed).",
     ["outcome"],
 )
+BRANCHES = Counter(
+    "handrail_branches_total",
+    "Branches of parallel steps, by workflow, step and event (forked: handed to its agent; done: its output "
+    "is in; joined: the last one in joined them all).",
+    ["workflow", "step", "event"],
+)
 REVIEWS_REQUESTED = Counter(
     "handrail_reviews_requested_total",
     "Tasks parked for a person (and escalations to a higher role), by the rule (or trigger) and role.",

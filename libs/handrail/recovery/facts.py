@@ -19,12 +19,14 @@ autonomy change (``handrail.autonomy``).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from handrail.audit.record import AuditRecord
 from handrail.autonomy.records import AutonomyChanged
 from handrail.checkpoints import RESUMED
+from handrail.contracts.workflows import branch_hop
 from handrail.hashing import GENESIS
 from handrail.messages import ControlRecord, TaskStatus
 from handrail.state.budgets import Amount, Caps, Grant
@@ -88,6 +90,10 @@ class TaskFacts:
     audit_seq: int = 0
     records: dict[str, str] = field(default_factory=dict)
     budget: BudgetFacts | None = None
+    #: The heads of the branches of parallel steps (``head:<step>.<branch>``), and per parallel step the
+    #: entries of the branches that are in (``TaskStore.branch_done``'s JSON).
+    branch_heads: dict[str, str] = field(default_factory=dict)
+    joins: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def is_task(self) -> bool:
@@ -102,6 +108,7 @@ class TaskFacts:
             "status": self.status or "running",
             "head": self.head or GENESIS,
             "rebuilt": "1",
+            **self.branch_heads,
         }
         if self.published:
             record["published"] = "1"
@@ -131,7 +138,11 @@ class TaskFacts:
         elif action == "handoff.accepted" or action.startswith("step."):
             # A step's record also stands for the handoff it ran on (``details.handoff``; older trails
             # have a handoff.accepted record of their own): both were accepted into the chain.
-            self.head = record.output_hash or self.head
+            branch = branch_hop(record.step or "")
+            if branch is None:
+                self.head = record.output_hash or self.head
+            else:
+                self._branch(record, *branch)
             handoff = record.details.get("handoff")
             for accepted in (source, handoff.get("message_id") if isinstance(handoff, dict) else None):
                 if isinstance(accepted, str) and accepted:
@@ -145,6 +156,8 @@ class TaskFacts:
                         float(snapshot.get("cost_usd_used", 0.0)),
                         int(snapshot.get("steps_used", 0)),
                     )
+        elif action == "branches.joined":
+            self.head = record.output_hash or self.head
         elif action == "budget.granted":
             self._granted(record)
         elif action in _ENDINGS:
@@ -157,6 +170,28 @@ class TaskFacts:
             self.published = False
             self.head = record.input_hash or self.head
             self.epoch = int(record.details.get("epoch") or self.epoch + 1)
+
+    def _branch(self, record: AuditRecord, step: str, branch: str) -> None:
+        """A branch's step record: its own head, and, once completed, its entry in the join (its output is
+        what its patch put under ``steps.<step>.<branch>``)."""
+        hop = f"{step}.{branch}"
+        if record.output_hash:
+            self.branch_heads[f"head:{hop}"] = record.output_hash
+        if record.action != "step.completed" or not record.output_hash:
+            return
+        patch = record.details.get("patch") or []
+        output = next(
+            (op.get("value") for op in patch if isinstance(op, dict) and op.get("path") == f"/steps/{hop}"),
+            None,
+        )
+        if isinstance(output, dict):
+            entry = {
+                "head": record.output_hash,
+                "output": output,
+                "agent": record.actor.removeprefix("agent:"),
+                "budget": record.details.get("budget") or {},
+            }
+            self.joins.setdefault(step, {})[branch] = json.dumps(entry)
 
     def _opened(self, record: AuditRecord) -> None:
         self.submission = record.source_id or UNKNOWN_SUBMISSION

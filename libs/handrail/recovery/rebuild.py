@@ -157,7 +157,7 @@ class Rebuilder:
             for task in tasks[start : start + _BATCH]:
                 restore_chain(pipe, self.prefix, task.task_id, task.audit_head, task.audit_seq, task.records)
                 if task.is_task:
-                    self.tasks.restore(pipe, task.task_id, task.task_record(), task.accepted)
+                    self.tasks.restore(pipe, task.task_id, task.task_record(), task.accepted, task.joins)
                 if task.budget is not None:
                     self.budgets.restore(
                         pipe,

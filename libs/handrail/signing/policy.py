@@ -128,4 +128,4 @@ class HandoffVerifier:
         spec = workflow.hop(report.step) if workflow is not None else None
         if spec is None:
             raise StepFailed(f"workflow {report.workflow!r} has no step {report.step!r}", task_id=report.task_id)
-        return spec.agent
+        return spec.agents[0]

@@ -7,6 +7,12 @@ Per task (all keys share the ``{task_id}`` hash tag, so they live in one slot):
                         epoch (the run, 2 for the first resume) and supersedes (the previous run's result id)
 - ``<p>{id}:accepted``  set of message ids accepted into the chain (a redelivery of one is resumed)
 - ``<p>{id}:done``      set of ``consumer/message_id`` fully processed (a redelivery of one is skipped)
+- ``<p>{id}:join:<step>`` hash: per branch of parallel step ``<step>`` that finished, its head, output and
+                        budget snapshot (JSON), until all are in and the branches are joined
+
+The branches of a parallel step each have a chain of their own from the fork: the task record's
+``head:<step>.<branch>`` field, starting from the trunk's ``head`` (which stays at the fork point until
+the join moves it to the hash of the branches' heads, ``join_hash``).
 """
 
 from __future__ import annotations
@@ -45,7 +51,12 @@ local function accept(task, accepted, done, message_id, parent, context, done_id
   if not status then return {'unknown_task', ''} end
   if redis.call('SISMEMBER', accepted, message_id) == 1 then return {'resumed', status} end
   if status ~= 'running' then return {'ended', status} end
-  local head = redis.call('HGET', task, 'head')
+  -- A branch of a parallel step (``<step>.<branch>``, not an evaluation hop) chains on its own head,
+  -- which starts at the trunk's (the fork point).
+  local field = 'head'
+  local dot = string.find(step, '.', 1, true)
+  if dot and string.sub(step, dot + 1) ~= 'evaluation' then field = 'head:' .. step end
+  local head = redis.call('HGET', task, field) or redis.call('HGET', task, 'head')
   if head ~= parent then
     -- A rebuilt state cannot know that an agent took handoff ``via`` on (no agent records it): a step
     -- run on that handoff chains on from the head the handoff left from, and takes the handoff on too.
@@ -55,7 +66,8 @@ local function accept(task, accepted, done, message_id, parent, context, done_id
     end
     redis.call('SADD', accepted, via)
   end
-  redis.call('HSET', task, 'head', context, 'step', step)
+  if field == 'head' then redis.call('HSET', task, 'head', context, 'step', step)
+  else redis.call('HSET', task, field, context) end
   redis.call('SADD', accepted, message_id)
   return {'accepted', status}
 end
@@ -67,6 +79,30 @@ _ACCEPT = (
 return accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 )
+
+#: ``branch_done``: record branch ``ARGV[1]``'s entry (its head, output and budget, JSON) in the join of a
+#: parallel step of ``ARGV[3]`` branches; once all of them are in, return every entry (branch, entry, ...).
+#: Recording a branch again changes nothing. KEYS: task, join.
+_BRANCH_DONE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return {'ended'} end
+redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if redis.call('HLEN', KEYS[2]) < tonumber(ARGV[3]) then return {'waiting'} end
+local found = redis.call('HGETALL', KEYS[2])
+table.insert(found, 1, 'complete')
+return found
+"""
+
+#: ``join``: move the trunk's head from the fork point ``ARGV[1]`` to ``ARGV[2]`` (the hash of the branches'
+#: heads); joining again, or after the trunk moved on from there, changes nothing.
+_JOIN = """
+local head = redis.call('HGET', KEYS[1], 'head')
+if head == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'head', ARGV[2], 'step', ARGV[3])
+  return 'joined'
+end
+return head == ARGV[2] and 'joined' or 'moved'
+"""
 
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -188,6 +224,8 @@ class TaskStore:
         self._accept = GuardedScript(redis, _ACCEPT, prefix)
         self._finish = GuardedScript(redis, _FINISH, prefix)
         self._reopen = GuardedScript(redis, _REOPEN, prefix)
+        self._branch_done = GuardedScript(redis, _BRANCH_DONE, prefix)
+        self._join = GuardedScript(redis, _JOIN, prefix)
 
     def keys(self, task_id: str) -> list[str]:
         """The task's record, accepted set and done set (``ACCEPT_FN``'s keys)."""
@@ -218,6 +256,30 @@ class TaskStore:
                 keys=self.keys(task_id), args=accept_args(message_id, parent_hash, context_hash, consumer, step, via)
             )
         return AcceptResult(Acceptance(outcome), detail)
+
+    def join_key(self, task_id: str, step: str) -> str:
+        return f"{self._prefix}{{{task_id}}}:join:{step}"
+
+    async def branch_done(
+        self, task_id: str, step: str, branch: str, entry: str, branches: int
+    ) -> dict[str, str] | None:
+        """Record ``branch`` of parallel ``step`` as finished (``entry``: JSON); every branch's entry once all
+        ``branches`` are in, else None (also when the task has ended)."""
+        async with unavailable_as_retryable(f"record branch {step}.{branch} of task {task_id}"):
+            found = await self._branch_done(
+                keys=[self.keys(task_id)[0], self.join_key(task_id, step)],
+                args=[branch, entry, branches, FINISHED_TTL_S],
+            )
+        if found[0] != "complete":
+            return None
+        pairs = found[1:]
+        return {str(pairs[i]): str(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+
+    async def join(self, task_id: str, fork_head: str, joined_head: str, step: str) -> bool:
+        """Move the trunk's head from the fork point to the joined head; False when it had moved on elsewhere."""
+        async with unavailable_as_retryable(f"join the branches of task {task_id}"):
+            outcome = await self._join(keys=[self.keys(task_id)[0]], args=[fork_head, joined_head, step])
+        return str(outcome) == "joined"
 
     async def mark_done(self, task_id: str, consumer: str, message_id: str) -> None:
         """Record that ``consumer`` finished ``message_id`` and published all its outputs."""
@@ -256,14 +318,21 @@ class TaskStore:
         task_id: str,
         record: dict[str, str],
         accepted: set[str],
+        joins: dict[str, dict[str, str]] | None = None,
     ) -> None:
-        """Queue on ``pipe`` the writes that put back a task's record and accepted set (``handrail.recovery``)."""
+        """Queue on ``pipe`` the writes that put back a task's record, accepted set and the joins of its
+        parallel steps (``handrail.recovery``)."""
         keys = self.keys(task_id)
         pipe.delete(keys[0])
         fields: dict[FieldT, EncodableT] = {k: v for k, v in record.items()}
         pipe.hset(keys[0], mapping=fields)
         if accepted:
             pipe.sadd(keys[1], *sorted(accepted))
+        for step, entries in (joins or {}).items():
+            pipe.delete(self.join_key(task_id, step))
+            if entries:
+                joined: dict[FieldT, EncodableT] = {k: v for k, v in entries.items()}
+                pipe.hset(self.join_key(task_id, step), mapping=joined)
         if record.get("status", "running") != "running":
             for key in keys:
                 pipe.expire(key, FINISHED_TTL_S)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import jsonpatch
 
 from handrail.baselines import BEHAVIOUR_DEVIATION
-from handrail.lifecycle import End, HandOff, Resume, describe
+from handrail.lifecycle import End, Fork, HandOff, Resume, describe
 from handrail.messages import (
     ControlRecord,
     HandoffEnvelope,
@@ -105,10 +105,10 @@ class Outcomes:
         )
         await self.rt.publisher.publish(self.rt.topics.control, record, key=record.key)
 
-    def _grant(self, item: Item, final: ReviewDecided, then: HandOff | End, decided_ms: int) -> Grant | None:
+    def _grant(self, item: Item, final: ReviewDecided, then: HandOff | Fork | End, decided_ms: int) -> Grant | None:
         """What the task gets back for going on: the time it was parked (unless its workflow counts it) and
         the top-up approved with a halt. Nothing for a task that ends here."""
-        if not isinstance(then, HandOff):
+        if isinstance(then, End):
             return None
         request = item.request
         workflow = self.rt.contracts.workflows.get(request.workflow)
@@ -128,7 +128,7 @@ class Outcomes:
             extend_ms=parked_ms + wall_ms,
         )
 
-    def _resume(self, item: Item, final: ReviewDecided) -> HandOff | End:
+    def _resume(self, item: Item, final: ReviewDecided) -> HandOff | Fork | End:
         request = item.request
         if request.proposal is not None:
             return self._decide_call(item, final, approved=True)

@@ -82,7 +82,7 @@ class RouterHandlers:
             submission=delivery.ref,
             workflow=workflow.name,
             step=first.name,
-            agent=first.agent,
+            agent=first.agents[0],  # the first step is never parallel (``WorkflowSpec``)
             sender=SERVICE,
             goal=workflow.goal_for(task.input),
             deadline=deadline,

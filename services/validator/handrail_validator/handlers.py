@@ -13,7 +13,9 @@ approval is parked with the proposed call, before anything ran.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import replace
 
 from prometheus_client import Counter
 
@@ -23,7 +25,7 @@ from handrail.contracts.workflows import VERDICT_SCHEMA
 from handrail.errors import StepFailed, TaskHalted
 from handrail.lifecycle import End, Plan, halted_handoff
 from handrail.messages import ReviewTrigger, StepCompleted, TaskStatus
-from handrail.metrics import labels
+from handrail.metrics import BRANCHES, labels
 from handrail.orchestration import (
     Escalation,
     Evaluation,
@@ -96,6 +98,9 @@ class ValidatorHandlers:
                 f"{documents.summary(list(evaluation.broken))}",
                 task_id=step.task_id,
             )
+        fork = workflow.fork_of(step.step)
+        if fork is not None:
+            return await self._branch_done(step, fork, workflow)
         agent = self.rt.contracts.agents.get(step.agent)
         escalation = escalation_for(step, workflow, agent, await self._level(step) if agent else None)
         if escalation is not None:
@@ -111,6 +116,36 @@ class ValidatorHandlers:
             )
             return park
         return self.orchestrator.advance(step)
+
+    async def _branch_done(self, step: StepCompleted, fork: StepSpec, workflow: WorkflowSpec) -> Plan:
+        """A branch of a parallel step is in: nothing more until all are; the last one in joins them (once:
+        every id of the join is derived from the fork), and the joined step moves on like any other, after
+        the escalation rules of the parallel step."""
+        point, branches = step.fork, fork.parallel
+        assert branches is not None
+        if point is None or point.step != fork.name:
+            raise StepFailed(
+                f"the report of branch {step.step!r} of task {step.task_id} does not say which fork it left from",
+                task_id=step.task_id,
+            )
+        entry = {
+            "head": step.context_hash,
+            "output": step.output,
+            "agent": step.agent,
+            "budget": step.budget.model_dump(mode="json"),
+        }
+        branch = step.step.split(".", 1)[1]
+        entries = await self.rt.store.branch_done(step.task_id, fork.name, branch, json.dumps(entry), len(branches))
+        name = labels.workflow(step.workflow)
+        BRANCHES.labels(name, fork.name, "done").inc()
+        if entries is None:
+            return None
+        join = self.orchestrator.join(step, point, entries)
+        escalation = escalation_for(join.joined, workflow, None)
+        if escalation is not None:
+            ESCALATIONS.labels(name, escalation.trigger.value).inc()
+            return replace(join, then=self.orchestrator.request_review(escalation, checkpoint=join.joined))
+        return join
 
     def _judged(self, step: StepCompleted, spec: StepSpec, workflow: WorkflowSpec, evaluation: Evaluation) -> Plan:
         """What an evaluator's verdict does to the task: nothing (None: it passed, the step moves on), another

@@ -50,9 +50,7 @@ class OpenGuard:
     async def start(self) -> None:
         self.asked.append("step")
 
-    async def before_model_call(
-        self, index: int, model: str, prompt_tokens: int, prompt: str | None = None
-    ) -> Ticket:
+    async def before_model_call(self, index: int, model: str, prompt_tokens: int, prompt: str | None = None) -> Ticket:
         self.asked.append(f"model:{model}")
         return Ticket(f"r{index}", "model_call", model, None, time.perf_counter())
 

@@ -38,9 +38,7 @@ class CountingGuard:
     async def start(self) -> None:
         pass
 
-    async def before_model_call(
-        self, index: int, model: str, prompt_tokens: int, prompt: str | None = None
-    ) -> Ticket:
+    async def before_model_call(self, index: int, model: str, prompt_tokens: int, prompt: str | None = None) -> Ticket:
         self.reserved.append(prompt_tokens)
         return Ticket(f"r{index}", "model_call", model, None, time.perf_counter())
 
