@@ -35,7 +35,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handrail.bus.delivery import Delivery
-from handrail.bus.publisher import AUDIT_HEAD_HEADER, Publisher
+from handrail.bus.publisher import AUDIT_HEAD_HEADER, LANE_HEADER, Publisher
+from handrail.contracts.workflows import branch_hop
 from handrail.errors import Rejected
 from handrail.hashing import GENESIS, context_hash, join_hash
 from handrail.messages import (
@@ -151,6 +152,7 @@ class Join:
     parents: dict[str, str]
     then: Transition
     actor: str
+    details: dict[str, Any] = field(default_factory=dict)  # more for the record: a vote's tally
 
 
 @dataclass(frozen=True)
@@ -363,12 +365,13 @@ def branch_handoffs(
 
 
 def joined_step(
-    report: StepCompleted, point: ForkPoint, outputs: dict[str, dict[str, Any]], budgets: list[BudgetSnapshot]
+    report: StepCompleted, point: ForkPoint, output: dict[str, Any], budgets: list[BudgetSnapshot], agent: str
 ) -> StepCompleted:
-    """The parallel step's report as its branches make it (``report`` is any of theirs): their outputs under
-    their names, in the context the fork left with, chained on the ``join_hash`` of their heads (set by ``Join``)."""
+    """The parallel step's report as its branches make it (``report`` is any of theirs): ``output`` (their
+    outputs under their names, or a vote's answer) in the context the fork left with, chained on the
+    ``join_hash`` of their heads (set by ``Join``)."""
     steps = {k: v for k, v in report.context.get("steps", {}).items() if not k.startswith(f"{point.step}.")}
-    context = {**report.context, "steps": {**steps, point.step: outputs}}
+    context = {**report.context, "steps": {**steps, point.step: output}}
     budget = BudgetSnapshot.model_validate(
         {
             **report.budget.model_dump(),
@@ -385,10 +388,10 @@ def joined_step(
         step=point.step,
         step_index=report.step_index,
         attempt=1,
-        agent=report.agent,
+        agent=agent,
         goal=report.goal,
         deadline=report.deadline,
-        output=outputs,
+        output=output,
         context=context,
         context_hash=context_hash(context),
         parent_hash=point.head,
@@ -672,7 +675,9 @@ class Lifecycle:
     async def _hand_off(self, message: Hop) -> None:
         topic = self.topics.agent(message.receiver) if isinstance(message, HandoffEnvelope) else self.topics.steps
         head = self.audit.head_of(message.task_id)  # the next service's audit append needs no read of it
-        headers = {AUDIT_HEAD_HEADER: head} if head is not None else None
+        headers = {AUDIT_HEAD_HEADER: head} if head is not None else {}
+        if isinstance(message, HandoffEnvelope) and branch_hop(message.step) is not None:
+            headers[LANE_HEADER] = message.step  # a branch runs beside the task's other branches
         await self.publisher.publish(topic, message, key=message.task_id, headers=headers)
 
     async def _fork(self, fork: Fork) -> None:
@@ -712,7 +717,7 @@ class Lifecycle:
             step=point.step,
             input_hash=join_hash(join.parents),
             output_hash=joined.context_hash,
-            details={"fork_id": point.id, "fork_head": point.head, "parents": join.parents},
+            details={"fork_id": point.id, "fork_head": point.head, "parents": join.parents, **join.details},
         )
         BRANCHES.labels(labels.workflow(joined.workflow), point.step, "joined").inc()
         return await self._apply(join.then)

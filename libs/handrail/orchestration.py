@@ -38,9 +38,9 @@ from handrail.contracts import (
     documents,
     evaluate,
 )
-from handrail.contracts.workflows import EVALUATION_HOP
+from handrail.contracts.workflows import EVALUATION_HOP, Aggregate, VoteSpec
 from handrail.errors import TaskHalted
-from handrail.hashing import context_hash
+from handrail.hashing import canonical_json, context_hash
 from handrail.lifecycle import (
     End,
     Fork,
@@ -236,6 +236,58 @@ def judged_step(report: StepCompleted, generator: StepSpec) -> StepCompleted:
     return report.model_copy(update=update)
 
 
+@dataclass(frozen=True)
+class Tally:
+    """How a vote's samples came out: the most common answer, how many gave it, and whether they agree."""
+
+    answer: dict[str, Any]
+    agreed: int
+    samples: int
+    distinct: int
+    passed: bool
+    rule: str
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "agreed": self.agreed, "samples": self.samples, "distinct": self.distinct, "passed": self.passed,
+            "rule": self.rule,
+        }  # fmt: skip
+
+    @property
+    def why(self) -> str:
+        return (
+            f"{self.agreed} of {self.samples} samples gave the most common answer "
+            f"({self.distinct} distinct answers; {self.rule})"
+        )
+
+
+def tally(vote: VoteSpec, outputs: list[dict[str, Any]], context: dict[str, Any]) -> Tally:
+    """Decide a vote from its samples' answers (in sample order) by its ``aggregate``.
+
+    Answers are the same when their canonical JSON is; a tie for the most common goes to the earliest
+    sample. A CEL expression that cannot be evaluated is a disagreement (fail closed).
+    """
+    counts: dict[bytes, int] = {}
+    first: dict[bytes, dict[str, Any]] = {}
+    for output in outputs:
+        key = canonical_json(output)
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, output)
+    best = max(counts, key=lambda k: counts[k])  # max keeps the first of equals: the earliest sample's
+    agreed = counts[best]
+    aggregate = vote.aggregate
+    if aggregate == Aggregate.MAJORITY:
+        passed, rule = agreed >= vote.needed, f"majority of {vote.needed}"
+    elif aggregate == Aggregate.UNANIMOUS:
+        passed, rule = agreed == len(outputs), "unanimous"
+    else:
+        try:
+            passed, rule = evaluate(aggregate, {"samples": outputs, "context": context}), aggregate
+        except ExpressionError as exc:
+            passed, rule = False, f"{aggregate} could not be evaluated: {exc}"
+    return Tally(first[best], agreed, len(outputs), len(counts), passed, rule)
+
+
 def _confidence(step: StepCompleted) -> float | None:
     """The model's reported confidence, else the output's own top-level ``confidence`` number."""
     if step.confidence is not None:
@@ -279,11 +331,11 @@ class Orchestrator:
         following = workflow.next_step(step.step)
         new_context = step.context if context is None else context
         new_hash = step.context_hash if context is None else context_hash(new_context)
-        if following is not None and following.parallel is not None:
+        if following is not None and following.branches is not None:
             base = (
                 step if context is None else step.model_copy(update={"context": new_context, "context_hash": new_hash})
             )
-            branches = {name: branch.agent for name, branch in following.parallel.items()}
+            branches = {name: branch.agent for name, branch in following.branches.items()}
             point, handoffs = branch_handoffs(base, parallel=following.name, branches=branches, sender=self.service)
             return Fork(point, handoffs, actor=f"service:{self.service}")
         if following is not None:
@@ -305,19 +357,22 @@ class Orchestrator:
             context_hash=new_hash,
         )
 
-    def join(self, report: StepCompleted, point: ForkPoint, entries: dict[str, str]) -> Join:
+    def join(
+        self, report: StepCompleted, point: ForkPoint, entries: dict[str, str], tally: Tally | None = None
+    ) -> Join:
         """Join the branches of ``point``'s parallel step, all in (``entries``: per branch, its JSON entry of
         ``TaskStore.branch_done``; ``report`` is the branch report that completed them), and carry on from
-        the joined step as from any accepted step."""
+        the joined step as from any accepted step. A vote's joined output is its ``tally``'s answer."""
         found = {name: json.loads(entry) for name, entry in sorted(entries.items())}
         outputs = {name: entry["output"] for name, entry in found.items()}
         budgets = [BudgetSnapshot.model_validate(entry["budget"]) for entry in found.values()]
-        first = next(iter(found.values()))
-        joined = joined_step(report, point, outputs, budgets).model_copy(
-            update={"agent": first.get("agent", report.agent)}
-        )
+        agent = str(next(iter(found.values())).get("agent", report.agent))
+        output = outputs if tally is None else tally.answer
+        joined = joined_step(report, point, output, budgets, agent)
         parents = {name: str(entry["head"]) for name, entry in found.items()}
-        return Join(joined, point, parents, then=self.advance(joined), actor=f"service:{self.service}")
+        details = {} if tally is None else {"vote": tally.describe()}
+        actor = f"service:{self.service}"
+        return Join(joined, point, parents, then=self.advance(joined), actor=actor, details=details)
 
     def evaluate(self, step: StepCompleted, spec: StepSpec) -> HandOff:
         """Hand ``step``'s output to its evaluator agent: the hop ``<step>.evaluation``, on ``step``'s hash."""

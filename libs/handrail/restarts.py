@@ -136,7 +136,7 @@ def check_resumable(trail: Trail, workflow: WorkflowSpec | None) -> Checkpoint:
 def _refuse_parallel(workflow: WorkflowSpec, step: str) -> None:
     """Resuming or forking into a parallel step is not supported: its branches would need a join of their own."""
     following = workflow.next_step(step)
-    if following is not None and following.parallel is not None:
+    if following is not None and following.branches is not None:
         raise RestartRefused(
             f"the step after {step!r} is the parallel step {following.name!r}: a task cannot be resumed or forked "
             "into the branches of a parallel step; resume it from a checkpoint after the join"

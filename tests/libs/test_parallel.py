@@ -14,9 +14,10 @@ from tests.libs.test_evaluations import report
 
 from handrail.audit import AuditLog, verify_chain
 from handrail.contracts import WorkflowSpec
-from handrail.contracts.workflows import branch_hop
+from handrail.contracts.workflows import VoteSpec, branch_hop
 from handrail.hashing import join_hash
 from handrail.lifecycle import branch_handoffs
+from handrail.orchestration import tally
 from handrail.state import connect_redis, generation
 
 BRANCHES = {
@@ -55,8 +56,8 @@ def test_a_parallel_steps_output_is_its_branches_outputs_under_their_names() -> 
 @pytest.mark.parametrize(
     ("step", "message"),
     [
-        ({"name": "checks", "agent": "x", "parallel": BRANCHES}, "either `agent` or `parallel`"),
-        ({"name": "checks", "output_schema": {}}, "either `agent` or `parallel`"),
+        ({"name": "checks", "agent": "x", "parallel": BRANCHES}, "give one of `agent`"),
+        ({"name": "checks", "output_schema": {}}, "give one of `agent`"),
         ({"name": "checks", "parallel": {"only": BRANCHES["left"]}}, "at least 2 items"),
         (
             {"name": "checks", "parallel": {**BRANCHES, "evaluation": BRANCHES["left"]}},
@@ -122,3 +123,41 @@ async def test_audit_verify_checks_a_joins_parents(audit: tuple[AuditLog, Captur
     )
     assert "not the join_hash of its parents" in str(await chain("unhashed", heads, "4" * 64))
     assert "names no parents" in str(await chain("orphan", {}, join_hash({})))
+
+
+def vote(**fields: Any) -> VoteSpec:
+    return VoteSpec.model_validate({"agent": "a", "samples": 3, **fields})
+
+
+@pytest.mark.parametrize(
+    ("spec", "answers", "passed", "agreed", "answer"),
+    [
+        (vote(), [{"r": 1}, {"r": 2}, {"r": 1}], True, 2, {"r": 1}),
+        (vote(), [{"r": 1}, {"r": 2}, {"r": 3}], False, 1, {"r": 1}),
+        (vote(quorum=3), [{"r": 1}, {"r": 1}, {"r": 2}], False, 2, {"r": 1}),
+        (vote(aggregate="unanimous"), [{"r": 1}, {"r": 1}, {"r": 1}], True, 3, {"r": 1}),
+        (vote(aggregate="unanimous"), [{"r": 1}, {"r": 1}, {"r": 2}], False, 2, {"r": 1}),
+        (vote(), [{"r": 2}, {"r": 1}, {"r": 1}], True, 2, {"r": 1}),
+        (vote(samples=4), [{"r": 2}, {"r": 1}, {"r": 1}, {"r": 2}], False, 2, {"r": 2}),  # a tie: the earliest
+        (vote(aggregate="samples.exists(s, s.r == 3)"), [{"r": 1}, {"r": 3}, {"r": 1}], True, 2, {"r": 1}),
+        (vote(aggregate="samples.all(s, s.q > 0)"), [{"r": 1}, {"r": 1}, {"r": 1}], False, 3, {"r": 1}),
+    ],
+)
+def test_a_vote_decides_by_its_rule(
+    spec: VoteSpec, answers: list[dict[str, Any]], passed: bool, agreed: int, answer: dict[str, Any]
+) -> None:
+    counted = tally(spec, answers, {})
+    assert (counted.passed, counted.agreed, counted.answer) == (passed, agreed, answer)
+    assert counted.samples == len(answers)
+
+
+def test_a_vote_is_declared_with_a_quorum_it_can_reach() -> None:
+    with pytest.raises(ValidationError, match="quorum 4 is more than the 3 samples"):
+        vote(quorum=4)
+    with pytest.raises(ValidationError, match="not a valid CEL expression"):
+        vote(aggregate="samples.(")
+    spec = workflow({"name": "risk", "vote": {"agent": "v", "samples": 3}, "output_schema": {"type": "object"}})
+    risk = spec.step("risk")
+    assert risk.agents == ("v",) and list(risk.branches or {}) == ["sample-1", "sample-2", "sample-3"]
+    sample = spec.hop("risk.sample-2")
+    assert sample is not None and (sample.agent, sample.output_schema) == ("v", {"type": "object"})

@@ -20,7 +20,7 @@ from tests.fixtures.stack import PROJECT_ROOT, Stack
 from handrail.audit import AuditRecord, verify_chain
 from handrail.client import HandrailClient
 from handrail.hashing import join_hash
-from handrail.messages import HandoffEnvelope, StepCompleted, TaskStatus
+from handrail.messages import HandoffEnvelope, ReviewRequested, StepCompleted, TaskStatus
 from handrail.signing import TrustStore, Verifier
 from handrail_dev import signing_keys
 
@@ -154,3 +154,42 @@ async def test_a_validator_killed_while_branches_join_joins_each_task_once(
         assert len({r.message_id for r in records if r.action == "branches.joined"}) == 1
         report = verify_chain([(None, r) for r in records], verifier)
         assert report.intact, f"audit chain of {task_id}: {report.describe()}"
+
+
+async def test_a_vote_runs_its_samples_and_hands_on_the_answer_they_agree_on(
+    client: HandrailClient, stack: Stack
+) -> None:
+    task_id = await client.submit("vote-test", {}, task_id=f"vote-{uuid.uuid4().hex[:10]}")
+    result = await client.wait_for_result(task_id, timeout_s=90)
+    assert result.status == TaskStatus.COMPLETED, result.reason
+    reports = await reports_of(stack, task_id)
+    samples = sorted(r.step for r in reports if r.step.startswith("risk."))
+    assert samples == ["risk.sample-1", "risk.sample-2", "risk.sample-3"]
+    summary = next(r for r in reports if r.step == "summary")
+    assert summary.output["seen"]["steps"]["risk"] == {"risk": "high"}, "the answer, not the samples"
+    joined = next(r for r in await audit_of(stack, task_id) if r["action"] == "branches.joined")
+    assert joined["details"]["vote"] == {
+        "agreed": 3, "samples": 3, "distinct": 1, "passed": True, "rule": "samples.all(s, s.risk == 'high')",
+    }  # fmt: skip
+    assert result.steps == 5
+
+
+async def test_a_vote_short_of_its_quorum_fails_or_goes_to_a_person(client: HandrailClient, stack: Stack) -> None:
+    failed_id = await client.submit("vote-split-test", {}, task_id=f"vote-s-{uuid.uuid4().hex[:10]}")
+    failed = await client.wait_for_result(failed_id, timeout_s=90)
+    assert failed.status == TaskStatus.FAILED and failed.error_type == "vote_disagreement"
+    assert "1 of 3 samples gave the most common answer (3 distinct answers; majority of 2)" in (failed.reason or "")
+
+    parked_id = await client.submit("vote-review-test", {}, task_id=f"vote-r-{uuid.uuid4().hex[:10]}")
+    requests: list[ReviewRequested] = []
+    for _ in range(90):
+        requests = [
+            ReviewRequested.model_validate_json(v) for v in await stack.read(stack.topics.reviews_requested, parked_id)
+        ]
+        if requests:
+            break
+        await asyncio.sleep(1)
+    assert len(requests) == 1 and requests[0].trigger.value == "vote"
+    checkpoint = requests[0].checkpoint
+    assert checkpoint is not None and checkpoint.step == "risk"
+    assert checkpoint.output == {"risk": "risk.sample-1"}, "the person decides on the most common (earliest) answer"

@@ -20,6 +20,9 @@ TYPE_HEADER = "handrail-type"
 #: Header with the task's audit chain head as the message's writer left it, ``<record hash>:<seq>``: the
 #: next writer's guess (``handrail.audit.log``), never trusted (the append's compare-and-set checks it).
 AUDIT_HEAD_HEADER = "handrail-audit-head"
+#: Header naming the lane of a task a message runs in: messages of one key and one lane run in order, and
+#: lanes of one key side by side (the branches of a parallel step, ``handrail.bus.scheduler``).
+LANE_HEADER = "handrail-lane"
 
 
 class Publisher:

@@ -1,7 +1,9 @@
 """Running many messages at once while keeping each task's messages in order.
 
 Messages are grouped by key (the task id): one chain per key, run one message after
-the other, and as many chains at once as there are keys. A message that fails is
+the other, and as many chains at once as there are keys. A message with a lane header
+(``LANE_HEADER``: the branches of a parallel step, each its own lane) runs in the chain
+of its key and lane, beside the task's other lanes. A message that fails is
 tried again in place, after a back-off, so the messages behind it on its key wait
 and nothing overtakes it; other keys go on. Whether a failure is worth another try
 is the processor's decision: it is told which attempt this is.
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable, Hashable
 
 from handrail.bus.delivery import Delivery
 from handrail.bus.offsets import PartitionOffsets
+from handrail.bus.publisher import LANE_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,8 @@ class KeyedScheduler:
         """Queue ``delivery`` behind the earlier messages of its key, and start its chain if idle."""
         offsets.fetched(delivery.offset)
         self.in_flight += 1
-        key: Hashable = (delivery.topic, delivery.key) if delivery.key is not None else delivery.ref
+        lane = delivery.header(LANE_HEADER)
+        key: Hashable = (delivery.topic, delivery.key, lane) if delivery.key is not None else delivery.ref
         chain = self._chains.get(key)
         if chain is not None:
             chain.append((delivery, offsets))

@@ -58,11 +58,11 @@ def load_contracts(config_dir: Path, known_tools: set[str]) -> Contracts:
                 )
     for workflow in workflows.values():
         for i, step in enumerate(workflow.steps):
-            bound = (
-                {"agent": step.agent}
-                if step.parallel is None
-                else {f"parallel.{name}.agent": branch.agent for name, branch in step.parallel.items()}
-            )
+            bound: dict[str, str | None] = {"agent": step.agent}
+            if step.vote is not None:
+                bound = {"vote.agent": step.vote.agent}
+            elif step.parallel is not None:
+                bound = {f"parallel.{name}.agent": branch.agent for name, branch in step.parallel.items()}
             for field, name in bound.items():
                 if name not in agents:
                     raise ContractError(

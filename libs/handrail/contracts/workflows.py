@@ -108,9 +108,47 @@ def _not_evaluation(name: str) -> str:
 BranchName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$"), AfterValidator(_not_evaluation)]
 
 
+class Aggregate(StrEnum):
+    """How a vote's samples decide, short of a CEL expression."""
+
+    MAJORITY = "majority"  # the most common answer, given by at least `quorum` samples
+    UNANIMOUS = "unanimous"  # every sample the same answer
+
+
+class VoteSpec(BaseModel):
+    """Voting: the same agent runs ``samples`` times on the same input, at once, and the answers decide.
+
+    ``aggregate`` is ``majority`` (the most common answer, if at least ``quorum`` samples gave it),
+    ``unanimous``, or a CEL expression over ``samples`` (the answers, in sample order) and ``context`` that
+    says whether they agree; the step's output is then the most common answer.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str
+    samples: int = Field(ge=2, le=15)
+    quorum: int | None = Field(default=None, ge=1, description="For majority: samples that must agree; default: most.")
+    aggregate: Aggregate | Expression = Aggregate.MAJORITY
+    on_disagreement: Exhausted = Field(
+        default=Exhausted.FAIL, description="fail: the task ends failed (vote_disagreement); review: a person decides."
+    )
+
+    @model_validator(mode="after")
+    def _quorum_within_samples(self) -> VoteSpec:
+        if self.quorum is not None and self.quorum > self.samples:
+            raise ValueError(f"quorum {self.quorum} is more than the {self.samples} samples")
+        return self
+
+    @property
+    def needed(self) -> int:
+        """The samples a majority needs to agree."""
+        return self.quorum if self.quorum is not None else self.samples // 2 + 1
+
+
 class StepSpec(BaseModel):
     """One step: the agent that runs it and the schema its output must satisfy, or, for a parallel step
-    (sectioning), the branches that run at the same time, each with its own agent and schema."""
+    (sectioning), the branches that run at the same time, each with its own agent and schema, or, for a
+    vote, the samples of one agent that run at the same time (``sample-1`` ...), their answers deciding."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -133,6 +171,9 @@ class StepSpec(BaseModel):
         description="Branches run at the same time on their agents' topics (the hops `<step>.<branch>`); the "
         "step after receives their outputs under `steps.<step>.<branch>`, once all of them are in.",
     )
+    vote: VoteSpec | None = Field(
+        default=None, description="Run one agent `samples` times at once; the answers decide the output."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -148,18 +189,32 @@ class StepSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_agent_or_branches(self) -> StepSpec:
-        if (self.agent is None) == (self.parallel is None):
-            raise ValueError(f"step {self.name!r}: give either `agent` or `parallel` (branches), not both or neither")
+        if sum(x is not None for x in (self.agent, self.parallel, self.vote)) != 1:
+            raise ValueError(
+                f"step {self.name!r}: give one of `agent`, `parallel` (branches) or `vote`, not several or none"
+            )
         if self.parallel is not None and (self.evaluator is not None or self.context_view is not None):
             raise ValueError(
                 f"step {self.name!r}: a parallel step has no `evaluator` or `context_view` of its own "
                 "(each branch has its `context_view`)"
             )
+        if self.vote is not None and self.evaluator is not None:
+            raise ValueError(f"step {self.name!r}: a vote has no `evaluator`")
         return self
 
     @property
+    def branches(self) -> dict[str, BranchSpec] | None:
+        """The branches the step forks into: its ``parallel`` ones, or a vote's samples; None: it forks not."""
+        if self.vote is not None:
+            sample = BranchSpec(agent=self.vote.agent, output_schema=self.output_schema, context_view=self.context_view)
+            return {f"sample-{i}": sample for i in range(1, self.vote.samples + 1)}
+        return self.parallel
+
+    @property
     def agents(self) -> tuple[str, ...]:
-        """Every agent the step runs: its agent, or its branches' (in branch order)."""
+        """Every agent the step runs: its agent, its branches' (in branch order), or its vote's."""
+        if self.vote is not None:
+            return (self.vote.agent,)
         if self.parallel is not None:
             return tuple(branch.agent for branch in self.parallel.values())
         assert self.agent is not None
@@ -253,8 +308,10 @@ class WorkflowSpec(BaseModel):
             check_view(step.name, step.context_view, self.views)
             for name, branch in (step.parallel or {}).items():
                 check_view(f"{step.name}.{name}", branch.context_view, self.views)
-        if self.steps[0].parallel is not None:
-            raise ValueError(f"step {self.steps[0].name!r}: the first step may not be parallel; put a step before it")
+        if self.steps[0].branches is not None:
+            raise ValueError(
+                f"step {self.steps[0].name!r}: the first step may not be parallel or a vote; put a step before it"
+            )
         return self
 
     @property
@@ -287,13 +344,13 @@ class WorkflowSpec(BaseModel):
             )
         forked = self.fork_of(name)
         if forked is not None:
-            assert forked.parallel is not None
-            branch = forked.parallel[name.split(".", 1)[1]]
+            assert forked.branches is not None
+            branch = forked.branches[name.split(".", 1)[1]]
             return StepSpec.model_construct(
                 name=name, agent=branch.agent, output_schema=branch.output_schema, context_view=branch.context_view
             )
         step = next((s for s in self.steps if s.name == name), None)
-        return step if step is not None and step.parallel is None else None
+        return step if step is not None and step.branches is None else None
 
     def fork_of(self, name: str) -> StepSpec | None:
         """The parallel step the branch hop ``name`` (``<step>.<branch>``) belongs to; None for any other hop."""
@@ -302,7 +359,8 @@ class WorkflowSpec(BaseModel):
             return None
         step_name, branch = hop
         step = next((s for s in self.steps if s.name == step_name), None)
-        if step is None or step.parallel is None or branch not in step.parallel:
+        branches = step.branches if step is not None else None
+        if branches is None or branch not in branches:
             return None
         return step
 

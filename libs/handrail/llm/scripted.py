@@ -3,7 +3,7 @@
 It reads the conversation the way a real model would and nothing else: the
 task is the JSON in the first user message, tool results are the data of the tool
 messages (``handrail.tools.observations``). Turn N of the plan answers the N-th model call. Strings of the form
-``${path}`` are filled from ``{goal, context, input, tools}``, where
+``${path}`` are filled from ``{goal, step, context, input, tools}``, where
 ``tools.<name>`` is the last result of that tool. Token counts are estimates
 (about four characters a token) and cost is zero: nothing was bought. A turn's
 ``delay_s`` makes it take that long, like a real model.
@@ -102,7 +102,13 @@ def _scope(request: ModelRequest) -> dict[str, Any]:
         elif message.role == "tool" and message.name:
             tools[message.name] = observation_data(message.content)
     context = task.get("context", {})
-    return {"goal": task.get("goal"), "context": context, "input": context.get("input", {}), "tools": tools}
+    return {
+        "goal": task.get("goal"),
+        "step": task.get("step"),
+        "context": context,
+        "input": context.get("input", {}),
+        "tools": tools,
+    }
 
 
 def _fill(template: Any, scope: dict[str, Any]) -> Any:

@@ -30,6 +30,7 @@ class ReviewTrigger(StrEnum):
     APPROVAL_GATE = "approval_gate"  # approval gates: every step, and every side effect before it runs
     HALT = "halt"  # a budget, loop or breaker stopped the task before a call
     EVALUATION = "evaluation"  # the step's output still failed its evaluator after its last iteration
+    VOTE = "vote"  # a vote's samples did not agree by its rule
 
 
 class ReviewRequested(Payload):

@@ -98,6 +98,11 @@ BRANCHES = Counter(
     "is in; joined: the last one in joined them all).",
     ["workflow", "step", "event"],
 )
+VOTES = Counter(
+    "handrail_votes_total",
+    "Votes decided, by workflow, step and outcome (agreed: by the vote's rule; disagreed: short of it).",
+    ["workflow", "step", "outcome"],
+)
 REVIEWS_REQUESTED = Counter(
     "handrail_reviews_requested_total",
     "Tasks parked for a person (and escalations to a higher role), by the rule (or trigger) and role.",

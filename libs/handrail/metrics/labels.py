@@ -46,6 +46,7 @@ ERROR_TYPES = frozenset(
         # the step (validator, worker)
         "output_schema_violation",
         "evaluation_exhausted",
+        "vote_disagreement",
         "prompt_render_failed",
         "side_effect_in_doubt",
         "too_many_corrections",

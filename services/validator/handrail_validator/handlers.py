@@ -25,7 +25,7 @@ from handrail.contracts.workflows import VERDICT_SCHEMA
 from handrail.errors import StepFailed, TaskHalted
 from handrail.lifecycle import End, Plan, halted_handoff
 from handrail.messages import ReviewTrigger, StepCompleted, TaskStatus
-from handrail.metrics import BRANCHES, labels
+from handrail.metrics import BRANCHES, VOTES, labels
 from handrail.orchestration import (
     Escalation,
     Evaluation,
@@ -33,6 +33,7 @@ from handrail.orchestration import (
     escalation_for,
     evaluate_output,
     judged_step,
+    tally,
     verdict_of,
 )
 from handrail.service import Runtime
@@ -121,7 +122,7 @@ class ValidatorHandlers:
         """A branch of a parallel step is in: nothing more until all are; the last one in joins them (once:
         every id of the join is derived from the fork), and the joined step moves on like any other, after
         the escalation rules of the parallel step."""
-        point, branches = step.fork, fork.parallel
+        point, branches = step.fork, fork.branches
         assert branches is not None
         if point is None or point.step != fork.name:
             raise StepFailed(
@@ -140,8 +141,21 @@ class ValidatorHandlers:
         BRANCHES.labels(name, fork.name, "done").inc()
         if entries is None:
             return None
-        join = self.orchestrator.join(step, point, entries)
-        escalation = escalation_for(join.joined, workflow, None)
+        counted = None
+        if fork.vote is not None:
+            answers = [json.loads(entries[f"sample-{i}"])["output"] for i in range(1, fork.vote.samples + 1)]
+            counted = tally(fork.vote, answers, step.context)
+            VOTES.labels(name, fork.name, "agreed" if counted.passed else "disagreed").inc()
+            reason = f"the samples of vote {fork.name!r} do not agree: {counted.why}"
+            if not counted.passed and fork.vote.on_disagreement == Exhausted.FAIL:
+                return End.of(
+                    step, TaskStatus.FAILED, actor=f"service:{SERVICE}", reason=reason, error_type="vote_disagreement"
+                )
+        join = self.orchestrator.join(step, point, entries, counted)
+        if counted is not None and not counted.passed:  # to a person, on the most common answer
+            escalation: Escalation | None = Escalation(ReviewTrigger.VOTE, reason, workflow.review)
+        else:
+            escalation = escalation_for(join.joined, workflow, None)
         if escalation is not None:
             ESCALATIONS.labels(name, escalation.trigger.value).inc()
             return replace(join, then=self.orchestrator.request_review(escalation, checkpoint=join.joined))

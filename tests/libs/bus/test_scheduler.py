@@ -6,6 +6,7 @@ import asyncio
 
 from handrail.bus.delivery import Delivery
 from handrail.bus.offsets import PartitionOffsets
+from handrail.bus.publisher import LANE_HEADER
 from handrail.bus.scheduler import KeyedScheduler
 
 
@@ -36,6 +37,32 @@ async def test_messages_of_one_key_run_in_order_and_keys_run_at_once() -> None:
     assert peak == 20
     assert all(s == sorted(s) and len(s) == 10 for s in seen.values())
     assert offsets.committable() == 200
+
+
+async def test_lanes_of_one_key_run_side_by_side_each_in_order() -> None:
+    running: set[tuple[str | None, bytes | None]] = set()
+    peak = 0
+    seen: dict[bytes | None, list[int]] = {}
+
+    async def process(d: Delivery, attempt: int) -> None:
+        nonlocal peak
+        lane = (d.key, d.header(LANE_HEADER))
+        assert lane not in running, "two messages of one lane ran at once"
+        running.add(lane)
+        peak = max(peak, len(running))
+        await asyncio.sleep(0.01)
+        seen.setdefault(lane[1], []).append(d.offset)
+        running.discard(lane)
+
+    scheduler = KeyedScheduler(process, name="t", retry_backoff_s=0.01)
+    offsets = PartitionOffsets()
+    for offset in range(30):
+        lane = () if offset % 3 == 0 else ((LANE_HEADER, f"step.b{offset % 3}".encode()),)
+        scheduler.submit(Delivery("t", 0, offset, "task-1", b"", headers=lane), offsets)
+    while scheduler.in_flight:
+        await scheduler.wait_for_change(1)
+    assert peak == 3, "the task's own messages and its two branches' lanes, at once"
+    assert all(s == sorted(s) and len(s) == 10 for s in seen.values())
 
 
 async def test_a_failing_message_is_tried_again_in_place_and_holds_its_key() -> None:
