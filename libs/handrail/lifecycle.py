@@ -335,11 +335,25 @@ def next_handoff(
 
 
 def branch_handoffs(
-    step: StepCompleted, *, parallel: str, branches: dict[str, str], sender: str
+    step: StepCompleted,
+    *,
+    parallel: str,
+    branches: dict[str, str],
+    sender: str,
+    inputs: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[ForkPoint, tuple[HandoffEnvelope, ...]]:
     """The fork from ``step`` into parallel step ``parallel``: one handoff per branch (name -> agent), each the
-    hop ``<parallel>.<branch>`` with ``step``'s context, chained on ``step``'s hash (the committed head)."""
-    point = ForkPoint(id=derived_message_id(step.message_id, "fork"), step=parallel, head=step.context_hash)
+    hop ``<parallel>.<branch>`` with ``step``'s context, chained on ``step``'s hash (the committed head). A
+    subtask of a plan (``inputs``) also gets its input, under ``subtask`` of its context."""
+    point = ForkPoint(
+        id=derived_message_id(step.message_id, "fork"), step=parallel, head=step.context_hash, branches=branches
+    )
+
+    def context_of(name: str) -> dict[str, Any]:
+        if inputs is None:
+            return step.context
+        return {**step.context, "subtask": {"name": name, "input": inputs[name]}}
+
     handoffs = tuple(
         HandoffEnvelope(
             message_id=derived_message_id(point.id, name),
@@ -351,8 +365,8 @@ def branch_handoffs(
             receiver=agent,
             deadline=step.deadline,
             goal=step.goal,
-            context=step.context,
-            context_hash=step.context_hash,
+            context=context_of(name),
+            context_hash=step.context_hash if inputs is None else context_hash(context_of(name)),
             parent_hash=step.context_hash,
             budget=step.budget,
             idempotency_key=f"{step.task_id}/{parallel}.{name}/1",
@@ -371,7 +385,8 @@ def joined_step(
     outputs under their names, or a vote's answer) in the context the fork left with, chained on the
     ``join_hash`` of their heads (set by ``Join``)."""
     steps = {k: v for k, v in report.context.get("steps", {}).items() if not k.startswith(f"{point.step}.")}
-    context = {**report.context, "steps": {**steps, point.step: output}}
+    fork_context = {k: v for k, v in report.context.items() if k != "subtask"}  # a subtask's own input
+    context = {**fork_context, "steps": {**steps, point.step: output}}
     budget = BudgetSnapshot.model_validate(
         {
             **report.budget.model_dump(),

@@ -38,7 +38,7 @@ from handrail.contracts import (
     documents,
     evaluate,
 )
-from handrail.contracts.workflows import EVALUATION_HOP, Aggregate, VoteSpec
+from handrail.contracts.workflows import EVALUATION_HOP, PLAN_SCHEMA, Aggregate, VoteSpec
 from handrail.errors import TaskHalted
 from handrail.hashing import canonical_json, context_hash
 from handrail.lifecycle import (
@@ -288,6 +288,36 @@ def tally(vote: VoteSpec, outputs: list[dict[str, Any]], context: dict[str, Any]
     return Tally(first[best], agreed, len(outputs), len(counts), passed, rule)
 
 
+def plan_problems(plan: dict[str, Any], spec: StepSpec, remaining_steps: int | None) -> list[str]:
+    """What is wrong with an orchestrating step's plan: its shape (PLAN_SCHEMA), a subtask named twice, an
+    agent outside the step's ``workers``, more subtasks than ``max_subtasks`` or than the budget has steps
+    left for (``remaining_steps``: None when it has no cap). The agent is told these and tries again."""
+    found = documents.problems(PLAN_SCHEMA, plan, "plan")
+    if found:
+        return found
+    subtasks = plan["subtasks"]
+    names = [s["name"] for s in subtasks]
+    if len(set(names)) != len(names):
+        found.append(f"plan/subtasks: names repeat ({sorted({n for n in names if names.count(n) > 1})})")
+    for i, subtask in enumerate(subtasks):
+        if subtask["agent"] not in spec.workers:
+            found.append(
+                f"plan/subtasks/{i}/agent: {subtask['agent']!r} is not one of this step's workers {spec.workers}"
+            )
+    if len(subtasks) > spec.max_subtasks:
+        found.append(f"plan/subtasks: {len(subtasks)} subtasks, more than this step's max_subtasks {spec.max_subtasks}")
+    if remaining_steps is not None and len(subtasks) > remaining_steps:
+        found.append(
+            f"plan/subtasks: {len(subtasks)} subtasks, but the task's budget has {max(remaining_steps, 0)} steps left"
+        )
+    return found
+
+
+def remaining_steps(budget: BudgetSnapshot) -> int | None:
+    """The steps a task's budget has left after the step that sees ``budget`` (None: no cap)."""
+    return None if budget.max_steps is None else budget.max_steps - budget.steps_used - 1
+
+
 def _confidence(step: StepCompleted) -> float | None:
     """The model's reported confidence, else the output's own top-level ``confidence`` number."""
     if step.confidence is not None:
@@ -373,6 +403,17 @@ class Orchestrator:
         details = {} if tally is None else {"vote": tally.describe()}
         actor = f"service:{self.service}"
         return Join(joined, point, parents, then=self.advance(joined), actor=actor, details=details)
+
+    def dispatch(self, step: StepCompleted, spec: StepSpec) -> Fork:
+        """Fork an orchestrating step's plan (checked: ``plan_problems``) into its subtasks: the hops
+        ``<step>.<subtask>`` on the agents the plan names, each with its input under ``subtask``."""
+        subtasks = step.output["subtasks"]
+        branches = {s["name"]: s["agent"] for s in subtasks}
+        inputs = {s["name"]: s["input"] for s in subtasks}
+        point, handoffs = branch_handoffs(
+            step, parallel=spec.name, branches=branches, sender=self.service, inputs=inputs
+        )
+        return Fork(point, handoffs, actor=f"service:{self.service}")
 
     def evaluate(self, step: StepCompleted, spec: StepSpec) -> HandOff:
         """Hand ``step``'s output to its evaluator agent: the hop ``<step>.evaluation``, on ``step``'s hash."""

@@ -17,7 +17,7 @@ from handrail.contracts import WorkflowSpec
 from handrail.contracts.workflows import VoteSpec, branch_hop
 from handrail.hashing import join_hash
 from handrail.lifecycle import branch_handoffs
-from handrail.orchestration import tally
+from handrail.orchestration import plan_problems, tally
 from handrail.state import connect_redis, generation
 
 BRANCHES = {
@@ -161,3 +161,42 @@ def test_a_vote_is_declared_with_a_quorum_it_can_reach() -> None:
     assert risk.agents == ("v",) and list(risk.branches or {}) == ["sample-1", "sample-2", "sample-3"]
     sample = spec.hop("risk.sample-2")
     assert sample is not None and (sample.agent, sample.output_schema) == ("v", {"type": "object"})
+
+
+ORCHESTRATE = {"name": "plan", "kind": "orchestrate", "agent": "planner", "workers": ["w1", "w2"], "max_subtasks": 2}
+
+
+def subtasks(*agents: str) -> dict[str, Any]:
+    return {"subtasks": [{"name": f"s{i}", "agent": a, "input": {}} for i, a in enumerate(agents)]}
+
+
+@pytest.mark.parametrize(
+    ("plan", "remaining", "problem"),
+    [
+        (subtasks("w1", "w2"), None, None),
+        (subtasks("w1", "w2"), 2, None),
+        ({"steps": []}, None, "plan: 'subtasks' is a required property"),
+        ({"subtasks": [{"name": "Bad", "agent": "w1", "input": {}}]}, None, "plan/subtasks/0/name"),
+        (subtasks("w1", "intruder"), None, "plan/subtasks/1/agent: 'intruder' is not one of this step's workers"),
+        (subtasks("w1", "w1", "w2"), None, "3 subtasks, more than this step's max_subtasks 2"),
+        (subtasks("w1", "w2"), 1, "2 subtasks, but the task's budget has 1 steps left"),
+        ({"subtasks": [{"name": "a", "agent": "w1", "input": {}}] * 2}, None, "names repeat (['a'])"),
+    ],
+)
+def test_a_plan_is_checked_before_it_runs(plan: dict[str, Any], remaining: int | None, problem: str | None) -> None:
+    spec = workflow(ORCHESTRATE).step("plan")
+    found = plan_problems(plan, spec, remaining)
+    assert (found == []) if problem is None else any(problem in p for p in found), found
+
+
+def test_an_orchestrating_step_names_its_planner_and_workers() -> None:
+    spec = workflow(ORCHESTRATE)
+    plan = spec.step("plan")
+    assert plan.agents == ("planner", "w1", "w2") and plan.output_schema == {"type": "object"}
+    assert spec.hop("plan") is plan, "the planner's own hop"
+    subtask = spec.hop("plan.anything")
+    assert subtask is not None and subtask.agent is None and subtask.workers == ["w1", "w2"]
+    with pytest.raises(ValidationError, match="an orchestrating step has an `agent`"):
+        workflow({**ORCHESTRATE, "workers": []})
+    with pytest.raises(ValidationError, match="only a step of `kind: orchestrate` has `workers`"):
+        workflow({"name": "x", "agent": "a", "output_schema": {}, "workers": ["w1"]})

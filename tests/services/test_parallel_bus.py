@@ -193,3 +193,40 @@ async def test_a_vote_short_of_its_quorum_fails_or_goes_to_a_person(client: Hand
     checkpoint = requests[0].checkpoint
     assert checkpoint is not None and checkpoint.step == "risk"
     assert checkpoint.output == {"risk": "risk.sample-1"}, "the person decides on the most common (earliest) answer"
+
+
+async def test_an_orchestrators_plan_runs_as_subtasks_once_its_agent_fixed_it(
+    client: HandrailClient, stack: Stack
+) -> None:
+    task_id = await client.submit("orchestrate-test", {}, task_id=f"orch-{uuid.uuid4().hex[:10]}")
+    result = await client.wait_for_result(task_id, timeout_s=90)
+    assert result.status == TaskStatus.COMPLETED, result.reason
+    reports = await reports_of(stack, task_id)
+    plan = next(r for r in reports if r.step == "plan")
+    # Its first plan named an agent outside the allow-list: the model was told, within its corrections.
+    assert plan.usage.model_calls == 2, "asked again after the rejected plan"
+    assert [s["agent"] for s in plan.output["subtasks"]] == ["subtasker", "subtasker"]
+    subtasks = {r.step: r for r in reports if r.step.startswith("plan.")}
+    assert set(subtasks) == {"plan.first", "plan.second"}
+    assert subtasks["plan.second"].output == {"got": {"q": 2}, "name": "second"}, "each subtask gets its input"
+    summary = next(r for r in reports if r.step == "summary")
+    assert summary.output["seen"]["steps"]["plan"] == {
+        "first": {"got": {"q": 1}, "name": "first"},
+        "second": {"got": {"q": 2}, "name": "second"},
+    }
+    assert "subtask" not in summary.output["seen"], "a subtask's input stays in its own branch"
+    audit = await audit_of(stack, task_id)
+    forked = next(r for r in audit if r["action"] == "branches.forked")
+    assert forked["details"]["branches"] == {"plan.first": "subtasker", "plan.second": "subtasker"}
+    planned = next(r for r in audit if r["action"] == "step.completed" and r["step"] == "plan")
+    assert any(op["path"] == "/steps/plan" for op in planned["details"]["patch"]), "the plan is on the trail"
+
+
+async def test_an_orchestrator_that_keeps_planning_too_much_runs_out_of_corrections(
+    client: HandrailClient, stack: Stack
+) -> None:
+    task_id = await client.submit("orchestrate-stubborn-test", {}, task_id=f"orch-s-{uuid.uuid4().hex[:10]}")
+    result = await client.wait_for_result(task_id, timeout_s=90)
+    assert result.status == TaskStatus.HALTED and result.error_type == "too_many_corrections", result.reason
+    assert "more than this step's max_subtasks 2" in (result.reason or "")
+    assert not any(r.step.startswith("plan.") for r in await reports_of(stack, task_id)), "no subtask ran"

@@ -136,7 +136,8 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
     agents = sorted(contracts.agents)
     first = sorted({w.steps[0].agents[0] for w in contracts.workflows.values()})
     # The validator hands on every step after the first (each branch of a parallel one), any step its
-    # evaluator sends back, and outputs to evaluator agents: every agent but those only ever first.
+    # evaluator sends back, outputs to evaluator agents and a plan's subtasks to workers: every agent but
+    # those only ever first.
     later = sorted(
         {
             agent
@@ -145,6 +146,7 @@ def principals(contracts: Contracts, topics: Topics) -> list[Principal]:
             for agent in (*s.agents, *([s.evaluator.agent] if s.evaluator and s.evaluator.agent else []))
             if i or s.evaluator is not None
         }
+        | {worker for w in contracts.workflows.values() for s in w.steps for worker in s.workers}
     )
     t = topics
     state = state_topics(t)

@@ -145,6 +145,35 @@ class VoteSpec(BaseModel):
         return self.quorum if self.quorum is not None else self.samples // 2 + 1
 
 
+#: The plan an orchestrating step's agent answers with: subtasks, each for a worker agent.
+PLAN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["subtasks"],
+    "properties": {
+        "subtasks": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "agent", "input"],
+                "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*$", "not": {"const": "evaluation"}},
+                    "agent": {"type": "string"},
+                    "input": {"type": "object"},
+                },
+            },
+        }
+    },
+}
+
+
+class StepKind(StrEnum):
+    """What a step's agent does."""
+
+    AGENT = "agent"  # runs the step and answers its output
+    ORCHESTRATE = "orchestrate"  # answers a plan of subtasks, which run at once on worker agents and are joined
+
+
 class StepSpec(BaseModel):
     """One step: the agent that runs it and the schema its output must satisfy, or, for a parallel step
     (sectioning), the branches that run at the same time, each with its own agent and schema, or, for a
@@ -174,6 +203,22 @@ class StepSpec(BaseModel):
     vote: VoteSpec | None = Field(
         default=None, description="Run one agent `samples` times at once; the answers decide the output."
     )
+    kind: StepKind = StepKind.AGENT
+    workers: list[str] = Field(
+        default_factory=list, description="For `kind: orchestrate`: the agents a plan's subtasks may name."
+    )
+    max_subtasks: int = Field(default=5, ge=1, le=20, description="For `kind: orchestrate`: the most a plan may have.")
+    subtask_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"},
+        description="For `kind: orchestrate`: the JSON Schema each subtask's output must satisfy.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _orchestrated_output_schema(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == StepKind.ORCHESTRATE.value and "output_schema" not in data:
+            data = {**data, "output_schema": {"type": "object"}}  # the subtasks' outputs, under their names
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -200,7 +245,18 @@ class StepSpec(BaseModel):
             )
         if self.vote is not None and self.evaluator is not None:
             raise ValueError(f"step {self.name!r}: a vote has no `evaluator`")
+        if self.kind == StepKind.ORCHESTRATE and (self.agent is None or not self.workers or self.evaluator):
+            raise ValueError(
+                f"step {self.name!r}: an orchestrating step has an `agent` (its planner), `workers` its plan may "
+                "name, and no `evaluator`"
+            )
+        if self.kind != StepKind.ORCHESTRATE and self.workers:
+            raise ValueError(f"step {self.name!r}: only a step of `kind: orchestrate` has `workers`")
         return self
+
+    @property
+    def orchestrates(self) -> bool:
+        return self.kind == StepKind.ORCHESTRATE
 
     @property
     def branches(self) -> dict[str, BranchSpec] | None:
@@ -215,6 +271,9 @@ class StepSpec(BaseModel):
         """Every agent the step runs: its agent, its branches' (in branch order), or its vote's."""
         if self.vote is not None:
             return (self.vote.agent,)
+        if self.orchestrates:
+            assert self.agent is not None
+            return tuple(dict.fromkeys([self.agent, *self.workers]))
         if self.parallel is not None:
             return tuple(branch.agent for branch in self.parallel.values())
         assert self.agent is not None
@@ -343,6 +402,10 @@ class WorkflowSpec(BaseModel):
                 name=name, agent=generator.evaluator.agent, output_schema=VERDICT_SCHEMA, context_view=None
             )
         forked = self.fork_of(name)
+        if forked is not None and forked.orchestrates:  # a subtask: its agent is the plan's, one of the workers
+            return StepSpec.model_construct(
+                name=name, agent=None, output_schema=forked.subtask_schema, context_view=None, workers=forked.workers
+            )
         if forked is not None:
             assert forked.branches is not None
             branch = forked.branches[name.split(".", 1)[1]]
@@ -359,6 +422,8 @@ class WorkflowSpec(BaseModel):
             return None
         step_name, branch = hop
         step = next((s for s in self.steps if s.name == step_name), None)
+        if step is not None and step.orchestrates:
+            return step  # a subtask of its plan
         branches = step.branches if step is not None else None
         if branches is None or branch not in branches:
             return None

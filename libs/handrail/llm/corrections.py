@@ -49,3 +49,16 @@ def arguments_correction(call: ToolCall) -> ToolCallError | None:
     if call.arguments_error is None:
         return None
     return ToolCallError("invalid_arguments", call.name, call.arguments_error)
+
+
+def plan_correction(problems: list[str]) -> str:
+    """The user message telling an orchestrating step's model why its plan cannot run."""
+    return json.dumps(
+        {
+            "error": {
+                "code": "plan_rejected",
+                "message": "the plan cannot run as answered; answer a corrected plan",
+                "problems": problems,
+            }
+        }
+    )

@@ -21,6 +21,9 @@ class ForkPoint(BaseModel):
     id: str
     step: str
     head: str = Field(pattern=r"^[0-9a-f]{64}$", description="The trunk's head the branches left from.")
+    branches: dict[str, str] = Field(
+        default_factory=dict, description="Every branch of the fork and the agent it was handed to."
+    )
 
 
 class HandoffEnvelope(Payload):

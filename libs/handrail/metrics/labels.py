@@ -47,6 +47,7 @@ ERROR_TYPES = frozenset(
         "output_schema_violation",
         "evaluation_exhausted",
         "vote_disagreement",
+        "plan_rejected",
         "prompt_render_failed",
         "side_effect_in_doubt",
         "too_many_corrections",

@@ -116,16 +116,16 @@ class HandoffVerifier:
         if self._unsigned_allowed(report):
             return None
         return self.verifier.verify_bytes(
-            value, expected={self.expected_agent(report)}, claimed=report.agent, task_id=report.task_id
+            value, expected=self.expected_agents(report), claimed=report.agent, task_id=report.task_id
         )
 
     def _unsigned_allowed(self, payload: object) -> bool:
         return not self.required and not getattr(payload, SIGNATURE_FIELD, None)
 
-    def expected_agent(self, report: StepReportLike) -> str:
-        """The agent ``workflows.yaml`` binds to the report's step."""
+    def expected_agents(self, report: StepReportLike) -> set[str]:
+        """The agent ``workflows.yaml`` binds to the report's step (for a subtask of a plan: the step's workers)."""
         workflow = self.contracts.workflows.get(report.workflow)
         spec = workflow.hop(report.step) if workflow is not None else None
         if spec is None:
             raise StepFailed(f"workflow {report.workflow!r} has no step {report.step!r}", task_id=report.task_id)
-        return spec.agents[0]
+        return {spec.agent} if spec.agent is not None else set(spec.workers)

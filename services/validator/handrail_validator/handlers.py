@@ -33,6 +33,8 @@ from handrail.orchestration import (
     escalation_for,
     evaluate_output,
     judged_step,
+    plan_problems,
+    remaining_steps,
     tally,
     verdict_of,
 )
@@ -57,6 +59,12 @@ class OutputRejected(StepFailed):
     """The step's output does not satisfy the step's output schema."""
 
     error_type = "output_schema_violation"
+
+
+class PlanRejected(StepFailed):
+    """An orchestrating step's plan breaks its rules (its agent was told, and answered one anyway)."""
+
+    error_type = "plan_rejected"
 
 
 class ValidatorHandlers:
@@ -102,6 +110,13 @@ class ValidatorHandlers:
         fork = workflow.fork_of(step.step)
         if fork is not None:
             return await self._branch_done(step, fork, workflow)
+        if spec.orchestrates:  # its output is a plan: checked again here, then its subtasks run
+            if problems := plan_problems(step.output, spec, remaining_steps(step.budget)):
+                raise PlanRejected(
+                    f"the plan of step {step.step!r} of task {step.task_id} cannot run: {documents.summary(problems)}",
+                    task_id=step.task_id,
+                )
+            return self.orchestrator.dispatch(step, spec)
         agent = self.rt.contracts.agents.get(step.agent)
         escalation = escalation_for(step, workflow, agent, await self._level(step) if agent else None)
         if escalation is not None:
@@ -122,11 +137,18 @@ class ValidatorHandlers:
         """A branch of a parallel step is in: nothing more until all are; the last one in joins them (once:
         every id of the join is derived from the fork), and the joined step moves on like any other, after
         the escalation rules of the parallel step."""
-        point, branches = step.fork, fork.branches
-        assert branches is not None
+        point = step.fork
         if point is None or point.step != fork.name:
             raise StepFailed(
                 f"the report of branch {step.step!r} of task {step.task_id} does not say which fork it left from",
+                task_id=step.task_id,
+            )
+        branch = step.step.split(".", 1)[1]
+        branches = point.branches or fork.branches or {}
+        if point.branches and point.branches.get(branch) != step.agent:
+            raise StepFailed(
+                f"branch {step.step!r} of task {step.task_id} was handed to {point.branches.get(branch)!r}, "
+                f"not to {step.agent!r}",
                 task_id=step.task_id,
             )
         entry = {
@@ -135,7 +157,6 @@ class ValidatorHandlers:
             "agent": step.agent,
             "budget": step.budget.model_dump(mode="json"),
         }
-        branch = step.step.split(".", 1)[1]
         entries = await self.rt.store.branch_done(step.task_id, fork.name, branch, json.dumps(entry), len(branches))
         name = labels.workflow(step.workflow)
         BRANCHES.labels(name, fork.name, "done").inc()

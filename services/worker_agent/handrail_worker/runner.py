@@ -28,7 +28,7 @@ from handrail.hashing import canonical_json, sha256_hex
 from handrail.llm import Attempt, ChatMessage, ModelProvider, ModelReply, ModelRequest, ToolCall
 from handrail.llm.chain import as_chain
 from handrail.llm.compaction import summary_request, summary_text
-from handrail.llm.corrections import arguments_correction, reply_correction
+from handrail.llm.corrections import arguments_correction, plan_correction, reply_correction
 from handrail.llm.models import ModelCatalogue
 from handrail.llm.observers import Outcome, TracingObserver, observing
 from handrail.llm.tokens import counters
@@ -44,7 +44,7 @@ from handrail.messages import (
 )
 from handrail.metrics import TOOL_CALLS, TOOL_RESULTS_INVALID, labels
 from handrail.observability import tracer
-from handrail.orchestration import approval_for_call
+from handrail.orchestration import approval_for_call, plan_problems, remaining_steps
 from handrail.prompts import step_scope
 from handrail.state.effects import Claim, EffectStore
 from handrail.tools import Tool, ToolCallError, ToolContext, ToolFailure, ToolRegistry, observation_text
@@ -284,10 +284,16 @@ class StepRunner:
             prompt = await window.fit(step.messages, specs, step.turns)
             request = ModelRequest(model=model, messages=prompt.messages, tools=specs)
             reply = await self._ask(provider, request, prompt, guard, next_index, step, span, step.prompt_ref)
+            messages = step.messages
+            if reply.answer is not None and (problems := self._plan_problems(envelope, reply.answer)):
+                # An orchestrating step's plan that cannot run: the model is told why, as for a bad tool call.
+                self._correct(tally, f"plan_rejected: {'; '.join(problems)}")
+                messages.append(ChatMessage("assistant", reply.raw_text or json.dumps(reply.answer)))
+                messages.append(ChatMessage("user", plan_correction(problems)))
+                continue
             if reply.answer is not None:
                 usage, seen = tally.usage(), step.seen()
                 return StepOutcome(reply.answer, reply.confidence, step.decisions, usage, seen, step.recording())
-            messages = step.messages
             if not reply.tool_calls:
                 correction = reply_correction(reply)
                 self._correct(tally, f"{correction.code}: {correction.message}")
@@ -304,6 +310,14 @@ class StepRunner:
             error_type="turns_exhausted",
             task_id=envelope.task_id,
         )
+
+    def _plan_problems(self, envelope: HandoffEnvelope, answer: dict[str, Any]) -> list[str]:
+        """What is wrong with the plan ``answer`` is, when the step orchestrates (nothing for other steps)."""
+        workflow = self.workflows.get(envelope.workflow)
+        spec = workflow.hop(envelope.step) if workflow is not None else None
+        if spec is None or not spec.orchestrates:
+            return []
+        return plan_problems(answer, spec, remaining_steps(envelope.budget))
 
     async def _ask(
         self,
