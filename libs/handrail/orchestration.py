@@ -394,13 +394,16 @@ class Orchestrator:
         ``TaskStore.branch_done``; ``report`` is the branch report that completed them), and carry on from
         the joined step as from any accepted step. A vote's joined output is its ``tally``'s answer."""
         found = {name: json.loads(entry) for name, entry in sorted(entries.items())}
-        outputs = {name: entry["output"] for name, entry in found.items()}
+        # The branches that failed, of a step that goes on without them, give no output (the record names them).
+        outputs = {name: entry["output"] for name, entry in found.items() if "failed" not in entry}
         budgets = [BudgetSnapshot.model_validate(entry["budget"]) for entry in found.values()]
         agent = str(next(iter(found.values())).get("agent", report.agent))
         output = outputs if tally is None else tally.answer
         joined = joined_step(report, point, output, budgets, agent)
         parents = {name: str(entry["head"]) for name, entry in found.items()}
-        details = {} if tally is None else {"vote": tally.describe()}
+        details: dict[str, Any] = {} if tally is None else {"vote": tally.describe()}
+        if failed := {name: entry["failed"] for name, entry in found.items() if "failed" in entry}:
+            details["failed"] = failed
         actor = f"service:{self.service}"
         return Join(joined, point, parents, then=self.advance(joined), actor=actor, details=details)
 

@@ -65,6 +65,10 @@ def test_a_parallel_steps_output_is_its_branches_outputs_under_their_names() -> 
         ),
         ({"name": "checks", "parallel": {"Bad.Name": BRANCHES["left"], **BRANCHES}}, "should match pattern"),
         ({"name": "checks", "parallel": BRANCHES, "evaluator": {"rules": []}}, "evaluator"),
+        ({"name": "checks", "parallel": BRANCHES, "on_branch_failure": "quorum"}, "needs a `quorum`"),
+        ({"name": "checks", "parallel": BRANCHES, "quorum": 1}, "needs a `quorum`, and only it has one"),
+        ({"name": "checks", "parallel": BRANCHES, "on_branch_failure": "quorum", "quorum": 3}, "more than its 2"),
+        ({"name": "x", "agent": "a", "output_schema": {}, "on_branch_failure": "review"}, "are for a parallel step"),
     ],
 )
 def test_a_parallel_step_is_declared_one_way(step: dict[str, Any], message: str) -> None:

@@ -230,3 +230,33 @@ async def test_an_orchestrator_that_keeps_planning_too_much_runs_out_of_correcti
     assert result.status == TaskStatus.HALTED and result.error_type == "too_many_corrections", result.reason
     assert "more than this step's max_subtasks 2" in (result.reason or "")
     assert not any(r.step.startswith("plan.") for r in await reports_of(stack, task_id)), "no subtask ran"
+
+
+async def test_a_parallel_step_with_a_quorum_goes_on_without_a_failed_branch(
+    client: HandrailClient, stack: Stack
+) -> None:
+    task_id = await client.submit("section-quorum-test", {}, task_id=f"section-q-{uuid.uuid4().hex[:10]}")
+    result = await client.wait_for_result(task_id, timeout_s=90)
+    assert result.status == TaskStatus.COMPLETED, result.reason
+    summary = next(r for r in await reports_of(stack, task_id) if r.step == "summary")
+    assert set(summary.output["seen"]["steps"]["checks"]) == {"left"}, "only what succeeded is handed on"
+    joined = next(r for r in await audit_of(stack, task_id) if r["action"] == "branches.joined")
+    assert set(joined["details"]["parents"]) == {"left", "right"}, "the failed branch's head is a parent too"
+    assert "breaks its schema" in joined["details"]["failed"]["right"]
+
+    missed_id = await client.submit("section-quorum-missed-test", {}, task_id=f"section-m-{uuid.uuid4().hex[:10]}")
+    missed = await client.wait_for_result(missed_id, timeout_s=90)
+    assert missed.status == TaskStatus.FAILED and missed.error_type == "branch_quorum_missed"
+    assert "1 of 2 branches of step 'checks' succeeded, short of its quorum 2" in (missed.reason or "")
+
+    parked_id = await client.submit("section-failure-review-test", {}, task_id=f"section-r-{uuid.uuid4().hex[:10]}")
+    requests: list[ReviewRequested] = []
+    for _ in range(90):
+        requests = [
+            ReviewRequested.model_validate_json(v) for v in await stack.read(stack.topics.reviews_requested, parked_id)
+        ]
+        if requests:
+            break
+        await asyncio.sleep(1)
+    assert len(requests) == 1 and requests[0].trigger.value == "branch_failure"
+    assert requests[0].checkpoint is not None and set(requests[0].checkpoint.output) == {"left"}

@@ -167,6 +167,14 @@ PLAN_SCHEMA: dict[str, Any] = {
 }
 
 
+class BranchFailure(StrEnum):
+    """What a parallel step does when one of its branches fails, halts or breaks its schema."""
+
+    FAIL = "fail"  # the task ends, as for any step
+    QUORUM = "quorum"  # the others go on; joined with the branches that succeeded, if at least `quorum` did
+    REVIEW = "review"  # the others go on; once all are in, a person decides on what the successful ones gave
+
+
 class StepKind(StrEnum):
     """What a step's agent does."""
 
@@ -202,6 +210,12 @@ class StepSpec(BaseModel):
     )
     vote: VoteSpec | None = Field(
         default=None, description="Run one agent `samples` times at once; the answers decide the output."
+    )
+    on_branch_failure: BranchFailure = Field(
+        default=BranchFailure.FAIL, description="For a parallel step: when a branch fails, halts or breaks its schema."
+    )
+    quorum: int | None = Field(
+        default=None, ge=1, description="For `on_branch_failure: quorum`: the branches that must succeed."
     )
     kind: StepKind = StepKind.AGENT
     workers: list[str] = Field(
@@ -252,6 +266,12 @@ class StepSpec(BaseModel):
             )
         if self.kind != StepKind.ORCHESTRATE and self.workers:
             raise ValueError(f"step {self.name!r}: only a step of `kind: orchestrate` has `workers`")
+        if (self.on_branch_failure != BranchFailure.FAIL or self.quorum is not None) and self.parallel is None:
+            raise ValueError(f"step {self.name!r}: `on_branch_failure` and `quorum` are for a parallel step")
+        if (self.on_branch_failure == BranchFailure.QUORUM) != (self.quorum is not None):
+            raise ValueError(f"step {self.name!r}: `on_branch_failure: quorum` needs a `quorum`, and only it has one")
+        if self.quorum is not None and self.parallel is not None and self.quorum > len(self.parallel):
+            raise ValueError(f"step {self.name!r}: quorum {self.quorum} is more than its {len(self.parallel)} branches")
         return self
 
     @property

@@ -31,6 +31,7 @@ class ReviewTrigger(StrEnum):
     HALT = "halt"  # a budget, loop or breaker stopped the task before a call
     EVALUATION = "evaluation"  # the step's output still failed its evaluator after its last iteration
     VOTE = "vote"  # a vote's samples did not agree by its rule
+    BRANCH_FAILURE = "branch_failure"  # branches of a parallel step failed; the others' outputs wait for a person
 
 
 class ReviewRequested(Payload):

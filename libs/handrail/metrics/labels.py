@@ -48,6 +48,7 @@ ERROR_TYPES = frozenset(
         "evaluation_exhausted",
         "vote_disagreement",
         "plan_rejected",
+        "branch_quorum_missed",
         "prompt_render_failed",
         "side_effect_in_doubt",
         "too_many_corrections",

@@ -177,6 +177,12 @@ class TaskFacts:
         hop = f"{step}.{branch}"
         if record.output_hash:
             self.branch_heads[f"head:{hop}"] = record.output_hash
+        if record.action in ("step.failed", "step.halted") and record.output_hash:
+            # Of a step that goes on without its failed branches, this one is in, and failed.
+            failed = {"head": record.output_hash, "output": {}, "agent": record.actor.removeprefix("agent:")}
+            failed |= {"budget": record.details.get("budget") or {}, "failed": record.reason or record.action}
+            self.joins.setdefault(step, {})[branch] = json.dumps(failed)
+            return
         if record.action != "step.completed" or not record.output_hash:
             return
         patch = record.details.get("patch") or []

@@ -21,7 +21,7 @@ from prometheus_client import Counter
 
 from handrail.bus import Delivery
 from handrail.contracts import Autonomy, Exhausted, StepSpec, WorkflowSpec, documents
-from handrail.contracts.workflows import VERDICT_SCHEMA
+from handrail.contracts.workflows import VERDICT_SCHEMA, BranchFailure
 from handrail.errors import StepFailed, TaskHalted
 from handrail.lifecycle import End, Plan, halted_handoff
 from handrail.messages import ReviewTrigger, StepCompleted, TaskStatus
@@ -78,6 +78,8 @@ class ValidatorHandlers:
         """Check the output, then park the task for review, hand the next step on, or end the task."""
         if step.status == "awaiting_approval":
             return self._awaiting_approval(step)
+        if (tolerated := self._tolerated_failure(step)) is not None:
+            return await self._branch_done(step, tolerated[0], tolerated[1], failed=tolerated[2])
         if step.status != "completed":
             return await self._not_completed(step)
         workflow = self.rt.contracts.workflows.get(step.workflow)
@@ -133,10 +135,25 @@ class ValidatorHandlers:
             return park
         return self.orchestrator.advance(step)
 
-    async def _branch_done(self, step: StepCompleted, fork: StepSpec, workflow: WorkflowSpec) -> Plan:
-        """A branch of a parallel step is in: nothing more until all are; the last one in joins them (once:
-        every id of the join is derived from the fork), and the joined step moves on like any other, after
-        the escalation rules of the parallel step."""
+    def _tolerated_failure(self, step: StepCompleted) -> tuple[StepSpec, WorkflowSpec, str] | None:
+        """A branch that failed, halted or broke its schema, of a parallel step that goes on without it
+        (``on_branch_failure`` quorum or review): its step, workflow and why; None for anything else."""
+        workflow = self.rt.contracts.workflows.get(step.workflow)
+        fork = workflow.fork_of(step.step) if workflow is not None else None
+        if workflow is None or fork is None or fork.on_branch_failure == BranchFailure.FAIL:
+            return None
+        if step.status != "completed":
+            return fork, workflow, step.reason or f"branch {step.step!r} {step.status}"
+        spec = workflow.hop(step.step)
+        broken = documents.problems(spec.output_schema, step.output, "output") if spec is not None else []
+        return (fork, workflow, f"its output breaks its schema: {documents.summary(broken)}") if broken else None
+
+    async def _branch_done(
+        self, step: StepCompleted, fork: StepSpec, workflow: WorkflowSpec, failed: str | None = None
+    ) -> Plan:
+        """A branch of a parallel step is in (or ``failed``, for a step that goes on without it): nothing
+        more until all are; the last one in joins them (once: every id of the join is derived from the fork),
+        and the joined step moves on like any other, after the escalation rules of the parallel step."""
         point = step.fork
         if point is None or point.step != fork.name:
             raise StepFailed(
@@ -156,6 +173,7 @@ class ValidatorHandlers:
             "output": step.output,
             "agent": step.agent,
             "budget": step.budget.model_dump(mode="json"),
+            **({"failed": failed} if failed is not None else {}),
         }
         entries = await self.rt.store.branch_done(step.task_id, fork.name, branch, json.dumps(entry), len(branches))
         name = labels.workflow(step.workflow)
@@ -172,9 +190,25 @@ class ValidatorHandlers:
                 return End.of(
                     step, TaskStatus.FAILED, actor=f"service:{SERVICE}", reason=reason, error_type="vote_disagreement"
                 )
+        lost = {
+            b: str(e["failed"]) for b, e in ((b, json.loads(v)) for b, v in sorted(entries.items())) if "failed" in e
+        }
+        if lost:
+            BRANCHES.labels(name, fork.name, "failed").inc(len(lost))
+            why = "; ".join(f"{b}: {r}" for b, r in lost.items())
+            succeeded = len(entries) - len(lost)
+            if fork.on_branch_failure == BranchFailure.QUORUM and succeeded < (fork.quorum or 0):
+                return End.of(
+                    step, TaskStatus.FAILED, actor=f"service:{SERVICE}", error_type="branch_quorum_missed",
+                    reason=f"{succeeded} of {len(entries)} branches of step {fork.name!r} succeeded, short of its "
+                    f"quorum {fork.quorum}: {why}",
+                )  # fmt: skip
         join = self.orchestrator.join(step, point, entries, counted)
         if counted is not None and not counted.passed:  # to a person, on the most common answer
             escalation: Escalation | None = Escalation(ReviewTrigger.VOTE, reason, workflow.review)
+        elif lost and fork.on_branch_failure == BranchFailure.REVIEW:  # to a person, on what the others gave
+            reason = f"{len(lost)} of {len(entries)} branches of step {fork.name!r} failed: {why}"
+            escalation = Escalation(ReviewTrigger.BRANCH_FAILURE, reason, workflow.review)
         else:
             escalation = escalation_for(join.joined, workflow, None)
         if escalation is not None:
