@@ -61,7 +61,7 @@ down: install ## stop the services and the infra that `make up` / `make infra` s
 	@if [ -d .run/test ]; then HANDRAIL_RUN_DIR=.run/test $(HANDRAIL) dev down; fi
 
 .PHONY: demo
-demo: install system-deps ## run the expense-approval demo end to end, then stop what it started
+demo: install system-deps ## run the expense-approval and vendor-due-diligence demos end to end, then stop what it started
 	$(HANDRAIL) demo
 
 .PHONY: test

@@ -67,7 +67,7 @@ def inventory(contracts: Contracts, tools: ToolRegistry, topics: Topics | None =
                 )
             )
         principal = by_name[agent_principal(name)]
-        steps = [f"{w.name}/{s.name}" for w in contracts.workflows.values() for s in w.steps if s.agent == name]
+        steps = [f"{w.name}/{s.name}" for w in contracts.workflows.values() for s in w.steps if name in s.agents]
         entries.append(
             InventoryEntry(
                 agent=name,

@@ -1,7 +1,8 @@
-"""``handrail demo``: the expense-approval workflow end to end, on real Kafka and Redis.
+"""``handrail demo``: the expense-approval and vendor-due-diligence workflows end to end, on real Kafka and Redis.
 
 Starts what is missing (Kafka, Redis, topics, every service), submits a handful
-of claims - good ones, and malformed ones - shows each task's progress as it
+of claims - good ones, and malformed ones - and two vendors (parallel checks, a
+voted risk class, a summary revised until it passes; one routed by rule), shows each task's progress as it
 happens, plays the reviewers for the claims the policy parks for a person (a
 manager approves the laptop; two directors approve the offsite, over the review
 service's HTTP API), prints where every task ended and why, then stops what it
@@ -55,6 +56,9 @@ def cases() -> list[Case]:
     def claim(employee: str, amount: float, currency: str, what: str) -> dict[str, Any]:
         return {"employee_id": employee, "amount": amount, "currency": currency, "description": what}
 
+    def vendor(vendor_id: str, name: str, country: str) -> dict[str, Any]:
+        return {"vendor_id": vendor_id, "vendor_name": name, "country": country}
+
     return [
         Case("team lunch, 42.50 EUR", "completed", "approved", claim("E100", 42.5, "EUR", "team lunch")),
         Case("laptop, 1200 USD", "completed", "needs_approval:manager", claim("E101", 1200, "USD", "laptop")),
@@ -64,6 +68,21 @@ def cases() -> list[Case]:
         Case("negative amount", "rejected", "invalid_input", claim("E100", -5, "USD", "refund?")),
         Case("unknown workflow", "rejected", "unknown_workflow", {"anything": 1}, workflow="payroll"),
         Case("not JSON at all", "rejected", "malformed_message", raw=b"<expense amount=12>oops</expense>"),
+        # The second workflow: three checks at once, a risk class voted by three samples, a revised summary.
+        Case(
+            "vendor Acme (3 patterns)",
+            "completed",
+            "onboard",
+            vendor("V100", "Acme Tools", "DE"),
+            workflow="vendor-due-diligence",
+        ),
+        Case(
+            "vendor Globex, by rule",
+            "completed",
+            "onboard",
+            {"kind": "vendor", **vendor("V200", "Globex", "FR")},
+            workflow="auto",
+        ),
     ]
 
 
@@ -210,13 +229,20 @@ def _summary(ids: dict[str, Case], results: dict[str, TaskResult]) -> int:
         mark = "[green]ok [/green]" if ok else f"[red]BAD (expected {expected})[/red]"
         console.print(f"{mark} {task_id}  {case.label:28} -> {got}", highlight=False)
         if result is not None:
-            why = result.reason or "; ".join((result.output or {}).get("reasons", []))
+            why = result.reason or _why(result.output or {})
             console.print(f"      why: {_shorten(why)}", highlight=False)
     if failures:
         console.print(f"[red]{failures} task(s) did not end where they should[/red]")
         return 1
     console.print(f"[green]all {len(ids)} tasks ended where they should; the resubmission made no second task[/green]")
     return 0
+
+
+def _why(output: dict[str, Any]) -> str:
+    """Why a completed task ended as it did: the policy's reasons, or a vendor's summary."""
+    if "reasons" in output:
+        return "; ".join(output["reasons"])
+    return f"{output.get('summary')} (risk {output.get('risk_class')}; summary revision {output.get('revision')})"
 
 
 def _shorten(text: str, limit: int = 160) -> str:

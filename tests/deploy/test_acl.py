@@ -38,6 +38,8 @@ def allowed(rules: list[AclBinding], principal: str, operation: Operation) -> se
     }
 
 
+#: The agents of config/agents.yaml: the demo's two workflows.
+AGENTS = ("expense-intake", "expense-approver", "vendor-checker", "risk-classifier", "vendor-writer")
 #: What every service reads besides its own inputs: the record Redis is rebuilt from.
 STATE_TOPICS = {"handrail.audit", "handrail.results", "handrail.control"}
 
@@ -72,14 +74,13 @@ def test_only_the_validator_and_human_review_hand_later_steps_and_end_tasks(rule
 
 def test_only_the_replayer_sends_dead_letters_back_and_the_operator_still_cannot(rules: list[AclBinding]) -> None:
     assert allowed(rules, acl.REPLAYER, Operation.READ) == {"handrail.dlq"}
-    assert allowed(rules, acl.REPLAYER, Operation.WRITE) == {
-        "handrail.tasks", "handrail.agent.expense-intake", "handrail.agent.expense-approver", "handrail.steps",
-        "handrail.audit",
-    }  # fmt: skip
+    agent_topics = {f"handrail.agent.{a}" for a in AGENTS}
+    assert (
+        allowed(rules, acl.REPLAYER, Operation.WRITE)
+        == {"handrail.tasks", "handrail.steps", "handrail.audit"} | agent_topics
+    )
     # The operator hands steps on from checkpoints (task resume|fork), but never publishes a task or a step.
-    assert allowed(rules, acl.OPERATOR, Operation.WRITE) == {
-        "handrail.control", "handrail.audit", "handrail.agent.expense-intake", "handrail.agent.expense-approver",
-    }  # fmt: skip
+    assert allowed(rules, acl.OPERATOR, Operation.WRITE) == {"handrail.control", "handrail.audit"} | agent_topics
     assert not [r for r in rules if r.principal == acl.REPLAYER and r.resource_type == ResourceType.GROUP]
 
 

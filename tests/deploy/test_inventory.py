@@ -38,7 +38,9 @@ def test_json_and_table_output() -> None:
     as_json = runner.invoke(app, ["inventory", "--json"], env=ENV)
     assert as_json.exit_code == 0, as_json.output
     rows = [json.loads(line) for line in as_json.output.splitlines()]  # JSON Lines: one agent a line
-    assert {r["agent"] for r in rows} == {"expense-intake", "expense-approver"}
+    assert {r["agent"] for r in rows} == {
+        "expense-intake", "expense-approver", "vendor-checker", "risk-classifier", "vendor-writer",
+    }  # fmt: skip
     assert {"agent", "owner", "purpose", "model_chain", "tools", "data_access", "autonomy", "risk_class"} <= set(
         rows[0]
     )

@@ -99,7 +99,7 @@ class CanaryWatcher:
     def _runs_in(self, agent: str, workflow: str) -> bool:
         """Whether a step of ``workflow`` runs ``agent``: only those tasks can be a canary's."""
         spec = self.rt.contracts.workflows.get(workflow)
-        return spec is not None and any(step.agent == agent for step in spec.steps)
+        return spec is not None and agent in spec.agents
 
     async def _counted(self, canary: Canary, arm: Arm, task_id: str, workflow: str) -> None:
         """A task's end counted into ``arm``: judge the canary by its agent's rule."""
