@@ -4,14 +4,12 @@ the task context travels whole with its hash chain, and the view's hash is in th
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 from tests.fixtures.cli import handrail
-from tests.fixtures.stack import PROJECT_ROOT, Stack
+from tests.fixtures.stack import Stack, merged_config
 
 from handrail.client import HandrailClient
 from handrail.hashing import context_hash
@@ -26,14 +24,7 @@ HERE = Path(__file__).parent
 @pytest.fixture(scope="module")
 def stack_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's contracts plus an agent that answers with the context it was shown."""
-    config = tmp_path_factory.mktemp("context-config")
-    for name in ("agents", "workflows"):
-        merged = yaml.safe_load((PROJECT_ROOT / "config" / f"{name}.yaml").read_text())
-        merged[name].update(yaml.safe_load((HERE / "config" / f"context-{name}.yaml").read_text())[name])
-        (config / f"{name}.yaml").write_text(yaml.safe_dump(merged))
-    shutil.copytree(PROJECT_ROOT / "config" / "prompts", config / "prompts")
-    shutil.copytree(HERE / "config" / "prompts", config / "prompts", dirs_exist_ok=True)
-    return config
+    return merged_config(tmp_path_factory.mktemp("context-config"), "context")
 
 
 async def test_a_step_sees_only_its_view_and_the_context_travels_whole(client: HandrailClient, stack: Stack) -> None:

@@ -3,21 +3,18 @@ critique in its context, each run a hop of its own on the hash chain, until it p
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 from tests.fixtures.cli import handrail
 from tests.fixtures.metrics import scrape, total
-from tests.fixtures.stack import PROJECT_ROOT, Stack
+from tests.fixtures.stack import Stack, merged_config, review_requests
 
 from handrail.client import HandrailClient
 from handrail.hashing import context_hash
-from handrail.messages import HandoffEnvelope, ReviewRequested, StepCompleted, TaskStatus
+from handrail.messages import HandoffEnvelope, StepCompleted, TaskStatus
 from handrail_dev import signing_keys
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(240)]
@@ -28,15 +25,7 @@ HERE = Path(__file__).parent
 @pytest.fixture(scope="module")
 def stack_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's contracts, the context test's viewer, and the evaluator test workflows with their drafter."""
-    config = tmp_path_factory.mktemp("evaluator-config")
-    for name in ("agents", "workflows"):
-        merged = yaml.safe_load((PROJECT_ROOT / "config" / f"{name}.yaml").read_text())
-        for extra in ("context", "evaluator"):
-            merged[name].update(yaml.safe_load((HERE / "config" / f"{extra}-{name}.yaml").read_text())[name])
-        (config / f"{name}.yaml").write_text(yaml.safe_dump(merged))
-    shutil.copytree(PROJECT_ROOT / "config" / "prompts", config / "prompts")
-    shutil.copytree(HERE / "config" / "prompts", config / "prompts", dirs_exist_ok=True)
-    return config
+    return merged_config(tmp_path_factory.mktemp("evaluator-config"), "context", "evaluator")
 
 
 async def test_a_step_runs_again_with_its_critique_until_it_passes(
@@ -125,14 +114,7 @@ async def test_an_exhausted_evaluator_can_leave_the_last_output_to_a_person(
     client: HandrailClient, stack: Stack
 ) -> None:
     task_id = await client.submit("stubborn-review-test", {}, task_id=f"stubborn-r-{uuid.uuid4().hex[:10]}")
-    requests: list[ReviewRequested] = []
-    for _ in range(60):
-        requests = [
-            ReviewRequested.model_validate_json(v) for v in await stack.read(stack.topics.reviews_requested, task_id)
-        ]
-        if requests:
-            break
-        await asyncio.sleep(1)
+    requests = await review_requests(stack, task_id)
     assert len(requests) == 1
     request = requests[0]
     assert request.trigger.value == "evaluation" and request.checkpoint is not None

@@ -7,20 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 from tests.fixtures.cli import handrail
-from tests.fixtures.stack import PROJECT_ROOT, Stack
+from tests.fixtures.stack import Stack, merged_config, review_requests
 
 from handrail.audit import AuditRecord, verify_chain
 from handrail.client import HandrailClient
 from handrail.hashing import join_hash
-from handrail.messages import HandoffEnvelope, ReviewRequested, StepCompleted, TaskStatus
+from handrail.messages import HandoffEnvelope, StepCompleted, TaskStatus
 from handrail.signing import TrustStore, Verifier
 from handrail_dev import signing_keys
 
@@ -32,15 +30,7 @@ HERE = Path(__file__).parent
 @pytest.fixture(scope="module")
 def stack_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's contracts, the context test's viewer, and the parallel test workflows with their agents."""
-    config = tmp_path_factory.mktemp("parallel-config")
-    for name in ("agents", "workflows"):
-        merged = yaml.safe_load((PROJECT_ROOT / "config" / f"{name}.yaml").read_text())
-        for extra in ("context", "parallel"):
-            merged[name].update(yaml.safe_load((HERE / "config" / f"{extra}-{name}.yaml").read_text())[name])
-        (config / f"{name}.yaml").write_text(yaml.safe_dump(merged))
-    shutil.copytree(PROJECT_ROOT / "config" / "prompts", config / "prompts")
-    shutil.copytree(HERE / "config" / "prompts", config / "prompts", dirs_exist_ok=True)
-    return config
+    return merged_config(tmp_path_factory.mktemp("parallel-config"), "context", "parallel")
 
 
 async def reports_of(stack: Stack, task_id: str) -> list[StepCompleted]:
@@ -181,14 +171,7 @@ async def test_a_vote_short_of_its_quorum_fails_or_goes_to_a_person(client: Hand
     assert "1 of 3 samples gave the most common answer (3 distinct answers; majority of 2)" in (failed.reason or "")
 
     parked_id = await client.submit("vote-review-test", {}, task_id=f"vote-r-{uuid.uuid4().hex[:10]}")
-    requests: list[ReviewRequested] = []
-    for _ in range(90):
-        requests = [
-            ReviewRequested.model_validate_json(v) for v in await stack.read(stack.topics.reviews_requested, parked_id)
-        ]
-        if requests:
-            break
-        await asyncio.sleep(1)
+    requests = await review_requests(stack, parked_id)
     assert len(requests) == 1 and requests[0].trigger.value == "vote"
     checkpoint = requests[0].checkpoint
     assert checkpoint is not None and checkpoint.step == "risk"
@@ -250,13 +233,6 @@ async def test_a_parallel_step_with_a_quorum_goes_on_without_a_failed_branch(
     assert "1 of 2 branches of step 'checks' succeeded, short of its quorum 2" in (missed.reason or "")
 
     parked_id = await client.submit("section-failure-review-test", {}, task_id=f"section-r-{uuid.uuid4().hex[:10]}")
-    requests: list[ReviewRequested] = []
-    for _ in range(90):
-        requests = [
-            ReviewRequested.model_validate_json(v) for v in await stack.read(stack.topics.reviews_requested, parked_id)
-        ]
-        if requests:
-            break
-        await asyncio.sleep(1)
+    requests = await review_requests(stack, parked_id)
     assert len(requests) == 1 and requests[0].trigger.value == "branch_failure"
     assert requests[0].checkpoint is not None and set(requests[0].checkpoint.output) == {"left"}

@@ -8,16 +8,14 @@ where it stopped (``audit verify`` says intact).
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-import yaml
 from tests.fixtures.redis_server import PrivateRedis, run_private_redis
-from tests.fixtures.stack import PROJECT_ROOT, Stack, free_port
+from tests.fixtures.stack import Stack, free_port, merged_config
 
 from handrail.audit import AuditRecord, verify_chain
 from handrail.client import HandrailClient
@@ -36,17 +34,7 @@ KEPT = ("drafter", "viewer", "lefty", "righty", "refine-test", "section-test")
 @pytest.fixture(scope="module")
 def stack_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's contracts, the evaluator test workflow whose first step runs three times, and the parallel one."""
-    config = tmp_path_factory.mktemp("state-loss-config")
-    for name in ("agents", "workflows"):
-        merged = yaml.safe_load((PROJECT_ROOT / "config" / f"{name}.yaml").read_text())
-        for source in ("evaluator", "context", "parallel"):
-            extra = yaml.safe_load((HERE / "config" / f"{source}-{name}.yaml").read_text())[name]
-            merged[name].update({k: v for k, v in extra.items() if k in KEPT})
-        (config / f"{name}.yaml").write_text(yaml.safe_dump(merged))
-    shutil.copytree(PROJECT_ROOT / "config" / "prompts", config / "prompts")
-    for agent in ("drafter", "viewer", "lefty", "righty"):
-        shutil.copytree(HERE / "config" / "prompts" / agent, config / "prompts" / agent)
-    return config
+    return merged_config(tmp_path_factory.mktemp("state-loss-config"), "evaluator", "context", "parallel", keep=KEPT)
 
 
 @pytest.fixture(scope="module")

@@ -38,12 +38,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", type=Path, default=PROJECT_ROOT / ".run" / "chaos")
     parser.add_argument("--drain-timeout-s", type=float, default=300.0, help="wait this long for the last results")
     parser.add_argument("--model-latency-ms", type=float, default=20.0, help="each model answer takes this long")
+    parser.add_argument(
+        "--vendor-share", type=float, default=0.2, help="share of tasks on vendor-due-diligence (default 0.2)"
+    )
     return parser
 
 
 async def soak(args: argparse.Namespace, cluster: Cluster, faults: Faults) -> tuple[judging.Verdict, float]:
     rng = faults.rng
-    submitter = Submitter(cluster, args.tasks, args.rate, rng)
+    submitter = Submitter(cluster, args.tasks, args.rate, rng, vendor_share=args.vendor_share)
     reviewers = Reviewers(cluster)
     stop_reviewing = asyncio.Event()
     reviewing = asyncio.create_task(reviewers.run(stop_reviewing))
@@ -76,7 +79,7 @@ async def soak(args: argparse.Namespace, cluster: Cluster, faults: Faults) -> tu
     stop_reviewing.set()
     await reviewing
     assert cluster.contracts is not None
-    limits = cluster.contracts.workflows["expense-approval"].limits
+    limits = {name: workflow.limits for name, workflow in cluster.contracts.workflows.items()}
     # Every audit record must also be signed by a service that may have written it.
     verifier = Verifier(TrustStore.from_file(cluster.run_dir / signing_keys.FOLDER))
     found = await judging.judge(

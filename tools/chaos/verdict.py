@@ -86,12 +86,13 @@ async def judge(
     bootstrap: str,
     topics: Topics,
     submitted: list[str],
-    limits: TaskLimits,
+    limits: dict[str, TaskLimits],
     ledger: Path,
     poison_keys: list[str],
     verifier: Verifier | None = None,
 ) -> Verdict:
-    """Judge the run from the topics: results, chains (and with ``verifier`` their signatures), effects."""
+    """Judge the run from the topics: results (within their workflow's ``limits``), chains (and with
+    ``verifier`` their signatures), effects."""
     verdict = Verdict(submitted=len(submitted), poison_sent=len(poison_keys))
     results = await results_by_task(bootstrap, topics)
     for task_id in submitted:
@@ -107,10 +108,11 @@ async def judge(
         verdict.exactly_one += 1
         result = got[0]
         verdict.statuses[result.status.value] += 1
+        capped = limits[result.workflow]
         if (
-            result.cost_usd > limits.max_cost_usd + 1e-9
-            or result.steps > limits.max_steps
-            or result.tokens > limits.max_tokens
+            result.cost_usd > capped.max_cost_usd + 1e-9
+            or result.steps > capped.max_steps
+            or result.tokens > capped.max_tokens
         ):
             verdict.overspent.append(task_id)
 

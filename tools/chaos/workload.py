@@ -28,15 +28,30 @@ def claim(rng: random.Random) -> dict[str, object]:
     return {"employee_id": "E100", "amount": round(amount, 2), "currency": "USD", "description": "chaos soak"}
 
 
+def vendor(rng: random.Random) -> dict[str, object]:
+    """A vendor for due diligence: its checks run in parallel, its risk class is voted, its summary revised."""
+    n = rng.randrange(1000)
+    return {"vendor_id": f"V{n:03d}", "vendor_name": f"Vendor {n}", "country": rng.choice(["DE", "FR", "US"])}
+
+
 @dataclass
 class Submitter:
-    """Publishes ``count`` expense-approval tasks, ``rate_per_s`` a second, on the public tasks topic."""
+    """Publishes ``count`` tasks, ``rate_per_s`` a second, on the public tasks topic: expense claims, and a
+    ``vendor_share`` of vendor due diligence (forks, joins, votes and iterations under the same faults)."""
 
     cluster: Cluster
     count: int
     rate_per_s: float
     rng: random.Random
+    vendor_share: float = 0.2
     submitted: dict[str, float] = field(default_factory=dict)
+
+    def task(self, i: int) -> TaskSubmitted:
+        if self.rng.random() < self.vendor_share:
+            workflow, task_input = "vendor-due-diligence", vendor(self.rng)
+        else:
+            workflow, task_input = "expense-approval", claim(self.rng)
+        return TaskSubmitted(task_id=f"chaos-{i:05d}", workflow=workflow, input=task_input, submitted_by="chaos")
 
     async def run(self) -> None:
         producer = make_producer(self.cluster.bootstrap, "chaos-submitter", request_timeout_ms=60000)
@@ -45,9 +60,7 @@ class Submitter:
         try:
             for i in range(self.count):
                 await asyncio.sleep(max(0.0, started + i / self.rate_per_s - time.monotonic()))
-                task = TaskSubmitted(
-                    task_id=f"chaos-{i:05d}", workflow="expense-approval", input=claim(self.rng), submitted_by="chaos"
-                )
+                task = self.task(i)
                 while True:  # a user retries a submission the broker did not take: the same id, so idempotent
                     try:
                         await producer.send_and_wait(
