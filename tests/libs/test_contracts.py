@@ -18,9 +18,14 @@ TOOLS = default_registry().names()
 
 def test_shipped_contracts_load() -> None:
     contracts = load_contracts(CONFIG, TOOLS)
-    assert set(contracts.agents) == {"expense-intake", "expense-approver"}
+    assert set(contracts.agents) == {
+        "expense-intake", "expense-approver", "vendor-checker", "risk-classifier", "vendor-writer",
+    }  # fmt: skip
     workflow = contracts.workflows["expense-approval"]
     assert [s.agent for s in workflow.steps] == ["expense-intake", "expense-approver"]
+    vendors = contracts.workflows["vendor-due-diligence"]
+    assert vendors.agents == ("vendor-checker", "risk-classifier", "vendor-writer")
+    assert [s.name for s in vendors.steps] == ["screen", "checks", "risk", "summary"]
 
 
 def _copy(tmp_path: Path) -> Path:

@@ -113,7 +113,11 @@ async def lose_and_rebuild_redis(env: dict[str, str]) -> None:
 @pytest.mark.bus
 async def test_status_set_and_clear_round_trip_audited_and_surviving_a_redis_loss(env: dict[str, str]) -> None:
     before = status(env)
-    assert set(before) == {(A, W), ("expense-intake", W)}
+    vendor = "vendor-due-diligence"
+    assert set(before) == {
+        (A, W), ("expense-intake", W),
+        ("vendor-checker", vendor), ("risk-classifier", vendor), ("vendor-writer", vendor),
+    }  # fmt: skip
     assert (before[A, W]["level"], before[A, W]["source"], before[A, W]["reviews"]) == ("exception-based", "config", 0)
     assert before[A, W]["recommendation"]["action"] == "hold"
 

@@ -96,9 +96,10 @@ def test_topics_ensure_is_idempotent(stack: Stack) -> None:
     env = {**stack_env(stack), "HANDRAIL_TOPIC_PREFIX": f"cli{uuid.uuid4().hex[:8]}."}
     first = handrail("topics", "ensure", env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created") == 11
+    # The nine shared topics and one per agent of config/agents.yaml (five).
+    assert first.stdout.count("created") == 14
     second = handrail("topics", "ensure", env=env)
-    assert second.returncode == 0 and "created" not in second.stdout and second.stdout.count("exists") == 11
+    assert second.returncode == 0 and "created" not in second.stdout and second.stdout.count("exists") == 14
 
 
 @pytest.mark.bus

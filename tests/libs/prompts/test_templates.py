@@ -57,7 +57,13 @@ def test_a_missing_value_is_an_error_at_render_never_an_empty_string() -> None:
 
 def test_every_shipped_prompt_is_valid_and_renders() -> None:
     library = PromptLibrary(PROJECT_PROMPTS)
-    assert library.names() == ["expense-approver", "expense-intake"]
+    assert library.names() == [
+        "expense-approver",
+        "expense-intake",
+        "risk-classifier",
+        "vendor-checker",
+        "vendor-writer",
+    ]
     assert library.versions("expense-intake") == ["1", "2"]
     for name in library.names():
         for version in library.versions(name):
