@@ -9,13 +9,16 @@ runs the live version.
 
 The rollback survives a crash at any line: its control record (``canary:agent:<agent>`` on the
 control topic) and audit record have ids derived from the canary's, so doing it again changes
-nothing, and the canary is ended last; the next task that ends judges it again.
+nothing, and the canary is ended last; the next task that ends judges it again. Ends handled side
+by side roll a canary back once: each reads it again from Redis under a per-agent lock first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import defaultdict
 
 from prometheus_client import Counter
 
@@ -50,6 +53,8 @@ class CanaryWatcher:
         self._refs = {name: agent.prompt for name, agent in runtime.contracts.agents.items()}
         self._running: dict[str, Canary] = {}
         self._read_at = -FRESH_S
+        # Ends of one agent's tasks are handled side by side: one rollback at a time per agent.
+        self._rolling: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def running(self) -> dict[str, Canary]:
         """The canaries that hold, by agent (read again at most every ``FRESH_S``)."""
@@ -107,8 +112,14 @@ class CanaryWatcher:
         CANARY_TASKS.labels(labels.agent(canary.agent), arm.value).inc()
         figures = await self.cohorts.figures(canary, rule.window_s)
         worse = judge(figures[Arm.CANDIDATE], figures[Arm.LIVE], rule)
-        if worse:
-            await self.roll_back(canary, worse, figures, task_id, workflow)
+        if not worse:
+            return
+        async with self._rolling[canary.agent]:
+            # Another end judged while this one waited may have rolled it back already: read it again.
+            declared = parse_ref(self._refs[canary.agent])[1]
+            current = await self.prompts.canary(canary.prompt, canary.agent, declared=declared)
+            if current is not None and current.id == canary.id:
+                await self.roll_back(canary, worse, figures, task_id, workflow)
 
     async def roll_back(
         self, canary: Canary, worse: list[Worse], figures: dict[Arm, Cohort], task_id: str, workflow: str
