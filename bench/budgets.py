@@ -81,12 +81,12 @@ async def main() -> None:
 
     print(f"reserve+settle, {args.ops} ops each, Redis at {args.redis_url}")
     print(f"{'':26}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}")
-    print(f"{'PING (baseline)':26}{pct(pings, .5):9.3f}{pct(pings, .99):9.3f}{statistics.fmean(pings):9.3f}")
+    print(f"{'PING (baseline)':26}{pct(pings, 0.5):9.3f}{pct(pings, 0.99):9.3f}{statistics.fmean(pings):9.3f}")
     for label, tasks in (("single task", single), ("1000 tasks", many)):
         lat = await sequential(store, tasks, args.ops)
         print(
-            f"{label + ' (sequential)':26}{pct(lat, .5):9.3f}{pct(lat, .99):9.3f}{statistics.fmean(lat):9.3f}"
-            f"   = {pct(lat, .5) / pct(pings, .5):.2f}x PING p50"
+            f"{label + ' (sequential)':26}{pct(lat, 0.5):9.3f}{pct(lat, 0.99):9.3f}{statistics.fmean(lat):9.3f}"
+            f"   = {pct(lat, 0.5) / pct(pings, 0.5):.2f}x PING p50"
         )
     for label, tasks in (("single task", single), ("1000 tasks", many)):
         rate = await concurrent(store, tasks, args.ops, args.concurrency)

@@ -728,6 +728,7 @@ def report(args: argparse.Namespace, handrail: Measurement, relay: Measurement) 
             f"{handrail.tasks_per_s:.1f} vs off {off.tasks_per_s:.1f} tasks/s; "
             f"target < 0.3 ms: {_verdict(per_hop < 0.3)}"
         )
+        lines.append(f"  CPU ms per task during the burst, off: {_cpu_line(off)}")
     model: ModelRun | None = getattr(args, "handrail_model", None)
     if model is not None:
         m = model.measurement

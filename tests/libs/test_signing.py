@@ -111,6 +111,19 @@ def test_a_signed_envelope_verifies_from_its_published_bytes(
     assert handoffs.check_handoff(signed, signed.to_bytes()) == "router"
 
 
+def test_signed_bytes_are_the_signed_payload_as_published_serialised_once(
+    keys: dict[str, SigningKey], handoffs: HandoffVerifier
+) -> None:
+    payload = envelope()
+    signer = Signer(keys["router"])
+    published = signer.signed_bytes(payload)
+    assert json.loads(published) == json.loads(signer.sign(payload).to_bytes())
+    assert handoffs.check_handoff(HandoffEnvelope.model_validate_json(published), published) == "router"
+    # A signature the payload carried already is replaced, not signed over.
+    stale = payload.model_copy(update={"signature": "v1:router:old:x"})
+    assert json.loads(signer.signed_bytes(stale))["signature"] == json.loads(published)["signature"]
+
+
 def test_the_signature_is_over_canonical_json_not_the_byte_layout(
     keys: dict[str, SigningKey], trust: TrustStore
 ) -> None:

@@ -59,12 +59,14 @@ class Publisher:
         (FastStream's in-memory test broker delivers at once and returns no future.)
         """
         if self._signer is not None and SIGNATURE_FIELD in type(payload).model_fields:
-            payload = self._signer.sign(payload)  # last: nothing may change the payload after it is signed
+            value = self._signer.signed_bytes(payload)  # last: nothing may change the payload after it is signed
+        else:
+            value = payload.to_bytes()
         carrier = {**(headers or {}), TYPE_HEADER: type(payload).__name__}
         # W3C trace context of the span this runs in (none when tracing is off): one task, one trace.
         propagate.inject(carrier)
         future: asyncio.Future[Any] | None = await self._broker.publish(
-            payload.to_bytes(),
+            value,
             topic,
             key=key.encode() if key is not None else None,
             headers=carrier,

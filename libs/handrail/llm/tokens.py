@@ -24,7 +24,7 @@ import json
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,6 +42,8 @@ _MESSAGE_OVERHEAD = 3
 _REPLY_PRIMING = 3
 #: The ``tokenizer`` value that forces the estimate for a model whose encoding would be found.
 ESTIMATE = "estimate"
+#: Tool specs whose size a counter keeps (a registry's are few; the oldest go first past this).
+_KEPT_TOOL_COUNTS = 1024
 
 
 class _Encoding(Protocol):
@@ -54,6 +56,9 @@ class TokenCounter:
 
     encoding: str
     count_text: Callable[[str], int]
+    # Tool specs are the same objects call after call: each is counted once (by identity; the spec is
+    # kept with its count, so its id cannot be reused while the entry lives).
+    _tool_counts: dict[int, tuple[ToolSpec, int]] = field(default_factory=dict, compare=False, repr=False)
 
     def message(self, message: ChatMessage) -> int:
         """Tokens ``message`` takes in a prompt: its text, its tool calls, and its framing."""
@@ -67,7 +72,17 @@ class TokenCounter:
 
     def tools(self, specs: Iterable[ToolSpec]) -> int:
         """Tokens the tool descriptions take (name, description and input schema of each)."""
-        return sum(self.count_text(tool_text(spec)) for spec in specs)
+        return sum(self._tool_tokens(spec) for spec in specs)
+
+    def _tool_tokens(self, spec: ToolSpec) -> int:
+        kept = self._tool_counts.get(id(spec))
+        if kept is not None and kept[0] is spec:
+            return kept[1]
+        count = self.count_text(tool_text(spec))
+        if len(self._tool_counts) >= _KEPT_TOOL_COUNTS:
+            self._tool_counts.pop(next(iter(self._tool_counts)))
+        self._tool_counts[id(spec)] = (spec, count)
+        return count
 
     def prompt(self, messages: Sequence[ChatMessage], specs: Iterable[ToolSpec] = ()) -> int:
         """Tokens the whole prompt takes: every message, the tool descriptions, and the reply's priming."""

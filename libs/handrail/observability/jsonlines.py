@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -21,8 +21,8 @@ class JsonLinesExporter(SpanExporter):
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = "".join(json.dumps(_as_json(span)) + "\n" for span in spans)
-        with self._lock, self._path.open("a") as out:
+        lines = b"".join(orjson.dumps(_as_json(span), default=str, option=orjson.OPT_APPEND_NEWLINE) for span in spans)
+        with self._lock, self._path.open("ab") as out:
             out.write(lines)
         return SpanExportResult.SUCCESS
 

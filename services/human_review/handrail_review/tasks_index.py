@@ -210,32 +210,44 @@ class TaskIndex:
 
     async def apply(self, change: Change) -> bool:
         """Fold one record into its task; False when it was applied before (nothing changes)."""
+        return (await self.apply_all([change]))[0]
+
+    async def apply_all(self, changes: Sequence[Change]) -> list[bool]:
+        """Fold records into their tasks in order, in one round trip; False for each applied before."""
+        if not changes:
+            return []
+        what = f"index task {changes[0].task_id}" + (f" and {len(changes) - 1} more records" if changes[1:] else "")
+        async with unavailable_as_retryable(what), self._redis.pipeline(transaction=False) as pipe:
+            for change in changes:
+                await self._apply(keys=self._apply_keys(change), args=self._apply_args(change), client=pipe)
+            applied = await pipe.execute()
+        return [bool(a) for a in applied]
+
+    def _apply_keys(self, change: Change) -> list[str]:
         tid = change.task_id
-        async with unavailable_as_retryable(f"index task {tid}"):
-            applied = await self._apply(
-                keys=[*(self._key(kind, tid) for kind in ("task", "timeline", "seen")), self._key("by", "all")],
-                args=[
-                    self._base,
-                    change.record_id,
-                    tid,
-                    change.at_ms,
-                    change.status,
-                    change.workflow,
-                    change.agent,
-                    change.reason,
-                    change.tokens,
-                    repr(change.cost_usd),
-                    change.steps,
-                    "1" if change.totals else "0",
-                    change.entry,
-                    self.timeline_max,
-                    change.trace_id,
-                    change.ended,
-                    "1" if change.dead_letter else "0",
-                    self.finished_ttl_s,
-                ],
-            )
-        return bool(applied)
+        return [*(self._key(kind, tid) for kind in ("task", "timeline", "seen")), self._key("by", "all")]
+
+    def _apply_args(self, change: Change) -> list[Any]:
+        return [
+            self._base,
+            change.record_id,
+            change.task_id,
+            change.at_ms,
+            change.status,
+            change.workflow,
+            change.agent,
+            change.reason,
+            change.tokens,
+            repr(change.cost_usd),
+            change.steps,
+            "1" if change.totals else "0",
+            change.entry,
+            self.timeline_max,
+            change.trace_id,
+            change.ended,
+            "1" if change.dead_letter else "0",
+            self.finished_ttl_s,
+        ]
 
     async def add_dead_letter(self, letter: DeadLetter) -> bool:
         """Keep a dead letter's summary for the list; False when it was kept before."""

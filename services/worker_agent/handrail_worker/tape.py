@@ -15,6 +15,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import orjson
+
 from handrail.hashing import canonical_json, sha256_hex
 from handrail.llm import Attempt, ChatMessage, ModelReply, ModelRequest, ToolCall
 from handrail.messages import RecordedCall, RecordedFailure
@@ -183,7 +185,7 @@ class Player:
 
 def reply_json(reply: ModelReply) -> dict[str, Any]:
     """A model reply as JSON, every field kept (``reply_of`` turns it back)."""
-    body: dict[str, Any] = _plain(dataclasses.asdict(reply))
+    body: dict[str, Any] = _plain(reply)  # orjson writes a dataclass (and those in it) as its fields
     return body
 
 
@@ -204,5 +206,10 @@ def _failed(
 
 
 def _plain(value: Any) -> Any:
-    """``value`` as plain JSON (tuples as lists, anything else as its string), as it is stored."""
-    return json.loads(json.dumps(value, default=str))
+    """``value`` as plain JSON (dataclasses as their fields, tuples as lists, anything else as its string),
+    as it is stored."""
+    try:
+        return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: the standard library writes any size
+        plain = dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+        return json.loads(json.dumps(plain, default=str))

@@ -86,9 +86,7 @@ class RecordingGuard:
     async def start(self) -> None:
         return None
 
-    async def before_model_call(
-        self, index: int, model: str, prompt_tokens: int, prompt: str | None = None
-    ) -> Ticket:
+    async def before_model_call(self, index: int, model: str, prompt_tokens: int, prompt: str | None = None) -> Ticket:
         return Ticket(f"r{index}", "model_call", model, None, time.perf_counter())
 
     async def before_tool_call(

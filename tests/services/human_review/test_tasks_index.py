@@ -101,6 +101,30 @@ async def test_a_record_applied_twice_changes_nothing(index: TaskIndex) -> None:
     assert before[0] is not None and before[0]["tokens"] == "7" and before[0]["steps"] == "1"
 
 
+async def test_records_applied_together_fold_in_order_and_a_repeat_among_them_changes_nothing(
+    index: TaskIndex,
+) -> None:
+    opened = timeline.from_audit(record("t-b", 1, "task.opened", T0, workflow="w"))
+    hop = timeline.from_audit(step("t-b", 2, T0 + timedelta(seconds=1), "a", tokens=7))
+    ended = timeline.from_audit(
+        record(
+            "t-b",
+            3,
+            "task.completed",
+            T0 + timedelta(seconds=2),
+            workflow="w",
+            reason="done",
+            tokens=7,
+            details={"steps": 1},
+        )
+    )
+    assert await index.apply_all([opened, hop, hop, ended]) == [True, True, False, True]
+    summary = await index.summary("t-b")
+    assert summary is not None and (summary["status"], summary["steps"], summary["tokens"]) == ("completed", "1", "7")
+    assert [e["action"] for e in await index.timeline("t-b")] == ["task.opened", "step.completed", "task.completed"]
+    assert await index.apply_all([]) == []
+
+
 async def test_the_timeline_keeps_the_latest_entries_and_says_how_many_it_dropped(index: TaskIndex) -> None:
     await run_task(index, "t-3", T0, agents=tuple(f"a{i}" for i in range(8)))  # 10 records, 5 kept
     entries = await index.timeline("t-3")
