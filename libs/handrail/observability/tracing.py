@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from types import TracebackType
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Status, StatusCode
 
 from handrail.observability.export import TracingConfig, resource, span_exporters
 
@@ -50,15 +54,15 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
-@contextlib.contextmanager
-def consume_span(topic: str, group_id: str, key: str | None, headers: Sequence[tuple[str, bytes]]) -> Iterator[None]:
+def consume_span(
+    topic: str, group_id: str, key: str | None, headers: Sequence[tuple[str, bytes]]
+) -> contextlib.AbstractContextManager[None]:
     """The span of processing one consumed message, a child of the trace its headers carry.
 
     What is published inside it carries this trace on (``Publisher`` injects the current context
     into the outgoing headers), so one task is one trace across services.
     """
     carrier = {name: value.decode("latin-1") for name, value in headers if name in _TRACE_HEADERS}
-    parent = propagate.extract(carrier) if carrier else None
     attributes = {
         "messaging.system": "kafka",
         "messaging.operation.type": "process",
@@ -67,20 +71,35 @@ def consume_span(topic: str, group_id: str, key: str | None, headers: Sequence[t
     }
     if key is not None:
         attributes["messaging.kafka.message.key"] = key
-    with tracer().start_as_current_span(
-        f"{topic} process",
-        context=parent,
-        kind=trace.SpanKind.CONSUMER,
-        attributes=attributes,
-        # A failure is marked on the span, without formatting its traceback there: a retried
-        # message would pay for that on every attempt, and the log has it once.
-        record_exception=False,
-    ) as span:
+    return _ConsumeSpan(f"{topic} process", propagate.extract(carrier) if carrier else None, attributes)
+
+
+class _ConsumeSpan:
+    """``start_as_current_span`` for the hot path, without its layers of generator context managers: the
+    span is current inside, marked with ``error.type`` and an error status when the processing raises
+    (its traceback is not formatted onto the span: a retried message would pay for that on every attempt,
+    and the log has it once), and ended on the way out."""
+
+    __slots__ = ("_attributes", "_name", "_parent", "_span", "_token")
+
+    def __init__(self, name: str, parent: Context | None, attributes: dict[str, str]) -> None:
+        self._name, self._parent, self._attributes = name, parent, attributes
+
+    def __enter__(self) -> None:
+        self._span = tracer().start_span(
+            self._name, context=self._parent, kind=trace.SpanKind.CONSUMER, attributes=self._attributes
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
-            yield
-        except Exception as exc:
-            span.set_attribute("error.type", type(exc).__name__)
-            raise
+            if exc is not None:
+                if isinstance(exc, Exception):
+                    self._span.set_attribute("error.type", type(exc).__name__)
+                self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        finally:
+            otel_context.detach(self._token)
+            self._span.end()
 
 
 #: The W3C headers the propagator reads (``traceparent``, ``tracestate``) and baggage.
