@@ -14,6 +14,7 @@ per-step observers (the task's budget) without rebuilding its provider.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -65,6 +66,13 @@ def active_observers() -> tuple[AttemptObserver, ...]:
     return _ACTIVE.get()
 
 
+@functools.cache
+def _llm_tracer() -> Tracer:
+    """The model calls' tracer, made once (see ``handrail.observability.tracing.tracer``: asking the provider
+    builds a new one each time)."""
+    return trace.get_tracer("handrail.llm")
+
+
 class TracingObserver:
     """One OpenTelemetry span per attempt, with the GenAI semantic-convention attributes.
 
@@ -73,7 +81,7 @@ class TracingObserver:
     """
 
     def __init__(self, attributes: Mapping[str, str | int | float] | None = None, tracer: Tracer | None = None) -> None:
-        self._tracer = tracer or trace.get_tracer("handrail.llm")
+        self._tracer = tracer or _llm_tracer()
         self._attributes = dict(attributes or {})
         self._open: list[Span] = []
 
