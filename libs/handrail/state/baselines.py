@@ -14,6 +14,7 @@ next tasks (nothing is judged during a warm-up), so they are not rebuilt from Ka
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -88,6 +89,30 @@ class Observed:
     baseline: Baseline
 
 
+@dataclass(frozen=True)
+class Observation:
+    """One batch's events of one agent, to count into its task's figures (``BaselineStore.observe``)."""
+
+    task_id: str
+    agent: str
+    batch_id: str
+    delta: Figures
+    step: str
+    ttl_ms: int = TASK_TTL_MS
+
+
+def _observed(figures: list[Any], baseline: list[Any]) -> Observed:
+    cost, steps, tools, calls, errors, *flags = figures
+    tasks, *means = baseline
+    return Observed(
+        figures=Figures(float(cost or 0), int(steps or 0), int(tools or 0), int(calls or 0), int(errors or 0)),
+        flagged=frozenset(m for m, flag in zip(_MEASURES, flags, strict=True) if flag),
+        baseline=Baseline(
+            int(tasks or 0), tuple((m, float(v)) for m, v in zip(_MEASURES, means, strict=True) if v is not None)
+        ),
+    )
+
+
 class BaselineStore:
     """Tasks' running figures and agents' baselines."""
 
@@ -111,28 +136,24 @@ class BaselineStore:
     ) -> Observed:
         """Count ``delta`` (one batch's events of ``agent``; ``delta.steps`` is ignored: ``step`` counts
         once per task) into the task's figures, unless ``batch_id`` was counted before."""
-        keys = [self.task_key(task_id), self.seen_key(task_id), self.agent_key(agent)]
-        args: list[str | int] = [
-            batch_id,
-            agent,
-            ttl_ms,
-            repr(delta.cost_usd),
-            delta.tool_calls,
-            delta.calls,
-            delta.errors,
-            step,
-        ]
-        async with unavailable_as_retryable(f"count the figures of task {task_id}"):
-            figures, baseline = await self._observe(keys=keys, args=args)
-        cost, steps, tools, calls, errors, *flags = figures
-        tasks, *means = baseline
-        return Observed(
-            figures=Figures(float(cost or 0), int(steps or 0), int(tools or 0), int(calls or 0), int(errors or 0)),
-            flagged=frozenset(m for m, flag in zip(_MEASURES, flags, strict=True) if flag),
-            baseline=Baseline(
-                int(tasks or 0), tuple((m, float(v)) for m, v in zip(_MEASURES, means, strict=True) if v is not None)
-            ),
-        )
+        return (await self.observe_all([Observation(task_id, agent, batch_id, delta, step, ttl_ms)]))[0]
+
+    async def observe_all(self, observations: list[Observation]) -> list[Observed]:
+        """``observe`` each of ``observations``, in order, in one round trip."""
+        if not observations:
+            return []
+        first = observations[0].task_id
+        what = f"count the figures of task {first}" + (f" and {len(observations) - 1} more" if observations[1:] else "")
+        async with unavailable_as_retryable(what), self._redis.pipeline(transaction=False) as pipe:
+            for o in observations:
+                keys = [self.task_key(o.task_id), self.seen_key(o.task_id), self.agent_key(o.agent)]
+                d = o.delta
+                args: list[str | int] = [
+                    o.batch_id, o.agent, o.ttl_ms, repr(d.cost_usd), d.tool_calls, d.calls, d.errors, o.step
+                ]  # fmt: skip
+                await self._observe(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        return [_observed(figures, baseline) for figures, baseline in replies]
 
     async def flag(self, task_id: str, agent: str, measure: Measure) -> None:
         """Note that ``measure``'s deviation in the task was acted on (after acting: acting is idempotent)."""

@@ -32,7 +32,8 @@ from handrail.messages import (
 )
 from handrail.metrics import labels
 from handrail.service import Runtime
-from handrail.state.baselines import BaselineStore
+from handrail.state.baselines import BaselineStore, Observation
+from handrail_circuit_breaker.batching import Coalescer
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class BaselineWatcher:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.store = BaselineStore(runtime.redis, runtime.settings.redis_prefix)
+        # The figures of events handled at the same moment are counted in one round trip.
+        self.observations = Coalescer(self.store.observe_all, "baseline-figures")
 
     async def on_events(self, batch: DecisionEvents) -> None:
         """Count a batch's calls into its task's figures, per agent; act on what is now past a bound."""
@@ -74,7 +77,11 @@ class BaselineWatcher:
                 calls=len(ran),
                 errors=sum(1 for e in ran if e.outcome == "error"),
             )
-            observed = await self.store.observe(batch.task_id, agent, batch.message_id, delta, events[-1].step)
+            observed = (
+                await self.observations.submit(
+                    [Observation(batch.task_id, agent, batch.message_id, delta, events[-1].step)]
+                )
+            )[0]
             policy = self.rt.contracts.agents[agent].baseline
             for deviation in judge(observed.figures, observed.baseline, policy):
                 if deviation.measure not in observed.flagged:

@@ -10,7 +10,7 @@ import pytest
 from handrail.baselines import Figures, Measure, judge
 from handrail.contracts import Baseline as Policy
 from handrail.state import connect_redis
-from handrail.state.baselines import BaselineStore
+from handrail.state.baselines import BaselineStore, Observation
 
 pytestmark = pytest.mark.bus
 
@@ -42,6 +42,16 @@ async def test_a_batch_read_again_counts_once_and_each_step_once(store: Baseline
     assert other.baseline.tasks == 0 and not other.flagged
     await store.flag("t1", AGENT, Measure.ERROR_RATE)
     assert (await store.observe("t1", AGENT, "b3", Figures(), "check")).flagged == {Measure.ERROR_RATE}
+
+
+async def test_batches_counted_together_count_in_order_and_a_repeat_among_them_once(store: BaselineStore) -> None:
+    first = Observation("t2", AGENT, "b1", Figures(cost_usd=0.25, calls=1), "extract")
+    later = Observation("t2", AGENT, "b2", Figures(tool_calls=2, calls=2, errors=1), "extract")
+    elsewhere = Observation("t3", AGENT, "b1", Figures(calls=1), "extract")
+    observed = await store.observe_all([first, later, first, elsewhere])
+    assert [o.figures.calls for o in observed] == [1, 3, 3, 1], "each sees the figures as they were after it"
+    assert observed[2].figures == Figures(cost_usd=0.25, steps=1, tool_calls=2, calls=3, errors=1)
+    assert await store.observe_all([]) == []
 
 
 async def test_completed_tasks_fold_into_a_mean_once_each(store: BaselineStore) -> None:
