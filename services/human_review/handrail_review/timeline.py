@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from handrail.audit import AuditRecord
 from handrail.messages import DeadLetter, TaskStatus
 
@@ -83,7 +85,7 @@ def from_audit(record: AuditRecord, trace_id: str = "") -> Change:
         record_id=record.message_id,
         task_id=record.task_id,
         at_ms=int(record.at.timestamp() * 1000),
-        entry=json.dumps(entry, separators=(",", ":"), default=str),
+        entry=_json(entry).decode(),
         status=status,
         workflow=record.workflow or "",
         agent=record.actor.removeprefix("agent:") if record.actor.startswith("agent:") else "",
@@ -138,7 +140,7 @@ def _kind(action: str) -> str:
 
 def bounded(details: dict[str, Any], max_bytes: int = MAX_ENTRY_BYTES) -> dict[str, Any]:
     """``details`` within ``max_bytes`` of JSON: the largest values are replaced by a note of their size."""
-    sizes = {k: len(json.dumps(v, default=str)) for k, v in details.items()}
+    sizes = {k: len(_json(v)) for k, v in details.items()}
     if sum(sizes.values()) <= max_bytes:
         return details
     kept = dict(details)
@@ -149,6 +151,14 @@ def bounded(details: dict[str, Any], max_bytes: int = MAX_ENTRY_BYTES) -> dict[s
         if total <= max_bytes:
             break
     return kept
+
+
+def _json(value: Any) -> bytes:
+    """Compact JSON (orjson; the standard library for what orjson refuses, such as integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, default=str)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
 def trace_id_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> str:
