@@ -214,6 +214,8 @@ class StepRunner:
     ) -> None:
         self.agent = agent
         self.counters = counters(models)  # each model's tokenizer (or the estimate), for caps and reservations
+        for model in agent.model_chain:
+            self.counters(model)  # a tokenizer loads its ranks (~0.5 s of CPU) now, not in the first task's step
         # A lone provider runs as a one-model chain, so every call is observed and listed the same way.
         self.provider = as_chain(provider, agent.model_chain[0])
         self.overrides = ModelOverrides(agent, self.provider, override_models)  # a forked task's model, if any
