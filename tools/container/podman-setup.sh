@@ -7,9 +7,10 @@
 set -euo pipefail
 here=$(dirname "$0")
 log=${1:-.run/apt.log}
-# netavark and aardvark-dns: the compose network, where containers find each other by service name.
+# netavark and aardvark-dns: the compose network, where containers find each other by service name;
+# netavark sets it up with iptables (missing, every RUN of an image build fails: "netavark: No such file").
 "$here/../apt-install.sh" "$log" podman:podman runc:runc debootstrap:debootstrap \
-  /usr/lib/podman/netavark:netavark /usr/lib/podman/aardvark-dns:aardvark-dns \
+  /usr/lib/podman/netavark:netavark /usr/lib/podman/aardvark-dns:aardvark-dns iptables:iptables \
   slirp4netns:slirp4netns fuse-overlayfs:fuse-overlayfs newuidmap:uidmap mvn:maven
 conf=/etc/containers/containers.conf
 if [ ! -e "$conf" ]; then
