@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from handrail import jsontext
 
 
 class JsonLinesExporter(SpanExporter):
@@ -21,7 +22,7 @@ class JsonLinesExporter(SpanExporter):
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = b"".join(orjson.dumps(_as_json(span), default=str, option=orjson.OPT_APPEND_NEWLINE) for span in spans)
+        lines = b"".join(jsontext.dumps(_as_json(span)) + b"\n" for span in spans)
         with self._lock, self._path.open("ab") as out:
             out.write(lines)
         return SpanExportResult.SUCCESS

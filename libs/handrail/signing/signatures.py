@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ import orjson
 from cryptography.exceptions import InvalidSignature
 from pydantic import BaseModel
 
+from handrail import jsontext
 from handrail.hashing import canonical_json
 from handrail.signing.errors import SignatureInvalid, SignatureMissing, UnknownSigner, WrongSigner
 from handrail.signing.keys import SIGNER_PATTERN, SigningKey, TrustStore
@@ -91,7 +91,7 @@ class Signer:
     def sign(self, payload: M) -> M:
         """A copy of ``payload`` with its ``signature`` set; the payload model must have that field."""
         _check_signable(payload)
-        document = _document(_published_bytes(payload))
+        document = jsontext.loads(_published_bytes(payload))
         return payload.model_copy(update={SIGNATURE_FIELD: self.signature_for(document)})
 
     def signed_bytes(self, payload: BaseModel) -> bytes:
@@ -99,7 +99,7 @@ class Signer:
         serialised once (the member comes last; a receiver reads the object, whatever its order)."""
         _check_signable(payload)
         unsigned = payload.model_dump_json(exclude_none=True, exclude={SIGNATURE_FIELD}).encode()
-        member = b'"' + SIGNATURE_FIELD.encode() + b'":' + orjson.dumps(self.signature_for(_document(unsigned)))
+        member = b'"' + SIGNATURE_FIELD.encode() + b'":' + orjson.dumps(self.signature_for(jsontext.loads(unsigned)))
         return unsigned[:-1] + (b"," if unsigned != b"{}" else b"") + member + b"}"
 
 
@@ -146,7 +146,7 @@ class Verifier:
         a valid signature by anybody else is a ``WrongSigner``.
         """
         try:
-            document = _document(value)
+            document = jsontext.loads(value)
         except ValueError:
             raise SignatureInvalid("cannot verify: the message is not JSON", task_id=task_id) from None
         if not isinstance(document, dict):
@@ -171,15 +171,6 @@ class Verifier:
 def _check_signable(payload: BaseModel) -> None:
     if SIGNATURE_FIELD not in type(payload).model_fields:
         raise TypeError(f"{type(payload).__name__} has no {SIGNATURE_FIELD!r} field to carry a signature")
-
-
-def _document(value: bytes) -> Any:
-    """Parse JSON (orjson; the standard library for what orjson refuses and it takes: integers beyond 64
-    bits, NaN), raising ``ValueError`` when it is not JSON."""
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return json.loads(value)
 
 
 def _published_bytes(payload: BaseModel) -> bytes:

@@ -77,11 +77,8 @@ class BaselineWatcher:
                 calls=len(ran),
                 errors=sum(1 for e in ran if e.outcome == "error"),
             )
-            observed = (
-                await self.observations.submit(
-                    [Observation(batch.task_id, agent, batch.message_id, delta, events[-1].step)]
-                )
-            )[0]
+            observation = Observation(batch.task_id, agent, batch.message_id, delta, events[-1].step)
+            (observed,) = await self.observations.submit([observation])
             policy = self.rt.contracts.agents[agent].baseline
             for deviation in judge(observed.figures, observed.baseline, policy):
                 if deviation.measure not in observed.flagged:

@@ -14,8 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from handrail import jsontext
 from handrail.audit import AuditRecord
 from handrail.messages import DeadLetter, TaskStatus
 
@@ -85,7 +84,7 @@ def from_audit(record: AuditRecord, trace_id: str = "") -> Change:
         record_id=record.message_id,
         task_id=record.task_id,
         at_ms=int(record.at.timestamp() * 1000),
-        entry=_json(entry).decode(),
+        entry=jsontext.dumps(entry).decode(),
         status=status,
         workflow=record.workflow or "",
         agent=record.actor.removeprefix("agent:") if record.actor.startswith("agent:") else "",
@@ -140,7 +139,7 @@ def _kind(action: str) -> str:
 
 def bounded(details: dict[str, Any], max_bytes: int = MAX_ENTRY_BYTES) -> dict[str, Any]:
     """``details`` within ``max_bytes`` of JSON: the largest values are replaced by a note of their size."""
-    sizes = {k: len(_json(v)) for k, v in details.items()}
+    sizes = {k: len(jsontext.dumps(v)) for k, v in details.items()}
     if sum(sizes.values()) <= max_bytes:
         return details
     kept = dict(details)
@@ -151,14 +150,6 @@ def bounded(details: dict[str, Any], max_bytes: int = MAX_ENTRY_BYTES) -> dict[s
         if total <= max_bytes:
             break
     return kept
-
-
-def _json(value: Any) -> bytes:
-    """Compact JSON (orjson; the standard library for what orjson refuses, such as integers beyond 64 bits)."""
-    try:
-        return orjson.dumps(value, default=str)
-    except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
 def trace_id_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> str:

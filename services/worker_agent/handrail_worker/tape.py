@@ -11,12 +11,10 @@ where and how.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import orjson
-
+from handrail import jsontext
 from handrail.hashing import canonical_json, sha256_hex
 from handrail.llm import Attempt, ChatMessage, ModelReply, ModelRequest, ToolCall
 from handrail.messages import RecordedCall, RecordedFailure
@@ -208,8 +206,4 @@ def _failed(
 def _plain(value: Any) -> Any:
     """``value`` as plain JSON (dataclasses as their fields, tuples as lists, anything else as its string),
     as it is stored."""
-    try:
-        return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
-    except orjson.JSONEncodeError:  # an integer beyond 64 bits: the standard library writes any size
-        plain = dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
-        return json.loads(json.dumps(plain, default=str))
+    return jsontext.loads(jsontext.dumps(value))
